@@ -1,0 +1,94 @@
+//! Types shared by the BPF programs (`main.rs`, built for `bpfel-unknown-none`)
+//! and restrictd's userspace. Everything here is `#[repr(C)]` and plain data:
+//! the two sides exchange these bytes through maps and ring buffers.
+#![no_std]
+
+/// Upper bound on entries in each LPM trie. Tries are `BPF_F_NO_PREALLOC`, so
+/// this costs nothing until used. It covers 100,000 CIDRs per list, IPv4 rules
+/// doubled into the IPv6 trie as v4-mapped entries, and two policies alive at
+/// once during an atomic swap.
+pub const MAX_RULES: u32 = 1 << 20;
+/// Upper bound on concurrently restricted cgroups.
+pub const MAX_SESSIONS: u32 = 65_536;
+/// Default size of the network event ring buffer: Teleport's 8 pages.
+pub const NETWORK_BUFFER_PAGES: u32 = 8;
+
+/// `SessionEntry.flags`: enforce the network policy in this cgroup.
+pub const SESSION_RESTRICT: u32 = 1 << 0;
+
+/// `SessionEntry.policy_id` value meaning "use the host-wide active policy".
+pub const POLICY_FOLLOW_ACTIVE: u32 = 0;
+/// `ACTIVE[0]` value meaning "no policy object: allow everything".
+pub const POLICY_NONE: u32 = 0;
+
+/// Value of the `SESSIONS` hash, keyed by cgroup id (the cgroup directory's
+/// inode number, as `bpf_get_current_cgroup_id()` returns it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionEntry {
+    /// Which policy applies; `POLICY_FOLLOW_ACTIVE` for the host-wide one.
+    /// A per-user policy only needs a distinct id here and its rules in the tries.
+    pub policy_id: u32,
+    pub flags: u32,
+}
+
+/// LPM trie key data: a policy id (big-endian, so it is matched first as part
+/// of the prefix) followed by the address. The prefix length of a rule is
+/// `32 + cidr_len`.
+pub type V4KeyData = [u8; 8];
+pub type V6KeyData = [u8; 20];
+pub const POLICY_ID_BITS: u32 = 32;
+
+/// LPM trie value. `ports == 0` means all ports; other values are reserved for
+/// per-rule port sets (a later map indexed by this id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    pub ports: u32,
+}
+
+/// Event kinds, first field of every record in a ring buffer.
+pub const EVENT_NETWORK: u32 = 3;
+
+/// Indices of the per-CPU `LOST` counters: events the kernel could not deliver
+/// because a ring buffer was full.
+pub const LOST_NETWORK: u32 = 0;
+pub const LOST_SLOTS: u32 = 4;
+
+pub const OPERATION_CONNECT: u8 = 0;
+pub const OPERATION_SEND: u8 = 1;
+pub const ACTION_OBSERVED: u8 = 0;
+pub const ACTION_DENIED: u8 = 1;
+
+/// A network event (`session.network`). Addresses are in network byte order;
+/// an IPv4 address occupies the first four bytes. Ports are host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetworkEvent {
+    pub kind: u32,
+    /// Thread-group id (what userspace calls the pid).
+    pub pid: u32,
+    pub uid: u32,
+    pub _pad0: u32,
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME, converted to wall time in userspace.
+    pub boot_ns: u64,
+    pub comm: [u8; 16],
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// 4 or 6: the socket's family.
+    pub version: u8,
+    pub operation: u8,
+    pub action: u8,
+    /// IPPROTO_TCP / IPPROTO_UDP / ...
+    pub protocol: u8,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain #[repr(C)] data without padding-dependent invariants.
+    unsafe impl aya::Pod for super::SessionEntry {}
+    unsafe impl aya::Pod for super::RuleValue {}
+}

@@ -1,0 +1,220 @@
+//! cgroup v2: finding the hierarchy, and creating, emptying and removing the
+//! per-session cgroups under restrictd's root.
+
+use std::{
+    fs,
+    io::{self, Write},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Finds the cgroup v2 mount in /proc/self/mountinfo. On unified hosts that is
+/// usually /sys/fs/cgroup; on hybrid ones /sys/fs/cgroup/unified.
+pub fn find_cgroup2_mount() -> Result<PathBuf> {
+    let info =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    parse_mountinfo(&info).context(
+        "no cgroup2 filesystem is mounted; mount one (mount -t cgroup2 none /sys/fs/cgroup) or set cgroup_path",
+    )
+}
+
+fn parse_mountinfo(info: &str) -> Option<PathBuf> {
+    info.lines().find_map(|line| {
+        // "<id> <parent> <maj:min> <root> <mount point> <opts> [optional...] - <fstype> <source> <super opts>"
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mut fields = left.split_whitespace();
+        let root = fields.nth(3)?;
+        let mount_point = fields.next()?;
+        // A bind mount of a sub-cgroup (root != "/") is not the hierarchy's root.
+        (fstype == "cgroup2" && root == "/").then(|| PathBuf::from(unescape_octal(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Checks that `path` is the root of a cgroup v2 hierarchy.
+pub fn check_cgroup2(path: &Path) -> Result<()> {
+    let st = nix::sys::statfs::statfs(path)
+        .with_context(|| format!("cgroup_path {}: cannot stat", path.display()))?;
+    if st.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+        bail!("cgroup_path {} is not a cgroup2 mount", path.display());
+    }
+    Ok(())
+}
+
+/// A cgroup directory and its id (the directory's inode number, which is what
+/// `bpf_get_current_cgroup_id()` returns for processes in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    pub path: PathBuf,
+    pub id: u64,
+}
+
+impl Cgroup {
+    pub fn open(path: &Path) -> Result<Cgroup> {
+        let md = fs::metadata(path).with_context(|| format!("cgroup {}", path.display()))?;
+        Ok(Cgroup {
+            path: path.to_path_buf(),
+            id: md.ino(),
+        })
+    }
+
+    /// Creates `path` and any missing parents (mode 0755, root-owned, so that
+    /// an unprivileged user can neither add processes nor make sub-cgroups).
+    pub fn create_all(path: &Path) -> Result<Cgroup> {
+        fs::create_dir_all(path).with_context(|| format!("creating cgroup {}", path.display()))?;
+        Cgroup::open(path)
+    }
+
+    /// Creates a fresh child; fails if it exists.
+    pub fn create_child(&self, name: &str) -> Result<Cgroup> {
+        let path = self.path.join(name);
+        fs::create_dir(&path).with_context(|| format!("creating cgroup {}", path.display()))?;
+        Cgroup::open(&path)
+    }
+
+    pub fn procs_path(&self) -> PathBuf {
+        self.path.join("cgroup.procs")
+    }
+
+    /// Moves a process (with all its threads) into this cgroup.
+    pub fn add_process(&self, pid: u32) -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(self.procs_path())
+            .with_context(|| format!("opening {}", self.procs_path().display()))?;
+        f.write_all(pid.to_string().as_bytes())
+            .with_context(|| format!("moving pid {pid} into {}", self.path.display()))
+    }
+
+    pub fn pids(&self) -> Result<Vec<u32>> {
+        let s = fs::read_to_string(self.procs_path())
+            .with_context(|| format!("reading {}", self.procs_path().display()))?;
+        Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    /// True while any process is in this cgroup or below it.
+    pub fn populated(&self) -> Result<bool> {
+        let s = fs::read_to_string(self.path.join("cgroup.events"))
+            .with_context(|| format!("reading {}/cgroup.events", self.path.display()))?;
+        Ok(s.lines().any(|l| l.trim() == "populated 1"))
+    }
+
+    /// SIGKILLs every process in the cgroup and below, and waits until it is
+    /// empty. Uses cgroup.kill (Linux 5.14+), which also catches processes
+    /// forking while it runs; falls back to killing pid by pid.
+    pub fn kill_all(&self, timeout: Duration) -> Result<()> {
+        let kill_file = self.path.join("cgroup.kill");
+        let have_kill = match fs::write(&kill_file, "1") {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e).with_context(|| format!("writing {}", kill_file.display())),
+        };
+        let deadline = Instant::now() + timeout;
+        while self.populated()? {
+            if !have_kill {
+                for pid in self.pids()? {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "cgroup {} still has processes after {:?}",
+                    self.path.display(),
+                    timeout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Removes the (empty) cgroup directory. A just-exited process may keep it
+    /// busy for a moment, so EBUSY is retried briefly.
+    pub fn remove(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match fs::remove_dir(&self.path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("removing cgroup {}", self.path.display()))
+                }
+            }
+        }
+    }
+}
+
+/// The cgroup that session cgroups are created under: `cgroup_path` (or the
+/// detected mount) joined with `root_path`.
+pub fn session_root(cgroup_path: Option<&Path>, root_path: &str) -> Result<Cgroup> {
+    let mount = match cgroup_path {
+        Some(p) => {
+            check_cgroup2(p)?;
+            p.to_path_buf()
+        }
+        None => find_cgroup2_mount()?,
+    };
+    Cgroup::create_all(&mount.join(root_path.trim_start_matches('/')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_in_mountinfo() {
+        let hybrid = "\
+30 24 0:26 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+32 30 0:28 / /sys/fs/cgroup/systemd rw shared:11 - cgroup cgroup rw,name=systemd
+";
+        assert_eq!(
+            parse_mountinfo(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "35 24 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_mountinfo(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        let bind_then_root = "\
+40 24 0:30 /user.slice /mnt/x rw - cgroup2 cgroup2 rw
+41 24 0:30 / /my\\040cgroup rw - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            parse_mountinfo(bind_then_root),
+            Some(PathBuf::from("/my cgroup"))
+        );
+        assert_eq!(parse_mountinfo("1 2 0:1 / / rw - ext4 /dev/sda rw\n"), None);
+    }
+}

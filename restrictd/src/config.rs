@@ -1,0 +1,147 @@
+//! The daemon's configuration file (YAML). Keys follow Teleport's
+//! `ssh_service` settings where Teleport has one (`cgroup_path`, `root_path`,
+//! `enhanced_recording.*_buffer_size`). Every key is optional.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/restrictd/restrictd.yaml";
+pub const DEFAULT_ROOT_PATH: &str = "/restrictd";
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the cgroup v2 hierarchy is mounted. Default: found in
+    /// /proc/self/mountinfo (e.g. /sys/fs/cgroup, or /sys/fs/cgroup/unified
+    /// on hybrid hosts).
+    pub cgroup_path: Option<PathBuf>,
+    /// Path inside the cgroup v2 hierarchy under which session cgroups are made.
+    pub root_path: String,
+    pub enhanced_recording: EnhancedRecording,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnhancedRecording {
+    /// Size of the network event ring buffer, in pages (a power of two).
+    pub network_buffer_size: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cgroup_path: None,
+            root_path: DEFAULT_ROOT_PATH.into(),
+            enhanced_recording: EnhancedRecording::default(),
+        }
+    }
+}
+
+impl Default for EnhancedRecording {
+    fn default() -> Self {
+        EnhancedRecording {
+            network_buffer_size: restrictd_ebpf::NETWORK_BUFFER_PAGES,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`. Errors name the file, and the line and
+    /// column where the parser has one.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let src = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{src}: cannot read config: {e}"))?;
+        Config::parse(&text, &src.to_string())
+    }
+
+    pub fn parse(text: &str, source: &str) -> anyhow::Result<Config> {
+        let cfg: Config = if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| match e.location() {
+                Some(l) => anyhow::anyhow!(
+                    "{source}:{}:{}: {}",
+                    l.line(),
+                    l.column(),
+                    e.to_string().lines().next().unwrap_or_default()
+                ),
+                None => anyhow::anyhow!("{source}: {e}"),
+            })?
+        };
+        cfg.validate()
+            .map_err(|m| anyhow::anyhow!("{source}: {m}"))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let root = Path::new(&self.root_path);
+        if !root.is_absolute()
+            || root
+                .components()
+                .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+            || root == Path::new("/")
+        {
+            return Err(format!(
+                "root_path {:?} must be an absolute path below the cgroup root, without `.` or `..`",
+                self.root_path
+            ));
+        }
+        if let Some(p) = &self.cgroup_path {
+            if !p.is_absolute() {
+                return Err(format!("cgroup_path {p:?} must be absolute"));
+            }
+        }
+        let pages = self.enhanced_recording.network_buffer_size;
+        if pages == 0 || !pages.is_power_of_two() {
+            return Err(format!(
+                "enhanced_recording.network_buffer_size is {pages}: it must be a power of two (pages)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_default() {
+        assert_eq!(Config::parse("", "c").unwrap(), Config::default());
+        assert_eq!(Config::parse("# x\n", "c").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn keys_are_read() {
+        let c = Config::parse(
+            "cgroup_path: /cg\nroot_path: /a/b\nenhanced_recording:\n  network_buffer_size: 16\n",
+            "c",
+        )
+        .unwrap();
+        assert_eq!(c.cgroup_path, Some(PathBuf::from("/cg")));
+        assert_eq!(c.root_path, "/a/b");
+        assert_eq!(c.enhanced_recording.network_buffer_size, 16);
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_location() {
+        let e = Config::parse("root_path: /x\nrot_path: /y\n", "c.yaml").unwrap_err();
+        assert!(e.to_string().starts_with("c.yaml:2:"), "{e}");
+        for bad in [
+            "root_path: relative",
+            "root_path: /a/../b",
+            "root_path: /",
+            "cgroup_path: rel",
+            "enhanced_recording:\n  network_buffer_size: 3",
+            "enhanced_recording:\n  network_buffer_size: 0",
+        ] {
+            let e = Config::parse(bad, "c.yaml").unwrap_err();
+            assert!(e.to_string().starts_with("c.yaml:"), "{bad}: {e}");
+        }
+    }
+}

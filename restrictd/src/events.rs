@@ -1,0 +1,386 @@
+//! Audit events: their Teleport-compatible JSON form and where they are
+//! written (a JSON-lines file, and the system log: journald's native protocol,
+//! or syslog facility authpriv where there is no journal).
+
+use std::{
+    io::Write,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use serde::Serialize;
+
+use restrictd_ebpf::{NetworkEvent, ACTION_DENIED, OPERATION_CONNECT};
+
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+pub const SYSLOG_IDENTIFIER: &str = "restrictd";
+
+/// Fixed journald MESSAGE_IDs, one per event type (`journalctl MESSAGE_ID=...`).
+pub mod message_id {
+    pub const NETWORK: &str = "474795d78298490aad64291e119d42c4";
+    pub const COMMAND: &str = "74fc7442d41a4b4fbf47b8b416832e84";
+    pub const DISK: &str = "55a41e0c8721449d97b7e323e9b03f19";
+    pub const SESSION_START: &str = "229cb4f00de640b8847cab4a624b1eee";
+    pub const SESSION_END: &str = "e7598b7e69a44355ae16c9714d748802";
+    pub const LOST: &str = "fcb5828396bb428c9a9d4021c5026427";
+}
+
+/// One audit event, serialized flat as Teleport does.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub event: &'static str,
+    pub code: &'static str,
+    /// RFC 3339, UTC, nanoseconds.
+    pub time: String,
+    /// Per-session event index.
+    pub ei: u64,
+    pub sid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    pub server_hostname: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Body {
+    Network(NetworkBody),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NetworkBody {
+    pub pid: u32,
+    pub cgroup_id: u64,
+    pub program: String,
+    pub src_addr: String,
+    pub dst_addr: String,
+    pub dst_port: u16,
+    /// 4 or 6.
+    pub version: u8,
+    /// 0 connect, 1 send.
+    pub operation: u8,
+    /// 0 observed, 1 denied.
+    pub action: u8,
+}
+
+impl NetworkBody {
+    pub fn from_kernel(k: &NetworkEvent) -> NetworkBody {
+        let addr = |b: &[u8; 16]| -> IpAddr {
+            if k.version == 4 {
+                IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(*b))
+            }
+        };
+        NetworkBody {
+            pid: k.pid,
+            cgroup_id: k.cgroup_id,
+            program: comm_to_string(&k.comm),
+            src_addr: addr(&k.src_addr).to_string(),
+            dst_addr: addr(&k.dst_addr).to_string(),
+            dst_port: k.dst_port,
+            version: k.version,
+            operation: k.operation,
+            action: k.action,
+        }
+    }
+}
+
+pub fn comm_to_string(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+impl Event {
+    fn message_id(&self) -> &'static str {
+        match self.body {
+            Body::Network(_) => message_id::NETWORK,
+        }
+    }
+
+    fn denied(&self) -> bool {
+        match &self.body {
+            Body::Network(n) => n.action == ACTION_DENIED,
+        }
+    }
+
+    /// The one-line human summary (journald MESSAGE).
+    pub fn summary(&self) -> String {
+        let who = self
+            .user
+            .clone()
+            .unwrap_or_else(|| format!("session {}", self.sid));
+        match &self.body {
+            Body::Network(n) => {
+                let op = if n.operation == OPERATION_CONNECT {
+                    "connect"
+                } else {
+                    "send"
+                };
+                let verdict = if n.action == ACTION_DENIED {
+                    "denied"
+                } else {
+                    "allowed"
+                };
+                let dst = if n.version == 6 {
+                    format!("[{}]:{}", n.dst_addr, n.dst_port)
+                } else {
+                    format!("{}:{}", n.dst_addr, n.dst_port)
+                };
+                format!(
+                    "{who}: {verdict} {op} to {dst} by {} (pid {})",
+                    n.program, n.pid
+                )
+            }
+        }
+    }
+
+    /// journald fields: every event field, UPPERCASE (`sid` as `SESSION_ID`),
+    /// plus MESSAGE_ID, SYSLOG_IDENTIFIER and the whole event as EVENT_JSON.
+    pub fn journal_fields(&self) -> Vec<(String, String)> {
+        let json = serde_json::to_value(self).expect("events serialize");
+        let mut out = vec![
+            ("MESSAGE_ID".to_string(), self.message_id().to_string()),
+            (
+                "SYSLOG_IDENTIFIER".to_string(),
+                SYSLOG_IDENTIFIER.to_string(),
+            ),
+            ("SYSLOG_FACILITY".to_string(), "10".to_string()), // authpriv
+        ];
+        if let serde_json::Value::Object(map) = &json {
+            for (k, v) in map {
+                let key = match k.as_str() {
+                    "sid" => "SESSION_ID".to_string(),
+                    "time" => "EVENT_TIME".to_string(),
+                    k => k.to_ascii_uppercase(),
+                };
+                let val = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                out.push((key, val));
+            }
+        }
+        out.push(("EVENT_JSON".to_string(), json.to_string()));
+        out
+    }
+}
+
+/// Where events go. Each event goes to the JSON file (if any) and to the
+/// system log. A failed write is reported on stderr with the event itself, so
+/// an event is never silently dropped.
+pub struct Output {
+    json: Option<Box<dyn Write + Send>>,
+    system: SystemLog,
+}
+
+enum SystemLog {
+    Journal,
+    Syslog(Box<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>),
+    None,
+}
+
+impl Output {
+    /// `events`: `None`, `-` (stderr) or a file to append to.
+    pub fn new(events: Option<&Path>) -> anyhow::Result<Output> {
+        let json: Option<Box<dyn Write + Send>> = match events {
+            None => None,
+            Some(p) if p == Path::new("-") => Some(Box::new(std::io::stderr())),
+            Some(p) => Some(Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| anyhow::anyhow!("--events {}: {e}", p.display()))?,
+            )),
+        };
+        Ok(Output {
+            json,
+            system: SystemLog::detect(),
+        })
+    }
+
+    pub fn system_log_name(&self) -> &'static str {
+        match self.system {
+            SystemLog::Journal => "journald",
+            SystemLog::Syslog(_) => "syslog",
+            SystemLog::None => "none",
+        }
+    }
+
+    pub fn emit(&mut self, ev: &Event) {
+        if let Some(w) = &mut self.json {
+            let mut line = serde_json::to_vec(ev).expect("events serialize");
+            line.push(b'\n');
+            if let Err(e) = w.write_all(&line).and_then(|_| w.flush()) {
+                log::error!("writing event to --events file failed: {e}");
+            }
+        }
+        let res = match &mut self.system {
+            SystemLog::Journal => send_journal(ev).or_else(|e| {
+                // journald may have gone away: try syslog before giving up.
+                log::warn!("journald write failed ({e}); trying syslog");
+                SystemLog::detect_syslog().map_or(Err(e), |mut l| send_syslog(&mut l, ev))
+            }),
+            SystemLog::Syslog(l) => send_syslog(l, ev),
+            SystemLog::None => Ok(()),
+        };
+        if let Err(e) = res {
+            log::error!(
+                "system log write failed ({e}); event: {}",
+                serde_json::to_string(ev).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl SystemLog {
+    fn detect() -> SystemLog {
+        if Path::new(JOURNAL_SOCKET).exists() {
+            return SystemLog::Journal;
+        }
+        if let Some(l) = SystemLog::detect_syslog() {
+            return SystemLog::Syslog(Box::new(l));
+        }
+        log::warn!(
+            "neither {JOURNAL_SOCKET} nor {SYSLOG_SOCKET} exists: events go only to --events"
+        );
+        SystemLog::None
+    }
+
+    fn detect_syslog() -> Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>> {
+        if !Path::new(SYSLOG_SOCKET).exists() {
+            return None;
+        }
+        let formatter = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_AUTHPRIV,
+            hostname: None,
+            process: SYSLOG_IDENTIFIER.into(),
+            pid: std::process::id(),
+        };
+        syslog::unix(formatter).ok()
+    }
+}
+
+fn send_journal(ev: &Event) -> anyhow::Result<()> {
+    let prio = if ev.denied() {
+        libsystemd::logging::Priority::Warning
+    } else {
+        libsystemd::logging::Priority::Info
+    };
+    libsystemd::logging::journal_send(prio, &ev.summary(), ev.journal_fields().into_iter())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn send_syslog(
+    l: &mut syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>,
+    ev: &Event,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_string(ev).expect("events serialize");
+    if ev.denied() {
+        l.warning(json)
+    } else {
+        l.info(json)
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Converts a kernel CLOCK_BOOTTIME timestamp to RFC 3339 wall-clock time.
+pub fn boot_ns_to_rfc3339(boot_ns: u64) -> String {
+    use nix::time::{clock_gettime, ClockId};
+    let ns = |c| {
+        clock_gettime(c)
+            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+            .unwrap_or(0)
+    };
+    let offset = ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_BOOTTIME);
+    let wall = boot_ns as i128 + offset;
+    let dt = chrono::DateTime::from_timestamp(
+        wall.div_euclid(1_000_000_000) as i64,
+        wall.rem_euclid(1_000_000_000) as u32,
+    )
+    .unwrap_or_default();
+    dt.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        Event {
+            event: "session.network",
+            code: "T4002I",
+            time: "2026-01-01T00:00:00.000000001Z".into(),
+            ei: 3,
+            sid: "s-1".into(),
+            user: Some("alice".into()),
+            login: Some("alice".into()),
+            server_hostname: "h".into(),
+            body: Body::Network(NetworkBody {
+                pid: 42,
+                cgroup_id: 7,
+                program: "curl".into(),
+                src_addr: "0.0.0.0".into(),
+                dst_addr: "10.1.2.4".into(),
+                dst_port: 443,
+                version: 4,
+                operation: 0,
+                action: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn json_is_flat_teleport_shape() {
+        let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(v["event"], "session.network");
+        assert_eq!(v["code"], "T4002I");
+        assert_eq!(v["dst_addr"], "10.1.2.4");
+        assert_eq!(v["dst_port"], 443);
+        assert_eq!(v["action"], 1);
+        assert_eq!(v["sid"], "s-1");
+    }
+
+    #[test]
+    fn journal_fields_are_uppercase_and_complete() {
+        let f: std::collections::HashMap<_, _> = sample().journal_fields().into_iter().collect();
+        assert_eq!(f["SESSION_ID"], "s-1");
+        assert_eq!(f["DST_PORT"], "443");
+        assert_eq!(f["MESSAGE_ID"], message_id::NETWORK);
+        assert_eq!(f["SYSLOG_IDENTIFIER"], "restrictd");
+        for k in f.keys() {
+            assert!(
+                k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    && !k.starts_with('_'),
+                "bad journald field name {k}"
+            );
+        }
+        let back: serde_json::Value = serde_json::from_str(&f["EVENT_JSON"]).unwrap();
+        assert_eq!(back["dst_addr"], "10.1.2.4");
+        assert_eq!(
+            sample().summary(),
+            "alice: denied connect to 10.1.2.4:443 by curl (pid 42)"
+        );
+    }
+
+    #[test]
+    fn boot_time_converts_to_now() {
+        use nix::time::{clock_gettime, ClockId};
+        let t = clock_gettime(ClockId::CLOCK_BOOTTIME).unwrap();
+        let s = boot_ns_to_rfc3339(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64);
+        let parsed = chrono::DateTime::parse_from_rfc3339(&s).unwrap();
+        let skew = (chrono::Utc::now() - parsed.with_timezone(&chrono::Utc)).num_seconds();
+        assert!(skew.abs() < 5, "{s}");
+        assert!(s.ends_with('Z') && s.len() == "2026-01-01T00:00:00.000000000Z".len());
+    }
+}

@@ -1,0 +1,88 @@
+use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use restrictd::{
+    policy::Policy,
+    run::{run, RunArgs, EXIT_INTERNAL},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "restrictd",
+    version,
+    about = "Restricted and recorded sessions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run CMD in a new restricted, recorded session and exit with its status.
+    Run {
+        /// Daemon config file (default: /etc/restrictd/restrictd.yaml if it exists).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Network policy (Teleport `network_restrictions`). Without it, all
+        /// destinations are allowed (events are still recorded).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Also write every event as one JSON object per line; `-` is stderr.
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Validate a policy file and summarize it; exits 1 if it is invalid.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file } => match Policy::load(&file) {
+            Ok(p) => {
+                let c = p.counts();
+                println!(
+                    "{}: valid network_restrictions {:?}\n  allow: {} IPv4, {} IPv6 CIDRs\n  deny:  {} IPv4, {} IPv6 CIDRs",
+                    file.display(),
+                    p.name,
+                    c.allow_v4,
+                    c.allow_v6,
+                    c.deny_v4,
+                    c.deny_v6
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("restrictd: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Run {
+            config,
+            policy,
+            events,
+            command,
+        } => match run(RunArgs {
+            config,
+            policy,
+            events,
+            command,
+        }) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("restrictd: {e:#}");
+                ExitCode::from(EXIT_INTERNAL as u8)
+            }
+        },
+    }
+}

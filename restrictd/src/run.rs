@@ -1,0 +1,262 @@
+//! `restrictd run`: one restricted, recorded session around a command.
+//!
+//! This instance loads its own copy of the programs and maps, attaches them to
+//! the session root cgroup, and detaches them when it exits (the links are
+//! fd-based), so concurrent `run`s and the daemon do not interfere.
+
+use std::{
+    ffi::OsString,
+    io::Write as _,
+    os::{fd::AsRawFd, unix::process::ExitStatusExt},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{MapData, RingBuf};
+use restrictd_ebpf::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+    sync::oneshot,
+};
+use uuid::Uuid;
+
+use crate::{
+    bpf::{decode_network_event, Enforcer, LoadOptions},
+    cgroup::{self, Cgroup},
+    config::{Config, DEFAULT_CONFIG_PATH},
+    events::Output,
+    policy::Policy,
+    session::{Registry, Session},
+};
+
+/// Exit status when restrictd itself fails (as `env`, `chroot`, `timeout` do).
+pub const EXIT_INTERNAL: i32 = 125;
+
+pub struct RunArgs {
+    pub config: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub events: Option<PathBuf>,
+    pub command: Vec<OsString>,
+}
+
+/// Loads the config given, or the default file if it exists, or defaults.
+pub fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    match path {
+        Some(p) => Config::load(p),
+        None if std::path::Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            Config::load(DEFAULT_CONFIG_PATH.as_ref())
+        }
+        None => Ok(Config::default()),
+    }
+}
+
+/// Runs the session; returns the exit status restrictd should exit with.
+pub fn run(args: RunArgs) -> Result<i32> {
+    if args.command.is_empty() {
+        bail!("no command given: restrictd run [OPTIONS] -- CMD [ARGS...]");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("restrictd run must be run as root (it loads BPF programs and creates cgroups)");
+    }
+    let config = load_config(args.config.as_deref())?;
+    let policy = args
+        .policy
+        .as_deref()
+        .map(Policy::load)
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    let output = Output::new(args.events.as_deref())?;
+
+    let root = cgroup::session_root(config.cgroup_path.as_deref(), &config.root_path)?;
+    let mut enforcer = Enforcer::load(LoadOptions {
+        network_buffer_pages: config.enhanced_recording.network_buffer_size,
+    })?;
+    enforcer.set_policy(policy.as_ref())?;
+    enforcer.attach(&root.path)?;
+
+    let sid = Uuid::new_v4();
+    let cg = root.create_child(&sid.to_string())?;
+    // From here on the cgroup must be emptied and removed whatever happens.
+    let guard = CgroupGuard(Some(cg.clone()));
+    enforcer.add_session(
+        cg.id,
+        SessionEntry {
+            policy_id: POLICY_FOLLOW_ACTIVE,
+            flags: SESSION_RESTRICT,
+        },
+    )?;
+    let mut registry = Registry::new();
+    registry.insert(Session::new(sid, cg.clone()));
+    log::info!(
+        "session {sid} in cgroup {} (id {}), system log: {}",
+        cg.path.display(),
+        cg.id,
+        output.system_log_name()
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let ring = enforcer
+        .take_network_events()
+        .expect("ring buffer not yet taken");
+    let recorder = Recorder { registry, output };
+    let status = rt.block_on(supervise(&cg, &args.command, ring, recorder))?;
+
+    guard.finish()?;
+    enforcer.remove_session(cg.id)?;
+    let lost = enforcer.lost()?;
+    if lost.network > 0 {
+        log::warn!(
+            "{} network events were lost: the ring buffer was full (raise enhanced_recording.network_buffer_size)",
+            lost.network
+        );
+    }
+    drop(enforcer);
+    Ok(status)
+}
+
+struct Recorder {
+    registry: Registry,
+    output: Output,
+}
+
+impl Recorder {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            match decode_network_event(&item) {
+                Some(k) => {
+                    let ev = self.registry.network_event(&k);
+                    self.output.emit(&ev);
+                }
+                None => log::error!(
+                    "short network record ({} bytes) from the kernel",
+                    item.len()
+                ),
+            }
+        }
+    }
+}
+
+async fn supervise(
+    cg: &Cgroup,
+    command: &[OsString],
+    ring: RingBuf<MapData>,
+    recorder: Recorder,
+) -> Result<i32> {
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let pump = tokio::spawn(pump(ring, recorder, stop_rx));
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cg.procs_path())
+        .with_context(|| format!("opening {}", cg.procs_path().display()))?;
+    let procs_fd = procs.as_raw_fd();
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Enter the session cgroup before exec, so CMD and everything it
+            // starts is restricted from its first instruction.
+            let zero = b"0";
+            if libc::write(procs_fd, zero.as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // If restrictd dies, so does CMD (its descendants are killed by cgroup cleanup).
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let status = match cmd.spawn() {
+        Err(e) => {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "restrictd: cannot run {:?}: {e}",
+                command[0]
+            );
+            code
+        }
+        Ok(mut child) => {
+            drop(procs);
+            tokio::select! {
+                st = child.wait() => {
+                    let st = st.context("waiting for the command")?;
+                    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+                }
+                _ = sigint.recv() => 130,
+                _ = sigterm.recv() => 143,
+            }
+        }
+    };
+
+    // Leftover children (daemonized or not) die with the session.
+    let cg2 = cg.clone();
+    tokio::task::spawn_blocking(move || cg2.kill_all(Duration::from_secs(10)))
+        .await
+        .context("joining cgroup cleanup")??;
+    // Nothing in the session can produce events now: collect the last ones.
+    let _ = stop_tx.send(());
+    pump.await.context("joining the event reader")??;
+    Ok(status)
+}
+
+async fn pump(
+    ring: RingBuf<MapData>,
+    mut recorder: Recorder,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<Recorder> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("polling the event ring buffer: {}", e.into_parts().1))?;
+    loop {
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                recorder.drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            _ = &mut stop => {
+                recorder.drain(fd.get_mut());
+                return Ok(recorder);
+            }
+        }
+    }
+}
+
+/// Kills whatever is left in a session cgroup and removes it, on success and
+/// on every error path.
+struct CgroupGuard(Option<Cgroup>);
+
+impl CgroupGuard {
+    fn finish(mut self) -> Result<()> {
+        let cg = self.0.take().expect("finish once");
+        cg.kill_all(Duration::from_secs(10))?;
+        cg.remove()
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            if let Err(e) = cg
+                .kill_all(Duration::from_secs(10))
+                .and_then(|_| cg.remove())
+            {
+                log::error!("cleaning up cgroup {}: {e:#}", cg.path.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs everything restrictd needs on a fresh Debian 12 machine (as root).
+# Idempotent: each step checks first and does nothing when already satisfied.
+set -euo pipefail
+
+BPF_LINKER_VERSION=0.10.4
+APT_PACKAGES=(
+  build-essential pkg-config libpam0g-dev   # pam_restrict links libpam
+  iproute2 bpftool                          # netns test hosts; attach checks
+  openssh-server openssh-client dbus pamtester # SSH/PAM/D-Bus tests
+  systemd rsyslog                           # standalone journald / syslog sinks
+  python3 curl jq
+)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: must run as root (it installs apt packages)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt packages missing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d keeps packages from trying to start services on a host without systemd.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v rustup >/dev/null || { echo "setup: rustup not found; install Rust via rustup first" >&2; exit 1; }
+
+# The eBPF crate is built with nightly and -Z build-std=core, which needs rust-src.
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+rustup component list --toolchain nightly --installed | grep -q '^rust-src' \
+  || rustup component add rust-src --toolchain nightly
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+# Newer bpf-linker wants a system LLVM this Debian does not have; 0.10.4 uses rustc's own.
+if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+  log "installing bpf-linker $BPF_LINKER_VERSION"
+  cargo install bpf-linker --version "$BPF_LINKER_VERSION" --locked --force
+fi
+
+# Debugfs carries tracepoint formats on kernels where tracefs is not mounted.
+if [ ! -e /sys/kernel/tracing/events ] && ! mountpoint -q /sys/kernel/tracing; then
+  mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+fi
+
+log "ok"
