@@ -229,6 +229,33 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
+/// A valid policy with `n_allow` and `n_deny` distinct CIDRs, half IPv4 and
+/// half IPv6 in each list; the allow list starts with 127.0.0.0/8 and ::1.
+/// Used by tests and by the benchmark.
+#[doc(hidden)]
+pub fn synthetic_yaml(n_allow: usize, n_deny: usize) -> String {
+    use std::fmt::Write;
+    let mut s = format!(
+        "kind: {KIND}\nversion: {VERSION}\nmetadata:\n  name: synthetic\nspec:\n  allow:\n    - cidr: 127.0.0.0/8\n    - cidr: ::1/128\n"
+    );
+    let gen = |s: &mut String, n: usize, v4_base: u32, v6_group: u16| {
+        for i in 0..n as u32 {
+            if i % 2 == 0 {
+                let a = std::net::Ipv4Addr::from(v4_base + (i / 2) * 256);
+                let _ = writeln!(s, "    - cidr: {a}/24");
+            } else {
+                let j = i / 2;
+                let _ = writeln!(s, "    - cidr: 2001:db8:{v6_group:x}:{:x}::/64", j + 1);
+            }
+        }
+    };
+    // allow: 11.0.0.0/24, 11.0.1.0/24, ...; deny: 12.x and 2001:db8:0:x::/64 ...
+    gen(&mut s, n_allow.saturating_sub(2), 0x0b00_0000, 1);
+    s.push_str("  deny:\n");
+    gen(&mut s, n_deny, 0x0c00_0000, 0);
+    s
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_string()
 }
@@ -384,20 +411,12 @@ mod tests {
 
     #[test]
     fn large_policy_loads() {
-        let mut s = format!("{HEAD}spec:\n  allow:\n");
-        for i in 0..100_000u32 {
-            s.push_str(&format!(
-                "    - cidr: 10.{}.{}.0/24\n",
-                i >> 8 & 255,
-                i & 255
-            ));
-        }
-        s.push_str("  deny:\n");
-        for i in 0..100_000u32 {
-            s.push_str(&format!("    - cidr: 2001:db8:{:x}::/48\n", i));
-        }
-        let p = parse(&s).unwrap();
+        let p = parse(&synthetic_yaml(100_000, 100_000)).unwrap();
         assert_eq!(p.allow.len(), 100_000);
         assert_eq!(p.deny.len(), 100_000);
+        assert_eq!(p.counts().allow_v4, 50_000);
+        // The listed loopback range and a generated deny are where they should be.
+        assert!(p.allows("127.0.0.1".parse().unwrap()));
+        assert!(!p.allows("2001:db8:0:1::1".parse().unwrap()));
     }
 }

@@ -1,0 +1,189 @@
+//! Helpers for tests that run the real `restrictd` binary against the real
+//! kernel. They need root, BPF and cgroup v2; they fail (never skip) without.
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    net::{TcpListener, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+pub const RESTRICTD: &str = env!("CARGO_BIN_EXE_restrictd");
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn probe() -> String {
+    repo().join("tests/probe.py").display().to_string()
+}
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "restrictd's kernel tests must run as root (BPF, cgroups); they do not skip"
+    );
+}
+
+/// A private session root (its own `root_path`), so parallel tests neither
+/// see nor disturb each other's cgroups and attachments. Removed on drop.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox::with_config("")
+    }
+
+    /// `extra`: more config YAML lines.
+    pub fn with_config(extra: &str) -> Sandbox {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("restrictd-test-{}", uuid::Uuid::new_v4());
+        let config = dir.path().join("restrictd.yaml");
+        fs::write(&config, format!("root_path: /{name}\n{extra}")).unwrap();
+        let root = restrictd::cgroup::find_cgroup2_mount().unwrap().join(&name);
+        Sandbox { dir, config, root }
+    }
+
+    pub fn policy(&self, allow: &[&str], deny: &[&str]) -> PathBuf {
+        let mut s = String::from(
+            "kind: network_restrictions\nversion: v4\nmetadata:\n  name: test\nspec:\n  allow:\n",
+        );
+        for c in allow {
+            s += &format!("    - cidr: \"{c}\"\n");
+        }
+        s += "  deny:\n";
+        for c in deny {
+            s += &format!("    - cidr: \"{c}\"\n");
+        }
+        let p = self
+            .dir
+            .path()
+            .join(format!("policy-{}.yaml", uuid::Uuid::new_v4()));
+        fs::write(&p, s).unwrap();
+        p
+    }
+
+    pub fn events_path(&self) -> PathBuf {
+        self.dir.path().join("events.jsonl")
+    }
+
+    /// `restrictd run --config .. [--policy P] --events E -- ARGS`.
+    pub fn run_cmd(&self, policy: Option<&Path>, args: &[&str]) -> Command {
+        let mut c = Command::new(RESTRICTD);
+        c.arg("run").arg("--config").arg(&self.config);
+        if let Some(p) = policy {
+            c.arg("--policy").arg(p);
+        }
+        c.arg("--events").arg(self.events_path());
+        c.arg("--").args(args);
+        c
+    }
+
+    pub fn run(&self, policy: Option<&Path>, args: &[&str]) -> Output {
+        self.run_cmd(policy, args).output().unwrap()
+    }
+
+    /// Runs the probe in a session; returns its one-line verdict.
+    pub fn probe(&self, policy: Option<&Path>, mode: &str, host: &str, port: u16) -> String {
+        let out = self.run(
+            policy,
+            &["python3", &probe(), mode, host, &port.to_string()],
+        );
+        verdict(&out)
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        read_events(&self.events_path())
+    }
+
+    /// Session cgroups left under the root.
+    pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        match fs::read_dir(&self.root) {
+            Err(_) => vec![],
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|e| e.path())
+                .collect(),
+        }
+    }
+
+    /// Programs attached to the root cgroup (by `bpftool cgroup show`).
+    pub fn attached_programs(&self) -> usize {
+        attached_programs(&self.root)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for cg in self.leftover_cgroups() {
+            let _ = fs::write(cg.join("cgroup.kill"), "1");
+            for _ in 0..200 {
+                if fs::remove_dir(&cg).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = fs::remove_dir(&self.root);
+    }
+}
+
+pub fn attached_programs(cgroup: &Path) -> usize {
+    let out = Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(cgroup)
+        .output()
+        .expect("bpftool is installed by scripts/setup.sh");
+    if !cgroup.exists() {
+        return 0;
+    }
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array().map(|a| a.len()).unwrap_or(0)
+}
+
+pub fn verdict(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("").trim().to_string();
+    assert!(
+        !last.is_empty(),
+        "probe printed nothing; status {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    last
+}
+
+pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each event line is JSON"))
+        .collect()
+}
+
+pub fn tcp_listener(addr: &str) -> (TcpListener, u16) {
+    let l = TcpListener::bind((addr, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+pub fn udp_socket(addr: &str) -> (UdpSocket, u16) {
+    let s = UdpSocket::bind((addr, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
+}

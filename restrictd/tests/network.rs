@@ -1,0 +1,371 @@
+//! Network restriction in `restrictd run` sessions, on the real kernel.
+//! Every destination is on loopback; listeners are made by the test.
+
+mod common;
+use std::{io::Read, process::Stdio};
+
+use common::*;
+
+#[test]
+fn allowed_tcp_connects_and_denied_one_fails_with_eperm() {
+    let sb = Sandbox::new();
+    let (_a, pa) = tcp_listener("127.0.0.1");
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    let policy = sb.policy(&["127.0.0.0/8"], &["127.0.0.2"]);
+    assert_eq!(sb.probe(Some(&policy), "tcp", "127.0.0.1", pa), "ok");
+    assert_eq!(sb.probe(Some(&policy), "tcp", "127.0.0.2", pd), "EPERM");
+}
+
+#[test]
+fn deny_overrides_allow_and_unlisted_is_denied() {
+    let sb = Sandbox::new();
+    let (_a, pa) = tcp_listener("127.0.0.3");
+    let (_b, pb) = tcp_listener("127.0.1.1");
+    // 127.0.0.0/24 allowed with one hole; 127.0.1.0/24 is in no list.
+    let policy = sb.policy(&["127.0.0.0/24"], &["127.0.0.3/32"]);
+    assert_eq!(sb.probe(Some(&policy), "tcp", "127.0.0.3", pa), "EPERM");
+    assert_eq!(sb.probe(Some(&policy), "tcp", "127.0.1.1", pb), "EPERM");
+    let policy = sb.policy(&["127.0.0.0/16"], &[]);
+    assert_eq!(sb.probe(Some(&policy), "tcp", "127.0.0.3", pa), "ok");
+    assert_eq!(sb.probe(Some(&policy), "tcp", "127.0.1.1", pb), "ok");
+}
+
+#[test]
+fn udp_sendto_and_connected_udp_are_restricted() {
+    let sb = Sandbox::new();
+    let (ok_sock, pa) = udp_socket("127.0.0.1");
+    let (bad_sock, pd) = udp_socket("127.0.0.2");
+    let policy = sb.policy(&["127.0.0.0/8"], &["127.0.0.2"]);
+    let mut buf = [0u8; 16];
+
+    assert_eq!(sb.probe(Some(&policy), "udp-sendto", "127.0.0.1", pa), "ok");
+    assert_eq!(
+        ok_sock.recv(&mut buf).unwrap(),
+        5,
+        "allowed datagram arrives"
+    );
+    assert_eq!(
+        sb.probe(Some(&policy), "udp-connect", "127.0.0.1", pa),
+        "ok"
+    );
+    assert_eq!(ok_sock.recv(&mut buf).unwrap(), 5);
+
+    assert_eq!(
+        sb.probe(Some(&policy), "udp-sendto", "127.0.0.2", pd),
+        "EPERM"
+    );
+    assert_eq!(
+        sb.probe(Some(&policy), "udp-connect", "127.0.0.2", pd),
+        "EPERM"
+    );
+    assert!(
+        bad_sock.recv(&mut buf).is_err(),
+        "no denied datagram was sent"
+    );
+
+    let ev = sb.events();
+    let ops: Vec<_> = ev
+        .iter()
+        .map(|e| e["operation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ops,
+        vec![1, 0],
+        "sendto is a send (1), connect a connect (0)"
+    );
+}
+
+#[test]
+fn ipv6_loopback_follows_the_ipv6_rules() {
+    let sb = Sandbox::new();
+    let (_l, port) = {
+        let l = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        (l, p)
+    };
+    let v4_only = sb.policy(&["127.0.0.0/8"], &[]);
+    assert_eq!(sb.probe(Some(&v4_only), "tcp", "::1", port), "EPERM");
+    assert_eq!(sb.probe(Some(&v4_only), "udp-sendto", "::1", port), "EPERM");
+    let with_v6 = sb.policy(&["127.0.0.0/8", "::1"], &[]);
+    assert_eq!(sb.probe(Some(&with_v6), "tcp", "::1", port), "ok");
+    let denied_v6 = sb.policy(&["::/0"], &["::1/128"]);
+    assert_eq!(sb.probe(Some(&denied_v6), "tcp", "::1", port), "EPERM");
+    let ev = sb.events();
+    assert!(ev
+        .iter()
+        .all(|e| e["version"] == 6 && e["dst_addr"] == "::1"));
+}
+
+#[test]
+fn v4_mapped_ipv6_cannot_bypass_ipv4_rules() {
+    let sb = Sandbox::new();
+    let (_a, pa) = tcp_listener("127.0.0.1");
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    let policy = sb.policy(&["127.0.0.0/8"], &["127.0.0.2"]);
+    assert_eq!(
+        sb.probe(Some(&policy), "tcp6-mapped", "127.0.0.2", pd),
+        "EPERM"
+    );
+    assert_eq!(
+        sb.probe(Some(&policy), "tcp6-mapped", "127.0.0.1", pa),
+        "ok"
+    );
+    let ev = sb.events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["dst_addr"], "::ffff:127.0.0.2");
+}
+
+#[test]
+fn without_a_policy_everything_is_allowed() {
+    let sb = Sandbox::new();
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    assert_eq!(sb.probe(None, "tcp", "127.0.0.2", pd), "ok");
+    assert!(sb.events().is_empty(), "nothing denied, nothing reported");
+}
+
+#[test]
+fn grandchildren_are_restricted_too() {
+    let sb = Sandbox::new();
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    let policy = sb.policy(&["127.0.0.0/8"], &["127.0.0.2"]);
+    let inner = format!("python3 {} tcp 127.0.0.2 {pd}", probe());
+    // sh -> sh -> (background) python3: two levels below CMD.
+    let script = format!("sh -c '{inner} & wait'");
+    let out = sb.run(Some(&policy), &["sh", "-c", &script]);
+    assert_eq!(verdict(&out), "EPERM");
+}
+
+#[test]
+fn processes_outside_the_session_are_unaffected() {
+    let sb = Sandbox::new();
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    let policy = sb.policy(&["127.0.0.0/8"], &["127.0.0.2"]);
+    // The session denies 127.0.0.2 and stays alive while we connect from outside.
+    let script = format!(
+        "python3 {} tcp 127.0.0.2 {pd}; echo ready; read _ || true",
+        probe()
+    );
+    let mut child = sb
+        .run_cmd(Some(&policy), &["sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("ready") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "session ended early: {seen}");
+        seen += &String::from_utf8_lossy(&buf[..n]);
+    }
+    assert!(seen.starts_with("EPERM"), "{seen}");
+    assert_eq!(
+        sb.attached_programs(),
+        4,
+        "programs attached during the session"
+    );
+    // Same destination, from this (outside) process, while the session runs.
+    std::net::TcpStream::connect(("127.0.0.2", pd)).expect("outside connect works");
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn denial_events_carry_teleport_fields() {
+    let sb = Sandbox::new();
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    let policy = sb.policy(&["127.0.0.0/8"], &["127.0.0.2"]);
+    let script = format!(
+        "python3 {p} tcp 127.0.0.2 {pd}; python3 {p} udp-sendto 127.0.0.2 {pd}; true",
+        p = probe()
+    );
+    let out = sb.run(Some(&policy), &["sh", "-c", &script]);
+    assert!(out.status.success());
+    let ev = sb.events();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    let sid = ev[0]["sid"].as_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&sid).is_ok());
+    for (i, e) in ev.iter().enumerate() {
+        assert_eq!(e["event"], "session.network");
+        assert_eq!(e["code"], "T4002I");
+        assert_eq!(e["ei"], i as u64);
+        assert_eq!(e["sid"], sid.as_str());
+        assert_eq!(e["program"], "python3");
+        assert_eq!(e["dst_addr"], "127.0.0.2");
+        assert_eq!(e["dst_port"], pd);
+        assert_eq!(e["version"], 4);
+        assert_eq!(e["action"], 1);
+        assert!(e["pid"].as_u64().unwrap() > 1);
+        assert!(e["cgroup_id"].as_u64().unwrap() > 1);
+        assert!(e["src_addr"].is_string());
+        let t = chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).unwrap();
+        assert!((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds() < 60);
+        assert_eq!(
+            e["time"].as_str().unwrap().len(),
+            30,
+            "nanosecond precision"
+        );
+    }
+    assert_eq!(ev[0]["operation"], 0);
+    assert_eq!(ev[1]["operation"], 1);
+}
+
+#[test]
+fn exit_status_is_the_commands() {
+    let sb = Sandbox::new();
+    assert_eq!(sb.run(None, &["sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(sb.run(None, &["true"]).status.code(), Some(0));
+    assert_eq!(sb.run(None, &["/nonexistent/cmd"]).status.code(), Some(127));
+}
+
+#[test]
+fn cleanup_after_killed_command_and_daemonized_children() {
+    let sb = Sandbox::new();
+    // CMD leaves a detached grandchild behind, then kills itself.
+    let out = sb.run(
+        None,
+        &[
+            "sh",
+            "-c",
+            "setsid sleep 31337.5 </dev/null >/dev/null 2>&1 & kill -9 $$",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(128 + 9));
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
+    assert_eq!(sb.attached_programs(), 0);
+    let leftover = std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 31337.5$"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&leftover.stdout).trim().is_empty(),
+        "the daemonized child was killed"
+    );
+}
+
+#[test]
+fn cleanup_on_sigterm_and_sigint() {
+    for (sig, code) in [
+        (nix::sys::signal::SIGTERM, 143),
+        (nix::sys::signal::SIGINT, 130),
+    ] {
+        let sb = Sandbox::new();
+        let mut child = sb
+            .run_cmd(None, &["sh", "-c", "echo up; exec sleep 1000"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut buf = [0u8; 3];
+        child.stdout.take().unwrap().read_exact(&mut buf).unwrap();
+        assert_eq!(
+            sb.leftover_cgroups().len(),
+            1,
+            "session cgroup exists while running"
+        );
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(code), "after {sig}");
+        assert!(sb.leftover_cgroups().is_empty());
+        assert_eq!(sb.attached_programs(), 0);
+    }
+}
+
+#[test]
+fn a_bad_policy_stops_run_before_anything_starts() {
+    let sb = Sandbox::new();
+    let bad = sb.dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "kind: network_restrictions\nversion: v4\nmetadata:\n  name: x\nspec:\n  allow:\n    - cidr: 10.0.0.0/33\n",
+    )
+    .unwrap();
+    let marker = sb.dir.path().join("ran");
+    let out = sb.run(Some(&bad), &["touch", marker.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:7:13"), "{err}");
+    assert!(
+        !marker.exists(),
+        "the command must not run under a bad policy"
+    );
+    assert!(sb.leftover_cgroups().is_empty());
+}
+
+#[test]
+fn events_reach_journald() {
+    let sb = Sandbox::new();
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    let policy = sb.policy(&["127.0.0.0/8"], &["127.0.0.2"]);
+    let journal = sb.dir.path().join("journal.json");
+    let run = sb.run_cmd(
+        Some(&policy),
+        &["python3", &probe(), "tcp", "127.0.0.2", &pd.to_string()],
+    );
+    let out = std::process::Command::new(repo().join("tests/with-journald.sh"))
+        .arg(&journal)
+        .arg(run.get_program())
+        .args(run.get_args())
+        .output()
+        .unwrap();
+    assert_eq!(
+        verdict(&out),
+        "EPERM",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries = read_events(&journal);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let j = &entries[0];
+    assert_eq!(j["SYSLOG_IDENTIFIER"], "restrictd");
+    assert_eq!(j["MESSAGE_ID"], restrictd::events::message_id::NETWORK);
+    assert_eq!(j["PRIORITY"], "4");
+    assert_eq!(j["EVENT"], "session.network");
+    assert_eq!(j["DST_ADDR"], "127.0.0.2");
+    assert_eq!(j["DST_PORT"], pd.to_string());
+    assert_eq!(j["ACTION"], "1");
+    assert!(j["SESSION_ID"].as_str().unwrap().len() == 36);
+    assert!(j["MESSAGE"]
+        .as_str()
+        .unwrap()
+        .contains("denied connect to 127.0.0.2"));
+    let inner: serde_json::Value = serde_json::from_str(j["EVENT_JSON"].as_str().unwrap()).unwrap();
+    assert_eq!(inner["code"], "T4002I");
+}
+
+#[test]
+fn without_journald_events_go_to_syslog_authpriv() {
+    let sb = Sandbox::new();
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    let policy = sb.policy(&["127.0.0.0/8"], &["127.0.0.2"]);
+    let log = sb.dir.path().join("syslog.txt");
+    let run = sb.run_cmd(
+        Some(&policy),
+        &["python3", &probe(), "tcp", "127.0.0.2", &pd.to_string()],
+    );
+    let out = std::process::Command::new(repo().join("tests/with-syslog.sh"))
+        .arg(&log)
+        .arg(run.get_program())
+        .args(run.get_args())
+        .output()
+        .unwrap();
+    assert_eq!(
+        verdict(&out),
+        "EPERM",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text.lines().next().expect("one syslog line");
+    // <PRI> = facility authpriv (10) * 8 + severity warning (4).
+    assert!(line.starts_with("<84>"), "{line}");
+    assert!(line.contains("restrictd["), "{line}");
+    let json = &line[line.find('{').unwrap()..];
+    let e: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(e["event"], "session.network");
+    assert_eq!(e["dst_port"], pd);
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs CMD with a private, standalone systemd-journald (no systemd PID 1
+# needed), then prints what the journal received from restrictd as JSON lines.
+# Everything happens in a new mount namespace, so the host's /run and journal
+# are untouched and parallel runs do not see each other.
+# Usage: with-journald.sh OUT_JSON CMD [ARGS...]
+set -euo pipefail
+if [ -z "${RESTRICTD_IN_NS:-}" ]; then
+  RESTRICTD_IN_NS=1 exec unshare --mount --propagation private "$0" "$@"
+fi
+out=$1; shift
+mount -t tmpfs tmpfs /run/systemd
+mkdir -p /run/log && mount -t tmpfs tmpfs /run/log
+[ -d /var/log/journal ] && mount -t tmpfs tmpfs /var/log/journal
+journald=/lib/systemd/systemd-journald
+[ -x "$journald" ] || journald=/usr/lib/systemd/systemd-journald
+"$journald" >/dev/null 2>&1 &
+jpid=$!
+trap 'kill $jpid 2>/dev/null; wait $jpid 2>/dev/null || true' EXIT
+for _ in $(seq 200); do [ -S /run/systemd/journal/socket ] && break; sleep 0.02; done
+[ -S /run/systemd/journal/socket ] || { echo "with-journald: journald did not start" >&2; exit 98; }
+set +e
+"$@"
+rc=$?
+set -e
+journalctl --sync 2>/dev/null || sleep 0.5
+journalctl -D /run/log/journal -o json --no-pager SYSLOG_IDENTIFIER=restrictd > "$out" || true
+exit $rc
