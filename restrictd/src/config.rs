@@ -63,14 +63,9 @@ impl Config {
         {
             Config::default()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| match e.location() {
-                Some(l) => anyhow::anyhow!(
-                    "{source}:{}:{}: {}",
-                    l.line(),
-                    l.column(),
-                    e.to_string().lines().next().unwrap_or_default()
-                ),
-                None => anyhow::anyhow!("{source}: {e}"),
+            serde_saphyr::from_str(text).map_err(|e| {
+                let (line, column, msg) = crate::policy::yaml_error(&e);
+                anyhow::anyhow!("{source}:{line}:{column}: {msg}")
             })?
         };
         cfg.validate()

@@ -142,7 +142,15 @@ impl Policy {
             ));
         }
         let raw: RawPolicy = serde_saphyr::from_str_with_options(text, options())
-            .map_err(|e| err(e.location(), first_line(&e.to_string())))?;
+            .map_err(|e| {
+                let (line, column, message) = yaml_error(&e);
+                PolicyError {
+                    source: source.to_string(),
+                    line,
+                    column,
+                    message,
+                }
+            })?;
 
         if raw.kind.value != KIND {
             return Err(at(
@@ -256,8 +264,23 @@ pub fn synthetic_yaml(n_allow: usize, n_deny: usize) -> String {
     s
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).trim().to_string()
+/// Splits a YAML error into line, column (0 when unknown) and the message
+/// without the parser's own "error: line N column M:" prefix or snippet.
+pub(crate) fn yaml_error(e: &serde_saphyr::Error) -> (u64, u64, String) {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let text = e.without_snippet().to_string();
+    let first = text.lines().next().unwrap_or_default().trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let prefix = format!("line {line} column {column}: ");
+    let suffix = format!(" at line {line}, column {column}");
+    let msg = first.strip_prefix(prefix.as_str()).unwrap_or(first);
+    let msg = msg.strip_suffix(suffix.as_str()).unwrap_or(msg);
+    // The library's advice is for programmers; the admin needs the key.
+    let msg = match msg.split_once(", set DuplicateKeyPolicy") {
+        Some((m, _)) => m.replace("duplicate mapping key:", "duplicate key"),
+        None => msg.to_string(),
+    };
+    (line, column, msg)
 }
 
 #[cfg(test)]
