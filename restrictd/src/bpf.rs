@@ -169,45 +169,44 @@ impl Enforcer {
     /// Inserts (or removes) the rules of `policy` under `id`. Every IPv4 CIDR
     /// is also entered as its v4-mapped IPv6 form (`::ffff:a.b.c.d/96+len`),
     /// so an AF_INET6 socket cannot bypass IPv4 rules.
+    ///
+    /// The v4 and v6 tries are independent maps, written by two threads (a
+    /// 100,000-CIDR policy is hundreds of thousands of map syscalls). Allow
+    /// entries are handled before deny entries, which makes removal safe.
     fn write_rules(&mut self, id: u32, policy: &Policy, insert: bool) -> Result<()> {
-        let idb = id.to_be_bytes();
-        for (list, is_allow) in [(&policy.allow, true), (&policy.deny, false)] {
-            for net in list {
-                let v6 = match net {
-                    IpNet::V4(n) => {
-                        let mut data: V4KeyData = [0; 8];
-                        data[..4].copy_from_slice(&idb);
-                        data[4..].copy_from_slice(&n.network().octets());
-                        let key = Key::new(POLICY_ID_BITS + u32::from(n.prefix_len()), data);
-                        let trie = if is_allow {
-                            &mut self.allow_v4
-                        } else {
-                            &mut self.deny_v4
-                        };
-                        update(trie, &key, insert).with_context(|| format!("rule {net}"))?;
-                        (n.network().to_ipv6_mapped(), 96 + n.prefix_len())
-                    }
-                    IpNet::V6(n) => (n.network(), n.prefix_len()),
-                };
-                let (addr, len): (Ipv6Addr, u8) = v6;
-                let mut data: V6KeyData = [0; 20];
-                data[..4].copy_from_slice(&idb);
-                data[4..].copy_from_slice(&addr.octets());
-                let key = Key::new(POLICY_ID_BITS + u32::from(len), data);
-                let trie = if is_allow {
-                    &mut self.allow_v6
-                } else {
-                    &mut self.deny_v6
-                };
-                update(trie, &key, insert).with_context(|| format!("rule {net}"))?;
-            }
-        }
-        Ok(())
+        let (allow4, allow6) = rule_keys(id, &policy.allow);
+        let (deny4, deny6) = rule_keys(id, &policy.deny);
+        both(
+            &mut self.allow_v4,
+            &allow4,
+            &mut self.allow_v6,
+            &allow6,
+            insert,
+        )?;
+        both(&mut self.deny_v4, &deny4, &mut self.deny_v6, &deny6, insert)
     }
 
     /// The network event ring buffer; can be taken once (by the event reader).
     pub fn take_network_events(&mut self) -> Option<RingBuf<MapData>> {
         self.network_events.take()
+    }
+
+    /// Per program: (name, runs, total run time) as the kernel counts them
+    /// while BPF statistics are enabled (`aya::sys::enable_stats`).
+    pub fn program_stats(&self) -> Result<Vec<(&'static str, u64, std::time::Duration)>> {
+        PROGRAMS
+            .iter()
+            .map(|&name| {
+                let prog: &CgroupSockAddr = self
+                    .ebpf
+                    .program(name)
+                    .expect("checked at load")
+                    .try_into()
+                    .expect("checked at load");
+                let info = prog.info()?;
+                Ok((name, info.run_count(), info.run_time()))
+            })
+            .collect()
     }
 
     pub fn lost(&self) -> Result<Lost> {
@@ -218,21 +217,72 @@ impl Enforcer {
     }
 }
 
-fn update<K: aya::Pod>(
+/// The trie keys of a list: IPv4 keys, and IPv6 keys (IPv6 rules plus every
+/// IPv4 rule in its v4-mapped form), each with the CIDR it came from.
+#[allow(clippy::type_complexity)]
+fn rule_keys(
+    id: u32,
+    list: &[IpNet],
+) -> (Vec<(Key<V4KeyData>, IpNet)>, Vec<(Key<V6KeyData>, IpNet)>) {
+    let idb = id.to_be_bytes();
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::with_capacity(list.len());
+    for net in list {
+        let (addr, len): (Ipv6Addr, u8) = match net {
+            IpNet::V4(n) => {
+                let mut data: V4KeyData = [0; 8];
+                data[..4].copy_from_slice(&idb);
+                data[4..].copy_from_slice(&n.network().octets());
+                v4.push((
+                    Key::new(POLICY_ID_BITS + u32::from(n.prefix_len()), data),
+                    *net,
+                ));
+                (n.network().to_ipv6_mapped(), 96 + n.prefix_len())
+            }
+            IpNet::V6(n) => (n.network(), n.prefix_len()),
+        };
+        let mut data: V6KeyData = [0; 20];
+        data[..4].copy_from_slice(&idb);
+        data[4..].copy_from_slice(&addr.octets());
+        v6.push((Key::new(POLICY_ID_BITS + u32::from(len), data), *net));
+    }
+    (v4, v6)
+}
+
+fn update_all<K: aya::Pod>(
     trie: &mut LpmTrie<MapData, K, RuleValue>,
-    key: &Key<K>,
+    keys: &[(Key<K>, IpNet)],
     insert: bool,
 ) -> Result<()> {
-    if insert {
-        trie.insert(key, RuleValue { ports: 0 }, 0)?;
-    } else {
-        match trie.remove(key) {
-            // A CIDR listed twice is removed once.
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(e.into()),
+    for (key, net) in keys {
+        if insert {
+            trie.insert(key, RuleValue { ports: 0 }, 0)
+                .with_context(|| format!("rule {net}"))?;
+        } else {
+            match trie.remove(key) {
+                // A CIDR listed twice is removed once.
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).with_context(|| format!("removing rule {net}")),
+            }
         }
     }
     Ok(())
+}
+
+/// Updates a v4 and a v6 trie concurrently.
+fn both(
+    v4: &mut V4Trie,
+    k4: &[(Key<V4KeyData>, IpNet)],
+    v6: &mut V6Trie,
+    k6: &[(Key<V6KeyData>, IpNet)],
+    insert: bool,
+) -> Result<()> {
+    std::thread::scope(|s| {
+        let t = s.spawn(|| update_all(v4, k4, insert));
+        let r6 = update_all(v6, k6, insert);
+        let r4 = t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        r4.and(r6)
+    })
 }
 
 fn page_size() -> u32 {

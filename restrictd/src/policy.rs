@@ -141,16 +141,15 @@ impl Policy {
                 format!("policy is empty: expected a `kind: {KIND}` resource"),
             ));
         }
-        let raw: RawPolicy = serde_saphyr::from_str_with_options(text, options())
-            .map_err(|e| {
-                let (line, column, message) = yaml_error(&e);
-                PolicyError {
-                    source: source.to_string(),
-                    line,
-                    column,
-                    message,
-                }
-            })?;
+        let raw: RawPolicy = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
+            let (line, column, message) = yaml_error(&e);
+            PolicyError {
+                source: source.to_string(),
+                line,
+                column,
+                message,
+            }
+        })?;
 
         if raw.kind.value != KIND {
             return Err(at(
@@ -267,7 +266,10 @@ pub fn synthetic_yaml(n_allow: usize, n_deny: usize) -> String {
 /// Splits a YAML error into line, column (0 when unknown) and the message
 /// without the parser's own "error: line N column M:" prefix or snippet.
 pub(crate) fn yaml_error(e: &serde_saphyr::Error) -> (u64, u64, String) {
-    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
     let text = e.without_snippet().to_string();
     let first = text.lines().next().unwrap_or_default().trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);

@@ -1,0 +1,185 @@
+//! What restriction costs per connect(), and what loading a policy costs.
+//! Run as root: `cargo bench -p restrictd --bench connect` (see BENCHMARKS.md).
+//!
+//! For each policy size N (N allow + N deny CIDRs, half IPv4, half IPv6) it
+//! times single connect() calls to a closed loopback port (ECONNREFUSED: the
+//! kernel's full connect path with no peer work) from this process while it is
+//! outside any session and while it is inside a restricted session, in
+//! alternating rounds, and prints the medians and their difference.
+
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    os::fd::AsRawFd,
+    path::PathBuf,
+    time::Instant,
+};
+
+use restrictd::{
+    bpf::{Enforcer, LoadOptions},
+    cgroup::{find_cgroup2_mount, Cgroup},
+    policy::{synthetic_yaml, Policy},
+};
+use restrictd_ebpf::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT};
+
+const ROUNDS: usize = 50;
+const PER_ROUND: usize = 2_000;
+
+fn main() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "the benchmark needs root (it loads BPF programs and moves itself between cgroups)"
+        );
+    }
+    // `cargo bench` passes --bench; nothing else to parse.
+    let mount = find_cgroup2_mount()?;
+    let home = own_cgroup(&mount)?;
+    let root = Cgroup::create_all(&mount.join(format!("restrictd-bench-{}", std::process::id())))?;
+    let session = root.create_child("session")?;
+    let result = bench(&root, &session, &home);
+    // Always return home and clean up, also after a failure.
+    let _ = home.add_process(std::process::id());
+    let _ = session.remove();
+    let _ = root.remove();
+    result
+}
+
+fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
+    let port = closed_port();
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    println!("connect() to closed port 127.0.0.1:{port}, {ROUNDS}x{PER_ROUND} samples per side");
+    // The kernel's own count of time spent in our programs: the precise added
+    // cost, free of the syscall's run-to-run noise. Disabled when the fd drops.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
+    println!("median ns per connect(); prog = kernel-measured ns per connect4 run");
+    println!(
+        "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10}",
+        "CIDRs allow+deny", "outside", "no-session", "session", "added", "prog miss", "prog hit"
+    );
+    for n in [10usize, 1_000, 100_000] {
+        let policy = Policy::parse(&synthetic_yaml(n, n), "synthetic")?;
+        let mut enforcer = Enforcer::load(LoadOptions {
+            network_buffer_pages: 8,
+        })?;
+        enforcer.set_policy(Some(&policy))?;
+        enforcer.attach(&root.path)?;
+        enforcer.add_session(
+            session.id,
+            SessionEntry {
+                policy_id: POLICY_FOLLOW_ACTIVE,
+                flags: SESSION_RESTRICT,
+            },
+        )?;
+        // outside: no program runs. no-session: below the attach point but in
+        // no session (the program runs and misses the session hash). session:
+        // the full check (session hash, policy id, two LPM lookups).
+        let (mut outside, mut miss, mut inside) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut miss_runs, mut miss_ns) = (0u64, 0u128);
+        for _ in 0..ROUNDS {
+            home.add_process(std::process::id())?;
+            sample(target, &mut outside);
+            root.add_process(std::process::id())?;
+            let (r0, t0) = connect4_stats(&enforcer)?;
+            sample(target, &mut miss);
+            let (r1, t1) = connect4_stats(&enforcer)?;
+            miss_runs += r1 - r0;
+            miss_ns += t1 - t0;
+            session.add_process(std::process::id())?;
+            sample(target, &mut inside);
+        }
+        home.add_process(std::process::id())?;
+        let (runs, total) = connect4_stats(&enforcer)?;
+        let (hit_runs, hit_ns) = (runs - miss_runs, total - miss_ns);
+        let (o, m, i) = (median(&mut outside), median(&mut miss), median(&mut inside));
+        println!(
+            "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10.1} {:>10.1}",
+            format!("{n}+{n}"),
+            o,
+            m,
+            i,
+            i as i64 - o as i64,
+            miss_ns as f64 / miss_runs.max(1) as f64,
+            hit_ns as f64 / hit_runs.max(1) as f64,
+        );
+    }
+
+    for (n_allow, n_deny) in [(50_000, 50_000), (100_000, 100_000)] {
+        println!();
+        println!("loading a policy of {n_allow} allow + {n_deny} deny CIDRs:");
+        let yaml = synthetic_yaml(n_allow, n_deny);
+        let t = Instant::now();
+        let policy = Policy::parse(&yaml, "synthetic")?;
+        let parse = t.elapsed();
+        let mut enforcer = Enforcer::load(LoadOptions {
+            network_buffer_pages: 8,
+        })?;
+        let t = Instant::now();
+        enforcer.set_policy(Some(&policy))?;
+        let apply = t.elapsed();
+        let other = Policy::parse(&synthetic_yaml(n_allow, n_deny - 1), "synthetic")?;
+        let t = Instant::now();
+        enforcer.set_policy(Some(&other))?;
+        let swap = t.elapsed();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        println!("  parse + validate YAML:  {:>8.1} ms", ms(parse));
+        println!("  write into BPF maps:    {:>8.1} ms", ms(apply));
+        println!("  load + apply total:     {:>8.1} ms", ms(parse + apply));
+        println!(
+            "  replace it live (write new, switch, delete old): {:.1} ms",
+            ms(swap)
+        );
+    }
+    Ok(())
+}
+
+fn sample(target: SocketAddr, out: &mut Vec<u64>) {
+    let sa = nix::sys::socket::SockaddrIn::from(match target {
+        SocketAddr::V4(a) => a,
+        _ => unreachable!(),
+    });
+    for _ in 0..PER_ROUND {
+        let fd = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::empty(),
+            None,
+        )
+        .expect("socket");
+        let t = Instant::now();
+        let r = nix::sys::socket::connect(fd.as_raw_fd(), &sa);
+        let ns = t.elapsed().as_nanos() as u64;
+        assert_eq!(
+            r,
+            Err(nix::errno::Errno::ECONNREFUSED),
+            "the target port must be closed and allowed"
+        );
+        out.push(ns);
+    }
+}
+
+fn connect4_stats(e: &Enforcer) -> anyhow::Result<(u64, u128)> {
+    let (name, runs, time) = e.program_stats()?[0];
+    assert_eq!(name, "connect4");
+    Ok((runs, time.as_nanos()))
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// A loopback port with nothing listening (bound once, then released).
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn own_cgroup(mount: &std::path::Path) -> anyhow::Result<Cgroup> {
+    let s = fs::read_to_string("/proc/self/cgroup")?;
+    let rel = s
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| anyhow::anyhow!("no cgroup v2 entry in /proc/self/cgroup"))?;
+    let path: PathBuf = mount.join(rel.trim_start_matches('/'));
+    Cgroup::open(&path)
+}
