@@ -52,4 +52,11 @@ if [ ! -e /sys/kernel/tracing/events ] && ! mountpoint -q /sys/kernel/tracing; t
   mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
 fi
 
+# BPF pins need bpffs; systemd mounts it, hosts without systemd may not have it.
+if [ -d /sys/fs/bpf ] && ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf -o nosuid,nodev,noexec,mode=0700 bpf /sys/fs/bpf
+fi
+# sshd's privilege separation directory (the SSH tests run a real sshd).
+mkdir -p /run/sshd && chmod 0755 /run/sshd
+
 log "ok"

@@ -20,8 +20,13 @@ trap 'kill $jpid 2>/dev/null; wait $jpid 2>/dev/null || true' EXIT
 for _ in $(seq 200); do [ -S /run/systemd/journal/socket ] && break; sleep 0.02; done
 [ -S /run/systemd/journal/socket ] || { echo "with-journald: journald did not start" >&2; exit 98; }
 set +e
-"$@"
+# In the background, so that SIGTERM/SIGINT to this script reach CMD (a daemon).
+"$@" &
+cpid=$!
+trap 'kill -TERM $cpid 2>/dev/null' TERM INT
+wait $cpid
 rc=$?
+[ $rc -gt 128 ] && kill -0 $cpid 2>/dev/null && { wait $cpid; rc=$?; }
 set -e
 journalctl --sync 2>/dev/null || sleep 0.5
 journalctl -D /run/log/journal -o json --no-pager SYSLOG_IDENTIFIER=restrictd > "$out" || true

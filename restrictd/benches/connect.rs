@@ -38,9 +38,13 @@ fn main() -> anyhow::Result<()> {
     let session = root.create_child("session")?;
     let result = bench(&root, &session, &home);
     // Always return home and clean up, also after a failure.
-    let _ = home.add_process(std::process::id());
-    let _ = session.remove();
-    let _ = root.remove();
+    let cleanup = home
+        .add_process(std::process::id())
+        .and_then(|_| session.remove())
+        .and_then(|_| root.remove());
+    if let Err(e) = cleanup {
+        eprintln!("cleanup: {e:#}");
+    }
     result
 }
 
@@ -60,6 +64,7 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
         let policy = Policy::parse(&synthetic_yaml(n, n), "synthetic")?;
         let mut enforcer = Enforcer::load(LoadOptions {
             network_buffer_pages: 8,
+            pin_dir: None,
         })?;
         enforcer.set_policy(Some(&policy))?;
         enforcer.attach(&root.path)?;
@@ -112,6 +117,7 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
         let parse = t.elapsed();
         let mut enforcer = Enforcer::load(LoadOptions {
             network_buffer_pages: 8,
+            pin_dir: None,
         })?;
         let t = Instant::now();
         enforcer.set_policy(Some(&policy))?;

@@ -1,12 +1,19 @@
 //! Loading restrictd's BPF object, attaching its programs to a cgroup, and the
 //! only code that writes its maps (sessions and policy rules).
 
-use std::{fs::File, net::Ipv6Addr, path::Path};
+use std::{
+    fs::File,
+    net::Ipv6Addr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{links::CgroupAttachMode, CgroupSockAddr},
+    programs::{
+        links::{CgroupAttachMode, FdLink, PinnedLink},
+        CgroupSockAddr,
+    },
     Ebpf, EbpfLoader,
 };
 use ipnet::IpNet;
@@ -22,11 +29,26 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/re
 
 const PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Network event ring buffer size in pages (power of two).
     pub network_buffer_pages: u32,
+    /// Pin maps (and, with `attach_pinned`, links) here in bpffs, so that
+    /// they outlive this process and a restarted daemon finds them again.
+    /// `None`: everything goes away with this process (`restrictd run`).
+    pub pin_dir: Option<PathBuf>,
 }
+
+const MAPS: [&str; 8] = [
+    "SESSIONS",
+    "ACTIVE",
+    "ALLOW_V4",
+    "DENY_V4",
+    "ALLOW_V6",
+    "DENY_V6",
+    "NETWORK_EVENTS",
+    "LOST",
+];
 
 /// Events the kernel could not deliver (ring buffer full), per event type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +74,8 @@ pub struct Enforcer {
     /// The policy whose rules are in the tries, under its id.
     current: Option<(u32, Policy)>,
     next_policy_id: u32,
+    /// True when the maps were already pinned (a restart): their content is live.
+    reused: bool,
 }
 
 fn map<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -68,12 +92,25 @@ impl Enforcer {
     /// Loads the object and runs the verifier on every program; nothing is
     /// attached yet.
     pub fn load(opts: LoadOptions) -> Result<Enforcer> {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("NETWORK_EVENTS", opts.network_buffer_pages * page_size())
-            .load(OBJECT)
-            .context(
-                "loading restrictd's BPF object (needs root, and a kernel with BPF and cgroup v2)",
-            )?;
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("NETWORK_EVENTS", opts.network_buffer_pages * page_size());
+        let mut reused = false;
+        let pins: Vec<(&str, PathBuf)> = match &opts.pin_dir {
+            None => vec![],
+            Some(dir) => {
+                check_bpffs(dir)?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                reused = dir.join("ACTIVE").exists();
+                MAPS.iter().map(|m| (*m, dir.join(m))).collect()
+            }
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).context(
+            "loading restrictd's BPF object (needs root, and a kernel with BPF and cgroup v2)",
+        )?;
         for name in PROGRAMS {
             let prog: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
@@ -95,9 +132,69 @@ impl Enforcer {
             ebpf,
             current: None,
             next_policy_id: 1,
+            reused,
         };
-        e.active.set(0, POLICY_NONE, 0)?;
+        if reused {
+            // Live maps from a previous run: keep enforcing what is there, and
+            // never reuse a policy id that may still be in the tries.
+            let mut max = e.active.get(&0, 0)?;
+            max = max.max(max_id(&e.allow_v4)).max(max_id(&e.deny_v4));
+            max = max.max(max_id(&e.allow_v6)).max(max_id(&e.deny_v6));
+            e.next_policy_id = max.wrapping_add(1).max(1);
+        } else {
+            e.active.set(0, POLICY_NONE, 0)?;
+        }
         Ok(e)
+    }
+
+    /// True when the maps came from a previous run (restart).
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Like `attach`, but the links are pinned under `pin_dir` so they stay
+    /// attached when this process exits. Programs already pinned there for
+    /// this cgroup (by a previous run) are left in place: they use the same
+    /// pinned maps, so there is no moment without enforcement.
+    pub fn attach_pinned(&mut self, cgroup_dir: &Path, pin_dir: &Path) -> Result<()> {
+        let dir = File::open(cgroup_dir)
+            .with_context(|| format!("opening cgroup {}", cgroup_dir.display()))?;
+        let cgroup_id = std::os::unix::fs::MetadataExt::ino(&dir.metadata()?);
+        for name in PROGRAMS {
+            let pin = pin_dir.join(format!("link-{cgroup_id}-{name}"));
+            if pin.exists() {
+                continue;
+            }
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .expect("checked at load")
+                .try_into()
+                .expect("checked at load");
+            // See `attach` for why Single.
+            let id = prog
+                .attach(&dir, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} to cgroup {}", cgroup_dir.display()))?;
+            let link = FdLink::try_from(prog.take_link(id)?)?;
+            link.pin(&pin)
+                .with_context(|| format!("pinning link {}", pin.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Cgroup ids currently registered in the kernel.
+    pub fn session_ids(&self) -> Result<Vec<u64>> {
+        Ok(self.sessions.keys().collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Removes every rule that does not belong to the active policy (left
+    /// over by a previous run that stopped before deleting them).
+    pub fn purge_inactive_rules(&mut self) -> Result<()> {
+        let active = self.active.get(&0, 0)?;
+        purge(&mut self.allow_v4, active)?;
+        purge(&mut self.allow_v6, active)?;
+        purge(&mut self.deny_v4, active)?;
+        purge(&mut self.deny_v6, active)
     }
 
     /// Attaches the programs to `cgroup_dir`; they then see every process in
@@ -283,6 +380,97 @@ fn both(
         let r4 = t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         r4.and(r6)
     })
+}
+
+fn key_policy_id<K: aya::Pod + AsRef<[u8]>>(key: &Key<K>) -> u32 {
+    let d = key.data();
+    let b = d.as_ref();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn max_id<K: aya::Pod + AsRef<[u8]>>(trie: &LpmTrie<MapData, K, RuleValue>) -> u32 {
+    trie.keys()
+        .filter_map(|k| k.ok())
+        .map(|k| key_policy_id(&k))
+        .max()
+        .unwrap_or(0)
+}
+
+fn purge<K: aya::Pod + AsRef<[u8]>>(
+    trie: &mut LpmTrie<MapData, K, RuleValue>,
+    keep: u32,
+) -> Result<()> {
+    let stale: Vec<Key<K>> = trie
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| key_policy_id(k) != keep)
+        .collect();
+    for k in &stale {
+        match trie.remove(k) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).context("removing a stale rule"),
+        }
+    }
+    Ok(())
+}
+
+/// Pinning needs a bpf filesystem. systemd mounts one at /sys/fs/bpf; on a
+/// host without systemd restrictd mounts it there itself. Anywhere else, say
+/// so plainly.
+fn check_bpffs(dir: &Path) -> Result<()> {
+    use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
+    let is_bpffs = |p: &Path| statfs(p).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() && probe.pop() {}
+    if is_bpffs(&probe) {
+        return Ok(());
+    }
+    let default = Path::new("/sys/fs/bpf");
+    if dir.starts_with(default) && default.is_dir() && !is_bpffs(default) {
+        nix::mount::mount(
+            Some("bpf"),
+            default,
+            Some("bpf"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            Some("mode=0700"),
+        )
+        .context("mounting the bpf filesystem at /sys/fs/bpf")?;
+        log::info!("mounted the bpf filesystem at /sys/fs/bpf");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "bpf_pin_path {} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)",
+        dir.display()
+    )
+}
+
+/// Detaches everything a daemon pinned under `pin_dir` and deletes its maps:
+/// links are unpinned (the kernel detaches a link when its last reference
+/// goes), then the map pins are removed.
+pub fn remove_pins(pin_dir: &Path) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(pin_dir) else {
+        return Ok(());
+    };
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    // Links first, so nothing uses the maps while they go.
+    entries.sort_by_key(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link-"))
+    });
+    for p in entries {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link-"))
+        {
+            if let Ok(link) = PinnedLink::from_pin(&p) {
+                drop(link.unpin());
+                continue;
+            }
+        }
+        std::fs::remove_file(&p).with_context(|| format!("removing pin {}", p.display()))?;
+    }
+    std::fs::remove_dir(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
 }
 
 fn page_size() -> u32 {

@@ -66,7 +66,7 @@ pub fn check_cgroup2(path: &Path) -> Result<()> {
 
 /// A cgroup directory and its id (the directory's inode number, which is what
 /// `bpf_get_current_cgroup_id()` returns for processes in it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cgroup {
     pub path: PathBuf,
     pub id: u64,

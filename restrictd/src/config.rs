@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/restrictd/restrictd.yaml";
 pub const DEFAULT_ROOT_PATH: &str = "/restrictd";
+pub const DEFAULT_POLICY_FILE: &str = "/etc/restrictd/policy.yaml";
+pub const DEFAULT_STATE_DIR: &str = "/run/restrictd";
+pub const DEFAULT_BPF_PIN_PATH: &str = "/sys/fs/bpf/restrictd";
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -18,6 +21,14 @@ pub struct Config {
     pub cgroup_path: Option<PathBuf>,
     /// Path inside the cgroup v2 hierarchy under which session cgroups are made.
     pub root_path: String,
+    /// The network policy the daemon loads at start and on SIGHUP, and where
+    /// `restrictctl policy apply` stores the policy it applies.
+    pub policy_file: PathBuf,
+    /// Where the daemon keeps session state across its own restarts.
+    pub state_dir: PathBuf,
+    /// bpffs directory where the daemon pins its maps and links, so sessions
+    /// stay restricted while it is stopped or restarting.
+    pub bpf_pin_path: PathBuf,
     pub enhanced_recording: EnhancedRecording,
 }
 
@@ -33,6 +44,9 @@ impl Default for Config {
         Config {
             cgroup_path: None,
             root_path: DEFAULT_ROOT_PATH.into(),
+            policy_file: DEFAULT_POLICY_FILE.into(),
+            state_dir: DEFAULT_STATE_DIR.into(),
+            bpf_pin_path: DEFAULT_BPF_PIN_PATH.into(),
             enhanced_recording: EnhancedRecording::default(),
         }
     }
@@ -91,6 +105,15 @@ impl Config {
                 return Err(format!("cgroup_path {p:?} must be absolute"));
             }
         }
+        for (key, p) in [
+            ("policy_file", &self.policy_file),
+            ("state_dir", &self.state_dir),
+            ("bpf_pin_path", &self.bpf_pin_path),
+        ] {
+            if !p.is_absolute() {
+                return Err(format!("{key} {p:?} must be absolute"));
+            }
+        }
         let pages = self.enhanced_recording.network_buffer_size;
         if pages == 0 || !pages.is_power_of_two() {
             return Err(format!(
@@ -132,6 +155,9 @@ mod tests {
             "root_path: /a/../b",
             "root_path: /",
             "cgroup_path: rel",
+            "policy_file: policy.yaml",
+            "state_dir: run",
+            "bpf_pin_path: x",
             "enhanced_recording:\n  network_buffer_size: 3",
             "enhanced_recording:\n  network_buffer_size: 0",
         ] {

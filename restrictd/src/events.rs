@@ -49,6 +49,36 @@ pub struct Event {
 #[serde(untagged)]
 pub enum Body {
     Network(NetworkBody),
+    SessionStart(SessionStartBody),
+    SessionEnd(SessionEndBody),
+}
+
+/// `session.start` (T2000I).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionStartBody {
+    /// The remote peer, as PAM_RHOST gives it (sshd: the client IP).
+    #[serde(rename = "addr.remote")]
+    pub remote_addr: String,
+    pub service: String,
+    pub tty: String,
+    pub uid: u32,
+    /// The process placed in the session (sshd's `[priv]` process).
+    pub pid: u32,
+    pub cgroup_id: u64,
+    pub enhanced_recording: bool,
+}
+
+/// `session.end` (T2004I), written after the session's last events.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionEndBody {
+    #[serde(rename = "addr.remote")]
+    pub remote_addr: String,
+    pub cgroup_id: u64,
+    pub enhanced_recording: bool,
+    pub interactive: bool,
+    pub participants: Vec<String>,
+    pub session_start: String,
+    pub session_stop: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -99,12 +129,15 @@ impl Event {
     fn message_id(&self) -> &'static str {
         match self.body {
             Body::Network(_) => message_id::NETWORK,
+            Body::SessionStart(_) => message_id::SESSION_START,
+            Body::SessionEnd(_) => message_id::SESSION_END,
         }
     }
 
     fn denied(&self) -> bool {
         match &self.body {
             Body::Network(n) => n.action == ACTION_DENIED,
+            _ => false,
         }
     }
 
@@ -136,6 +169,11 @@ impl Event {
                     n.program, n.pid
                 )
             }
+            Body::SessionStart(b) => format!(
+                "{who}: session {} started from {} ({})",
+                self.sid, b.remote_addr, b.service
+            ),
+            Body::SessionEnd(_) => format!("{who}: session {} ended", self.sid),
         }
     }
 
@@ -156,7 +194,17 @@ impl Event {
                 let key = match k.as_str() {
                     "sid" => "SESSION_ID".to_string(),
                     "time" => "EVENT_TIME".to_string(),
-                    k => k.to_ascii_uppercase(),
+                    // journald field names: A-Z, 0-9 and _ only ("addr.remote" -> ADDR_REMOTE).
+                    k => k
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() {
+                                c.to_ascii_uppercase()
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect(),
                 };
                 let val = match v {
                     serde_json::Value::String(s) => s.clone(),

@@ -5,11 +5,16 @@
 //! - `bpf`: loading/attaching the BPF programs and writing their maps;
 //! - `session`: session registry, turning kernel records into events;
 //! - `events`: the event model and its outputs (JSON lines, journald, syslog);
-//! - `run`: `restrictd run`, one restricted session around a command.
+//! - `recorder`: kernel ring buffer -> session stamp -> outputs;
+//! - `run`: `restrictd run`, one restricted session around a command;
+//! - `daemon`: `restrictd serve`, sessions for PAM over D-Bus (`service`).
 pub mod bpf;
 pub mod cgroup;
 pub mod config;
+pub mod daemon;
 pub mod events;
 pub mod policy;
+pub mod recorder;
 pub mod run;
+pub mod service;
 pub mod session;

@@ -3,7 +3,7 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use restrictd::{
     policy::Policy,
-    run::{run, RunArgs, EXIT_INTERNAL},
+    run::{load_config, run, RunArgs, EXIT_INTERNAL},
 };
 
 #[derive(Parser)]
@@ -13,12 +13,25 @@ use restrictd::{
     about = "Restricted and recorded sessions"
 )]
 struct Cli {
+    /// Daemon config file for `serve` when no subcommand is given.
+    #[arg(long, value_name = "FILE", global = false)]
+    config: Option<PathBuf>,
+    /// Default: `serve`.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon on the D-Bus system bus (what pam_restrict talks to).
+    Serve {
+        /// Config file (default: /etc/restrictd/restrictd.yaml if it exists).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Also append every event as one JSON object per line; `-` is stderr.
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+    },
     /// Run CMD in a new restricted, recorded session and exit with its status.
     Run {
         /// Daemon config file (default: /etc/restrictd/restrictd.yaml if it exists).
@@ -43,11 +56,29 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    // The daemon tells what it does (info); `run` and `check` stay quiet.
+    let serving = !std::env::args().skip(1).any(|a| a == "run" || a == "check");
+    let level = if serving { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_target(false)
         .init();
     let cli = Cli::parse();
-    match cli.command {
+    let command = cli.command.unwrap_or(Command::Serve {
+        config: cli.config,
+        events: None,
+    });
+    match command {
+        Command::Serve { config, events } => {
+            match load_config(config.as_deref())
+                .and_then(|c| restrictd::daemon::serve(c, events.as_deref()))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("restrictd: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Check { file } => match Policy::load(&file) {
             Ok(p) => {
                 let c = p.counts();

@@ -9,25 +9,25 @@ use std::{
     io::Write as _,
     os::{fd::AsRawFd, unix::process::ExitStatusExt},
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
-use aya::maps::{MapData, RingBuf};
 use restrictd_ebpf::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT};
 use tokio::{
-    io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
     sync::oneshot,
 };
 use uuid::Uuid;
 
 use crate::{
-    bpf::{decode_network_event, Enforcer, LoadOptions},
+    bpf::{Enforcer, LoadOptions},
     cgroup::{self, Cgroup},
     config::{Config, DEFAULT_CONFIG_PATH},
     events::Output,
     policy::Policy,
+    recorder::Recorder,
     session::{Registry, Session},
 };
 
@@ -72,6 +72,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let root = cgroup::session_root(config.cgroup_path.as_deref(), &config.root_path)?;
     let mut enforcer = Enforcer::load(LoadOptions {
         network_buffer_pages: config.enhanced_recording.network_buffer_size,
+        pin_dir: None,
     })?;
     enforcer.set_policy(policy.as_ref())?;
     enforcer.attach(&root.path)?;
@@ -103,8 +104,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let ring = enforcer
         .take_network_events()
         .expect("ring buffer not yet taken");
-    let recorder = Recorder { registry, output };
-    let status = rt.block_on(supervise(&cg, &args.command, ring, recorder))?;
+    let recorder = Recorder::new(ring, registry, output);
+    let status = rt.block_on(supervise(&cg, &args.command, recorder))?;
 
     guard.finish()?;
     enforcer.remove_session(cg.id)?;
@@ -119,36 +120,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
     Ok(status)
 }
 
-struct Recorder {
-    registry: Registry,
-    output: Output,
-}
-
-impl Recorder {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
-            match decode_network_event(&item) {
-                Some(k) => {
-                    let ev = self.registry.network_event(&k);
-                    self.output.emit(&ev);
-                }
-                None => log::error!(
-                    "short network record ({} bytes) from the kernel",
-                    item.len()
-                ),
-            }
-        }
-    }
-}
-
-async fn supervise(
-    cg: &Cgroup,
-    command: &[OsString],
-    ring: RingBuf<MapData>,
-    recorder: Recorder,
-) -> Result<i32> {
+async fn supervise(cg: &Cgroup, command: &[OsString], recorder: Arc<Recorder>) -> Result<i32> {
     let (stop_tx, stop_rx) = oneshot::channel();
-    let pump = tokio::spawn(pump(ring, recorder, stop_rx));
+    let pump = tokio::spawn(recorder.run(stop_rx));
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -210,30 +184,6 @@ async fn supervise(
     let _ = stop_tx.send(());
     pump.await.context("joining the event reader")??;
     Ok(status)
-}
-
-async fn pump(
-    ring: RingBuf<MapData>,
-    mut recorder: Recorder,
-    mut stop: oneshot::Receiver<()>,
-) -> Result<Recorder> {
-    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
-    // for as long as the AsyncFd owns the ring buffer.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("polling the event ring buffer: {}", e.into_parts().1))?;
-    loop {
-        tokio::select! {
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                recorder.drain(guard.get_inner_mut());
-                guard.clear_ready();
-            }
-            _ = &mut stop => {
-                recorder.drain(fd.get_mut());
-                return Ok(recorder);
-            }
-        }
-    }
 }
 
 /// Kills whatever is left in a session cgroup and removes it, on success and

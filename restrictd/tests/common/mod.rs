@@ -2,6 +2,8 @@
 //! kernel. They need root, BPF and cgroup v2; they fail (never skip) without.
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::{
     fs,
     net::{TcpListener, UdpSocket},

@@ -1,0 +1,324 @@
+//! `pam_restrict.so`: a PAM session module. `session required pam_restrict.so`
+//! in /etc/pam.d/sshd makes every SSH login a restrictd session.
+//!
+//! open_session asks restrictd (D-Bus system bus) to put the calling process
+//! (sshd's `[priv]` process, parent of the user's shell) into a new session,
+//! and exports its id as RESTRICTD_SESSION_ID. close_session closes it.
+//!
+//! Module arguments: `fail=closed|open` (default closed), `timeout=MS`
+//! (default 3000), `debug`. The module never panics across the FFI boundary
+//! (pam-bindings catches unwinds), never leaves a thread behind in sshd (one
+//! `zbus::block_on` per call, the connection dropped inside it), and never
+//! waits longer than its timeout.
+
+use std::{
+    ffi::{CStr, CString},
+    os::raw::{c_char, c_int},
+    time::Duration,
+};
+
+use pam::{
+    constants::{PamFlag, PamResultCode},
+    items::{RHost, Service, Tty, User},
+    module::{PamHandle, PamHooks},
+    pam_hooks,
+};
+use restrictd_dbus::{Daemon1Proxy, OpenRequest};
+
+pub const ENV_NAME: &str = "RESTRICTD_SESSION_ID";
+const DATA_KEY: &str = "pam_restrict.session_id";
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// restrictd unreachable or refusing: the login is denied.
+    Closed,
+    /// restrictd unreachable or refusing: the login proceeds, unrestricted, with a warning.
+    Open,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    pub fail: FailMode,
+    pub timeout: Duration,
+    pub debug: bool,
+}
+
+/// Parses module arguments. Bad arguments do not stop parsing: each is
+/// reported, and a valid `fail=` still decides how the failure is handled.
+pub fn parse_args<S: AsRef<str>>(args: &[S]) -> (Args, Vec<String>) {
+    let mut a = Args {
+        fail: FailMode::Closed,
+        timeout: DEFAULT_TIMEOUT,
+        debug: false,
+    };
+    let mut errors = Vec::new();
+    for arg in args {
+        let arg = arg.as_ref();
+        match arg.split_once('=') {
+            Some(("fail", "closed")) => a.fail = FailMode::Closed,
+            Some(("fail", "open")) => a.fail = FailMode::Open,
+            Some(("fail", v)) => {
+                errors.push(format!("fail={v:?}: expected fail=closed or fail=open"))
+            }
+            Some(("timeout", v)) => match v.parse::<u64>() {
+                Ok(ms) if ms > 0 && Duration::from_millis(ms) <= MAX_TIMEOUT => {
+                    a.timeout = Duration::from_millis(ms)
+                }
+                _ => errors.push(format!(
+                    "timeout={v:?}: expected milliseconds from 1 to {}",
+                    MAX_TIMEOUT.as_millis()
+                )),
+            },
+            None if arg == "debug" => a.debug = true,
+            _ => errors.push(format!("unknown argument {arg:?}")),
+        }
+    }
+    (a, errors)
+}
+
+struct PamRestrict;
+pam_hooks!(PamRestrict);
+
+#[link(name = "pam")]
+extern "C" {
+    fn pam_syslog(pamh: *const PamHandle, priority: c_int, fmt: *const c_char, ...);
+    fn pam_putenv(pamh: *mut PamHandle, name_value: *const c_char) -> c_int;
+}
+
+/// Logs through pam_syslog: facility authpriv, prefixed "pam_restrict(service:session)".
+fn log(pamh: &PamHandle, priority: c_int, msg: &str) {
+    let msg = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+    // SAFETY: pamh is the live handle PAM passed us; "%s" takes one C string.
+    unsafe { pam_syslog(pamh, priority, c"%s".as_ptr(), msg.as_ptr()) };
+}
+
+fn item<'a, T: pam::items::Item<'a> + std::ops::Deref<Target = &'a CStr>>(
+    pamh: &'a PamHandle,
+) -> String {
+    match pamh.get_item::<T>() {
+        Ok(Some(v)) => v.to_string_lossy().into_owned(),
+        _ => String::new(),
+    }
+}
+
+fn args_to_strings(args: &[&CStr]) -> Vec<String> {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Runs one D-Bus exchange with restrictd, bounded by `timeout` as a whole
+/// (connect, authenticate, call).
+fn with_daemon<T, F, Fut>(timeout: Duration, f: F) -> Result<T, String>
+where
+    F: FnOnce(Daemon1Proxy<'static>) -> Fut,
+    Fut: std::future::Future<Output = zbus::Result<T>>,
+{
+    zbus::block_on(async move {
+        let work = async {
+            let conn = zbus::connection::Builder::system()
+                .method_timeout(timeout)
+                .build()
+                .await?;
+            let proxy = Daemon1Proxy::new(&conn).await?;
+            f(proxy).await
+            // conn drops here, inside block_on: nothing is left to run afterwards.
+        };
+        let runtime = match zruntime::SharedRuntime::current() {
+            Ok(r) => r,
+            Err(e) => return Err(format!("no runtime for the D-Bus call: {e}")),
+        };
+        match runtime.timeout(timeout, work).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(describe(&e)),
+            Err(_) => Err(format!(
+                "no answer from restrictd within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    })
+}
+
+fn describe(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, Some(msg), _) => format!("{name}: {msg}"),
+        zbus::Error::FDO(fdo) => fdo.to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl PamHooks for PamRestrict {
+    fn sm_open_session(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        let (args, errors) = parse_args(&args_to_strings(&args));
+        let fail = |pamh: &mut PamHandle, why: &str| -> PamResultCode {
+            match args.fail {
+                FailMode::Closed => {
+                    log(
+                        pamh,
+                        libc::LOG_ERR,
+                        &format!("{why}; login denied (fail=closed)"),
+                    );
+                    PamResultCode::PAM_SESSION_ERR
+                }
+                FailMode::Open => {
+                    log(
+                        pamh,
+                        libc::LOG_WARNING,
+                        &format!(
+                            "{why}; login allowed WITHOUT restriction or recording (fail=open)"
+                        ),
+                    );
+                    PamResultCode::PAM_SUCCESS
+                }
+            }
+        };
+        if !errors.is_empty() {
+            return fail(
+                pamh,
+                &format!("bad module arguments: {}", errors.join("; ")),
+            );
+        }
+        let login = item::<User>(pamh);
+        if login.is_empty() {
+            return fail(pamh, "no PAM_USER");
+        }
+        let Some(uid) = uid_of(&login) else {
+            return fail(pamh, &format!("unknown user {login:?}"));
+        };
+        let request = OpenRequest {
+            login: login.clone(),
+            uid,
+            remote_host: item::<RHost>(pamh),
+            service: item::<Service>(pamh),
+            tty: item::<Tty>(pamh),
+        };
+        let sid = match with_daemon(
+            args.timeout,
+            |p| async move { p.open_session(&request).await },
+        ) {
+            Ok(sid) => sid,
+            Err(e) => {
+                return fail(
+                    pamh,
+                    &format!("cannot open a restrictd session for {login}: {e}"),
+                )
+            }
+        };
+        let env = CString::new(format!("{ENV_NAME}={sid}")).unwrap_or_default();
+        // SAFETY: live handle; PAM copies the string.
+        if unsafe { pam_putenv(pamh, env.as_ptr()) } != 0 {
+            log(
+                pamh,
+                libc::LOG_WARNING,
+                &format!("could not export {ENV_NAME}"),
+            );
+        }
+        if pamh.set_data(DATA_KEY, Box::new(sid.clone())).is_err() {
+            log(
+                pamh,
+                libc::LOG_WARNING,
+                "could not remember the session id for close_session",
+            );
+        }
+        if args.debug {
+            log(
+                pamh,
+                libc::LOG_DEBUG,
+                &format!("session {sid} opened for {login}"),
+            );
+        }
+        PamResultCode::PAM_SUCCESS
+    }
+
+    fn sm_close_session(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        let (args, _) = parse_args(&args_to_strings(&args));
+        // SAFETY: DATA_KEY is only ever set by open_session, with a Box<String>.
+        let sid = match unsafe { pamh.get_data::<String>(DATA_KEY) } {
+            Ok(s) => s.clone(),
+            // open_session did not open one (fail=open, or another module failed first).
+            Err(_) => return PamResultCode::PAM_IGNORE,
+        };
+        let close_sid = sid.clone();
+        match with_daemon(args.timeout, |p| async move {
+            p.close_session(&close_sid).await
+        }) {
+            Ok(()) => {
+                if args.debug {
+                    log(pamh, libc::LOG_DEBUG, &format!("session {sid} closed"));
+                }
+            }
+            // The session stays known to restrictd, restricted, until its processes are gone.
+            Err(e) => log(
+                pamh,
+                libc::LOG_ERR,
+                &format!("closing restrictd session {sid}: {e}"),
+            ),
+        }
+        // A failed close must not turn into a failed logout.
+        PamResultCode::PAM_SUCCESS
+    }
+}
+
+fn uid_of(login: &str) -> Option<u32> {
+    let name = CString::new(login).ok()?;
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as c_char; 16 * 1024];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; getpwnam_r is thread-safe.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    (rc == 0 && !out.is_null()).then_some(pw.pw_uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let (a, e) = parse_args::<&str>(&[]);
+        assert!(e.is_empty());
+        assert_eq!(a.fail, FailMode::Closed);
+        assert_eq!(a.timeout, DEFAULT_TIMEOUT);
+        assert!(!a.debug);
+    }
+
+    #[test]
+    fn all_arguments() {
+        let (a, e) = parse_args(&["fail=open", "timeout=250", "debug"]);
+        assert!(e.is_empty());
+        assert_eq!(
+            a,
+            Args {
+                fail: FailMode::Open,
+                timeout: Duration::from_millis(250),
+                debug: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_named_and_fail_mode_still_applies() {
+        let (a, e) = parse_args(&["fail=open", "timeout=abc", "fial=closed", "debug=1"]);
+        assert_eq!(a.fail, FailMode::Open);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("timeout=\"abc\""));
+        assert!(e[1].contains("fial=closed"));
+        assert!(e[2].contains("debug=1"));
+        let (a, e) = parse_args(&["fail=maybe"]);
+        assert_eq!(a.fail, FailMode::Closed, "an unreadable fail= means closed");
+        assert!(e[0].contains("maybe"));
+        for bad in ["timeout=0", "timeout=-5", "timeout=600000", "timeout="] {
+            assert_eq!(parse_args(&[bad]).1.len(), 1, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The D-Bus interface between restrictd (the service), restrictctl and
+//! pam_restrict (the clients). Version 1: `org.restrictd.Daemon1`.
+//!
+//! Only root may call it: the bus policy (packaging/dbus/org.restrictd.Daemon1.conf)
+//! refuses everyone else, and the daemon checks the caller's uid again.
+
+use serde::{Deserialize, Serialize};
+use zbus::zvariant::Type;
+
+pub const BUS_NAME: &str = "org.restrictd.Daemon1";
+pub const OBJECT_PATH: &str = "/org/restrictd/Daemon1";
+pub const INTERFACE: &str = "org.restrictd.Daemon1";
+
+/// D-Bus error names the daemon returns besides the standard ones
+/// (`org.freedesktop.DBus.Error.AccessDenied`, `.InvalidArgs`).
+pub mod errors {
+    pub const INVALID_POLICY: &str = "org.restrictd.Daemon1.Error.InvalidPolicy";
+    pub const NO_SUCH_SESSION: &str = "org.restrictd.Daemon1.Error.NoSuchSession";
+    pub const FAILED: &str = "org.restrictd.Daemon1.Error.Failed";
+}
+
+/// What `OpenSession` needs besides the caller (whose pid, from the bus, is
+/// the process put into the session).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct OpenRequest {
+    /// PAM_USER: the account logging in.
+    pub login: String,
+    pub uid: u32,
+    /// PAM_RHOST: the peer address (sshd passes the IP).
+    pub remote_host: String,
+    /// PAM_SERVICE, e.g. "sshd".
+    pub service: String,
+    /// PAM_TTY ("ssh" under sshd).
+    pub tty: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct SessionInfo {
+    pub sid: String,
+    pub user: String,
+    pub login: String,
+    pub uid: u32,
+    /// The process that was put in the session (sshd's `[priv]` process).
+    pub leader_pid: u32,
+    pub remote_host: String,
+    pub service: String,
+    pub tty: String,
+    /// RFC 3339.
+    pub started: String,
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    /// "open", or "closed" while processes that outlived the login remain
+    /// (they stay restricted until the cgroup is empty).
+    pub state: String,
+    /// Processes in the session now.
+    pub processes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct Status {
+    pub version: String,
+    pub sessions: u32,
+    /// Name of the active policy; empty when none (everything allowed).
+    pub policy: String,
+    /// Where events go: "journald", "syslog" or "none".
+    pub system_log: String,
+    /// Events the kernel could not deliver, since the maps were created.
+    pub lost_network: u64,
+}
+
+#[zbus::proxy(
+    interface = "org.restrictd.Daemon1",
+    default_service = "org.restrictd.Daemon1",
+    default_path = "/org/restrictd/Daemon1"
+)]
+pub trait Daemon1 {
+    /// Puts the calling process into a new session; returns its id.
+    fn open_session(&self, request: &OpenRequest) -> zbus::Result<String>;
+    fn close_session(&self, sid: &str) -> zbus::Result<()>;
+    fn list_sessions(&self) -> zbus::Result<Vec<SessionInfo>>;
+    /// Kills every process of the session.
+    fn terminate_session(&self, sid: &str) -> zbus::Result<()>;
+    /// The active policy as (name, YAML text); ("", "") when there is none.
+    fn get_policy(&self) -> zbus::Result<(String, String)>;
+    /// Validates and applies a policy to all sessions, running ones included;
+    /// `source` names it in errors. Returns a one-line summary.
+    fn apply_policy(&self, yaml: &str, source: &str) -> zbus::Result<String>;
+    fn status(&self) -> zbus::Result<Status>;
+}

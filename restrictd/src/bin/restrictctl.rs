@@ -1,0 +1,165 @@
+//! restrictctl: the admin CLI for a running restrictd, over D-Bus.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use restrictd_dbus::{Daemon1Proxy, SessionInfo};
+
+#[derive(Parser)]
+#[command(name = "restrictctl", version, about = "Control a running restrictd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Daemon version, session count, active policy, lost events.
+    Status,
+    /// List sessions.
+    Sessions {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or replace the network policy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Act on one session.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the active policy (YAML).
+    Show,
+    /// Validate FILE and apply it to every session, running ones included.
+    Apply { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// Kill every process of session ID (ends the login).
+    Kill { id: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match zbus::block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("restrictctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn explain(e: zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, msg, _) => {
+            let msg = msg.unwrap_or_default();
+            match name.as_str() {
+                "org.freedesktop.DBus.Error.ServiceUnknown"
+                | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+                    format!("restrictd is not running ({name})")
+                }
+                "org.freedesktop.DBus.Error.AccessDenied" => format!("access denied: {msg}"),
+                _ => msg,
+            }
+        }
+        zbus::Error::FDO(e) => match *e {
+            zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_) => {
+                "restrictd is not running".into()
+            }
+            zbus::fdo::Error::AccessDenied(m) => format!("access denied: {m}"),
+            other => other.to_string(),
+        },
+        other => format!("cannot reach restrictd on the system bus: {other}"),
+    }
+}
+
+async fn run(cmd: Command) -> Result<(), String> {
+    let conn = zbus::Connection::system().await.map_err(explain)?;
+    let d = Daemon1Proxy::new(&conn).await.map_err(explain)?;
+    match cmd {
+        Command::Status => {
+            let s = d.status().await.map_err(explain)?;
+            println!("restrictd {}", s.version);
+            println!("sessions:   {}", s.sessions);
+            let policy = if s.policy.is_empty() {
+                "none (all destinations allowed)".to_string()
+            } else {
+                s.policy
+            };
+            println!("policy:     {policy}");
+            println!("system log: {}", s.system_log);
+            println!("lost events: network {}", s.lost_network);
+        }
+        Command::Sessions { json } => {
+            let v = d.list_sessions().await.map_err(explain)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                print_table(&v);
+            }
+        }
+        Command::Policy {
+            command: PolicyCommand::Show,
+        } => {
+            let (name, text) = d.get_policy().await.map_err(explain)?;
+            if name.is_empty() {
+                println!("# no policy: all destinations are allowed");
+            } else {
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
+            }
+        }
+        Command::Policy {
+            command: PolicyCommand::Apply { file },
+        } => {
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let summary = d
+                .apply_policy(&text, &file.display().to_string())
+                .await
+                .map_err(explain)?;
+            println!("{summary}");
+        }
+        Command::Session {
+            command: SessionCommand::Kill { id },
+        } => {
+            d.terminate_session(&id).await.map_err(explain)?;
+            println!("session {id} terminated");
+        }
+    }
+    Ok(())
+}
+
+fn print_table(v: &[SessionInfo]) {
+    println!(
+        "{:<36}  {:<12} {:<15} {:<8} {:<20} {:>5}  STATE",
+        "SESSION", "USER", "FROM", "SERVICE", "STARTED", "PROCS"
+    );
+    for s in v {
+        println!(
+            "{:<36}  {:<12} {:<15} {:<8} {:<20} {:>5}  {}",
+            s.sid,
+            s.user,
+            s.remote_host,
+            s.service,
+            s.started.get(..19).unwrap_or(&s.started),
+            s.processes,
+            s.state
+        );
+    }
+}

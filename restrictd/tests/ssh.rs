@@ -1,0 +1,429 @@
+//! SSH logins through a real sshd, pam_restrict.so, a real dbus-daemon and
+//! restrictd serve. Destinations are loopback listeners made by the test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{sshd::*, tcp_listener};
+
+#[test]
+fn ssh_login_is_restricted_recorded_and_closed_at_logout() {
+    let bus = Bus::new(true);
+    let (_a, pa) = tcp_listener("127.0.0.1");
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    let mut daemon =
+        Daemon::with_journal(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &["127.0.0.2"])));
+    let user = User::new();
+    let sshd = Sshd::new(&bus, &user, "fail=closed");
+    let script = format!(
+        "echo sid=$RESTRICTD_SESSION_ID; {}; {}; echo threads=$(ls /proc/$PPID/task | wc -l)",
+        probe_cmd("tcp", "127.0.0.1", pa),
+        probe_cmd("tcp", "127.0.0.2", pd),
+    );
+    let out = sshd.ssh(&user, &script);
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}\nsshd: {}\ndaemon: {}",
+        text(&out),
+        sshd.log(),
+        daemon.log()
+    );
+    let lines: Vec<&str> = s.lines().collect();
+    let sid = lines[0].strip_prefix("sid=").unwrap().to_string();
+    assert_eq!(sid.len(), 36, "RESTRICTD_SESSION_ID is exported: {s}");
+    assert_eq!(lines[1], "ok", "allowed destination");
+    assert_eq!(lines[2], "EPERM", "denied destination");
+
+    wait_for("logout to end the session", Duration::from_secs(10), || {
+        daemon.sessions().is_empty()
+    });
+    daemon.stop();
+    let events = daemon.events();
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter(|e| e["sid"] == sid.as_str())
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["session.start", "session.network", "session.end"],
+        "{events:?}"
+    );
+    let start = &events
+        .iter()
+        .find(|e| e["event"] == "session.start")
+        .unwrap();
+    assert_eq!(start["code"], "T2000I");
+    assert_eq!(start["login"], user.name.as_str());
+    assert_eq!(start["addr.remote"], "127.0.0.1");
+    let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
+    assert_eq!(end["enhanced_recording"], true);
+    assert_eq!(end["code"], "T2004I");
+
+    // The journal has the denial with the user's name.
+    let journal = daemon.journal_entries();
+    let denial = journal
+        .iter()
+        .find(|j| j["EVENT"] == "session.network")
+        .unwrap_or_else(|| panic!("no denial in the journal: {journal:?}"));
+    assert_eq!(denial["USER"], user.name.as_str());
+    assert_eq!(denial["LOGIN"], user.name.as_str());
+    assert_eq!(denial["SESSION_ID"], sid.as_str());
+    assert_eq!(denial["DST_ADDR"], "127.0.0.2");
+    assert!(denial["MESSAGE"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{}: denied connect", user.name)));
+    assert!(journal
+        .iter()
+        .any(|j| j["EVENT"] == "session.start" && j["ADDR_REMOTE"] == "127.0.0.1"));
+}
+
+#[test]
+fn sshd_keeps_no_extra_thread_from_the_module() {
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, None);
+    let user = User::new();
+    let sshd = Sshd::new(&bus, &user, "");
+    // The session's leader is sshd's [priv] process, where pam_restrict ran.
+    let mut child = sshd
+        .ssh_cmd(&user, "echo up; sleep 30")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 3];
+    use std::io::Read;
+    child.stdout.take().unwrap().read_exact(&mut buf).unwrap();
+    let sessions = daemon.sessions();
+    assert_eq!(sessions.len(), 1);
+    let leader = sessions[0]["leader_pid"].as_u64().unwrap();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{leader}/task"))
+        .unwrap()
+        .map(|t| {
+            std::fs::read_to_string(t.unwrap().path().join("comm"))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        threads.len(),
+        1,
+        "sshd [priv] (pid {leader}) must stay single-threaded: {threads:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn policy_applied_with_restrictctl_changes_a_live_session() {
+    let bus = Bus::new(true);
+    let (_a, pa) = tcp_listener("127.0.0.1");
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let user = User::new();
+    let sshd = Sshd::new(&bus, &user, "");
+    let gate = daemon.dir.path().join("gate");
+    let script = format!(
+        "{p}; echo waiting; while [ ! -e {g} ]; do sleep 0.05; done; {p}",
+        p = probe_cmd("tcp", "127.0.0.1", pa),
+        g = gate.display()
+    );
+    let mut child = sshd
+        .ssh_cmd(&user, &script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 64];
+    use std::io::Read;
+    while !seen.contains("waiting") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "{seen}");
+        seen += &String::from_utf8_lossy(&buf[..n]);
+    }
+    assert!(seen.starts_with("ok"), "{seen}");
+    let newp = daemon.dir.path().join("new.yaml");
+    std::fs::write(&newp, policy_yaml(&["127.0.0.0/8"], &["127.0.0.1"])).unwrap();
+    let applied = daemon.ctl(&["policy", "apply", newp.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    assert!(String::from_utf8_lossy(&applied.stdout).contains("deny 1 IPv4"));
+    std::fs::write(&gate, "").unwrap();
+    out.read_to_string(&mut seen).unwrap();
+    assert!(child.wait().unwrap().success() || seen.ends_with("EPERM\n"));
+    assert!(seen.trim_end().ends_with("EPERM"), "{seen}");
+    // The daemon kept it: `policy show` and the policy file.
+    let shown = daemon.ctl(&["policy", "show"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("127.0.0.1"));
+    assert!(std::fs::read_to_string(&daemon.policy_file)
+        .unwrap()
+        .contains("127.0.0.1"));
+    // An invalid policy is refused with its location and changes nothing.
+    let bad = daemon.dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "kind: network_restrictions\nversion: v4\nmetadata:\n  name: x\nspec:\n  alow: []\n",
+    )
+    .unwrap();
+    let refused = daemon.ctl(&["policy", "apply", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("bad.yaml:6:3"),
+        "{}",
+        text(&refused)
+    );
+    assert!(std::fs::read_to_string(&daemon.policy_file)
+        .unwrap()
+        .contains("127.0.0.1"));
+}
+
+#[test]
+fn sessions_stay_restricted_across_a_daemon_crash_and_restart() {
+    let bus = Bus::new(true);
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    let mut daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &["127.0.0.2"])));
+    let user = User::new();
+    let sshd = Sshd::new(&bus, &user, "");
+    let g1 = daemon.dir.path().join("g1");
+    let g2 = daemon.dir.path().join("g2");
+    let script = format!(
+        "echo up; while [ ! -e {g1} ]; do sleep 0.05; done; {p}; while [ ! -e {g2} ]; do sleep 0.05; done",
+        p = probe_cmd("tcp", "127.0.0.2", pd),
+        g1 = g1.display(),
+        g2 = g2.display(),
+    );
+    let mut child = sshd
+        .ssh_cmd(&user, &script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 3];
+    use std::io::Read;
+    out.read_exact(&mut buf).unwrap();
+    let sid = daemon.sessions()[0]["sid"].as_str().unwrap().to_string();
+
+    daemon.crash();
+    std::fs::write(&g1, "").unwrap();
+    let mut line = String::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with('\n') {
+        assert_eq!(out.read(&mut b).unwrap(), 1);
+        line.push(b[0] as char);
+    }
+    assert_eq!(
+        line.trim(),
+        "EPERM",
+        "still restricted while restrictd is down"
+    );
+
+    daemon.start();
+    let sessions = daemon.sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["sid"], sid.as_str());
+    std::fs::write(&g2, "").unwrap();
+    assert!(child.wait().unwrap().success());
+    wait_for(
+        "logout after restart to end the session",
+        Duration::from_secs(10),
+        || daemon.sessions().is_empty(),
+    );
+    // The denial made while restrictd was down was recorded after the restart.
+    let ev = daemon.events();
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "session.network" && e["sid"] == sid.as_str()),
+        "{ev:?}"
+    );
+    assert!(ev
+        .iter()
+        .any(|e| e["event"] == "session.end" && e["sid"] == sid.as_str()));
+}
+
+#[test]
+fn restrictd_down_at_login_fail_closed_denies_fail_open_admits() {
+    let bus = Bus::new(true);
+    let user = User::new();
+    let closed = Sshd::new(&bus, &user, "fail=closed timeout=1000");
+    let out = closed.ssh(&user, "echo in");
+    assert!(
+        !out.status.success(),
+        "fail=closed must deny: {}",
+        text(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("in"));
+    let open = Sshd::new(&bus, &user, "fail=open timeout=1000");
+    let out = open.ssh(&user, "echo in; echo sid=$RESTRICTD_SESSION_ID");
+    assert!(out.status.success(), "fail=open admits: {}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("in\nsid=\n"));
+}
+
+#[test]
+fn unprivileged_users_cannot_call_the_daemon_or_leave_the_session() {
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let user = User::new();
+    // Outside any session: the bus policy refuses.
+    let out = user.run(
+        &[RESTRICTCTL, "status"],
+        &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("access denied"),
+        "{}",
+        text(&out)
+    );
+
+    // Inside a session.
+    let sshd = Sshd::new(&bus, &user, "");
+    let mount = restrictd::cgroup::find_cgroup2_mount().unwrap();
+    let script = format!(
+        "cat /proc/self/cgroup; \
+         echo $$ > {root}/cgroup.procs 2>/dev/null && echo moved-root || echo stay-root; \
+         echo $$ > {mount}/cgroup.procs 2>/dev/null && echo moved-top || echo stay-top; \
+         mkdir $(sed -n 's/^0:://p' /proc/self/cgroup | sed 's|^|{mount}|')/sub 2>/dev/null && echo made-sub || echo no-sub; \
+         ls {pins} >/dev/null 2>&1 && echo read-pins || echo no-pins; \
+         DBUS_SYSTEM_BUS_ADDRESS={bus} {ctl} session kill x 2>&1 | head -1",
+        root = daemon.root.display(),
+        mount = mount.display(),
+        pins = daemon.pin_dir.display(),
+        bus = bus.address,
+        ctl = RESTRICTCTL,
+    );
+    let out = sshd.ssh(&user, &script);
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        s.contains(&format!(
+            "0::/{}",
+            daemon.root.file_name().unwrap().to_string_lossy()
+        )),
+        "{s}"
+    );
+    for (bad, good) in [
+        ("moved-root", "stay-root"),
+        ("moved-top", "stay-top"),
+        ("made-sub", "no-sub"),
+        ("read-pins", "no-pins"),
+    ] {
+        assert!(s.contains(good) && !s.contains(bad), "{s}");
+    }
+    assert!(s.contains("access denied"), "{s}");
+    // bpf(2) itself is closed to unprivileged users, so maps and programs
+    // cannot be reached even by id.
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").unwrap();
+    assert_ne!(
+        sysctl.trim(),
+        "0",
+        "unprivileged BPF must be disabled on hosts running restrictd"
+    );
+}
+
+#[test]
+fn the_daemon_checks_the_caller_uid_itself() {
+    // A bus whose policy lets anyone through: the daemon must still refuse.
+    let bus = Bus::new(false);
+    let _daemon = Daemon::new(&bus, None);
+    let user = User::new();
+    for args in [
+        vec!["status"],
+        vec!["sessions"],
+        vec!["session", "kill", "x"],
+        vec!["policy", "show"],
+    ] {
+        let mut full = vec![RESTRICTCTL];
+        full.extend(args.iter());
+        let out = user.run(&full, &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("access denied") && err.contains("only root"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn pamtester_opens_and_closes_a_session() {
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, None);
+    let svc = PamService::new("debug");
+    let out = svc
+        .pamtester(&bus.address, "nobody", &["open_session", "close_session"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), daemon.log());
+    wait_for("the session to end", Duration::from_secs(10), || {
+        daemon.sessions().is_empty()
+    });
+    let ev = daemon.events();
+    let kinds: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["session.start", "session.end"], "{ev:?}");
+    assert_eq!(ev[0]["login"], "nobody");
+    assert_eq!(ev[0]["addr.remote"], "192.0.2.10");
+    assert_eq!(ev[0]["sid"], ev[1]["sid"]);
+}
+
+#[test]
+fn bad_module_arguments_are_logged_by_name_and_follow_the_fail_mode() {
+    let bus = Bus::new(true);
+    let _daemon = Daemon::new(&bus, None);
+    for (args, should_open, needle) in [
+        ("bogus", false, "unknown argument \"bogus\""),
+        ("timeout=abc", false, "timeout=\"abc\""),
+        ("fail=maybe", false, "fail=\"maybe\""),
+        ("fail=open timeout=0", true, "timeout=\"0\""),
+        ("fail=open debug=1", true, "unknown argument \"debug=1\""),
+    ] {
+        let svc = PamService::new(args);
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let pt = svc.pamtester(&bus.address, "nobody", &["open_session"]);
+        let out = std::process::Command::new(common::repo().join("tests/with-syslog.sh"))
+            .arg(log.path())
+            .arg(pt.get_program())
+            .args(pt.get_args())
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), should_open, "{args}: {}", text(&out));
+        let syslog = std::fs::read_to_string(log.path()).unwrap();
+        assert!(syslog.contains(needle), "{args}: {syslog}");
+        assert!(syslog.contains("pam_restrict("), "{syslog}");
+        // authpriv (10): <PRI> = 80 + severity.
+        assert!(
+            syslog
+                .lines()
+                .any(|l| l.starts_with("<83>") || l.starts_with("<84>")),
+            "{syslog}"
+        );
+        if should_open {
+            assert!(syslog.contains("WITHOUT restriction"), "{syslog}");
+        } else {
+            assert!(syslog.contains("login denied"), "{syslog}");
+        }
+    }
+}
+
+#[test]
+fn fail_open_warns_in_authpriv_when_restrictd_is_down() {
+    let bus = Bus::new(true);
+    let svc = PamService::new("fail=open timeout=500");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let pt = svc.pamtester(&bus.address, "nobody", &["open_session"]);
+    let out = std::process::Command::new(common::repo().join("tests/with-syslog.sh"))
+        .arg(log.path())
+        .arg(pt.get_program())
+        .args(pt.get_args())
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let syslog = std::fs::read_to_string(log.path()).unwrap();
+    assert!(syslog.contains("WITHOUT restriction"), "{syslog}");
+    assert!(
+        syslog.contains("org.restrictd.Daemon1") || syslog.contains("restrictd"),
+        "{syslog}"
+    );
+}
