@@ -424,6 +424,15 @@ pub fn serve(config: Config, events: Option<&Path>) -> Result<()> {
         None => cgroup::find_cgroup2_mount()?,
     };
     let root = cgroup::session_root(Some(&mount), &config.root_path)?;
+    // Maps and programs are guarded by bpf(2) needing privilege; say so when
+    // the host lets unprivileged users call it.
+    if fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+        .is_ok_and(|v| v.trim() == "0")
+    {
+        log::warn!(
+            "kernel.unprivileged_bpf_disabled is 0: unprivileged users can use bpf(2); set it to 1 or 2"
+        );
+    }
     fs::create_dir_all(config.state_dir.join("sessions"))
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
 

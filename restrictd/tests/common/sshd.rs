@@ -20,7 +20,13 @@ pub const RESTRICTCTL: &str = env!("CARGO_BIN_EXE_restrictctl");
 pub fn pam_module() -> PathBuf {
     // cargo builds the cdylib next to the test binaries' deps.
     let exe = PathBuf::from(RESTRICTD);
-    exe.parent().unwrap().join("libpam_restrict.so")
+    let so = exe.parent().unwrap().join("libpam_restrict.so");
+    assert!(
+        so.exists(),
+        "{} is missing: build the workspace first (cargo build [--release])",
+        so.display()
+    );
+    so
 }
 
 fn unique(prefix: &str) -> String {
@@ -232,6 +238,11 @@ impl Daemon {
 
     pub fn ctl(&self, args: &[&str]) -> Output {
         ctl_as_root(&self.bus, args)
+    }
+
+    /// The daemon's pid (for a journal-wrapped daemon, the wrapper's).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn log(&self) -> String {
