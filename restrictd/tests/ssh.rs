@@ -427,3 +427,38 @@ fn fail_open_warns_in_authpriv_when_restrictd_is_down() {
         "{syslog}"
     );
 }
+
+#[test]
+fn sighup_reloads_the_policy_file_and_a_bad_file_keeps_the_old_policy() {
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon.pid() as i32),
+            nix::sys::signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    let shown = || String::from_utf8_lossy(&daemon.ctl(&["policy", "show"]).stdout).to_string();
+    std::fs::write(
+        &daemon.policy_file,
+        policy_yaml(&["127.0.0.0/8"], &["127.0.0.9"]),
+    )
+    .unwrap();
+    hup();
+    wait_for("the reload", Duration::from_secs(10), || {
+        shown().contains("127.0.0.9")
+    });
+    // A broken file: the daemon says where, and the policy in force stays.
+    std::fs::write(&daemon.policy_file, "kind: network_restrictions\nversion: v4\nmetadata:\n  name: x\nspec:\n  deny:\n    - cidr: 10.0.0.0/40\n").unwrap();
+    hup();
+    wait_for("the error in the log", Duration::from_secs(10), || {
+        daemon.log().contains(":7:13:")
+    });
+    assert!(shown().contains("127.0.0.9"), "old policy kept");
+    assert!(
+        daemon.log().contains("keeping the current policy"),
+        "{}",
+        daemon.log()
+    );
+}
