@@ -6,7 +6,6 @@
 //! this loads first); see BENCHMARKS.md.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::{
