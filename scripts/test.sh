@@ -7,4 +7,6 @@ bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# `cargo test` does not emit pam_restrict's cdylib; the PAM/SSH tests load it.
+cargo build
 cargo test

@@ -66,6 +66,7 @@ pub struct Status {
     pub system_log: String,
     /// Events the kernel could not deliver, since the maps were created.
     pub lost_network: u64,
+    pub lost_command: u64,
 }
 
 #[zbus::proxy(

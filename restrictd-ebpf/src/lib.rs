@@ -12,9 +12,14 @@ pub const MAX_RULES: u32 = 1 << 20;
 pub const MAX_SESSIONS: u32 = 65_536;
 /// Default size of the network event ring buffer: Teleport's 8 pages.
 pub const NETWORK_BUFFER_PAGES: u32 = 8;
+/// Default size of the command event ring buffer, in pages. Teleport uses 8;
+/// more here so that an exec storm with long argv loses nothing (BENCHMARKS.md).
+pub const COMMAND_BUFFER_PAGES: u32 = 64;
 
 /// `SessionEntry.flags`: enforce the network policy in this cgroup.
 pub const SESSION_RESTRICT: u32 = 1 << 0;
+/// `SessionEntry.flags`: record every exec (`session.command`).
+pub const SESSION_RECORD_COMMANDS: u32 = 1 << 1;
 
 /// `SessionEntry.policy_id` value meaning "use the host-wide active policy".
 pub const POLICY_FOLLOW_ACTIVE: u32 = 0;
@@ -48,12 +53,69 @@ pub struct RuleValue {
 }
 
 /// Event kinds, first field of every record in a ring buffer.
+pub const EVENT_COMMAND: u32 = 1;
 pub const EVENT_NETWORK: u32 = 3;
 
 /// Indices of the per-CPU `LOST` counters: events the kernel could not deliver
 /// because a ring buffer was full.
 pub const LOST_NETWORK: u32 = 0;
+pub const LOST_COMMAND: u32 = 1;
 pub const LOST_SLOTS: u32 = 4;
+
+/// Indices of the `CONFIG` array, filled by userspace before attaching.
+/// Tracepoint field offsets come from tracefs format files (they differ
+/// between kernels); the argv limit from the config.
+pub const CONFIG_FORK_CHILD_PID_OFFSET: u32 = 0;
+pub const CONFIG_EXEC_FILENAME_OFFSET: u32 = 1;
+pub const CONFIG_ARGV_LIMIT: u32 = 2;
+pub const CONFIG_SLOTS: u32 = 4;
+
+/// Largest argv a command event carries (the config limit is at most this).
+pub const ARGV_CAP: usize = 8192;
+/// Room for the executed path (PATH_MAX).
+pub const PATH_CAP: usize = 4096;
+/// Most arguments read for a failed exec (walked one by one in the old image).
+pub const FAILED_ARGS_MAX: u32 = 64;
+
+/// Header of a `session.command` record. It is followed, in the same record,
+/// by `path_len` bytes of path (NUL-terminated) and `argv_len` bytes of
+/// NUL-separated arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CommandEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub boot_ns: u64,
+    pub comm: [u8; 16],
+    /// 0, or the negative errno of a failed exec.
+    pub return_code: i32,
+    pub path_len: u32,
+    pub argv_len: u32,
+    /// Size of the whole argument area in the process; larger than
+    /// `argv_len` when the arguments were cut at the limit.
+    pub argv_total: u32,
+}
+
+/// Per-CPU staging area for a command record: header, then path at
+/// `data[..PATH_CAP]` and argv right after the path (offsets are masked so
+/// the verifier can bound them, hence the doubled sizes).
+#[repr(C)]
+pub struct CommandScratch {
+    pub header: CommandEvent,
+    pub data: [u8; 2 * PATH_CAP + 2 * ARGV_CAP],
+}
+
+/// What sys_enter_execve(at) leaves for sys_exit_*: the user pointers, to
+/// describe the exec if it fails.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecArgs {
+    pub filename: u64,
+    pub argv: u64,
+}
 
 pub const OPERATION_CONNECT: u8 = 0;
 pub const OPERATION_SEND: u8 = 1;

@@ -6,14 +6,19 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::bpf_sock_addr,
+    bindings::{bpf_sock_addr, pt_regs},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+            bpf_probe_read_user, bpf_probe_read_user_str, bpf_task_pt_regs,
+        },
     },
-    macros::{cgroup_sock_addr, map},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
-    programs::SockAddrContext,
+    macros::{cgroup_sock_addr, map, tracepoint},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    programs::{SockAddrContext, TracePointContext},
+    EbpfContext,
 };
 use restrictd_ebpf::*;
 
@@ -37,6 +42,18 @@ static DENY_V6: LpmTrie<V6KeyData, RuleValue> = LpmTrie::with_max_entries(MAX_RU
 static NETWORK_EVENTS: RingBuf = RingBuf::with_byte_size(NETWORK_BUFFER_PAGES * 4096, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+#[map]
+static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_SLOTS, 0);
+#[map]
+static COMMAND_EVENTS: RingBuf = RingBuf::with_byte_size(COMMAND_BUFFER_PAGES * 4096, 0);
+#[map]
+static SCRATCH: PerCpuArray<CommandScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Parent of each process forked in a session (tgid -> parent tgid).
+#[map]
+static PPIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65_536, 0);
+/// execve(at) calls in flight in sessions (pid_tgid -> user pointers).
+#[map]
+static EXECS: LruHashMap<u64, ExecArgs> = LruHashMap::with_max_entries(16_384, 0);
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
@@ -163,6 +180,280 @@ fn count_lost(slot: u32) {
         // Per-CPU slot: no other writer on this CPU while we run.
         unsafe { *p += 1 };
     }
+}
+
+// ---- Command recording -------------------------------------------------
+
+#[inline(always)]
+fn config(slot: u32) -> u64 {
+    CONFIG.get(slot).copied().unwrap_or(0)
+}
+
+/// Reads a field at an offset known only at run time (from tracefs). The
+/// mask bounds it for the verifier; tracepoint records are far smaller.
+#[inline(always)]
+fn ctx_field<T: Copy>(ctx: &TracePointContext, offset: u64) -> Option<T> {
+    let p = unsafe { (ctx.as_ptr() as *const u8).add((offset & 0x3ff) as usize) };
+    unsafe { read_kernel(p as *const T) }
+}
+
+/// The session flags of the current process's cgroup, if it is a session.
+#[inline(always)]
+fn session_flags() -> Option<(u64, u32)> {
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let s = unsafe { SESSIONS.get(&cgroup_id) }?;
+    Some((cgroup_id, s.flags))
+}
+
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let Some((_, flags)) = session_flags() else {
+        return 0;
+    };
+    if flags & SESSION_RECORD_COMMANDS == 0 {
+        return 0;
+    }
+    if let Some(child) = ctx_field::<i32>(&ctx, config(CONFIG_FORK_CHILD_PID_OFFSET)) {
+        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let _ = PPIDS.insert(&(child as u32), &parent, 0);
+    }
+    0
+}
+
+/// Fills the record header for the current process.
+#[inline(always)]
+fn header(h: &mut CommandEvent, cgroup_id: u64, return_code: i32) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    h.kind = EVENT_COMMAND;
+    h.pid = tgid;
+    h.ppid = unsafe { PPIDS.get(&tgid) }.copied().unwrap_or(0);
+    h.uid = bpf_get_current_uid_gid() as u32;
+    h.cgroup_id = cgroup_id;
+    h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    h.return_code = return_code;
+    h.path_len = 0;
+    h.argv_len = 0;
+    h.argv_total = 0;
+}
+
+#[inline(always)]
+fn argv_limit() -> u64 {
+    let l = config(CONFIG_ARGV_LIMIT);
+    if l == 0 || l > ARGV_CAP as u64 {
+        ARGV_CAP as u64
+    } else {
+        l
+    }
+}
+
+/// Sends header + path + argv from the scratch area.
+#[inline(always)]
+fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize) {
+    let size = core::mem::size_of::<CommandEvent>()
+        + (argv_off & (2 * PATH_CAP - 1))
+        + (argv_len & (2 * ARGV_CAP - 1));
+    if size > core::mem::size_of::<CommandScratch>() {
+        return;
+    }
+    let bytes =
+        unsafe { core::slice::from_raw_parts(scratch as *const CommandScratch as *const u8, size) };
+    if COMMAND_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost(LOST_COMMAND);
+    }
+}
+
+/// A successful exec, seen once the new program is in place: its argument
+/// strings were just written by the kernel onto the new stack, so they are
+/// present and readable (unlike at syscall entry).
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let Some((cgroup_id, flags)) = session_flags() else {
+        return 0;
+    };
+    if flags & SESSION_RECORD_COMMANDS == 0 {
+        return 0;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    header(&mut scratch.header, cgroup_id, 0);
+
+    // filename: a __data_loc field (offset in the low 16 bits).
+    let loc = ctx_field::<u32>(&ctx, config(CONFIG_EXEC_FILENAME_OFFSET)).unwrap_or(0);
+    let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+    let n = unsafe {
+        bpf_probe_read_kernel_str(
+            scratch.data.as_mut_ptr() as *mut _,
+            PATH_CAP as u32,
+            src as *const _,
+        )
+    };
+    let path_len = if n > 0 { n as usize } else { 0 };
+    scratch.header.path_len = path_len as u32;
+
+    // The System V initial stack: argc, argv[argc], NULL, envp[], NULL.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let sp = unsafe { read_kernel(core::ptr::addr_of!((*regs).rsp)) }.unwrap_or(0);
+    let argc = read_user_u64(sp).unwrap_or(0);
+    let argv0 = read_user_u64(sp + 8).unwrap_or(0);
+    let envp0 = read_user_u64(sp + 8 * (argc + 2)).unwrap_or(0);
+    let argv_off = path_len & (2 * PATH_CAP - 1);
+    let mut total = 0u64;
+    if argc > 0 && argv0 != 0 {
+        total = if envp0 > argv0 {
+            envp0 - argv0
+        } else {
+            // No environment: the arguments end after the last one.
+            let last = read_user_u64(sp + 8 * argc).unwrap_or(0);
+            let tmp = unsafe { scratch.data.as_mut_ptr().add(argv_off) };
+            let l = unsafe {
+                bpf_probe_read_user_str(tmp as *mut _, ARGV_CAP as u32, last as *const _)
+            };
+            if last >= argv0 && l > 0 {
+                last - argv0 + l as u64
+            } else {
+                0
+            }
+        };
+    }
+    let mut len = total;
+    let limit = argv_limit();
+    if len > limit {
+        len = limit;
+    }
+    let len = (len as usize) & (2 * ARGV_CAP - 1);
+    if len > 0 && len <= ARGV_CAP {
+        let dst = unsafe { scratch.data.as_mut_ptr().add(argv_off) };
+        if unsafe { bpf_probe_read_user(dst as *mut _, len as u32, argv0 as *const _) } != 0 {
+            scratch.header.argv_len = 0;
+        } else {
+            scratch.header.argv_len = len as u32;
+        }
+    }
+    scratch.header.argv_total = total as u32;
+    submit(scratch, argv_off, scratch.header.argv_len as usize);
+    0
+}
+
+#[inline(always)]
+fn read_user_u64(addr: u64) -> Option<u64> {
+    let mut v = 0u64;
+    let r = unsafe { bpf_probe_read_user(&mut v as *mut u64 as *mut _, 8, addr as *const _) };
+    (r == 0).then_some(v)
+}
+
+#[inline(always)]
+unsafe fn read_kernel<T: Copy>(p: *const T) -> Option<T> {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let r = bpf_probe_read_kernel(
+        v.as_mut_ptr() as *mut _,
+        core::mem::size_of::<T>() as u32,
+        p as *const _,
+    );
+    (r == 0).then(|| v.assume_init())
+}
+
+/// sys_enter_execve(at): remember the pointers, in case the exec fails.
+#[inline(always)]
+fn stash_exec(ctx: &TracePointContext, filename_off: usize, argv_off: usize) -> u32 {
+    let Some((_, flags)) = session_flags() else {
+        return 0;
+    };
+    if flags & SESSION_RECORD_COMMANDS == 0 {
+        return 0;
+    }
+    let (Ok(filename), Ok(argv)) = (unsafe { ctx.read_at::<u64>(filename_off) }, unsafe {
+        ctx.read_at::<u64>(argv_off)
+    }) else {
+        return 0;
+    };
+    let _ = EXECS.insert(&bpf_get_current_pid_tgid(), &ExecArgs { filename, argv }, 0);
+    0
+}
+
+// Syscall tracepoints: args start at offset 16 (common fields, syscall nr).
+#[tracepoint]
+pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    stash_exec(&ctx, 16, 24)
+}
+
+#[tracepoint]
+pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    stash_exec(&ctx, 24, 32)
+}
+
+#[tracepoint]
+pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
+    exec_failed(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
+    exec_failed(&ctx)
+}
+
+/// A failed exec: the caller's image is still the current one, and the
+/// kernel has just read the arguments from it.
+#[inline(always)]
+fn exec_failed(ctx: &TracePointContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { EXECS.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = EXECS.remove(&key);
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    if ret >= 0 {
+        return 0; // success is reported by sched_process_exec
+    }
+    let Some((cgroup_id, _)) = session_flags() else {
+        return 0;
+    };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    header(&mut scratch.header, cgroup_id, ret as i32);
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            scratch.data.as_mut_ptr() as *mut _,
+            PATH_CAP as u32,
+            args.filename as *const _,
+        )
+    };
+    let path_len = if n > 0 { n as usize } else { 0 };
+    scratch.header.path_len = path_len as u32;
+    let argv_off = path_len & (2 * PATH_CAP - 1);
+    let limit = argv_limit() as usize;
+    let mut pos = 0usize;
+    let mut total = 0u64;
+    let mut i = 0u32;
+    while i < FAILED_ARGS_MAX {
+        let Some(p) = read_user_u64(args.argv + 8 * i as u64) else {
+            break;
+        };
+        if p == 0 {
+            break;
+        }
+        let at = pos & (ARGV_CAP - 1);
+        let room = ARGV_CAP - at;
+        let dst = unsafe { scratch.data.as_mut_ptr().add(argv_off + at) };
+        let l = unsafe { bpf_probe_read_user_str(dst as *mut _, room as u32, p as *const _) };
+        if l <= 0 {
+            break;
+        }
+        total += l as u64;
+        if pos + (l as usize) > limit {
+            break;
+        }
+        pos += l as usize;
+        i += 1;
+    }
+    scratch.header.argv_len = pos as u32;
+    scratch.header.argv_total = total as u32;
+    submit(scratch, argv_off, pos);
+    0
 }
 
 #[cfg(not(test))]

@@ -16,7 +16,7 @@ use std::{
 };
 
 use restrictd::{
-    bpf::{Enforcer, LoadOptions},
+    bpf::Enforcer,
     cgroup::{find_cgroup2_mount, Cgroup},
     policy::{synthetic_yaml, Policy},
 };
@@ -62,10 +62,7 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
     );
     for n in [10usize, 1_000, 100_000] {
         let policy = Policy::parse(&synthetic_yaml(n, n), "synthetic")?;
-        let mut enforcer = Enforcer::load(LoadOptions {
-            network_buffer_pages: 8,
-            pin_dir: None,
-        })?;
+        let mut enforcer = Enforcer::load(restrictd::config::Config::default().load_options(None))?;
         enforcer.set_policy(Some(&policy))?;
         enforcer.attach(&root.path)?;
         enforcer.add_session(
@@ -115,10 +112,7 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
         let t = Instant::now();
         let policy = Policy::parse(&yaml, "synthetic")?;
         let parse = t.elapsed();
-        let mut enforcer = Enforcer::load(LoadOptions {
-            network_buffer_pages: 8,
-            pin_dir: None,
-        })?;
+        let mut enforcer = Enforcer::load(restrictd::config::Config::default().load_options(None))?;
         let t = Instant::now();
         enforcer.set_policy(Some(&policy))?;
         let apply = t.elapsed();

@@ -12,14 +12,15 @@ use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
-        CgroupSockAddr,
+        CgroupSockAddr, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
 use ipnet::IpNet;
 use restrictd_ebpf::{
-    NetworkEvent, RuleValue, SessionEntry, V4KeyData, V6KeyData, LOST_NETWORK, POLICY_ID_BITS,
-    POLICY_NONE,
+    CommandEvent, NetworkEvent, RuleValue, SessionEntry, V4KeyData, V6KeyData, ARGV_CAP,
+    CONFIG_ARGV_LIMIT, CONFIG_EXEC_FILENAME_OFFSET, CONFIG_FORK_CHILD_PID_OFFSET, EVENT_COMMAND,
+    EVENT_NETWORK, LOST_COMMAND, LOST_NETWORK, POLICY_ID_BITS, POLICY_NONE,
 };
 
 use crate::policy::Policy;
@@ -29,17 +30,31 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/re
 
 const PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 
+/// Recording programs: (program, tracepoint category, tracepoint name).
+const TRACEPOINTS: [(&str, &str, &str); 6] = [
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sys_enter_execve", "syscalls", "sys_enter_execve"),
+    ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
+    ("sys_exit_execve", "syscalls", "sys_exit_execve"),
+    ("sys_exit_execveat", "syscalls", "sys_exit_execveat"),
+];
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Network event ring buffer size in pages (power of two).
     pub network_buffer_pages: u32,
+    /// Command event ring buffer size in pages (power of two).
+    pub command_buffer_pages: u32,
+    /// Bytes of argv a command event carries at most (≤ ARGV_CAP).
+    pub argv_limit: u32,
     /// Pin maps (and, with `attach_pinned`, links) here in bpffs, so that
     /// they outlive this process and a restarted daemon finds them again.
     /// `None`: everything goes away with this process (`restrictd run`).
     pub pin_dir: Option<PathBuf>,
 }
 
-const MAPS: [&str; 8] = [
+const MAPS: [&str; 13] = [
     "SESSIONS",
     "ACTIVE",
     "ALLOW_V4",
@@ -48,12 +63,32 @@ const MAPS: [&str; 8] = [
     "DENY_V6",
     "NETWORK_EVENTS",
     "LOST",
+    "CONFIG",
+    "COMMAND_EVENTS",
+    "SCRATCH",
+    "PPIDS",
+    "EXECS",
 ];
 
 /// Events the kernel could not deliver (ring buffer full), per event type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Lost {
     pub network: u64,
+    pub command: u64,
+}
+
+impl Lost {
+    pub fn total(&self) -> u64 {
+        self.network + self.command
+    }
+}
+
+/// One record from a ring buffer.
+#[derive(Debug, Clone)]
+pub enum Record {
+    Network(NetworkEvent),
+    /// Header, path (without its NUL) and the raw NUL-separated argv bytes.
+    Command(CommandEvent, Vec<u8>, Vec<u8>),
 }
 
 type V4Trie = LpmTrie<MapData, V4KeyData, RuleValue>;
@@ -70,7 +105,7 @@ pub struct Enforcer {
     allow_v6: V6Trie,
     deny_v6: V6Trie,
     lost: PerCpuArray<MapData, u64>,
-    network_events: Option<RingBuf<MapData>>,
+    rings: Vec<RingBuf<MapData>>,
     /// The policy whose rules are in the tries, under its id.
     current: Option<(u32, Policy)>,
     next_policy_id: u32,
@@ -94,6 +129,7 @@ impl Enforcer {
     pub fn load(opts: LoadOptions) -> Result<Enforcer> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("NETWORK_EVENTS", opts.network_buffer_pages * page_size());
+        loader.map_max_entries("COMMAND_EVENTS", opts.command_buffer_pages * page_size());
         let mut reused = false;
         let pins: Vec<(&str, PathBuf)> = match &opts.pin_dir {
             None => vec![],
@@ -120,6 +156,33 @@ impl Enforcer {
             prog.load()
                 .with_context(|| format!("the kernel refused BPF program {name}"))?;
         }
+        for (name, _, _) in TRACEPOINTS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
+                .try_into()
+                .with_context(|| format!("BPF program {name}"))?;
+            prog.load()
+                .with_context(|| format!("the kernel refused BPF program {name}"))?;
+        }
+        // Field offsets of the tracepoints used, as this kernel lays them out.
+        let mut config: Array<MapData, u64> = map(&mut ebpf, "CONFIG")?;
+        crate::tracefs::check_syscall_layout()?;
+        config.set(
+            CONFIG_FORK_CHILD_PID_OFFSET,
+            crate::tracefs::field_offset("sched", "sched_process_fork", "child_pid")?,
+            0,
+        )?;
+        config.set(
+            CONFIG_EXEC_FILENAME_OFFSET,
+            crate::tracefs::field_offset("sched", "sched_process_exec", "filename")?,
+            0,
+        )?;
+        config.set(
+            CONFIG_ARGV_LIMIT,
+            u64::from(opts.argv_limit.min(ARGV_CAP as u32)),
+            0,
+        )?;
         let mut e = Enforcer {
             sessions: map(&mut ebpf, "SESSIONS")?,
             active: map(&mut ebpf, "ACTIVE")?,
@@ -128,7 +191,10 @@ impl Enforcer {
             allow_v6: map(&mut ebpf, "ALLOW_V6")?,
             deny_v6: map(&mut ebpf, "DENY_V6")?,
             lost: map(&mut ebpf, "LOST")?,
-            network_events: Some(map(&mut ebpf, "NETWORK_EVENTS")?),
+            rings: vec![
+                map(&mut ebpf, "NETWORK_EVENTS")?,
+                map(&mut ebpf, "COMMAND_EVENTS")?,
+            ],
             ebpf,
             current: None,
             next_policy_id: 1,
@@ -178,6 +244,34 @@ impl Enforcer {
             let link = FdLink::try_from(prog.take_link(id)?)?;
             link.pin(&pin)
                 .with_context(|| format!("pinning link {}", pin.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the recording programs (they see every exec on the host and
+    /// return at once for processes outside sessions). With `pin_dir`, the
+    /// links are pinned so recording goes on while the daemon restarts.
+    pub fn attach_recording(&mut self, pin_dir: Option<&Path>) -> Result<()> {
+        for (name, category, tracepoint) in TRACEPOINTS {
+            let pin = pin_dir.map(|d| d.join(format!("link-tp-{name}")));
+            if pin.as_ref().is_some_and(|p| p.exists()) {
+                continue;
+            }
+            let prog: &mut TracePoint = self
+                .ebpf
+                .program_mut(name)
+                .expect("checked at load")
+                .try_into()
+                .expect("checked at load");
+            let id = prog.attach(category, tracepoint).with_context(|| {
+                format!("attaching {name} to tracepoint {category}/{tracepoint}")
+            })?;
+            if let Some(pin) = pin {
+                let link = FdLink::try_from(prog.take_link(id)?)
+                    .with_context(|| format!("{name}: this kernel cannot pin tracepoint links"))?;
+                link.pin(&pin)
+                    .with_context(|| format!("pinning link {}", pin.display()))?;
+            }
         }
         Ok(())
     }
@@ -283,9 +377,9 @@ impl Enforcer {
         both(&mut self.deny_v4, &deny4, &mut self.deny_v6, &deny6, insert)
     }
 
-    /// The network event ring buffer; can be taken once (by the event reader).
-    pub fn take_network_events(&mut self) -> Option<RingBuf<MapData>> {
-        self.network_events.take()
+    /// The event ring buffers; taken once, by the event reader.
+    pub fn take_rings(&mut self) -> Vec<RingBuf<MapData>> {
+        std::mem::take(&mut self.rings)
     }
 
     /// Per program: (name, runs, total run time) as the kernel counts them
@@ -307,9 +401,10 @@ impl Enforcer {
     }
 
     pub fn lost(&self) -> Result<Lost> {
-        let per_cpu = self.lost.get(&LOST_NETWORK, 0)?;
+        let sum = |slot| -> Result<u64> { Ok(self.lost.get(&slot, 0)?.iter().sum()) };
         Ok(Lost {
-            network: per_cpu.iter().sum(),
+            network: sum(LOST_NETWORK)?,
+            command: sum(LOST_COMMAND)?,
         })
     }
 }
@@ -478,11 +573,28 @@ fn page_size() -> u32 {
     (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) as u32
 }
 
-/// Decodes one ring-buffer record.
-pub fn decode_network_event(bytes: &[u8]) -> Option<NetworkEvent> {
-    if bytes.len() < std::mem::size_of::<NetworkEvent>() {
+fn read_struct<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
         return None;
     }
-    // SAFETY: length checked; NetworkEvent is plain #[repr(C)] data, any bit pattern is valid.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<NetworkEvent>()) })
+    // SAFETY: length checked; T is plain #[repr(C)] data, any bit pattern is valid.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer record (its first u32 says what it is).
+pub fn decode(bytes: &[u8]) -> Option<Record> {
+    match read_struct::<u32>(bytes)? {
+        EVENT_NETWORK => read_struct(bytes).map(Record::Network),
+        EVENT_COMMAND => {
+            let h: CommandEvent = read_struct(bytes)?;
+            let rest = &bytes[std::mem::size_of::<CommandEvent>()..];
+            let path_len = h.path_len as usize;
+            let argv_len = h.argv_len as usize;
+            let path = rest.get(..path_len)?;
+            let argv = rest.get(path_len..path_len + argv_len)?;
+            let path = path.strip_suffix(&[0]).unwrap_or(path);
+            Some(Record::Command(h, path.to_vec(), argv.to_vec()))
+        }
+        _ => None,
+    }
 }

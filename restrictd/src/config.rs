@@ -35,8 +35,27 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnhancedRecording {
+    /// Record sessions at all (network denials are reported regardless).
+    pub enabled: bool,
+    /// Record every exec (`session.command`).
+    pub command_events: bool,
+    /// Size of the command event ring buffer, in pages (a power of two).
+    pub command_buffer_size: u32,
     /// Size of the network event ring buffer, in pages (a power of two).
     pub network_buffer_size: u32,
+    /// Bytes of arguments kept per command; longer ones are cut and flagged.
+    pub argv_limit: u32,
+}
+
+impl EnhancedRecording {
+    /// Session flags for the BPF programs.
+    pub fn session_flags(&self) -> u32 {
+        let mut f = restrictd_ebpf::SESSION_RESTRICT;
+        if self.enabled && self.command_events {
+            f |= restrictd_ebpf::SESSION_RECORD_COMMANDS;
+        }
+        f
+    }
 }
 
 impl Default for Config {
@@ -55,12 +74,26 @@ impl Default for Config {
 impl Default for EnhancedRecording {
     fn default() -> Self {
         EnhancedRecording {
+            enabled: true,
+            command_events: true,
+            command_buffer_size: restrictd_ebpf::COMMAND_BUFFER_PAGES,
             network_buffer_size: restrictd_ebpf::NETWORK_BUFFER_PAGES,
+            argv_limit: restrictd_ebpf::ARGV_CAP as u32,
         }
     }
 }
 
 impl Config {
+    pub fn load_options(&self, pin_dir: Option<PathBuf>) -> crate::bpf::LoadOptions {
+        let er = &self.enhanced_recording;
+        crate::bpf::LoadOptions {
+            network_buffer_pages: er.network_buffer_size,
+            command_buffer_pages: er.command_buffer_size,
+            argv_limit: er.argv_limit,
+            pin_dir,
+        }
+    }
+
     /// Reads and validates `path`. Errors name the file, and the line and
     /// column where the parser has one.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -114,10 +147,22 @@ impl Config {
                 return Err(format!("{key} {p:?} must be absolute"));
             }
         }
-        let pages = self.enhanced_recording.network_buffer_size;
-        if pages == 0 || !pages.is_power_of_two() {
+        let er = &self.enhanced_recording;
+        for (key, pages) in [
+            ("network_buffer_size", er.network_buffer_size),
+            ("command_buffer_size", er.command_buffer_size),
+        ] {
+            if pages == 0 || !pages.is_power_of_two() {
+                return Err(format!(
+                    "enhanced_recording.{key} is {pages}: it must be a power of two (pages)"
+                ));
+            }
+        }
+        if er.argv_limit == 0 || er.argv_limit as usize > restrictd_ebpf::ARGV_CAP {
             return Err(format!(
-                "enhanced_recording.network_buffer_size is {pages}: it must be a power of two (pages)"
+                "enhanced_recording.argv_limit is {}: it must be from 1 to {} bytes",
+                er.argv_limit,
+                restrictd_ebpf::ARGV_CAP
             ));
         }
         Ok(())
@@ -160,6 +205,10 @@ mod tests {
             "bpf_pin_path: x",
             "enhanced_recording:\n  network_buffer_size: 3",
             "enhanced_recording:\n  network_buffer_size: 0",
+            "enhanced_recording:\n  command_buffer_size: 12",
+            "enhanced_recording:\n  argv_limit: 0",
+            "enhanced_recording:\n  argv_limit: 100000",
+            "enhanced_recording:\n  command_event: true",
         ] {
             let e = Config::parse(bad, "c.yaml").unwrap_err();
             assert!(e.to_string().starts_with("c.yaml:"), "{bad}: {e}");

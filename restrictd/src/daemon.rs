@@ -16,11 +16,11 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use restrictd_dbus::{OpenRequest, SessionInfo, Status};
-use restrictd_ebpf::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT};
+use restrictd_ebpf::{SessionEntry, POLICY_FOLLOW_ACTIVE};
 use uuid::Uuid;
 
 use crate::{
-    bpf::{Enforcer, LoadOptions},
+    bpf::Enforcer,
     cgroup::{self, Cgroup},
     config::Config,
     events::Output,
@@ -28,6 +28,9 @@ use crate::{
     recorder::Recorder,
     session::{Registry, Session},
 };
+
+/// Lost-event reports are rate-limited to one per this interval.
+const LOST_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Errors a D-Bus caller sees (service.rs maps them to D-Bus error names).
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +186,7 @@ impl Core {
         }
         let entry = SessionEntry {
             policy_id: POLICY_FOLLOW_ACTIVE,
-            flags: SESSION_RESTRICT,
+            flags: self.config.enhanced_recording.session_flags(),
         };
         let placed = self
             .enforcer
@@ -327,6 +330,7 @@ impl Core {
             policy: self.policy().0,
             system_log: self.recorder.system_log_name().into(),
             lost_network: lost.network,
+            lost_command: lost.command,
         }
     }
 
@@ -360,6 +364,18 @@ impl Core {
             }
             self.forget(&s.sid);
             log::info!("session {} ended", s.sid);
+        }
+    }
+
+    /// Reports newly lost events, at most once per `LOST_REPORT_EVERY`.
+    pub fn report_lost(&self, last: &mut (crate::bpf::Lost, std::time::Instant)) {
+        let Ok(now) = self.enforcer.lock().unwrap().lost() else {
+            return;
+        };
+        if now.total() > last.0.total() && last.1.elapsed() >= LOST_REPORT_EVERY {
+            self.recorder
+                .report_lost(now.network - last.0.network, now.command - last.0.command);
+            *last = (now, std::time::Instant::now());
         }
     }
 
@@ -451,22 +467,19 @@ pub fn serve(config: Config, events: Option<&Path>) -> Result<()> {
         None
     };
 
-    let mut enforcer = Enforcer::load(LoadOptions {
-        network_buffer_pages: config.enhanced_recording.network_buffer_size,
-        pin_dir: Some(config.bpf_pin_path.clone()),
-    })?;
+    let mut enforcer = Enforcer::load(config.load_options(Some(config.bpf_pin_path.clone())))?;
     enforcer.set_policy(policy.as_ref().map(|(p, _)| p))?;
     if enforcer.reused() {
         enforcer.purge_inactive_rules()?;
     }
     enforcer.attach_pinned(&root.path, &config.bpf_pin_path)?;
+    if config.enhanced_recording.session_flags() & restrictd_ebpf::SESSION_RECORD_COMMANDS != 0 {
+        enforcer.attach_recording(Some(&config.bpf_pin_path))?;
+    }
 
     let live: HashSet<u64> = enforcer.session_ids()?.into_iter().collect();
     let (keep, gone) = restore_sessions(&config, &live);
     let output = Output::new(events)?;
-    let ring = enforcer
-        .take_network_events()
-        .expect("ring buffer not yet taken");
     let mut registry = Registry::new();
     let mut attach_points = Vec::new();
     for s in &keep {
@@ -488,7 +501,7 @@ pub fn serve(config: Config, events: Option<&Path>) -> Result<()> {
         let _ = enforcer.remove_session(s.cgroup.id);
         registry.insert(s.clone());
     }
-    let recorder = Recorder::new(ring, registry, output);
+    let recorder = Recorder::new(enforcer.take_rings(), registry, output);
     let core = Arc::new(Core {
         config,
         mount,
@@ -540,11 +553,21 @@ async fn run(core: Arc<Core>) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Losses counted before this start were reported by the previous run.
+    let initial = core.enforcer.lock().unwrap().lost().unwrap_or_default();
+    let lost = Arc::new(Mutex::new((
+        initial,
+        std::time::Instant::now() - LOST_REPORT_EVERY,
+    )));
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let c = core.clone();
-                tokio::task::spawn_blocking(move || c.sweep()).await?;
+                let (c, l) = (core.clone(), lost.clone());
+                tokio::task::spawn_blocking(move || {
+                    c.sweep();
+                    c.report_lost(&mut l.lock().unwrap());
+                })
+                .await?;
             }
             _ = hup.recv() => {
                 let c = core.clone();

@@ -10,7 +10,7 @@ use std::{
 
 use serde::Serialize;
 
-use restrictd_ebpf::{NetworkEvent, ACTION_DENIED, OPERATION_CONNECT};
+use restrictd_ebpf::{CommandEvent, NetworkEvent, ACTION_DENIED, OPERATION_CONNECT};
 
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 pub const SYSLOG_SOCKET: &str = "/dev/log";
@@ -48,9 +48,66 @@ pub struct Event {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Body {
+    Command(CommandBody),
     Network(NetworkBody),
     SessionStart(SessionStartBody),
     SessionEnd(SessionEndBody),
+}
+
+/// `session.command` (T4000I): one exec, successful or not.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CommandBody {
+    /// The executed file: absolute when the exec named it so or when the
+    /// process's working directory could be read; otherwise as given.
+    pub path: String,
+    pub program: String,
+    /// The complete argument vector, argv[0] included, up to `argv_limit` bytes.
+    pub argv: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
+    /// Total size in bytes of the arguments in the process, when truncated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv_length: Option<u32>,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// 0, or the negative errno of a failed exec.
+    pub return_code: i32,
+    pub cgroup_id: u64,
+}
+
+impl CommandBody {
+    pub fn from_kernel(h: &CommandEvent, path: &[u8], argv: &[u8]) -> CommandBody {
+        let mut path = String::from_utf8_lossy(path).into_owned();
+        if !path.starts_with('/') {
+            // Relative exec (./tool): resolve against the process's cwd while it lives.
+            if let Ok(cwd) = std::fs::read_link(format!("/proc/{}/cwd", h.pid)) {
+                // Lexical join: drops "." components, keeps ".." (symlinks).
+                let joined: std::path::PathBuf = cwd.join(&path).components().collect();
+                path = joined.display().to_string();
+            }
+        }
+        let truncated = h.argv_total > h.argv_len;
+        let argv = argv
+            .strip_suffix(&[0])
+            .unwrap_or(argv)
+            .split(|&b| b == 0)
+            .filter(|a| !(a.is_empty() && argv.is_empty()))
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        CommandBody {
+            path,
+            program: comm_to_string(&h.comm),
+            argv,
+            argv_truncated: truncated,
+            argv_length: truncated.then_some(h.argv_total),
+            pid: h.pid,
+            ppid: h.ppid,
+            uid: h.uid,
+            return_code: h.return_code,
+            cgroup_id: h.cgroup_id,
+        }
+    }
 }
 
 /// `session.start` (T2000I).
@@ -128,6 +185,7 @@ pub fn comm_to_string(comm: &[u8]) -> String {
 impl Event {
     fn message_id(&self) -> &'static str {
         match self.body {
+            Body::Command(_) => message_id::COMMAND,
             Body::Network(_) => message_id::NETWORK,
             Body::SessionStart(_) => message_id::SESSION_START,
             Body::SessionEnd(_) => message_id::SESSION_END,
@@ -148,6 +206,30 @@ impl Event {
             .clone()
             .unwrap_or_else(|| format!("session {}", self.sid));
         match &self.body {
+            Body::Command(c) => {
+                let mut args: String = c.argv.iter().skip(1).fold(String::new(), |mut acc, a| {
+                    acc.push(' ');
+                    acc.push_str(a);
+                    acc
+                });
+                if args.len() > 200 {
+                    let mut cut = 200;
+                    while !args.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    args.truncate(cut);
+                    args.push('…');
+                }
+                if c.return_code == 0 {
+                    format!("{who} ran {}{args}", c.path)
+                } else {
+                    format!(
+                        "{who} failed to run {}{args} ({})",
+                        c.path,
+                        nix::errno::Errno::from_raw(-c.return_code)
+                    )
+                }
+            }
             Body::Network(n) => {
                 let op = if n.operation == OPERATION_CONNECT {
                     "connect"
@@ -257,6 +339,36 @@ impl Output {
             SystemLog::Journal => "journald",
             SystemLog::Syslog(_) => "syslog",
             SystemLog::None => "none",
+        }
+    }
+
+    /// Reports events the kernel could not deliver since the last report
+    /// (journald: MESSAGE_ID message_id::LOST, fields LOST_NETWORK and
+    /// LOST_COMMAND; syslog: the same as text).
+    pub fn report_lost(&mut self, network: u64, command: u64) {
+        let msg = format!(
+            "restrictd: events lost because a ring buffer was full: {network} network, {command} command (raise enhanced_recording.*_buffer_size)"
+        );
+        log::warn!("{msg}");
+        let res = match &mut self.system {
+            SystemLog::Journal => libsystemd::logging::journal_send(
+                libsystemd::logging::Priority::Warning,
+                &msg,
+                [
+                    ("MESSAGE_ID", message_id::LOST.to_string()),
+                    ("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER.to_string()),
+                    ("SYSLOG_FACILITY", "10".to_string()),
+                    ("LOST_NETWORK", network.to_string()),
+                    ("LOST_COMMAND", command.to_string()),
+                ]
+                .into_iter(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}")),
+            SystemLog::Syslog(l) => l.warning(&msg).map_err(|e| anyhow::anyhow!("{e}")),
+            SystemLog::None => Ok(()),
+        };
+        if let Err(e) = res {
+            log::error!("system log write failed ({e}): {msg}");
         }
     }
 

@@ -18,3 +18,4 @@ pub mod recorder;
 pub mod run;
 pub mod service;
 pub mod session;
+pub mod tracefs;

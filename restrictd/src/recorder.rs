@@ -13,14 +13,15 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
-    bpf::decode_network_event,
+    bpf::{decode, Record},
     events::{Event, Output},
     session::Registry,
 };
 
 pub struct Recorder {
-    ring: Mutex<RingBuf<MapData>>,
-    ring_fd: RawFd,
+    /// One lock for all rings: a drain sees every ring in turn.
+    rings: Mutex<Vec<RingBuf<MapData>>>,
+    ring_fds: Vec<RawFd>,
     pub registry: Mutex<Registry>,
     output: Mutex<Output>,
 }
@@ -35,29 +36,35 @@ impl AsRawFd for RingFd {
 }
 
 impl Recorder {
-    pub fn new(ring: RingBuf<MapData>, registry: Registry, output: Output) -> Arc<Recorder> {
-        let ring_fd = ring.as_raw_fd();
+    pub fn new(rings: Vec<RingBuf<MapData>>, registry: Registry, output: Output) -> Arc<Recorder> {
+        let ring_fds = rings.iter().map(|r| r.as_raw_fd()).collect();
         Arc::new(Recorder {
-            ring: Mutex::new(ring),
-            ring_fd,
+            rings: Mutex::new(rings),
+            ring_fds,
             registry: Mutex::new(registry),
             output: Mutex::new(output),
         })
     }
 
-    /// Writes every record waiting in the ring buffer, in order.
+    /// Writes every record waiting in the ring buffers, each in order.
     pub fn drain(&self) {
-        let mut ring = self.ring.lock().unwrap();
-        while let Some(item) = ring.next() {
-            let Some(k) = decode_network_event(&item) else {
-                log::error!(
-                    "short network record ({} bytes) from the kernel",
-                    item.len()
-                );
-                continue;
-            };
-            let ev = self.registry.lock().unwrap().network_event(&k);
-            self.output.lock().unwrap().emit(&ev);
+        let mut rings = self.rings.lock().unwrap();
+        for ring in rings.iter_mut() {
+            while let Some(item) = ring.next() {
+                let ev = match decode(&item) {
+                    Some(Record::Network(k)) => self.registry.lock().unwrap().network_event(&k),
+                    Some(Record::Command(h, path, argv)) => self
+                        .registry
+                        .lock()
+                        .unwrap()
+                        .command_event(&h, &path, &argv),
+                    None => {
+                        log::error!("undecodable record ({} bytes) from the kernel", item.len());
+                        continue;
+                    }
+                };
+                self.output.lock().unwrap().emit(&ev);
+            }
         }
     }
 
@@ -65,33 +72,49 @@ impl Recorder {
         self.output.lock().unwrap().emit(ev);
     }
 
+    pub fn report_lost(&self, network: u64, command: u64) {
+        self.output.lock().unwrap().report_lost(network, command);
+    }
+
     pub fn system_log_name(&self) -> &'static str {
         self.output.lock().unwrap().system_log_name()
     }
 
-    /// Drains whenever the kernel signals data, until `stop` fires; then
-    /// drains once more.
+    /// Drains whenever the kernel signals data on any ring, until `stop`
+    /// fires; then drains once more.
     pub async fn run(self: Arc<Self>, stop: tokio::sync::oneshot::Receiver<()>) -> Result<()> {
-        // SAFETY: the fd belongs to the ring buffer held by `self`, which this
-        // future keeps alive (and unchanged) for as long as the AsyncFd exists.
-        let fd =
-            unsafe { AsyncFd::register_with_interest(RingFd(self.ring_fd), Interest::READABLE) }
-                .map_err(|e| {
-                    anyhow::anyhow!("polling the event ring buffer: {}", e.into_parts().1)
-                })?;
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                guard = fd.readable() => {
-                    let mut guard = guard.context("polling the event ring buffer")?;
-                    self.drain();
+        let mut waiters = tokio::task::JoinSet::new();
+        for &fd in &self.ring_fds {
+            let me = self.clone();
+            waiters.spawn(async move {
+                // SAFETY: the fd belongs to a ring buffer held by `me`, which
+                // this task keeps alive (and unchanged) while the AsyncFd exists.
+                let fd = unsafe { AsyncFd::register_with_interest(RingFd(fd), Interest::READABLE) }
+                    .map_err(|e| {
+                        anyhow::anyhow!("polling an event ring buffer: {}", e.into_parts().1)
+                    })?;
+                loop {
+                    let mut guard = fd
+                        .readable()
+                        .await
+                        .context("polling an event ring buffer")?;
+                    me.drain();
                     guard.clear_ready();
                 }
-                _ = &mut stop => {
-                    self.drain();
-                    return Ok(());
+                #[allow(unreachable_code)]
+                Ok::<(), anyhow::Error>(())
+            });
+        }
+        tokio::select! {
+            r = waiters.join_next() => {
+                if let Some(r) = r {
+                    r.context("event reader")??;
                 }
             }
+            _ = stop => {}
         }
+        waiters.abort_all();
+        self.drain();
+        Ok(())
     }
 }

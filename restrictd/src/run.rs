@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use restrictd_ebpf::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT};
+use restrictd_ebpf::{SessionEntry, POLICY_FOLLOW_ACTIVE};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::oneshot,
@@ -22,7 +22,7 @@ use tokio::{
 use uuid::Uuid;
 
 use crate::{
-    bpf::{Enforcer, LoadOptions},
+    bpf::Enforcer,
     cgroup::{self, Cgroup},
     config::{Config, DEFAULT_CONFIG_PATH},
     events::Output,
@@ -70,12 +70,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let output = Output::new(args.events.as_deref())?;
 
     let root = cgroup::session_root(config.cgroup_path.as_deref(), &config.root_path)?;
-    let mut enforcer = Enforcer::load(LoadOptions {
-        network_buffer_pages: config.enhanced_recording.network_buffer_size,
-        pin_dir: None,
-    })?;
+    let mut enforcer = Enforcer::load(config.load_options(None))?;
     enforcer.set_policy(policy.as_ref())?;
     enforcer.attach(&root.path)?;
+    if config.enhanced_recording.session_flags() & restrictd_ebpf::SESSION_RECORD_COMMANDS != 0 {
+        enforcer.attach_recording(None)?;
+    }
 
     let sid = Uuid::new_v4();
     let cg = root.create_child(&sid.to_string())?;
@@ -85,7 +85,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         cg.id,
         SessionEntry {
             policy_id: POLICY_FOLLOW_ACTIVE,
-            flags: SESSION_RESTRICT,
+            flags: config.enhanced_recording.session_flags(),
         },
     )?;
     let mut registry = Registry::new();
@@ -101,20 +101,14 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let ring = enforcer
-        .take_network_events()
-        .expect("ring buffer not yet taken");
-    let recorder = Recorder::new(ring, registry, output);
-    let status = rt.block_on(supervise(&cg, &args.command, recorder))?;
+    let recorder = Recorder::new(enforcer.take_rings(), registry, output);
+    let status = rt.block_on(supervise(&cg, &args.command, recorder.clone()))?;
 
     guard.finish()?;
     enforcer.remove_session(cg.id)?;
     let lost = enforcer.lost()?;
-    if lost.network > 0 {
-        log::warn!(
-            "{} network events were lost: the ring buffer was full (raise enhanced_recording.network_buffer_size)",
-            lost.network
-        );
+    if lost.total() > 0 {
+        recorder.report_lost(lost.network, lost.command);
     }
     drop(enforcer);
     Ok(status)

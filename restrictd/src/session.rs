@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 
-use restrictd_ebpf::NetworkEvent;
+use restrictd_ebpf::{CommandEvent, NetworkEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
     cgroup::Cgroup,
     events::{
-        boot_ns_to_rfc3339, now_rfc3339, Body, Event, NetworkBody, SessionEndBody, SessionStartBody,
+        boot_ns_to_rfc3339, now_rfc3339, Body, CommandBody, Event, NetworkBody, SessionEndBody,
+        SessionStartBody,
     },
 };
 
@@ -146,6 +147,17 @@ impl Registry {
             "session.network",
             "T4002I",
             boot_ns_to_rfc3339(k.boot_ns),
+            body,
+        )
+    }
+
+    pub fn command_event(&mut self, h: &CommandEvent, path: &[u8], argv: &[u8]) -> Event {
+        let body = Body::Command(CommandBody::from_kernel(h, path, argv));
+        self.event(
+            h.cgroup_id,
+            "session.command",
+            "T4000I",
+            boot_ns_to_rfc3339(h.boot_ns),
             body,
         )
     }

@@ -43,9 +43,27 @@ fn ssh_login_is_restricted_recorded_and_closed_at_logout() {
     let events = daemon.events();
     let kinds: Vec<&str> = events
         .iter()
-        .filter(|e| e["sid"] == sid.as_str())
+        .filter(|e| e["sid"] == sid.as_str() && e["event"] != "session.command")
         .map(|e| e["event"].as_str().unwrap())
         .collect();
+    // What the user ran is recorded under the session, with the user's name.
+    let probes: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "session.command" && e["program"] == "python3")
+        .collect();
+    assert_eq!(probes.len(), 2, "{events:?}");
+    for p in &probes {
+        assert_eq!(p["sid"], sid.as_str());
+        assert_eq!(p["user"], user.name.as_str());
+        assert_eq!(p["uid"], user.uid);
+        assert_eq!(p["return_code"], 0);
+    }
+    assert_eq!(events.first().unwrap()["event"], "session.start");
+    assert_eq!(
+        events.last().unwrap()["event"],
+        "session.end",
+        "session.end comes last"
+    );
     assert_eq!(
         kinds,
         ["session.start", "session.network", "session.end"],

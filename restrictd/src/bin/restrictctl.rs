@@ -98,7 +98,10 @@ async fn run(cmd: Command) -> Result<(), String> {
             };
             println!("policy:     {policy}");
             println!("system log: {}", s.system_log);
-            println!("lost events: network {}", s.lost_network);
+            println!(
+                "lost events: network {}, command {}",
+                s.lost_network, s.lost_command
+            );
         }
         Command::Sessions { json } => {
             let v = d.list_sessions().await.map_err(explain)?;

@@ -105,6 +105,14 @@ impl Sandbox {
         read_events(&self.events_path())
     }
 
+    /// Only the session.network events.
+    pub fn network_events(&self) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == "session.network")
+            .collect()
+    }
+
     /// Session cgroups left under the root.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         match fs::read_dir(&self.root) {

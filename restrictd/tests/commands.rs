@@ -1,0 +1,223 @@
+//! session.command: every exec in a session, recorded in the kernel at exec
+//! completion (or at the failed syscall's exit), nothing from outside.
+
+mod common;
+use common::*;
+
+fn commands(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "session.command")
+        .collect()
+}
+
+fn argv(e: &serde_json::Value) -> Vec<String> {
+    e["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn every_exec_in_the_session_is_recorded_once_with_its_fields() {
+    let sb = Sandbox::new();
+    let marker = format!("m{}", uuid::Uuid::new_v4().simple());
+    // /bin/echo via sh -c, a grandchild via a nested sh, a failing exec,
+    // a relative exec, and an exec with an empty environment.
+    let script = format!(
+        "cd /bin && /bin/echo {marker} one >/dev/null; \
+         sh -c '/bin/echo {marker} grandchild >/dev/null'; \
+         /nonexistent/{marker} 2>/dev/null; \
+         ./sh -c 'sleep 0.5' relative; \
+         env -i /bin/echo {marker} noenv >/dev/null; exit 0"
+    );
+    let out = sb.run(None, &["/bin/sh", "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    let ev = sb.events();
+    let cmds = commands(&ev);
+    let sid = cmds[0]["sid"].as_str().unwrap();
+    let with = |needle: &str| -> Vec<&serde_json::Value> {
+        cmds.iter()
+            .copied()
+            .filter(|e| argv(e).iter().any(|a| a == needle))
+            .collect()
+    };
+
+    let one = with("one");
+    assert_eq!(one.len(), 1, "recorded once: {one:?}");
+    let one = one[0];
+    assert_eq!(one["code"], "T4000I");
+    assert_eq!(one["path"], "/bin/echo");
+    assert_eq!(one["program"], "echo");
+    assert_eq!(argv(one), ["/bin/echo", &marker, "one"]);
+    assert_eq!(one["return_code"], 0);
+    assert_eq!(one["uid"], 0);
+    assert_eq!(one["sid"], sid);
+    assert!(one.get("argv_truncated").is_none());
+    let shell = cmds
+        .iter()
+        .find(|e| e["path"] == "/bin/sh" && e["return_code"] == 0)
+        .unwrap();
+    assert_eq!(one["ppid"], shell["pid"], "ppid is the session shell");
+
+    let gc = with("grandchild");
+    assert_eq!(gc.len(), 1);
+    let inner_sh = cmds
+        .iter()
+        .find(|e| e["pid"] == gc[0]["ppid"] && e["program"] == "sh")
+        .expect("the grandchild's parent, the inner sh, was recorded too");
+    assert_eq!(inner_sh["ppid"], shell["pid"]);
+
+    let failed: Vec<_> = cmds
+        .iter()
+        .filter(|e| e["path"].as_str().unwrap().ends_with(&marker))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["return_code"], -2, "ENOENT");
+    assert_eq!(failed[0]["path"], format!("/nonexistent/{marker}"));
+
+    let rel = with("relative");
+    assert_eq!(rel.len(), 1);
+    // Made absolute against the process's cwd (which the kernel reports
+    // resolved: /bin may be a link to /usr/bin). Userspace reads the cwd
+    // while the process lives, hence a process that lives a moment.
+    let bin = std::fs::canonicalize("/bin").unwrap();
+    assert_eq!(rel[0]["path"], bin.join("sh").display().to_string());
+
+    let noenv: Vec<_> = with("noenv")
+        .into_iter()
+        .filter(|e| e["program"] == "echo")
+        .collect();
+    assert_eq!(noenv.len(), 1, "echo run by env -i, with no environment");
+    assert_eq!(argv(noenv[0]), ["/bin/echo", &marker, "noenv"]);
+
+    // Event indices are unique and increasing within the session.
+    let eis: Vec<u64> = ev.iter().map(|e| e["ei"].as_u64().unwrap()).collect();
+    assert!(
+        eis.windows(2).all(|w| w[0] < w[1]),
+        "{eis:?}\n{}",
+        ev.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn processes_outside_the_session_produce_nothing() {
+    let sb = Sandbox::new();
+    let marker = format!("m{}", uuid::Uuid::new_v4().simple());
+    let mut session = sb
+        .run_cmd(None, &["/bin/sh", "-c", "sleep 1; /bin/true inside"])
+        .spawn()
+        .unwrap();
+    // Execs from this (outside) process while the session runs.
+    for _ in 0..5 {
+        let st = std::process::Command::new("/bin/echo")
+            .arg(&marker)
+            .output()
+            .unwrap();
+        assert!(st.status.success());
+    }
+    assert!(session.wait().unwrap().success());
+    let ev = sb.events();
+    assert!(
+        !ev.iter().any(|e| e.to_string().contains(&marker)),
+        "{ev:?}"
+    );
+    assert!(ev.iter().any(|e| e["argv"][1] == "inside"));
+}
+
+#[test]
+fn long_argv_is_cut_at_the_limit_and_flagged_with_its_true_length() {
+    let sb = Sandbox::with_config("enhanced_recording:\n  argv_limit: 1024\n");
+    let long = "x".repeat(5000);
+    let out = sb.run(None, &["/bin/echo", &long]);
+    assert!(out.status.success());
+    let ev = sb.events();
+    let cmds = commands(&ev);
+    let e = cmds.iter().find(|e| e["path"] == "/bin/echo").unwrap();
+    assert_eq!(e["argv_truncated"], true);
+    // "/bin/echo\0" + 5000 x + "\0"
+    assert_eq!(e["argv_length"], 10 + 5000 + 1);
+    let kept: usize = argv(e).iter().map(|a| a.len() + 1).sum();
+    assert!((1000..=1025).contains(&kept), "{kept}");
+    assert_eq!(argv(e)[0], "/bin/echo");
+}
+
+#[test]
+fn disabled_command_recording_records_no_commands() {
+    let sb = Sandbox::with_config("enhanced_recording:\n  command_events: false\n");
+    assert!(sb.run(None, &["/bin/true"]).status.success());
+    assert!(commands(&sb.events()).is_empty());
+    let sb = Sandbox::with_config("enhanced_recording:\n  enabled: false\n");
+    assert!(sb.run(None, &["/bin/true"]).status.success());
+    assert!(commands(&sb.events()).is_empty());
+}
+
+#[test]
+fn a_full_buffer_is_counted_and_reported_and_normal_runs_lose_nothing() {
+    // Normal: 200 execs, every one recorded, nothing reported lost.
+    let sb = Sandbox::new();
+    let out = sb.run(
+        None,
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while [ $i -lt 200 ]; do /bin/true $i; i=$((i+1)); done",
+        ],
+    );
+    assert!(out.status.success());
+    let n = commands(&sb.events())
+        .iter()
+        .filter(|e| e["path"] == "/bin/true")
+        .count();
+    assert_eq!(n, 200);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("lost"));
+
+    // A one-page buffer cannot hold a 6 KiB argv: each such exec is lost, counted, reported.
+    let sb = Sandbox::with_config("enhanced_recording:\n  command_buffer_size: 1\n");
+    let script = "big=$(printf '%6000s' '' | tr ' ' y); for i in 1 2 3; do /bin/true $big; done";
+    let out = sb.run(None, &["/bin/sh", "-c", script]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0 network, 3 command"), "{err}");
+    assert_eq!(
+        commands(&sb.events())
+            .iter()
+            .filter(|e| e["path"] == "/bin/true")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn commands_reach_the_journal_with_their_fields() {
+    let sb = Sandbox::new();
+    let journal = sb.dir.path().join("journal.json");
+    let run = sb.run_cmd(None, &["/bin/echo", "to-the-journal"]);
+    let out = std::process::Command::new(repo().join("tests/with-journald.sh"))
+        .arg(&journal)
+        .arg(run.get_program())
+        .args(run.get_args())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let entries = read_events(&journal);
+    let j = entries
+        .iter()
+        .find(|j| j["EVENT"] == "session.command" && j["PATH"] == "/bin/echo")
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    assert_eq!(j["MESSAGE_ID"], restrictd::events::message_id::COMMAND);
+    assert_eq!(j["PRIORITY"], "6");
+    assert_eq!(j["PROGRAM"], "echo");
+    assert_eq!(j["RETURN_CODE"], "0");
+    assert_eq!(j["ARGV"], r#"["/bin/echo","to-the-journal"]"#);
+    assert!(j["PPID"].is_string() && j["PID"].is_string() && j["SESSION_ID"].is_string());
+    assert!(j["MESSAGE"]
+        .as_str()
+        .unwrap()
+        .contains("ran /bin/echo to-the-journal"));
+}
