@@ -20,6 +20,8 @@ pub const COMMAND_BUFFER_PAGES: u32 = 64;
 pub const SESSION_RESTRICT: u32 = 1 << 0;
 /// `SessionEntry.flags`: record every exec (`session.command`).
 pub const SESSION_RECORD_COMMANDS: u32 = 1 << 1;
+/// `SessionEntry.flags`: record allowed connects and sends (`action` 0).
+pub const SESSION_RECORD_NETWORK: u32 = 1 << 2;
 
 /// `SessionEntry.policy_id` value meaning "use the host-wide active policy".
 pub const POLICY_FOLLOW_ACTIVE: u32 = 0;

@@ -44,6 +44,19 @@ static NETWORK_EVENTS: RingBuf = RingBuf::with_byte_size(NETWORK_BUFFER_PAGES * 
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
 #[map]
 static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_SLOTS, 0);
+/// Unconnected UDP destinations already reported per socket: only the first
+/// send from a socket to a destination is an event, not every datagram.
+#[map]
+static SENT: LruHashMap<SentKey, u8> = LruHashMap::with_max_entries(65_536, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SentKey {
+    cookie: u64,
+    addr: [u8; 16],
+    port: u32,
+    _pad: u32,
+}
 #[map]
 static COMMAND_EVENTS: RingBuf = RingBuf::with_byte_size(COMMAND_BUFFER_PAGES * 4096, 0);
 #[map]
@@ -78,28 +91,39 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 #[inline(always)]
 fn check(ctx: &SockAddrContext, version: u8, operation: u8) -> i32 {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    // Processes outside restricted sessions cost one hash miss.
+    // Processes outside sessions cost one hash miss.
     let Some(session) = (unsafe { SESSIONS.get(&cgroup_id) }) else {
         return ALLOW;
     };
-    if session.flags & SESSION_RESTRICT == 0 {
-        return ALLOW;
+    let (flags, policy_id) = (session.flags, session.policy_id);
+    if flags & SESSION_RESTRICT != 0 && !policy_allows(ctx, version, policy_id) {
+        return deny(ctx, cgroup_id, version, operation);
     }
-    let policy = if session.policy_id != POLICY_FOLLOW_ACTIVE {
-        session.policy_id
+    if flags & SESSION_RECORD_NETWORK != 0 && first_report(ctx, version, operation) {
+        emit(ctx, cgroup_id, version, operation, ACTION_OBSERVED);
+    }
+    ALLOW
+}
+
+/// The policy decision: allowed iff in the allow list and not in the deny
+/// list of the session's policy (no policy: everything allowed).
+#[inline(always)]
+fn policy_allows(ctx: &SockAddrContext, version: u8, session_policy: u32) -> bool {
+    let policy = if session_policy != POLICY_FOLLOW_ACTIVE {
+        session_policy
     } else {
         match ACTIVE.get(0) {
             Some(p) => *p,
             // Cannot happen for an array map; fail closed if it ever does.
-            None => return deny(ctx, cgroup_id, version, operation),
+            None => return false,
         }
     };
     if policy == POLICY_NONE {
-        return ALLOW;
+        return true;
     }
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
     let id = policy.to_be_bytes();
-    let allowed = if version == 4 {
+    if version == 4 {
         let a = sa.user_ip4.to_ne_bytes();
         let key = Key::new(
             POLICY_ID_BITS + 32,
@@ -117,12 +141,37 @@ fn check(ctx: &SockAddrContext, version: u8, operation: u8) -> i32 {
         }
         let key = Key::new(POLICY_ID_BITS + 128, data);
         ALLOW_V6.get(&key).is_some() && DENY_V6.get(&key).is_none()
-    };
-    if allowed {
-        ALLOW
-    } else {
-        deny(ctx, cgroup_id, version, operation)
     }
+}
+
+/// Connects are always reported; a send only the first time this socket
+/// sends to this destination.
+#[inline(always)]
+fn first_report(ctx: &SockAddrContext, version: u8, operation: u8) -> bool {
+    if operation != OPERATION_SEND {
+        return true;
+    }
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    let mut key = SentKey {
+        cookie: unsafe { aya_ebpf::helpers::bpf_get_socket_cookie(ctx.sock_addr as *mut _) },
+        addr: [0; 16],
+        port: sa.user_port,
+        _pad: 0,
+    };
+    if version == 4 {
+        key.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    } else {
+        let mut i = 0;
+        while i < 4 {
+            key.addr[i * 4..i * 4 + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+            i += 1;
+        }
+    }
+    if SENT.get_ptr(&key).is_some() {
+        return false;
+    }
+    let _ = SENT.insert(&key, &1, 0);
+    true
 }
 
 #[inline(always)]
@@ -155,18 +204,36 @@ fn emit(ctx: &SockAddrContext, cgroup_id: u64, version: u8, operation: u8, actio
         action,
         protocol: sa.protocol as u8,
     };
+    // Source: the socket's bound address and port where it has them (an
+    // unbound socket gets them only after this hook), or the sendmsg source.
+    let sk = unsafe { sa.__bindgen_anon_1.sk };
+    if !sk.is_null() {
+        ev.src_port = unsafe { (*sk).src_port } as u16;
+    }
     if version == 4 {
         ev.dst_addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
-        if operation == OPERATION_SEND {
-            ev.src_addr[..4].copy_from_slice(&sa.msg_src_ip4.to_ne_bytes());
+        // msg_src_* exist only in sendmsg programs (the verifier refuses them elsewhere).
+        let mut src = if operation == OPERATION_SEND {
+            sa.msg_src_ip4
+        } else {
+            0
+        };
+        if src == 0 && !sk.is_null() {
+            src = unsafe { (*sk).src_ip4 };
         }
+        ev.src_addr[..4].copy_from_slice(&src.to_ne_bytes());
     } else {
         let mut i = 0;
         while i < 4 {
             ev.dst_addr[i * 4..i * 4 + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
-            if operation == OPERATION_SEND {
-                ev.src_addr[i * 4..i * 4 + 4].copy_from_slice(&sa.msg_src_ip6[i].to_ne_bytes());
-            }
+            let w = if operation == OPERATION_SEND {
+                sa.msg_src_ip6[i]
+            } else if !sk.is_null() {
+                unsafe { (*sk).src_ip6[i] }
+            } else {
+                0
+            };
+            ev.src_addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
             i += 1;
         }
     }

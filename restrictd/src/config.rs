@@ -39,6 +39,9 @@ pub struct EnhancedRecording {
     pub enabled: bool,
     /// Record every exec (`session.command`).
     pub command_events: bool,
+    /// Record allowed connects and first sends (`session.network`, action 0).
+    /// Denials are always recorded.
+    pub network_events: bool,
     /// Size of the command event ring buffer, in pages (a power of two).
     pub command_buffer_size: u32,
     /// Size of the network event ring buffer, in pages (a power of two).
@@ -53,6 +56,9 @@ impl EnhancedRecording {
         let mut f = restrictd_ebpf::SESSION_RESTRICT;
         if self.enabled && self.command_events {
             f |= restrictd_ebpf::SESSION_RECORD_COMMANDS;
+        }
+        if self.enabled && self.network_events {
+            f |= restrictd_ebpf::SESSION_RECORD_NETWORK;
         }
         f
     }
@@ -76,6 +82,7 @@ impl Default for EnhancedRecording {
         EnhancedRecording {
             enabled: true,
             command_events: true,
+            network_events: true,
             command_buffer_size: restrictd_ebpf::COMMAND_BUFFER_PAGES,
             network_buffer_size: restrictd_ebpf::NETWORK_BUFFER_PAGES,
             argv_limit: restrictd_ebpf::ARGV_CAP as u32,

@@ -144,6 +144,9 @@ pub struct NetworkBody {
     pub cgroup_id: u64,
     pub program: String,
     pub src_addr: String,
+    /// 0 (omitted) when the socket had no local port yet.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub src_port: u16,
     pub dst_addr: String,
     pub dst_port: u16,
     /// 4 or 6.
@@ -168,6 +171,7 @@ impl NetworkBody {
             cgroup_id: k.cgroup_id,
             program: comm_to_string(&k.comm),
             src_addr: addr(&k.src_addr).to_string(),
+            src_port: k.src_port,
             dst_addr: addr(&k.dst_addr).to_string(),
             dst_port: k.dst_port,
             version: k.version,
@@ -175,6 +179,10 @@ impl NetworkBody {
             action: k.action,
         }
     }
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
 }
 
 pub fn comm_to_string(comm: &[u8]) -> String {
@@ -490,6 +498,7 @@ mod tests {
                 cgroup_id: 7,
                 program: "curl".into(),
                 src_addr: "0.0.0.0".into(),
+                src_port: 0,
                 dst_addr: "10.1.2.4".into(),
                 dst_port: 443,
                 version: 4,

@@ -63,7 +63,7 @@ fn udp_sendto_and_connected_udp_are_restricted() {
         "no denied datagram was sent"
     );
 
-    let ev = sb.network_events();
+    let ev = sb.denials();
     let ops: Vec<_> = ev
         .iter()
         .map(|e| e["operation"].as_u64().unwrap())
@@ -90,7 +90,7 @@ fn ipv6_loopback_follows_the_ipv6_rules() {
     assert_eq!(sb.probe(Some(&with_v6), "tcp", "::1", port), "ok");
     let denied_v6 = sb.policy(&["::/0"], &["::1/128"]);
     assert_eq!(sb.probe(Some(&denied_v6), "tcp", "::1", port), "EPERM");
-    let ev = sb.network_events();
+    let ev = sb.denials();
     assert!(ev
         .iter()
         .all(|e| e["version"] == 6 && e["dst_addr"] == "::1"));
@@ -110,7 +110,7 @@ fn v4_mapped_ipv6_cannot_bypass_ipv4_rules() {
         sb.probe(Some(&policy), "tcp6-mapped", "127.0.0.1", pa),
         "ok"
     );
-    let ev = sb.network_events();
+    let ev = sb.denials();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["dst_addr"], "::ffff:127.0.0.2");
 }
@@ -120,10 +120,7 @@ fn without_a_policy_everything_is_allowed() {
     let sb = Sandbox::new();
     let (_d, pd) = tcp_listener("127.0.0.2");
     assert_eq!(sb.probe(None, "tcp", "127.0.0.2", pd), "ok");
-    assert!(
-        sb.network_events().is_empty(),
-        "nothing denied, nothing reported"
-    );
+    assert!(sb.denials().is_empty(), "nothing denied, nothing reported");
 }
 
 #[test]
@@ -185,7 +182,7 @@ fn denial_events_carry_teleport_fields() {
     );
     let out = sb.run(Some(&policy), &["sh", "-c", &script]);
     assert!(out.status.success());
-    let ev = sb.network_events();
+    let ev = sb.denials();
     assert_eq!(ev.len(), 2, "{ev:?}");
     let sid = ev[0]["sid"].as_str().unwrap().to_string();
     assert!(uuid::Uuid::parse_str(&sid).is_ok());
@@ -380,4 +377,64 @@ fn without_journald_events_go_to_syslog_authpriv() {
     let e: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(e["event"], "session.network");
     assert_eq!(e["dst_port"], pd);
+}
+
+#[test]
+fn allowed_connects_and_first_sends_are_recorded_as_observed() {
+    let sb = Sandbox::new();
+    let (_a, pa) = tcp_listener("127.0.0.1");
+    let (u, pu) = udp_socket("127.0.0.1");
+    let (_u2, pu2) = udp_socket("127.0.0.1");
+    let script = format!(
+        "python3 {p} tcp 127.0.0.1 {pa}; python3 {p} udp-connect 127.0.0.1 {pu}; \
+         python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(5): s.sendto(b\"x\", (\"127.0.0.1\", {pu}))
+s.sendto(b\"x\", (\"127.0.0.1\", {pu2}))'",
+        p = probe()
+    );
+    assert!(sb.run(None, &["sh", "-c", &script]).status.success());
+    let mut buf = [0u8; 8];
+    assert!(u.recv(&mut buf).is_ok(), "traffic really flowed");
+    let ev = sb.network_events();
+    let observed: Vec<_> = ev.iter().filter(|e| e["action"] == 0).collect();
+    let key = |e: &&serde_json::Value| {
+        (
+            e["operation"].as_u64().unwrap(),
+            e["dst_port"].as_u64().unwrap(),
+        )
+    };
+    let mut seen: Vec<_> = observed.iter().map(key).collect();
+    seen.sort();
+    let mut want = vec![
+        (0, pa as u64),
+        (0, pu as u64),
+        (1, pu as u64),
+        (1, pu2 as u64),
+    ];
+    want.sort();
+    // TCP connect, connected UDP (its connect), and one event per destination
+    // of an unconnected socket however many datagrams it sent.
+    assert_eq!(seen, want, "{ev:?}");
+    for e in &observed {
+        assert_eq!(e["dst_addr"], "127.0.0.1");
+        assert_eq!(e["code"], "T4002I");
+    }
+    let send = observed.iter().find(|e| e["operation"] == 1).unwrap();
+    assert!(
+        send["src_port"].as_u64().unwrap() > 0,
+        "the sending socket's port is known"
+    );
+}
+
+#[test]
+fn observed_network_events_can_be_switched_off_denials_cannot() {
+    let sb = Sandbox::with_config("enhanced_recording:\n  network_events: false\n");
+    let (_a, pa) = tcp_listener("127.0.0.1");
+    let (_d, pd) = tcp_listener("127.0.0.2");
+    let policy = sb.policy(&["127.0.0.0/8"], &["127.0.0.2"]);
+    assert_eq!(sb.probe(Some(&policy), "tcp", "127.0.0.1", pa), "ok");
+    assert_eq!(sb.probe(Some(&policy), "tcp", "127.0.0.2", pd), "EPERM");
+    let ev = sb.network_events();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["action"], 1);
 }

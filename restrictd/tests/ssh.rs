@@ -64,9 +64,15 @@ fn ssh_login_is_restricted_recorded_and_closed_at_logout() {
         "session.end",
         "session.end comes last"
     );
+    // The allowed connect (observed) and the denied one, between start and end.
     assert_eq!(
         kinds,
-        ["session.start", "session.network", "session.end"],
+        [
+            "session.start",
+            "session.network",
+            "session.network",
+            "session.end"
+        ],
         "{events:?}"
     );
     let start = &events
@@ -84,7 +90,7 @@ fn ssh_login_is_restricted_recorded_and_closed_at_logout() {
     let journal = daemon.journal_entries();
     let denial = journal
         .iter()
-        .find(|j| j["EVENT"] == "session.network")
+        .find(|j| j["EVENT"] == "session.network" && j["ACTION"] == "1")
         .unwrap_or_else(|| panic!("no denial in the journal: {journal:?}"));
     assert_eq!(denial["USER"], user.name.as_str());
     assert_eq!(denial["LOGIN"], user.name.as_str());
@@ -251,8 +257,9 @@ fn sessions_stay_restricted_across_a_daemon_crash_and_restart() {
     // The denial made while restrictd was down was recorded after the restart.
     let ev = daemon.events();
     assert!(
-        ev.iter()
-            .any(|e| e["event"] == "session.network" && e["sid"] == sid.as_str()),
+        ev.iter().any(|e| e["event"] == "session.network"
+            && e["action"] == 1
+            && e["sid"] == sid.as_str()),
         "{ev:?}"
     );
     assert!(ev

@@ -113,6 +113,14 @@ impl Sandbox {
             .collect()
     }
 
+    /// Only the denials (session.network, action 1).
+    pub fn denials(&self) -> Vec<serde_json::Value> {
+        self.network_events()
+            .into_iter()
+            .filter(|e| e["action"] == 1)
+            .collect()
+    }
+
     /// Session cgroups left under the root.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         match fs::read_dir(&self.root) {
