@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # All benchmarks, one command (root): network restriction cost and policy
-# load time, then login latency and daemon memory. Prints numbers; see
+# load time, login latency and daemon memory, exec storm with recording. Prints numbers; see
 # BENCHMARKS.md for how to read them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,3 +10,4 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --quiet
 cargo bench --quiet -p restrictd --bench connect
 cargo bench --quiet -p restrictd --bench login
+cargo bench --quiet -p restrictd --bench recording
