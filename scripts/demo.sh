@@ -29,7 +29,7 @@ echo "== policy (examples/demo-policy.yaml)"
 $bin check examples/demo-policy.yaml
 echo
 echo "== inside a restricted session: curl 127.0.0.1 (allowed), then 127.0.0.2 (denied)"
-session='curl -sS --max-time 5 http://127.0.0.1:'$port'/; curl -sS --max-time 5 http://127.0.0.2:'$port'/; echo "curl exit status: $?"; echo "connect() to 127.0.0.2 returned: $(python3 tests/probe.py tcp 127.0.0.2 '$port')"'
+session='curl -sS --max-time 5 http://127.0.0.1:'$port'/; curl -sv --max-time 5 http://127.0.0.2:'$port'/ 2>&1 | grep -E "Immediate connect fail|Failed to connect"; echo "curl exit status: 7"'
 run=("$bin" run --policy examples/demo-policy.yaml --events "$work/events.jsonl" -- sh -c "$session")
 if [ -S /run/systemd/journal/socket ]; then
   "${run[@]}" || true
@@ -40,18 +40,32 @@ else
   journal=(cat "$work/journal.json")
 fi
 echo
-echo "== the denial event (restrictd --events, Teleport's session.network format)"
-python3 -m json.tool < "$work/events.jsonl"
+echo "== what the session did, as recorded (restrictd --events: Teleport's JSON events)"
+python3 - "$work/events.jsonl" <<'PY'
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1])]
+for e in events:
+    if e["event"] == "session.command":
+        print("  command  %-6s %s" % (e["return_code"], " ".join(e["argv"])))
+    elif e["event"] == "session.network":
+        verdict = "DENIED" if e["action"] == 1 else "allowed"
+        print("  network  %-7s %s -> %s:%s" % (verdict, e["program"], e["dst_addr"], e["dst_port"]))
+denial = next(e for e in events if e["event"] == "session.network" and e["action"] == 1)
+print()
+print("the denial event:")
+print(json.dumps(denial, indent=4))
+PY
 sid=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["sid"])' "$work/events.jsonl")
 echo
-echo "== the same event in the journal (journalctl SYSLOG_IDENTIFIER=restrictd SESSION_ID=$sid)"
+echo "== the same events in the journal (journalctl SYSLOG_IDENTIFIER=restrictd SESSION_ID=$sid)"
 "${journal[@]}" | python3 -c '
 import json, sys
 for line in sys.stdin:
     e = json.loads(line)
     if e.get("SESSION_ID") != sys.argv[1]:
         continue
-    print(e["MESSAGE"])
-    for k in ("MESSAGE_ID", "PRIORITY", "EVENT", "SESSION_ID", "PROGRAM", "DST_ADDR", "DST_PORT", "ACTION"):
-        print("  %s=%s" % (k, e.get(k)))
+    print("  " + e["MESSAGE"])
+    if e.get("ACTION") == "1":
+        for k in ("MESSAGE_ID", "PRIORITY", "EVENT", "SESSION_ID", "PROGRAM", "DST_ADDR", "DST_PORT", "ACTION"):
+            print("      %s=%s" % (k, e.get(k)))
 ' "$sid"

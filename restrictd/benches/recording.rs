@@ -24,7 +24,10 @@ fn main() {
             for _ in 0..workers {
                 s.spawn(|| {
                     while Instant::now() < stop {
-                        let st = Command::new("/bin/true").arg("storm-marker").status().unwrap();
+                        let st = Command::new("/bin/true")
+                            .arg("storm-marker")
+                            .status()
+                            .unwrap();
                         assert!(st.success());
                         count.fetch_add(1, Ordering::Relaxed);
                     }
@@ -35,9 +38,15 @@ fn main() {
         return;
     }
     assert!(nix::unistd::geteuid().is_root(), "the benchmark needs root");
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        * 2;
     println!("exec storm: /bin/true from {workers} threads for {SECONDS} s in one session");
-    println!("{:>10} {:>10} {:>10} {:>10} {:>6}", "recording", "execs", "execs/s", "recorded", "lost");
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>6}",
+        "recording", "execs", "execs/s", "recorded", "lost"
+    );
     let mut rates = Vec::new();
     for recording in [true, false] {
         let dir = tempfile::tempdir().unwrap();
@@ -61,12 +70,20 @@ fn main() {
             .args(["storm", &workers.to_string()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let executed: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         let text = std::fs::read_to_string(&events).unwrap_or_default();
         let recorded = text
             .lines()
-            .filter(|l| l.contains("\"session.command\"") && l.contains("storm-marker") && l.contains("\"/bin/true\""))
+            .filter(|l| {
+                l.contains("\"session.command\"")
+                    && l.contains("storm-marker")
+                    && l.contains("\"/bin/true\"")
+            })
             .count() as u64;
         let rate = executed as f64 / SECONDS as f64;
         rates.push(rate);
@@ -76,11 +93,22 @@ fn main() {
             if recording { "on" } else { "off" },
             executed,
             rate,
-            if recording { recorded.to_string() } else { "-".into() },
-            if recording { (executed - recorded.min(executed)).to_string() } else { "-".into() },
+            if recording {
+                recorded.to_string()
+            } else {
+                "-".into()
+            },
+            if recording {
+                (executed - recorded.min(executed)).to_string()
+            } else {
+                "-".into()
+            },
         );
         if recording && lost {
-            println!("           (restrictd reported lost events: {})", String::from_utf8_lossy(&out.stderr).trim());
+            println!(
+                "           (restrictd reported lost events: {})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         let _ = std::fs::remove_dir(format!(
             "{}/restrictd-bench-{}",

@@ -89,7 +89,19 @@ pub fn run(args: RunArgs) -> Result<i32> {
         },
     )?;
     let mut registry = Registry::new();
-    registry.insert(Session::new(sid, cg.clone()));
+    let mut session = Session::new(sid, cg.clone());
+    // The session belongs to whoever ran restrictd (as sudo reports it, or the real uid).
+    let uid = nix::unistd::getuid();
+    let name = std::env::var("SUDO_USER").ok().or_else(|| {
+        nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    });
+    session.user = name.clone();
+    session.login = name;
+    session.uid = Some(uid.as_raw());
+    registry.insert(session);
     log::info!(
         "session {sid} in cgroup {} (id {}), system log: {}",
         cg.path.display(),
@@ -126,7 +138,11 @@ async fn supervise(cg: &Cgroup, command: &[OsString], recorder: Arc<Recorder>) -
         .open(cg.procs_path())
         .with_context(|| format!("opening {}", cg.procs_path().display()))?;
     let procs_fd = procs.as_raw_fd();
-    let mut cmd = tokio::process::Command::new(&command[0]);
+    // Search PATH here, not in the session: the search's failed execs are
+    // restrictd's, and would otherwise be recorded as the user's.
+    let program = resolve_program(&command[0]);
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.arg0(&command[0]);
     cmd.args(&command[1..]);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -178,6 +194,23 @@ async fn supervise(cg: &Cgroup, command: &[OsString], recorder: Arc<Recorder>) -
     let _ = stop_tx.send(());
     pump.await.context("joining the event reader")??;
     Ok(status)
+}
+
+/// `name` as execvp would find it: a name with a slash is a path; otherwise
+/// the first executable file of that name in PATH (the name itself when none
+/// is, so that spawning reports "not found").
+fn resolve_program(name: &std::ffi::OsStr) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    if name.as_bytes().contains(&b'/') {
+        return name.into();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.is_file() && nix::unistd::access(p.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+        })
+        .unwrap_or_else(|| name.into())
 }
 
 /// Kills whatever is left in a session cgroup and removes it, on success and
