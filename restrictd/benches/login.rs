@@ -15,7 +15,10 @@ use std::{
     time::Instant,
 };
 
-use common::sshd::{policy_yaml, wait_for, Bus, Daemon, PamService};
+use common::{
+    policy_yaml,
+    sshd::{wait_for, Bus, Daemon, PamService},
+};
 
 #[repr(C)]
 struct PamConv {

@@ -123,6 +123,17 @@ where
     T::try_from(m).with_context(|| format!("BPF map {name}"))
 }
 
+/// The program `name` of the object, as its concrete type.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
+        .try_into()
+        .with_context(|| format!("BPF program {name}"))
+}
+
 impl Enforcer {
     /// Loads the object and runs the verifier on every program; nothing is
     /// attached yet.
@@ -147,23 +158,16 @@ impl Enforcer {
         let mut ebpf = loader.load(OBJECT).context(
             "loading restrictd's BPF object (needs root, and a kernel with BPF and cgroup v2)",
         )?;
+        let refused = |name: &str| format!("the kernel refused BPF program {name}");
         for name in PROGRAMS {
-            let prog: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
-                .try_into()
-                .with_context(|| format!("BPF program {name}"))?;
-            prog.load()
-                .with_context(|| format!("the kernel refused BPF program {name}"))?;
+            program::<CgroupSockAddr>(&mut ebpf, name)?
+                .load()
+                .with_context(|| refused(name))?;
         }
         for (name, _, _) in TRACEPOINTS {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
-                .try_into()
-                .with_context(|| format!("BPF program {name}"))?;
-            prog.load()
-                .with_context(|| format!("the kernel refused BPF program {name}"))?;
+            program::<TracePoint>(&mut ebpf, name)?
+                .load()
+                .with_context(|| refused(name))?;
         }
         // Field offsets of the tracepoints used, as this kernel lays them out.
         let mut config: Array<MapData, u64> = map(&mut ebpf, "CONFIG")?;
@@ -231,12 +235,7 @@ impl Enforcer {
             if pin.exists() {
                 continue;
             }
-            let prog: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(name)
-                .expect("checked at load")
-                .try_into()
-                .expect("checked at load");
+            let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
             // See `attach` for why Single.
             let id = prog
                 .attach(&dir, CgroupAttachMode::Single)
@@ -257,12 +256,7 @@ impl Enforcer {
             if pin.as_ref().is_some_and(|p| p.exists()) {
                 continue;
             }
-            let prog: &mut TracePoint = self
-                .ebpf
-                .program_mut(name)
-                .expect("checked at load")
-                .try_into()
-                .expect("checked at load");
+            let prog: &mut TracePoint = program(&mut self.ebpf, name)?;
             let id = prog.attach(category, tracepoint).with_context(|| {
                 format!("attaching {name} to tracepoint {category}/{tracepoint}")
             })?;
@@ -298,12 +292,7 @@ impl Enforcer {
         let dir = File::open(cgroup_dir)
             .with_context(|| format!("opening cgroup {}", cgroup_dir.display()))?;
         for name in PROGRAMS {
-            let prog: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(name)
-                .expect("checked at load")
-                .try_into()
-                .expect("checked at load");
+            let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
             // On 5.7+ aya attaches with a BPF link, which the kernel always
             // adds in multi mode and which refuses explicit flags (EINVAL),
             // so the "Single" (no flags) mode is what yields ALLOW_MULTI here.

@@ -198,12 +198,7 @@ fn commands_reach_the_journal_with_their_fields() {
     let sb = Sandbox::new();
     let journal = sb.dir.path().join("journal.json");
     let run = sb.run_cmd(None, &["/bin/echo", "to-the-journal"]);
-    let out = std::process::Command::new(repo().join("tests/with-journald.sh"))
-        .arg(&journal)
-        .arg(run.get_program())
-        .args(run.get_args())
-        .output()
-        .unwrap();
+    let out = run_with_journald(&journal, &run);
     assert!(out.status.success(), "{out:?}");
     let entries = read_events(&journal);
     let j = entries

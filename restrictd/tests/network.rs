@@ -309,12 +309,7 @@ fn events_reach_journald() {
         Some(&policy),
         &["python3", &probe(), "tcp", "127.0.0.2", &pd.to_string()],
     );
-    let out = std::process::Command::new(repo().join("tests/with-journald.sh"))
-        .arg(&journal)
-        .arg(run.get_program())
-        .args(run.get_args())
-        .output()
-        .unwrap();
+    let out = run_with_journald(&journal, &run);
     assert_eq!(
         verdict(&out),
         "EPERM",
@@ -353,12 +348,7 @@ fn without_journald_events_go_to_syslog_authpriv() {
         Some(&policy),
         &["python3", &probe(), "tcp", "127.0.0.2", &pd.to_string()],
     );
-    let out = std::process::Command::new(repo().join("tests/with-syslog.sh"))
-        .arg(&log)
-        .arg(run.get_program())
-        .args(run.get_args())
-        .output()
-        .unwrap();
+    let out = run_with_syslog(&log, &run);
     assert_eq!(
         verdict(&out),
         "EPERM",

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{sshd::*, tcp_listener};
+use common::{policy_yaml, sshd::*, tcp_listener};
 
 #[test]
 fn ssh_login_is_restricted_recorded_and_closed_at_logout() {
@@ -405,13 +405,7 @@ fn bad_module_arguments_are_logged_by_name_and_follow_the_fail_mode() {
         let svc = PamService::new(args);
         let log = tempfile::NamedTempFile::new().unwrap();
         let pt = svc.pamtester(&bus.address, "nobody", &["open_session"]);
-        let out = std::process::Command::new(common::repo().join("tests/with-syslog.sh"))
-            .arg(log.path())
-            .arg(pt.get_program())
-            .args(pt.get_args())
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .output()
-            .unwrap();
+        let out = common::run_with_syslog(log.path(), &pt);
         assert_eq!(out.status.success(), should_open, "{args}: {}", text(&out));
         let syslog = std::fs::read_to_string(log.path()).unwrap();
         assert!(syslog.contains(needle), "{args}: {syslog}");
@@ -437,13 +431,7 @@ fn fail_open_warns_in_authpriv_when_restrictd_is_down() {
     let svc = PamService::new("fail=open timeout=500");
     let log = tempfile::NamedTempFile::new().unwrap();
     let pt = svc.pamtester(&bus.address, "nobody", &["open_session"]);
-    let out = std::process::Command::new(common::repo().join("tests/with-syslog.sh"))
-        .arg(log.path())
-        .arg(pt.get_program())
-        .args(pt.get_args())
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .output()
-        .unwrap();
+    let out = common::run_with_syslog(log.path(), &pt);
     assert!(out.status.success(), "{}", text(&out));
     let syslog = std::fs::read_to_string(log.path()).unwrap();
     assert!(syslog.contains("WITHOUT restriction"), "{syslog}");

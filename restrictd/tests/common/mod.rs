@@ -54,16 +54,7 @@ impl Sandbox {
     }
 
     pub fn policy(&self, allow: &[&str], deny: &[&str]) -> PathBuf {
-        let mut s = String::from(
-            "kind: network_restrictions\nversion: v4\nmetadata:\n  name: test\nspec:\n  allow:\n",
-        );
-        for c in allow {
-            s += &format!("    - cidr: \"{c}\"\n");
-        }
-        s += "  deny:\n";
-        for c in deny {
-            s += &format!("    - cidr: \"{c}\"\n");
-        }
+        let s = policy_yaml(allow, deny);
         let p = self
             .dir
             .path()
@@ -141,7 +132,19 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        for cg in self.leftover_cgroups() {
+        remove_cgroup_tree(&self.root);
+    }
+}
+
+/// Kills whatever runs in the session cgroups below `root` and removes them
+/// and `root` (test cleanup, also after a failed test).
+pub fn remove_cgroup_tree(root: &Path) {
+    if let Ok(rd) = fs::read_dir(root) {
+        for cg in rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+        {
             let _ = fs::write(cg.join("cgroup.kill"), "1");
             for _ in 0..200 {
                 if fs::remove_dir(&cg).is_ok() {
@@ -150,8 +153,47 @@ impl Drop for Sandbox {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        let _ = fs::remove_dir(&self.root);
     }
+    let _ = fs::remove_dir(root);
+}
+
+/// A network_restrictions policy with these lists.
+pub fn policy_yaml(allow: &[&str], deny: &[&str]) -> String {
+    let mut s = String::from(
+        "kind: network_restrictions\nversion: v4\nmetadata:\n  name: test\nspec:\n  allow:\n",
+    );
+    for c in allow {
+        s += &format!("    - cidr: \"{c}\"\n");
+    }
+    s += "  deny:\n";
+    for c in deny {
+        s += &format!("    - cidr: \"{c}\"\n");
+    }
+    s
+}
+
+/// Runs `cmd` under tests/with-journald.sh (private standalone journald);
+/// the entries from restrictd land in `journal` as JSON lines.
+pub fn run_with_journald(journal: &Path, cmd: &Command) -> Output {
+    wrapped("tests/with-journald.sh", journal, cmd)
+}
+
+/// Runs `cmd` under tests/with-syslog.sh (no journald, a syslog socket whose
+/// datagrams land in `log`).
+pub fn run_with_syslog(log: &Path, cmd: &Command) -> Output {
+    wrapped("tests/with-syslog.sh", log, cmd)
+}
+
+fn wrapped(script: &str, out: &Path, cmd: &Command) -> Output {
+    let mut c = Command::new(repo().join(script));
+    c.arg(out).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.output().unwrap()
 }
 
 pub fn attached_programs(cgroup: &Path) -> usize {

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{repo, require_root, RESTRICTD};
+use super::{remove_cgroup_tree, repo, require_root, RESTRICTD};
 
 pub const RESTRICTCTL: &str = env!("CARGO_BIN_EXE_restrictctl");
 
@@ -273,19 +273,8 @@ impl Drop for Daemon {
         self.stop();
         // Kill what is left in our session cgroups, then remove pins
         // (detaching the programs) and the cgroups.
-        if let Ok(rd) = fs::read_dir(&self.root) {
-            for e in rd.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()) {
-                let _ = fs::write(e.path().join("cgroup.kill"), "1");
-                for _ in 0..200 {
-                    if fs::remove_dir(e.path()).is_ok() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        }
+        remove_cgroup_tree(&self.root);
         let _ = restrictd::bpf::remove_pins(&self.pin_dir);
-        let _ = fs::remove_dir(&self.root);
     }
 }
 
@@ -512,20 +501,6 @@ impl Drop for PamService {
     fn drop(&mut self) {
         let _ = fs::remove_file(format!("/etc/pam.d/{}", self.name));
     }
-}
-
-pub fn policy_yaml(allow: &[&str], deny: &[&str]) -> String {
-    let mut s = String::from(
-        "kind: network_restrictions\nversion: v4\nmetadata:\n  name: test\nspec:\n  allow:\n",
-    );
-    for c in allow {
-        s += &format!("    - cidr: \"{c}\"\n");
-    }
-    s += "  deny:\n";
-    for c in deny {
-        s += &format!("    - cidr: \"{c}\"\n");
-    }
-    s
 }
 
 pub fn text(o: &Output) -> String {
