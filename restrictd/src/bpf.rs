@@ -30,6 +30,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/re
 
 const PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 
+/// How long old policy rules outlive a switch (see `set_policy`).
+const POLICY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Recording programs: (program, tracepoint category, tracepoint name).
 const TRACEPOINTS: [(&str, &str, &str); 6] = [
     ("sched_process_fork", "sched", "sched_process_fork"),
@@ -319,9 +322,9 @@ impl Enforcer {
     ///
     /// The new rules are written under a fresh policy id, then `ACTIVE` is
     /// switched in one map write, so each connect() sees either the old policy
-    /// or the new one, never a mix. The old rules are removed afterwards, allow
-    /// rules first: a program that read the old id just before the switch can
-    /// then only be stricter, never more permissive.
+    /// or the new one, never a mix. The old rules are removed `POLICY_GRACE`
+    /// later (a program run takes well under a microsecond), allow rules
+    /// first, so even a program preempted mid-lookup could only be stricter.
     pub fn set_policy(&mut self, policy: Option<&Policy>) -> Result<()> {
         let new_id = match policy {
             None => POLICY_NONE,
@@ -341,6 +344,9 @@ impl Enforcer {
             .context("switching the active policy")?;
         let old = std::mem::replace(&mut self.current, policy.map(|p| (new_id, p.clone())));
         if let Some((old_id, old_policy)) = old {
+            // A program that read the old id just before the switch is still
+            // looking it up; its rules stay until such runs are long over.
+            std::thread::sleep(POLICY_GRACE);
             self.write_rules(old_id, &old_policy, false)?;
         }
         Ok(())
