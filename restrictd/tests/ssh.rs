@@ -374,6 +374,14 @@ fn the_daemon_checks_the_caller_uid_itself() {
 fn pamtester_opens_and_closes_a_session() {
     let bus = Bus::new(true);
     let daemon = Daemon::new(&bus, None);
+    let status = daemon.ctl(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.contains("sessions:   0"), "{status}");
+    assert!(status.contains("policy:     none"), "{status}");
+    assert!(
+        status.contains("lost events: network 0, command 0"),
+        "{status}"
+    );
     let svc = PamService::new("debug");
     let out = svc
         .pamtester(&bus.address, "nobody", &["open_session", "close_session"])
@@ -474,4 +482,39 @@ fn sighup_reloads_the_policy_file_and_a_bad_file_keeps_the_old_policy() {
         "{}",
         daemon.log()
     );
+}
+
+#[test]
+fn the_readme_break_glass_line_admits_only_that_user_when_restrictd_is_down() {
+    let bus = Bus::new(true); // no daemon on it
+    let user = User::new();
+    let name = format!(
+        "rdtest-pam-bg-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let service = format!("/etc/pam.d/{name}");
+    std::fs::write(
+        &service,
+        format!(
+            // As the README has it: the two lines end the session stack.
+            "session required pam_permit.so\n\
+             session [success=done default=ignore] pam_succeed_if.so quiet user = nobody\n\
+             session required {} fail=closed timeout=500\n",
+            pam_module().display()
+        ),
+    )
+    .unwrap();
+    let open = |who: &str| {
+        std::process::Command::new("pamtester")
+            .args([name.as_str(), who, "open_session"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let (breakglass, other) = (open("nobody"), open(&user.name));
+    let _ = std::fs::remove_file(&service);
+    assert!(breakglass, "the break-glass user logs in");
+    assert!(!other, "everyone else is refused while restrictd is down");
 }
