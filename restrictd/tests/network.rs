@@ -151,14 +151,7 @@ fn processes_outside_the_session_are_unaffected() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 256];
-    while !seen.contains("ready") {
-        let n = stdout.read(&mut buf).unwrap();
-        assert!(n > 0, "session ended early: {seen}");
-        seen += &String::from_utf8_lossy(&buf[..n]);
-    }
+    let seen = read_until(&mut child.stdout.take().unwrap(), "ready");
     assert!(seen.starts_with("EPERM"), "{seen}");
     assert_eq!(
         sb.attached_programs(),

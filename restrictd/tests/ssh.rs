@@ -160,14 +160,8 @@ fn policy_applied_with_restrictctl_changes_a_live_session() {
         .spawn()
         .unwrap();
     let mut out = child.stdout.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 64];
+    let mut seen = common::read_until(&mut out, "waiting");
     use std::io::Read;
-    while !seen.contains("waiting") {
-        let n = out.read(&mut buf).unwrap();
-        assert!(n > 0, "{seen}");
-        seen += &String::from_utf8_lossy(&buf[..n]);
-    }
     assert!(seen.starts_with("ok"), "{seen}");
     let newp = daemon.dir.path().join("new.yaml");
     std::fs::write(&newp, policy_yaml(&["127.0.0.0/8"], &["127.0.0.1"])).unwrap();

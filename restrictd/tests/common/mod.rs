@@ -234,6 +234,19 @@ pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Reads from a child's output until `needle` has been seen; returns all
+/// that was read. Fails if the output ends first.
+pub fn read_until(r: &mut impl std::io::Read, needle: &str) -> String {
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains(needle) {
+        let n = r.read(&mut buf).unwrap();
+        assert!(n > 0, "output ended before {needle:?}: {seen}");
+        seen += &String::from_utf8_lossy(&buf[..n]);
+    }
+    seen
+}
+
 pub fn tcp_listener(addr: &str) -> (TcpListener, u16) {
     let l = TcpListener::bind((addr, 0)).unwrap();
     let port = l.local_addr().unwrap().port();
