@@ -264,20 +264,18 @@ fn ctx_field<T: Copy>(ctx: &TracePointContext, offset: u64) -> Option<T> {
     unsafe { read_kernel(p as *const T) }
 }
 
-/// The session flags of the current process's cgroup, if it is a session.
+/// The current process's session cgroup id, if it is in a session whose
+/// commands are recorded.
 #[inline(always)]
-fn session_flags() -> Option<(u64, u32)> {
+fn recording_commands() -> Option<u64> {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let s = unsafe { SESSIONS.get(&cgroup_id) }?;
-    Some((cgroup_id, s.flags))
+    (s.flags & SESSION_RECORD_COMMANDS != 0).then_some(cgroup_id)
 }
 
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    let Some((_, flags)) = session_flags() else {
-        return 0;
-    };
-    if flags & SESSION_RECORD_COMMANDS == 0 {
+    if recording_commands().is_none() {
         return 0;
     }
     if let Some(child) = ctx_field::<i32>(&ctx, config(CONFIG_FORK_CHILD_PID_OFFSET)) {
@@ -335,12 +333,9 @@ fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize) {
 /// present and readable (unlike at syscall entry).
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let Some((cgroup_id, flags)) = session_flags() else {
+    let Some(cgroup_id) = recording_commands() else {
         return 0;
     };
-    if flags & SESSION_RECORD_COMMANDS == 0 {
-        return 0;
-    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -425,10 +420,7 @@ unsafe fn read_kernel<T: Copy>(p: *const T) -> Option<T> {
 /// sys_enter_execve(at): remember the pointers, in case the exec fails.
 #[inline(always)]
 fn stash_exec(ctx: &TracePointContext, filename_off: usize, argv_off: usize) -> u32 {
-    let Some((_, flags)) = session_flags() else {
-        return 0;
-    };
-    if flags & SESSION_RECORD_COMMANDS == 0 {
+    if recording_commands().is_none() {
         return 0;
     }
     let (Ok(filename), Ok(argv)) = (unsafe { ctx.read_at::<u64>(filename_off) }, unsafe {
@@ -474,7 +466,7 @@ fn exec_failed(ctx: &TracePointContext) -> u32 {
     if ret >= 0 {
         return 0; // success is reported by sched_process_exec
     }
-    let Some((cgroup_id, _)) = session_flags() else {
+    let Some(cgroup_id) = recording_commands() else {
         return 0;
     };
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {

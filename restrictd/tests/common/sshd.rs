@@ -8,7 +8,7 @@ use std::{
     fs,
     io::Read,
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -514,8 +514,4 @@ pub fn text(o: &Output) -> String {
 
 pub fn probe_cmd(mode: &str, host: &str, port: u16) -> String {
     format!("python3 {} {mode} {host} {port}", super::probe())
-}
-
-pub fn file_exists(p: &Path) -> bool {
-    p.exists()
 }
