@@ -29,7 +29,7 @@ echo "== policy (examples/demo-policy.yaml)"
 $bin check examples/demo-policy.yaml
 echo
 echo "== inside a restricted session: curl 127.0.0.1 (allowed), then 127.0.0.2 (denied)"
-session='curl -sS --max-time 5 http://127.0.0.1:'$port'/; curl -sv --max-time 5 http://127.0.0.2:'$port'/ 2>&1 | grep -E "Immediate connect fail|Failed to connect"; echo "curl exit status: 7"'
+session='curl -sS --max-time 5 http://127.0.0.1:'$port'/; out=$(curl -sv --max-time 5 http://127.0.0.2:'$port'/ 2>&1); rc=$?; printf "%s\n" "$out" | grep -E "Immediate connect fail|Failed to connect"; echo "curl exit status: $rc"'
 run=("$bin" run --policy examples/demo-policy.yaml --events "$work/events.jsonl" -- sh -c "$session")
 if [ -S /run/systemd/journal/socket ]; then
   "${run[@]}" || true
