@@ -67,6 +67,7 @@ pub struct Status {
     /// Events the kernel could not deliver, since the maps were created.
     pub lost_network: u64,
     pub lost_command: u64,
+    pub lost_disk: u64,
 }
 
 #[zbus::proxy(

@@ -15,6 +15,8 @@ pub const NETWORK_BUFFER_PAGES: u32 = 8;
 /// Default size of the command event ring buffer, in pages. Teleport uses 8;
 /// more here so that an exec storm with long argv loses nothing (BENCHMARKS.md).
 pub const COMMAND_BUFFER_PAGES: u32 = 64;
+/// Default size of the disk event ring buffer: Teleport's 128 pages.
+pub const DISK_BUFFER_PAGES: u32 = 128;
 
 /// `SessionEntry.flags`: enforce the network policy in this cgroup.
 pub const SESSION_RESTRICT: u32 = 1 << 0;
@@ -22,6 +24,8 @@ pub const SESSION_RESTRICT: u32 = 1 << 0;
 pub const SESSION_RECORD_COMMANDS: u32 = 1 << 1;
 /// `SessionEntry.flags`: record allowed connects and sends (`action` 0).
 pub const SESSION_RECORD_NETWORK: u32 = 1 << 2;
+/// `SessionEntry.flags`: record file opens (`session.disk`).
+pub const SESSION_RECORD_DISK: u32 = 1 << 3;
 
 /// `SessionEntry.policy_id` value meaning "use the host-wide active policy".
 pub const POLICY_FOLLOW_ACTIVE: u32 = 0;
@@ -56,12 +60,14 @@ pub struct RuleValue {
 
 /// Event kinds, first field of every record in a ring buffer.
 pub const EVENT_COMMAND: u32 = 1;
+pub const EVENT_DISK: u32 = 2;
 pub const EVENT_NETWORK: u32 = 3;
 
 /// Indices of the per-CPU `LOST` counters: events the kernel could not deliver
 /// because a ring buffer was full.
 pub const LOST_NETWORK: u32 = 0;
 pub const LOST_COMMAND: u32 = 1;
+pub const LOST_DISK: u32 = 2;
 pub const LOST_SLOTS: u32 = 4;
 
 /// Indices of the `CONFIG` array, filled by userspace before attaching.
@@ -70,6 +76,8 @@ pub const LOST_SLOTS: u32 = 4;
 pub const CONFIG_FORK_CHILD_PID_OFFSET: u32 = 0;
 pub const CONFIG_EXEC_FILENAME_OFFSET: u32 = 1;
 pub const CONFIG_ARGV_LIMIT: u32 = 2;
+/// Most disk events per session per second; 0: no limit.
+pub const CONFIG_DISK_RATE: u32 = 3;
 pub const CONFIG_SLOTS: u32 = 4;
 
 /// Largest argv a command event carries (the config limit is at most this).
@@ -119,6 +127,82 @@ pub struct ExecArgs {
     pub argv: u64,
 }
 
+/// Longest path prefix a disk filter rule can have (the LPM trie key limit).
+pub const PATH_PREFIX_MAX: usize = 256;
+/// `PATH_RULES` trie key data: the first bytes of a path.
+pub type PathKeyData = [u8; PATH_PREFIX_MAX];
+/// `PATH_RULES` values: what the longest matching prefix says.
+pub const PATH_INCLUDE: u8 = 1;
+pub const PATH_EXCLUDE: u8 = 2;
+
+/// Header of a `session.disk` record, followed in the same record by
+/// `path_len` bytes of path (NUL-terminated).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DiskEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub uid: u32,
+    /// Open flags (O_RDONLY, O_CREAT, ...), as the caller passed them.
+    pub flags: u32,
+    pub cgroup_id: u64,
+    pub boot_ns: u64,
+    pub comm: [u8; 16],
+    /// 0, or the negative errno of a failed open.
+    pub return_code: i32,
+    pub path_len: u32,
+    pub _pad: u64,
+}
+
+/// Byte offsets of the kernel struct members the disk programs follow to
+/// turn a relative path into an absolute one (the directory the path was
+/// relative to: the cwd, or the `dirfd` of openat). They differ between
+/// kernels, so the loader reads them from the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    pub task_fs: u32,
+    pub task_files: u32,
+    pub fs_pwd: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_f_path: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    /// Offset of `struct vfsmount mnt` inside `struct mount`.
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    /// `struct qstr`'s `name` pointer.
+    pub qstr_name: u32,
+}
+
+/// Deepest directory the kernel resolves (deeper ones are left relative).
+pub const DIR_DEPTH_MAX: usize = 32;
+
+/// What sys_enter_open* leaves for sys_exit_open*, to describe a failed open.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OpenArgs {
+    pub filename: u64,
+    pub flags: u32,
+    pub dirfd: i32,
+}
+
+/// Per-session disk event rate window (`DISK_RATE`, keyed by cgroup id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DiskRate {
+    /// Start of the current one-second window (CLOCK_BOOTTIME ns).
+    pub window_start: u64,
+    /// Events counted in the current window.
+    pub count: u64,
+}
+
 pub const OPERATION_CONNECT: u8 = 0;
 pub const OPERATION_SEND: u8 = 1;
 pub const ACTION_OBSERVED: u8 = 0;
@@ -155,4 +239,6 @@ mod user {
     // SAFETY: plain #[repr(C)] data without padding-dependent invariants.
     unsafe impl aya::Pod for super::SessionEntry {}
     unsafe impl aya::Pod for super::RuleValue {}
+    unsafe impl aya::Pod for super::DiskRate {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }

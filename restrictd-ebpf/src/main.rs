@@ -6,7 +6,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{bpf_sock_addr, pt_regs},
+    bindings::{bpf_sock_addr, pt_regs, BPF_F_NO_PREALLOC},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
@@ -16,7 +16,9 @@ use aya_ebpf::{
         },
     },
     macros::{cgroup_sock_addr, map, tracepoint},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
+    },
     programs::{SockAddrContext, TracePointContext},
     EbpfContext,
 };
@@ -513,6 +515,390 @@ fn exec_failed(ctx: &TracePointContext) -> u32 {
     scratch.header.argv_total = total as u32;
     submit(scratch, argv_off, pos);
     0
+}
+
+// ---- Disk recording ----------------------------------------------------
+
+/// Kernel struct layout (set by the loader from the kernel's BTF).
+#[no_mangle]
+static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
+    task_fs: 0,
+    task_files: 0,
+    fs_pwd: 0,
+    files_fdt: 0,
+    fdtable_fd: 0,
+    fdtable_max_fds: 0,
+    file_f_path: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    mount_mnt: 0,
+    mount_parent: 0,
+    mount_mountpoint: 0,
+    vfsmount_root: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    qstr_name: 0,
+};
+
+#[map]
+static DISK_EVENTS: RingBuf = RingBuf::with_byte_size(DISK_BUFFER_PAGES * 4096, 0);
+#[map]
+static DISK_SCRATCH: PerCpuArray<DiskScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Include/exclude path prefixes; the longest match decides.
+#[map]
+static PATH_RULES: LpmTrie<PathKeyData, u8> = LpmTrie::with_max_entries(4096, 0);
+/// Per-session rate window, keyed by cgroup id.
+#[map]
+static DISK_RATE: HashMap<u64, DiskRate> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+/// Disk events not recorded because a session was over its rate, per CPU.
+#[map]
+static DISK_DROPPED: PerCpuHashMap<u64, u64> =
+    PerCpuHashMap::with_max_entries(MAX_SESSIONS, BPF_F_NO_PREALLOC);
+/// open(2)-family calls in flight in sessions (pid_tgid -> arguments).
+#[map]
+static OPENS: LruHashMap<u64, OpenArgs> = LruHashMap::with_max_entries(16_384, 0);
+
+#[repr(C)]
+struct DiskScratch {
+    header: DiskEvent,
+    /// Doubled so that a masked offset plus one write stays inside (verifier).
+    path: [u8; 2 * PATH_CAP],
+    /// Directory entries from a path's leaf up to its root (0: a mount crossing).
+    comps: [u64; WALK_STEPS],
+    ncomps: u64,
+    key: Key<PathKeyData>,
+}
+
+const AT_FDCWD: i32 = -100;
+/// creat(2) is open(O_CREAT | O_WRONLY | O_TRUNC).
+const CREAT_FLAGS: u32 = 0o1101;
+/// Longest name of one path component, with its NUL.
+const NAME_MAX: u32 = 256;
+/// Steps of the walk up to the root: one per directory or mount crossing.
+const WALK_STEPS: usize = 2 * DIR_DEPTH_MAX;
+
+#[inline(always)]
+fn recording_disk() -> Option<u64> {
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let s = unsafe { SESSIONS.get(&cgroup_id) }?;
+    (s.flags & SESSION_RECORD_DISK != 0).then_some(cgroup_id)
+}
+
+/// sys_enter_open*: remember the arguments for the exit, where the result is known.
+#[inline(always)]
+fn stash_open(filename: u64, flags: u32, dirfd: i32) -> u32 {
+    if recording_disk().is_none() {
+        return 0;
+    }
+    let args = OpenArgs {
+        filename,
+        flags,
+        dirfd,
+    };
+    let _ = OPENS.insert(&bpf_get_current_pid_tgid(), &args, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    let dirfd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0) as i32;
+    let filename = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
+    let flags = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0) as u32;
+    stash_open(filename, flags, dirfd)
+}
+
+#[tracepoint]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    let dirfd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0) as i32;
+    let filename = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
+    // struct open_how starts with the u64 flags.
+    let how = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0);
+    let flags = read_user_u64(how).unwrap_or(0) as u32;
+    stash_open(filename, flags, dirfd)
+}
+
+#[tracepoint]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    let filename = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    let flags = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0) as u32;
+    stash_open(filename, flags, AT_FDCWD)
+}
+
+#[tracepoint]
+pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+    let filename = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    stash_open(filename, CREAT_FLAGS, AT_FDCWD)
+}
+
+/// Attached to sys_exit_open, _openat, _openat2 and _creat.
+#[tracepoint]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    open_exit(&ctx)
+}
+
+/// One open, successful or not. The path is read here, at syscall exit: the
+/// kernel has just copied the same string itself, so its page is present
+/// (at syscall entry it may not be). A relative path is made absolute here
+/// too, from the directory the kernel resolved it against.
+#[inline(always)]
+fn open_exit(ctx: &TracePointContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { OPENS.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = OPENS.remove(&key);
+    let Some(cgroup_id) = recording_disk() else {
+        return 0;
+    };
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    let Some(scratch) = DISK_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    let return_code = if ret < 0 { ret as i32 } else { 0 };
+    disk_header(&mut scratch.header, cgroup_id, args.flags, return_code);
+
+    let mut first = 0u8;
+    let _ = unsafe {
+        bpf_probe_read_user(
+            &mut first as *mut u8 as *mut _,
+            1,
+            args.filename as *const _,
+        )
+    };
+    // Directory part first (empty for an absolute path), then the path as given.
+    let mut pos = 0usize;
+    if first != b'/' {
+        if let Some(p) = directory_of(scratch, args.dirfd) {
+            pos = p;
+            scratch.path[pos & (PATH_CAP - 1)] = b'/';
+            pos += 1;
+        }
+    }
+    let at = pos & (PATH_CAP - 1);
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            scratch.path.as_mut_ptr().add(at) as *mut _,
+            PATH_CAP as u32,
+            args.filename as *const _,
+        )
+    };
+    if n <= 0 {
+        return 0;
+    }
+    disk_submit(scratch, cgroup_id, at + n as usize);
+    0
+}
+
+#[inline(always)]
+unsafe fn read_ptr(base: u64, off: u32) -> u64 {
+    read_kernel((base + off as u64) as *const u64).unwrap_or(0)
+}
+
+/// Writes the absolute path of the directory a relative path is resolved
+/// against (the cwd for AT_FDCWD, else the file open as `dirfd`) at the
+/// start of `scratch.path`, without a trailing slash; returns its length.
+#[inline(always)]
+fn directory_of(scratch: &mut DiskScratch, dirfd: i32) -> Option<usize> {
+    let o = unsafe { core::ptr::read_volatile(&KERNEL_OFFSETS) };
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    // &task->fs->pwd, or &task->files->fdt->fd[dirfd]->f_path
+    let path = unsafe {
+        if dirfd == AT_FDCWD {
+            let fs = read_ptr(task, o.task_fs);
+            if fs == 0 {
+                return None;
+            }
+            fs + o.fs_pwd as u64
+        } else {
+            let files = read_ptr(task, o.task_files);
+            let fdt = if files != 0 {
+                read_ptr(files, o.files_fdt)
+            } else {
+                0
+            };
+            if fdt == 0 || dirfd < 0 {
+                return None;
+            }
+            let max = read_kernel((fdt + o.fdtable_max_fds as u64) as *const u32).unwrap_or(0);
+            if dirfd as u32 >= max {
+                return None;
+            }
+            let fds = read_ptr(fdt, o.fdtable_fd);
+            let file = read_ptr(fds + 8 * dirfd as u64, 0);
+            if file == 0 {
+                return None;
+            }
+            file + o.file_f_path as u64
+        }
+    };
+    let mut vfsmnt = unsafe { read_ptr(path, o.path_mnt) };
+    let mut dentry = unsafe { read_ptr(path, o.path_dentry) };
+    if vfsmnt == 0 || dentry == 0 {
+        return None;
+    }
+    let mut mount = vfsmnt - o.mount_mnt as u64;
+    // Up to the root, leaf first; a mount crossing leaves a 0 slot. One
+    // loop counter only, so the verifier's states merge at the loop head.
+    let mut i = 0usize;
+    let mut done = false;
+    while i < WALK_STEPS {
+        let root = unsafe { read_ptr(vfsmnt, o.vfsmount_root) };
+        let mut comp = 0u64;
+        if dentry == root {
+            let parent = unsafe { read_ptr(mount, o.mount_parent) };
+            if parent == mount || parent == 0 {
+                done = true;
+                break;
+            }
+            dentry = unsafe { read_ptr(mount, o.mount_mountpoint) };
+            mount = parent;
+            vfsmnt = parent + o.mount_mnt as u64;
+        } else {
+            let parent = unsafe { read_ptr(dentry, o.dentry_parent) };
+            if parent == dentry || parent == 0 {
+                done = true;
+                break;
+            }
+            comp = dentry;
+            dentry = parent;
+        }
+        scratch.comps[i & (WALK_STEPS - 1)] = comp;
+        i += 1;
+    }
+    if !done {
+        return None;
+    }
+    // Through memory: the verifier then treats the count as unknown instead
+    // of exploring the loop below once per possible value.
+    scratch.ncomps = i as u64;
+    let n = unsafe { core::ptr::read_volatile(&scratch.ncomps) } as usize;
+    // Root first: "/name" per component.
+    let mut pos = 0usize;
+    let mut j = 0usize;
+    while j < WALK_STEPS {
+        if j >= n {
+            break;
+        }
+        let d = scratch.comps[(n - 1 - j) & (WALK_STEPS - 1)];
+        j += 1;
+        if d == 0 {
+            continue;
+        }
+        let name = unsafe { read_ptr(d, o.dentry_name + o.qstr_name) };
+        if pos >= PATH_CAP - NAME_MAX as usize {
+            return None;
+        }
+        scratch.path[pos & (PATH_CAP - 1)] = b'/';
+        pos += 1;
+        let l = unsafe {
+            bpf_probe_read_kernel_str(
+                scratch.path.as_mut_ptr().add(pos & (PATH_CAP - 1)) as *mut _,
+                NAME_MAX,
+                name as *const _,
+            )
+        };
+        if l <= 1 {
+            return None;
+        }
+        pos += l as usize - 1;
+    }
+    Some(pos)
+}
+
+#[inline(always)]
+fn disk_header(h: &mut DiskEvent, cgroup_id: u64, flags: u32, return_code: i32) {
+    h.kind = EVENT_DISK;
+    h.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    h.uid = bpf_get_current_uid_gid() as u32;
+    h.flags = flags;
+    h.cgroup_id = cgroup_id;
+    h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    h.return_code = return_code;
+    h.path_len = 0;
+    h._pad = 0;
+}
+
+/// Applies the path filter (to absolute paths; one the kernel could not
+/// resolve goes to userspace unjudged) and the session's rate limit, then
+/// sends header + path.
+#[inline(always)]
+fn disk_submit(scratch: &mut DiskScratch, cgroup_id: u64, path_len: usize) {
+    let path_len = path_len & (2 * PATH_CAP - 1);
+    if path_len == 0 {
+        return;
+    }
+    if scratch.path[0] == b'/' {
+        let n = if path_len > PATH_PREFIX_MAX {
+            PATH_PREFIX_MAX
+        } else {
+            path_len
+        };
+        scratch.key.prefix_len = 8 * n as u32;
+        unsafe {
+            bpf_probe_read_kernel(
+                core::ptr::addr_of_mut!(scratch.key.data) as *mut _,
+                PATH_PREFIX_MAX as u32,
+                scratch.path.as_ptr() as *const _,
+            )
+        };
+        match PATH_RULES.get(&scratch.key) {
+            Some(&PATH_INCLUDE) => {}
+            _ => return,
+        }
+    }
+    if !within_rate(cgroup_id) {
+        return;
+    }
+    scratch.header.path_len = path_len as u32;
+    let size = core::mem::size_of::<DiskEvent>() + path_len;
+    if size > core::mem::size_of::<DiskEvent>() + 2 * PATH_CAP {
+        return;
+    }
+    let bytes =
+        unsafe { core::slice::from_raw_parts(scratch as *const DiskScratch as *const u8, size) };
+    if DISK_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost(LOST_DISK);
+    }
+}
+
+/// At most `CONFIG_DISK_RATE` events per session per one-second window.
+/// BPF in Rust has no atomic read-modify-write (the target has no CAS), so
+/// CPUs opening at the same instant may both pass with one count: the limit
+/// can be exceeded slightly under contention. Drops are counted per CPU,
+/// which is exact.
+#[inline(always)]
+fn within_rate(cgroup_id: u64) -> bool {
+    let limit = config(CONFIG_DISK_RATE);
+    if limit == 0 {
+        return true;
+    }
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let Some(st) = DISK_RATE.get_ptr_mut(&cgroup_id) else {
+        let fresh = DiskRate {
+            window_start: now,
+            count: 1,
+        };
+        let _ = DISK_RATE.insert(&cgroup_id, &fresh, 0);
+        return true;
+    };
+    let st = unsafe { &mut *st };
+    if now.wrapping_sub(st.window_start) >= 1_000_000_000 {
+        st.window_start = now;
+        st.count = 0;
+    }
+    if st.count < limit {
+        st.count += 1;
+        return true;
+    }
+    match DISK_DROPPED.get_ptr_mut(&cgroup_id) {
+        Some(d) => unsafe { *d += 1 },
+        None => {
+            let _ = DISK_DROPPED.insert(&cgroup_id, &1, 0);
+        }
+    }
+    false
 }
 
 #[cfg(not(test))]

@@ -62,7 +62,8 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
     );
     for n in [10usize, 1_000, 100_000] {
         let policy = Policy::parse(&synthetic_yaml(n, n), "synthetic")?;
-        let mut enforcer = Enforcer::load(restrictd::config::Config::default().load_options(None))?;
+        let mut enforcer =
+            Enforcer::load(restrictd::config::Config::default().load_options(None)?)?;
         enforcer.set_policy(Some(&policy))?;
         enforcer.attach(&root.path)?;
         enforcer.add_session(
@@ -112,7 +113,8 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
         let t = Instant::now();
         let policy = Policy::parse(&yaml, "synthetic")?;
         let parse = t.elapsed();
-        let mut enforcer = Enforcer::load(restrictd::config::Config::default().load_options(None))?;
+        let mut enforcer =
+            Enforcer::load(restrictd::config::Config::default().load_options(None)?)?;
         let t = Instant::now();
         enforcer.set_policy(Some(&policy))?;
         let apply = t.elapsed();

@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        RingBuf,
+    },
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
         CgroupSockAddr, TracePoint,
@@ -18,12 +21,14 @@ use aya::{
 };
 use ipnet::IpNet;
 use restrictd_ebpf::{
-    CommandEvent, NetworkEvent, RuleValue, SessionEntry, V4KeyData, V6KeyData, ARGV_CAP,
-    CONFIG_ARGV_LIMIT, CONFIG_EXEC_FILENAME_OFFSET, CONFIG_FORK_CHILD_PID_OFFSET, EVENT_COMMAND,
-    EVENT_NETWORK, LOST_COMMAND, LOST_NETWORK, POLICY_ID_BITS, POLICY_NONE,
+    CommandEvent, DiskEvent, DiskRate, NetworkEvent, PathKeyData, RuleValue, SessionEntry,
+    V4KeyData, V6KeyData, ARGV_CAP, CONFIG_ARGV_LIMIT, CONFIG_DISK_RATE,
+    CONFIG_EXEC_FILENAME_OFFSET, CONFIG_FORK_CHILD_PID_OFFSET, EVENT_COMMAND, EVENT_DISK,
+    EVENT_NETWORK, LOST_COMMAND, LOST_DISK, LOST_NETWORK, PATH_PREFIX_MAX, POLICY_ID_BITS,
+    POLICY_NONE, SESSION_RECORD_COMMANDS, SESSION_RECORD_DISK,
 };
 
-use crate::policy::Policy;
+use crate::{pathfilter::PathFilter, policy::Policy};
 
 /// The object built by build.rs from restrictd-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/restrictd"));
@@ -33,8 +38,8 @@ const PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 /// How long old policy rules outlive a switch (see `set_policy`).
 const POLICY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Recording programs: (program, tracepoint category, tracepoint name).
-const TRACEPOINTS: [(&str, &str, &str); 6] = [
+/// Command recording programs: (program, tracepoint category, tracepoint).
+const COMMAND_TRACEPOINTS: [(&str, &str, &str); 6] = [
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sys_enter_execve", "syscalls", "sys_enter_execve"),
@@ -43,12 +48,33 @@ const TRACEPOINTS: [(&str, &str, &str); 6] = [
     ("sys_exit_execveat", "syscalls", "sys_exit_execveat"),
 ];
 
+/// Disk recording programs. open(2) and creat(2) exist only on some
+/// architectures (x86_64, not arm64); a missing tracepoint is skipped.
+/// (An fexit on security_file_open would also see io_uring opens, but BPF
+/// trampolines are not available everywhere; see README limitations.)
+const DISK_TRACEPOINTS: [(&str, &str, &str); 8] = [
+    ("sys_enter_openat", "syscalls", "sys_enter_openat"),
+    ("sys_enter_openat2", "syscalls", "sys_enter_openat2"),
+    ("sys_enter_open", "syscalls", "sys_enter_open"),
+    ("sys_enter_creat", "syscalls", "sys_enter_creat"),
+    ("sys_exit_open", "syscalls", "sys_exit_openat"),
+    ("sys_exit_open", "syscalls", "sys_exit_openat2"),
+    ("sys_exit_open", "syscalls", "sys_exit_creat"),
+    ("sys_exit_open", "syscalls", "sys_exit_open"),
+];
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Network event ring buffer size in pages (power of two).
     pub network_buffer_pages: u32,
     /// Command event ring buffer size in pages (power of two).
     pub command_buffer_pages: u32,
+    /// Disk event ring buffer size in pages (power of two).
+    pub disk_buffer_pages: u32,
+    /// Which opens are recorded.
+    pub disk_filter: PathFilter,
+    /// Disk events per session per second; 0: unlimited.
+    pub disk_rate_limit: u32,
     /// Bytes of argv a command event carries at most (≤ ARGV_CAP).
     pub argv_limit: u32,
     /// Pin maps (and, with `attach_pinned`, links) here in bpffs, so that
@@ -57,7 +83,7 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
 }
 
-const MAPS: [&str; 13] = [
+const MAPS: [&str; 19] = [
     "SESSIONS",
     "ACTIVE",
     "ALLOW_V4",
@@ -71,6 +97,12 @@ const MAPS: [&str; 13] = [
     "SCRATCH",
     "PPIDS",
     "EXECS",
+    "DISK_EVENTS",
+    "DISK_SCRATCH",
+    "PATH_RULES",
+    "DISK_RATE",
+    "DISK_DROPPED",
+    "OPENS",
 ];
 
 /// Events the kernel could not deliver (ring buffer full), per event type.
@@ -78,11 +110,12 @@ const MAPS: [&str; 13] = [
 pub struct Lost {
     pub network: u64,
     pub command: u64,
+    pub disk: u64,
 }
 
 impl Lost {
     pub fn total(&self) -> u64 {
-        self.network + self.command
+        self.network + self.command + self.disk
     }
 }
 
@@ -92,6 +125,8 @@ pub enum Record {
     Network(NetworkEvent),
     /// Header, path (without its NUL) and the raw NUL-separated argv bytes.
     Command(CommandEvent, Vec<u8>, Vec<u8>),
+    /// Header and path (without its NUL).
+    Disk(DiskEvent, Vec<u8>),
 }
 
 type V4Trie = LpmTrie<MapData, V4KeyData, RuleValue>;
@@ -108,6 +143,8 @@ pub struct Enforcer {
     allow_v6: V6Trie,
     deny_v6: V6Trie,
     lost: PerCpuArray<MapData, u64>,
+    disk_rate: HashMap<MapData, u64, DiskRate>,
+    disk_dropped: PerCpuHashMap<MapData, u64, u64>,
     rings: Vec<RingBuf<MapData>>,
     /// The policy whose rules are in the tries, under its id.
     current: Option<(u32, Policy)>,
@@ -144,6 +181,9 @@ impl Enforcer {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("NETWORK_EVENTS", opts.network_buffer_pages * page_size());
         loader.map_max_entries("COMMAND_EVENTS", opts.command_buffer_pages * page_size());
+        loader.map_max_entries("DISK_EVENTS", opts.disk_buffer_pages * page_size());
+        let offsets = crate::btf::Btf::from_sys_fs()?.kernel_offsets()?;
+        loader.override_global("KERNEL_OFFSETS", &offsets, true);
         let mut reused = false;
         let pins: Vec<(&str, PathBuf)> = match &opts.pin_dir {
             None => vec![],
@@ -167,11 +207,21 @@ impl Enforcer {
                 .load()
                 .with_context(|| refused(name))?;
         }
-        for (name, _, _) in TRACEPOINTS {
+        for (name, _, _) in COMMAND_TRACEPOINTS {
             program::<TracePoint>(&mut ebpf, name)?
                 .load()
                 .with_context(|| refused(name))?;
         }
+        for (i, (name, _, _)) in DISK_TRACEPOINTS.iter().enumerate() {
+            // A program attached to several tracepoints is listed (and loaded) once.
+            if DISK_TRACEPOINTS[..i].iter().any(|(n, _, _)| n == name) {
+                continue;
+            }
+            program::<TracePoint>(&mut ebpf, name)?
+                .load()
+                .with_context(|| refused(name))?;
+        }
+
         // Field offsets of the tracepoints used, as this kernel lays them out.
         let mut config: Array<MapData, u64> = map(&mut ebpf, "CONFIG")?;
         crate::tracefs::check_syscall_layout()?;
@@ -190,6 +240,9 @@ impl Enforcer {
             u64::from(opts.argv_limit.min(ARGV_CAP as u32)),
             0,
         )?;
+        config.set(CONFIG_DISK_RATE, u64::from(opts.disk_rate_limit), 0)?;
+        let mut rules: LpmTrie<MapData, PathKeyData, u8> = map(&mut ebpf, "PATH_RULES")?;
+        set_path_rules(&mut rules, &opts.disk_filter)?;
         let mut e = Enforcer {
             sessions: map(&mut ebpf, "SESSIONS")?,
             active: map(&mut ebpf, "ACTIVE")?,
@@ -198,9 +251,12 @@ impl Enforcer {
             allow_v6: map(&mut ebpf, "ALLOW_V6")?,
             deny_v6: map(&mut ebpf, "DENY_V6")?,
             lost: map(&mut ebpf, "LOST")?,
+            disk_rate: map(&mut ebpf, "DISK_RATE")?,
+            disk_dropped: map(&mut ebpf, "DISK_DROPPED")?,
             rings: vec![
                 map(&mut ebpf, "NETWORK_EVENTS")?,
                 map(&mut ebpf, "COMMAND_EVENTS")?,
+                map(&mut ebpf, "DISK_EVENTS")?,
             ],
             ebpf,
             current: None,
@@ -250,12 +306,25 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Attaches the recording programs (they see every exec on the host and
-    /// return at once for processes outside sessions). With `pin_dir`, the
-    /// links are pinned so recording goes on while the daemon restarts.
-    pub fn attach_recording(&mut self, pin_dir: Option<&Path>) -> Result<()> {
-        for (name, category, tracepoint) in TRACEPOINTS {
-            let pin = pin_dir.map(|d| d.join(format!("link-tp-{name}")));
+    /// Attaches the recording programs that `session_flags` needs (they see
+    /// every exec or open on the host and return at once for processes
+    /// outside sessions). With `pin_dir`, the links are pinned so recording
+    /// goes on while the daemon restarts.
+    pub fn attach_recording(&mut self, pin_dir: Option<&Path>, session_flags: u32) -> Result<()> {
+        let mut tracepoints: Vec<(&str, &str, &str)> = Vec::new();
+        if session_flags & SESSION_RECORD_COMMANDS != 0 {
+            tracepoints.extend(COMMAND_TRACEPOINTS);
+        }
+        if session_flags & SESSION_RECORD_DISK != 0 {
+            let events = crate::tracefs::root()?.join("events");
+            tracepoints.extend(
+                DISK_TRACEPOINTS
+                    .into_iter()
+                    .filter(|(_, c, t)| events.join(c).join(t).is_dir()),
+            );
+        }
+        for (name, category, tracepoint) in tracepoints {
+            let pin = pin_dir.map(|d| d.join(format!("link-tp-{tracepoint}")));
             if pin.as_ref().is_some_and(|p| p.exists()) {
                 continue;
             }
@@ -311,11 +380,20 @@ impl Enforcer {
             .with_context(|| format!("registering cgroup {cgroup_id} (too many sessions?)"))
     }
 
-    pub fn remove_session(&mut self, cgroup_id: u64) -> Result<()> {
+    /// Unregisters the cgroup; returns how many of its disk events the rate
+    /// limit dropped.
+    pub fn remove_session(&mut self, cgroup_id: u64) -> Result<u64> {
         match self.sessions.remove(&cgroup_id) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("unregistering cgroup {cgroup_id}")),
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).with_context(|| format!("unregistering cgroup {cgroup_id}")),
         }
+        let dropped = match self.disk_dropped.get(&cgroup_id, 0) {
+            Ok(per_cpu) => per_cpu.iter().sum(),
+            Err(_) => 0,
+        };
+        let _ = self.disk_dropped.remove(&cgroup_id);
+        let _ = self.disk_rate.remove(&cgroup_id);
+        Ok(dropped)
     }
 
     /// Makes `policy` the host-wide policy (`None`: allow everything).
@@ -400,6 +478,7 @@ impl Enforcer {
         Ok(Lost {
             network: sum(LOST_NETWORK)?,
             command: sum(LOST_COMMAND)?,
+            disk: sum(LOST_DISK)?,
         })
     }
 }
@@ -504,6 +583,23 @@ fn purge<K: aya::Pod + AsRef<[u8]>>(
     Ok(())
 }
 
+/// Replaces the disk filter rules in the kernel trie. The trie is small
+/// (a few entries per prefix), so clearing and refilling is cheap; opens in
+/// between are judged by a partial rule set for microseconds.
+fn set_path_rules(trie: &mut LpmTrie<MapData, PathKeyData, u8>, filter: &PathFilter) -> Result<()> {
+    let old: Vec<Key<PathKeyData>> = trie.keys().filter_map(|k| k.ok()).collect();
+    for k in &old {
+        let _ = trie.remove(k);
+    }
+    for (prefix, action) in filter.trie_entries() {
+        let mut data = [0u8; PATH_PREFIX_MAX];
+        data[..prefix.len()].copy_from_slice(prefix);
+        trie.insert(&Key::new(8 * prefix.len() as u32, data), action, 0)
+            .with_context(|| format!("disk filter rule {:?}", String::from_utf8_lossy(prefix)))?;
+    }
+    Ok(())
+}
+
 /// Pinning needs a bpf filesystem. systemd mounts one at /sys/fs/bpf; on a
 /// host without systemd restrictd mounts it there itself. Anywhere else, say
 /// so plainly.
@@ -589,6 +685,12 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             let argv = rest.get(path_len..path_len + argv_len)?;
             let path = path.strip_suffix(&[0]).unwrap_or(path);
             Some(Record::Command(h, path.to_vec(), argv.to_vec()))
+        }
+        EVENT_DISK => {
+            let h: DiskEvent = read_struct(bytes)?;
+            let path = bytes[std::mem::size_of::<DiskEvent>()..].get(..h.path_len as usize)?;
+            let path = path.strip_suffix(&[0]).unwrap_or(path);
+            Some(Record::Disk(h, path.to_vec()))
         }
         _ => None,
     }

@@ -42,15 +42,44 @@ pub struct EnhancedRecording {
     /// Record allowed connects and first sends (`session.network`, action 0).
     /// Denials are always recorded.
     pub network_events: bool,
+    /// Record file opens (`session.disk`).
+    pub disk_events: bool,
     /// Size of the command event ring buffer, in pages (a power of two).
     pub command_buffer_size: u32,
+    /// Size of the disk event ring buffer, in pages (a power of two).
+    pub disk_buffer_size: u32,
     /// Size of the network event ring buffer, in pages (a power of two).
     pub network_buffer_size: u32,
     /// Bytes of arguments kept per command; longer ones are cut and flagged.
     pub argv_limit: u32,
+    /// Path prefixes whose opens are recorded (longest match wins, see
+    /// `pathfilter`).
+    pub disk_include: Vec<String>,
+    /// Path prefixes whose opens are not recorded.
+    pub disk_exclude: Vec<String>,
+    /// Most disk events per session per second; the rest are counted and
+    /// reported in `session.end`. 0: no limit.
+    pub disk_rate_limit: u32,
 }
 
+/// Opens that would drown the files a user actually touched: the
+/// pseudo-filesystems (every `ps`, every redirection to /dev/null) and the
+/// locale files every program probes at start (some 60 opens per `cat`).
+pub const DEFAULT_DISK_EXCLUDE: [&str; 5] = [
+    "/proc",
+    "/sys",
+    "/dev",
+    "/usr/lib/locale",
+    "/usr/share/locale",
+];
+pub const DEFAULT_DISK_RATE_LIMIT: u32 = 1000;
+
 impl EnhancedRecording {
+    pub fn disk_filter(&self) -> Result<crate::pathfilter::PathFilter, String> {
+        crate::pathfilter::PathFilter::new(&self.disk_include, &self.disk_exclude)
+            .map_err(|m| format!("enhanced_recording.{m}"))
+    }
+
     /// Session flags for the BPF programs.
     pub fn session_flags(&self) -> u32 {
         let mut f = restrictd_ebpf::SESSION_RESTRICT;
@@ -59,6 +88,9 @@ impl EnhancedRecording {
         }
         if self.enabled && self.network_events {
             f |= restrictd_ebpf::SESSION_RECORD_NETWORK;
+        }
+        if self.enabled && self.disk_events {
+            f |= restrictd_ebpf::SESSION_RECORD_DISK;
         }
         f
     }
@@ -83,22 +115,33 @@ impl Default for EnhancedRecording {
             enabled: true,
             command_events: true,
             network_events: true,
+            disk_events: true,
             command_buffer_size: restrictd_ebpf::COMMAND_BUFFER_PAGES,
+            disk_buffer_size: restrictd_ebpf::DISK_BUFFER_PAGES,
             network_buffer_size: restrictd_ebpf::NETWORK_BUFFER_PAGES,
             argv_limit: restrictd_ebpf::ARGV_CAP as u32,
+            disk_include: vec!["/".into()],
+            disk_exclude: DEFAULT_DISK_EXCLUDE.iter().map(|s| s.to_string()).collect(),
+            disk_rate_limit: DEFAULT_DISK_RATE_LIMIT,
         }
     }
 }
 
 impl Config {
-    pub fn load_options(&self, pin_dir: Option<PathBuf>) -> crate::bpf::LoadOptions {
+    pub fn load_options(
+        &self,
+        pin_dir: Option<PathBuf>,
+    ) -> anyhow::Result<crate::bpf::LoadOptions> {
         let er = &self.enhanced_recording;
-        crate::bpf::LoadOptions {
+        Ok(crate::bpf::LoadOptions {
             network_buffer_pages: er.network_buffer_size,
             command_buffer_pages: er.command_buffer_size,
+            disk_buffer_pages: er.disk_buffer_size,
             argv_limit: er.argv_limit,
+            disk_filter: er.disk_filter().map_err(anyhow::Error::msg)?,
+            disk_rate_limit: er.disk_rate_limit,
             pin_dir,
-        }
+        })
     }
 
     /// Reads and validates `path`. Errors name the file, and the line and
@@ -158,6 +201,7 @@ impl Config {
         for (key, pages) in [
             ("network_buffer_size", er.network_buffer_size),
             ("command_buffer_size", er.command_buffer_size),
+            ("disk_buffer_size", er.disk_buffer_size),
         ] {
             if pages == 0 || !pages.is_power_of_two() {
                 return Err(format!(
@@ -165,6 +209,7 @@ impl Config {
                 ));
             }
         }
+        er.disk_filter()?;
         if er.argv_limit == 0 || er.argv_limit as usize > restrictd_ebpf::ARGV_CAP {
             return Err(format!(
                 "enhanced_recording.argv_limit is {}: it must be from 1 to {} bytes",
@@ -216,6 +261,10 @@ mod tests {
             "enhanced_recording:\n  argv_limit: 0",
             "enhanced_recording:\n  argv_limit: 100000",
             "enhanced_recording:\n  command_event: true",
+            "enhanced_recording:\n  disk_buffer_size: 100",
+            "enhanced_recording:\n  disk_include: [etc]",
+            "enhanced_recording:\n  disk_exclude: [/a]\n  disk_include: [/a]",
+            "enhanced_recording:\n  disk_rate_limit: -1",
         ] {
             let e = Config::parse(bad, "c.yaml").unwrap_err();
             assert!(e.to_string().starts_with("c.yaml:"), "{bad}: {e}");

@@ -331,6 +331,7 @@ impl Core {
             system_log: self.recorder.system_log_name().into(),
             lost_network: lost.network,
             lost_command: lost.command,
+            lost_disk: lost.disk,
         }
     }
 
@@ -350,15 +351,24 @@ impl Core {
         // Nothing in these sessions can add events now: write what is queued.
         self.recorder.drain();
         for s in done {
-            if let Err(e) = self.enforcer.lock().unwrap().remove_session(s.cgroup.id) {
-                log::error!("session {}: {e:#}", s.sid);
-            }
+            let dropped = match self.enforcer.lock().unwrap().remove_session(s.cgroup.id) {
+                Ok(d) => d,
+                Err(e) => {
+                    log::error!("session {}: {e:#}", s.sid);
+                    0
+                }
+            };
             if s.owned {
                 if let Err(e) = s.cgroup.remove() {
                     log::error!("session {}: {e:#}", s.sid);
                 }
             }
-            let end = self.recorder.registry.lock().unwrap().end(s.cgroup.id);
+            let end = self
+                .recorder
+                .registry
+                .lock()
+                .unwrap()
+                .end(s.cgroup.id, dropped);
             if let Some((_, ev)) = end {
                 self.recorder.emit(&ev);
             }
@@ -373,8 +383,11 @@ impl Core {
             return;
         };
         if now.total() > last.0.total() && last.1.elapsed() >= LOST_REPORT_EVERY {
-            self.recorder
-                .report_lost(now.network - last.0.network, now.command - last.0.command);
+            self.recorder.report_lost(crate::bpf::Lost {
+                network: now.network - last.0.network,
+                command: now.command - last.0.command,
+                disk: now.disk - last.0.disk,
+            });
             *last = (now, std::time::Instant::now());
         }
     }
@@ -467,15 +480,16 @@ pub fn serve(config: Config, events: Option<&Path>) -> Result<()> {
         None
     };
 
-    let mut enforcer = Enforcer::load(config.load_options(Some(config.bpf_pin_path.clone())))?;
+    let mut enforcer = Enforcer::load(config.load_options(Some(config.bpf_pin_path.clone()))?)?;
     enforcer.set_policy(policy.as_ref().map(|(p, _)| p))?;
     if enforcer.reused() {
         enforcer.purge_inactive_rules()?;
     }
     enforcer.attach_pinned(&root.path, &config.bpf_pin_path)?;
-    if config.enhanced_recording.session_flags() & restrictd_ebpf::SESSION_RECORD_COMMANDS != 0 {
-        enforcer.attach_recording(Some(&config.bpf_pin_path))?;
-    }
+    enforcer.attach_recording(
+        Some(&config.bpf_pin_path),
+        config.enhanced_recording.session_flags(),
+    )?;
 
     let live: HashSet<u64> = enforcer.session_ids()?.into_iter().collect();
     let (keep, gone) = restore_sessions(&config, &live);
@@ -501,7 +515,11 @@ pub fn serve(config: Config, events: Option<&Path>) -> Result<()> {
         let _ = enforcer.remove_session(s.cgroup.id);
         registry.insert(s.clone());
     }
-    let recorder = Recorder::new(enforcer.take_rings(), registry, output);
+    let disk_filter = config
+        .enhanced_recording
+        .disk_filter()
+        .map_err(anyhow::Error::msg)?;
+    let recorder = Recorder::new(enforcer.take_rings(), registry, output, disk_filter);
     let core = Arc::new(Core {
         config,
         mount,

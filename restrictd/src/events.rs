@@ -10,7 +10,7 @@ use std::{
 
 use serde::Serialize;
 
-use restrictd_ebpf::{CommandEvent, NetworkEvent, ACTION_DENIED, OPERATION_CONNECT};
+use restrictd_ebpf::{CommandEvent, DiskEvent, NetworkEvent, ACTION_DENIED, OPERATION_CONNECT};
 
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 pub const SYSLOG_SOCKET: &str = "/dev/log";
@@ -49,6 +49,7 @@ pub struct Event {
 #[serde(untagged)]
 pub enum Body {
     Command(CommandBody),
+    Disk(DiskBody),
     Network(NetworkBody),
     SessionStart(SessionStartBody),
     SessionEnd(SessionEndBody),
@@ -110,6 +111,59 @@ impl CommandBody {
     }
 }
 
+/// `session.disk` (T4001I): one file open, successful or not.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DiskBody {
+    /// Absolute: a relative path is joined, in the kernel, to the directory
+    /// it was opened against (the cwd, or openat's directory fd). Only when
+    /// that directory is deeper than 32 levels does the path stay as given.
+    pub path: String,
+    /// open(2) flags as passed (O_RDONLY 0, O_WRONLY 1, O_RDWR 2, O_CREAT 0o100, ...).
+    pub flags: u32,
+    /// 0, or the negative errno of a failed open.
+    pub return_code: i32,
+    pub pid: u32,
+    pub uid: u32,
+    pub program: String,
+    pub cgroup_id: u64,
+}
+
+impl DiskBody {
+    pub fn from_kernel(h: &DiskEvent, path: &[u8]) -> DiskBody {
+        let mut path = String::from_utf8_lossy(path).into_owned();
+        if path.starts_with('/') {
+            // "/home/a/./x" from "./x": drop "." components (".." may cross
+            // a symlink, so it stays).
+            let p: std::path::PathBuf = std::path::Path::new(&path).components().collect();
+            path = p.display().to_string();
+        }
+        DiskBody {
+            path,
+            flags: h.flags,
+            return_code: h.return_code,
+            pid: h.pid,
+            uid: h.uid,
+            program: comm_to_string(&h.comm),
+            cgroup_id: h.cgroup_id,
+        }
+    }
+
+    /// "read", "write, create", ... for the human summary.
+    fn mode(&self) -> String {
+        let mut parts = vec![match self.flags & 0o3 {
+            0 => "read",
+            1 => "write",
+            _ => "read/write",
+        }];
+        for (bit, name) in [(0o100, "create"), (0o1000, "truncate"), (0o2000, "append")] {
+            if self.flags & bit != 0 {
+                parts.push(name);
+            }
+        }
+        parts.join(", ")
+    }
+}
+
 /// `session.start` (T2000I).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SessionStartBody {
@@ -136,6 +190,8 @@ pub struct SessionEndBody {
     pub participants: Vec<String>,
     pub session_start: String,
     pub session_stop: String,
+    /// Disk events the per-session rate limit (`disk_rate_limit`) dropped.
+    pub disk_events_dropped: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -194,6 +250,7 @@ impl Event {
     fn message_id(&self) -> &'static str {
         match self.body {
             Body::Command(_) => message_id::COMMAND,
+            Body::Disk(_) => message_id::DISK,
             Body::Network(_) => message_id::NETWORK,
             Body::SessionStart(_) => message_id::SESSION_START,
             Body::SessionEnd(_) => message_id::SESSION_END,
@@ -238,6 +295,18 @@ impl Event {
                     )
                 }
             }
+            Body::Disk(d) => {
+                if d.return_code == 0 {
+                    format!("{who} opened {} ({})", d.path, d.mode())
+                } else {
+                    format!(
+                        "{who} failed to open {} ({}): {}",
+                        d.path,
+                        d.mode(),
+                        nix::errno::Errno::from_raw(-d.return_code)
+                    )
+                }
+            }
             Body::Network(n) => {
                 let op = if n.operation == OPERATION_CONNECT {
                     "connect"
@@ -262,6 +331,10 @@ impl Event {
             Body::SessionStart(b) => format!(
                 "{who}: session {} started from {} ({})",
                 self.sid, b.remote_addr, b.service
+            ),
+            Body::SessionEnd(b) if b.disk_events_dropped > 0 => format!(
+                "{who}: session {} ended ({} disk events over disk_rate_limit not recorded)",
+                self.sid, b.disk_events_dropped
             ),
             Body::SessionEnd(_) => format!("{who}: session {} ended", self.sid),
         }
@@ -351,11 +424,16 @@ impl Output {
     }
 
     /// Reports events the kernel could not deliver since the last report
-    /// (journald: MESSAGE_ID message_id::LOST, fields LOST_NETWORK and
-    /// LOST_COMMAND; syslog: the same as text).
-    pub fn report_lost(&mut self, network: u64, command: u64) {
+    /// (journald: MESSAGE_ID message_id::LOST, fields LOST_NETWORK,
+    /// LOST_COMMAND and LOST_DISK; syslog: the same as text).
+    pub fn report_lost(&mut self, lost: crate::bpf::Lost) {
+        let crate::bpf::Lost {
+            network,
+            command,
+            disk,
+        } = lost;
         let msg = format!(
-            "restrictd: events lost because a ring buffer was full: {network} network, {command} command (raise enhanced_recording.*_buffer_size)"
+            "restrictd: events lost because a ring buffer was full: {network} network, {command} command, {disk} disk (raise enhanced_recording.*_buffer_size)"
         );
         log::warn!("{msg}");
         let res = match &mut self.system {
@@ -368,6 +446,7 @@ impl Output {
                     ("SYSLOG_FACILITY", "10".to_string()),
                     ("LOST_NETWORK", network.to_string()),
                     ("LOST_COMMAND", command.to_string()),
+                    ("LOST_DISK", disk.to_string()),
                 ]
                 .into_iter(),
             )

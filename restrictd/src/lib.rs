@@ -9,10 +9,12 @@
 //! - `run`: `restrictd run`, one restricted session around a command;
 //! - `daemon`: `restrictd serve`, sessions for PAM over D-Bus (`service`).
 pub mod bpf;
+pub mod btf;
 pub mod cgroup;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod pathfilter;
 pub mod policy;
 pub mod recorder;
 pub mod run;

@@ -14,7 +14,8 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
     bpf::{decode, Record},
-    events::{Event, Output},
+    events::{DiskBody, Event, Output},
+    pathfilter::PathFilter,
     session::Registry,
 };
 
@@ -24,6 +25,7 @@ pub struct Recorder {
     ring_fds: Vec<RawFd>,
     pub registry: Mutex<Registry>,
     output: Mutex<Output>,
+    disk_filter: PathFilter,
 }
 
 /// The ring buffer's fd, for polling; the buffer itself stays in the Recorder.
@@ -36,13 +38,19 @@ impl AsRawFd for RingFd {
 }
 
 impl Recorder {
-    pub fn new(rings: Vec<RingBuf<MapData>>, registry: Registry, output: Output) -> Arc<Recorder> {
+    pub fn new(
+        rings: Vec<RingBuf<MapData>>,
+        registry: Registry,
+        output: Output,
+        disk_filter: PathFilter,
+    ) -> Arc<Recorder> {
         let ring_fds = rings.iter().map(|r| r.as_raw_fd()).collect();
         Arc::new(Recorder {
             rings: Mutex::new(rings),
             ring_fds,
             registry: Mutex::new(registry),
             output: Mutex::new(output),
+            disk_filter,
         })
     }
 
@@ -58,6 +66,16 @@ impl Recorder {
                         .lock()
                         .unwrap()
                         .command_event(&h, &path, &argv),
+                    Some(Record::Disk(h, path)) => {
+                        let body = DiskBody::from_kernel(&h, &path);
+                        // Relative paths of failed opens pass the kernel filter
+                        // unjudged; judge them here, resolved.
+                        if !body.path.starts_with('/') || self.disk_filter.records(&body.path) {
+                            self.registry.lock().unwrap().disk_event(&h, body)
+                        } else {
+                            continue;
+                        }
+                    }
                     None => {
                         log::error!("undecodable record ({} bytes) from the kernel", item.len());
                         continue;
@@ -72,8 +90,8 @@ impl Recorder {
         self.output.lock().unwrap().emit(ev);
     }
 
-    pub fn report_lost(&self, network: u64, command: u64) {
-        self.output.lock().unwrap().report_lost(network, command);
+    pub fn report_lost(&self, lost: crate::bpf::Lost) {
+        self.output.lock().unwrap().report_lost(lost);
     }
 
     pub fn system_log_name(&self) -> &'static str {

@@ -70,12 +70,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let output = Output::new(args.events.as_deref())?;
 
     let root = cgroup::session_root(config.cgroup_path.as_deref(), &config.root_path)?;
-    let mut enforcer = Enforcer::load(config.load_options(None))?;
+    let mut enforcer = Enforcer::load(config.load_options(None)?)?;
     enforcer.set_policy(policy.as_ref())?;
     enforcer.attach(&root.path)?;
-    if config.enhanced_recording.session_flags() & restrictd_ebpf::SESSION_RECORD_COMMANDS != 0 {
-        enforcer.attach_recording(None)?;
-    }
+    enforcer.attach_recording(None, config.enhanced_recording.session_flags())?;
 
     let sid = Uuid::new_v4();
     let cg = root.create_child(&sid.to_string())?;
@@ -101,6 +99,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     session.user = name.clone();
     session.login = name;
     session.uid = Some(uid.as_raw());
+    session.service = "restrictd run".into();
+    session.leader_pid = std::process::id();
     registry.insert(session);
     log::info!(
         "session {sid} in cgroup {} (id {}), system log: {}",
@@ -113,14 +113,26 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let recorder = Recorder::new(enforcer.take_rings(), registry, output);
+    let disk_filter = config
+        .enhanced_recording
+        .disk_filter()
+        .map_err(anyhow::Error::msg)?;
+    let recorder = Recorder::new(enforcer.take_rings(), registry, output, disk_filter);
+    let start = recorder.registry.lock().unwrap().start_event(cg.id);
+    if let Some(ev) = start {
+        recorder.emit(&ev);
+    }
     let status = rt.block_on(supervise(&cg, &args.command, recorder.clone()))?;
 
     guard.finish()?;
-    enforcer.remove_session(cg.id)?;
+    let dropped = enforcer.remove_session(cg.id)?;
     let lost = enforcer.lost()?;
     if lost.total() > 0 {
-        recorder.report_lost(lost.network, lost.command);
+        recorder.report_lost(lost);
+    }
+    let end = recorder.registry.lock().unwrap().end(cg.id, dropped);
+    if let Some((_, ev)) = end {
+        recorder.emit(&ev);
     }
     drop(enforcer);
     Ok(status)

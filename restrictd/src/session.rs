@@ -4,15 +4,15 @@
 
 use std::collections::HashMap;
 
-use restrictd_ebpf::{CommandEvent, NetworkEvent};
+use restrictd_ebpf::{CommandEvent, DiskEvent, NetworkEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
     cgroup::Cgroup,
     events::{
-        boot_ns_to_rfc3339, now_rfc3339, Body, CommandBody, Event, NetworkBody, SessionEndBody,
-        SessionStartBody,
+        boot_ns_to_rfc3339, now_rfc3339, Body, CommandBody, DiskBody, Event, NetworkBody,
+        SessionEndBody, SessionStartBody,
     },
 };
 
@@ -162,6 +162,16 @@ impl Registry {
         )
     }
 
+    pub fn disk_event(&mut self, h: &DiskEvent, body: DiskBody) -> Event {
+        self.event(
+            h.cgroup_id,
+            "session.disk",
+            "T4001I",
+            boot_ns_to_rfc3339(h.boot_ns),
+            Body::Disk(body),
+        )
+    }
+
     pub fn start_event(&mut self, cgroup_id: u64) -> Option<Event> {
         let s = self.sessions.get(&cgroup_id)?;
         let body = Body::SessionStart(SessionStartBody {
@@ -177,7 +187,8 @@ impl Registry {
     }
 
     /// Removes the session and returns its `session.end` event.
-    pub fn end(&mut self, cgroup_id: u64) -> Option<(Session, Event)> {
+    /// `disk_dropped`: its disk events the rate limit did not record.
+    pub fn end(&mut self, cgroup_id: u64, disk_dropped: u64) -> Option<(Session, Event)> {
         let s = self.sessions.get(&cgroup_id)?;
         let stop = now_rfc3339();
         let body = Body::SessionEnd(SessionEndBody {
@@ -188,6 +199,7 @@ impl Registry {
             participants: s.user.iter().cloned().collect(),
             session_start: s.started.clone(),
             session_stop: stop.clone(),
+            disk_events_dropped: disk_dropped,
         });
         let ev = self.event(cgroup_id, "session.end", "T2004I", stop, body);
         let s = self.sessions.remove(&cgroup_id)?;

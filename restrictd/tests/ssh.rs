@@ -373,7 +373,7 @@ fn pamtester_opens_and_closes_a_session() {
     assert!(status.contains("sessions:   0"), "{status}");
     assert!(status.contains("policy:     none"), "{status}");
     assert!(
-        status.contains("lost events: network 0, command 0"),
+        status.contains("lost events: network 0, command 0, disk 0"),
         "{status}"
     );
     let svc = PamService::new("debug");

@@ -99,8 +99,8 @@ async fn run(cmd: Command) -> Result<(), String> {
             println!("policy:     {policy}");
             println!("system log: {}", s.system_log);
             println!(
-                "lost events: network {}, command {}",
-                s.lost_network, s.lost_command
+                "lost events: network {}, command {}, disk {}",
+                s.lost_network, s.lost_command, s.lost_disk
             );
         }
         Command::Sessions { json } => {
