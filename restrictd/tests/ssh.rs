@@ -43,9 +43,24 @@ fn ssh_login_is_restricted_recorded_and_closed_at_logout() {
     let events = daemon.events();
     let kinds: Vec<&str> = events
         .iter()
-        .filter(|e| e["sid"] == sid.as_str() && e["event"] != "session.command")
+        .filter(|e| {
+            e["sid"] == sid.as_str()
+                && e["event"] != "session.command"
+                && e["event"] != "session.disk"
+        })
         .map(|e| e["event"].as_str().unwrap())
         .collect();
+    // The file the user's program opened, with its absolute path.
+    let probe_path = std::fs::canonicalize(common::probe()).unwrap();
+    assert!(
+        events.iter().any(|e| e["event"] == "session.disk"
+            && e["sid"] == sid.as_str()
+            && e["uid"] == user.uid
+            && std::path::Path::new(e["path"].as_str().unwrap())
+                .canonicalize()
+                .is_ok_and(|p| p == probe_path)),
+        "{events:?}"
+    );
     // What the user ran is recorded under the session, with the user's name.
     let probes: Vec<_> = events
         .iter()
@@ -386,11 +401,16 @@ fn pamtester_opens_and_closes_a_session() {
         daemon.sessions().is_empty()
     });
     let ev = daemon.events();
-    let kinds: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    // pamtester itself, in the session between open and close, opens files.
+    let kinds: Vec<&str> = ev
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .filter(|k| *k != "session.disk")
+        .collect();
     assert_eq!(kinds, ["session.start", "session.end"], "{ev:?}");
     assert_eq!(ev[0]["login"], "nobody");
     assert_eq!(ev[0]["addr.remote"], "192.0.2.10");
-    assert_eq!(ev[0]["sid"], ev[1]["sid"]);
+    assert!(ev.iter().all(|e| e["sid"] == ev[0]["sid"]), "{ev:?}");
 }
 
 #[test]

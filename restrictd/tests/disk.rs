@@ -1,0 +1,246 @@
+//! session.disk: file opens of a session, recorded in the kernel with
+//! absolute paths, filtered by path prefix and rate-limited per session.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+fn disk(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "session.disk")
+        .collect()
+}
+
+/// Disk events whose path is under `dir`.
+fn under<'a>(events: &'a [serde_json::Value], dir: &Path) -> Vec<&'a serde_json::Value> {
+    let prefix = format!("{}/", dir.display());
+    disk(events)
+        .into_iter()
+        .filter(|e| e["path"].as_str().unwrap().starts_with(&prefix))
+        .collect()
+}
+
+fn end(events: &[serde_json::Value]) -> &serde_json::Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "session.end")
+        .expect("session.end")
+}
+
+#[test]
+fn every_open_is_recorded_once_with_an_absolute_path() {
+    let sb = Sandbox::new();
+    let d = sb.dir.path().join("files");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(d.join("a.txt"), "a").unwrap();
+    std::fs::write(d.join("sub/b.txt"), "b").unwrap();
+    // Absolute read, relative read after cd, create for writing, a missing
+    // file, openat(2) relative to a directory fd, and a grandchild's open.
+    let script = format!(
+        "cat {d}/a.txt >/dev/null; cd {d}/sub && cat b.txt >/dev/null; \
+         echo x > {d}/new.txt; cat {d}/missing 2>/dev/null; \
+         {PYTHON} -c 'import os; fd=os.open(\"{d}/sub\", os.O_RDONLY); os.close(os.open(\"b.txt\", os.O_RDONLY, dir_fd=fd))'; \
+         sh -c 'cat ./b.txt >/dev/null'; exit 0",
+        d = d.display()
+    );
+    let out = sb.run(None, &["/bin/sh", "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    // The same file opened by a process outside the session.
+    std::fs::read(d.join("a.txt")).unwrap();
+
+    let ev = sb.events();
+    let mine = under(&ev, &d);
+    let at = |p: &str| -> Vec<&serde_json::Value> {
+        let want = d.join(p).display().to_string();
+        mine.iter().copied().filter(|e| e["path"] == want).collect()
+    };
+    let a = at("a.txt");
+    assert_eq!(a.len(), 1, "{mine:#?}");
+    let a = a[0];
+    assert_eq!(a["code"], "T4001I");
+    assert_eq!(a["program"], "cat");
+    assert_eq!(a["return_code"], 0);
+    assert_eq!(a["flags"].as_u64().unwrap() & 0o3, 0, "read only");
+    assert_eq!(a["uid"], 0);
+    assert!(a["pid"].as_u64().unwrap() > 0 && a["cgroup_id"].as_u64().unwrap() > 0);
+    assert!(a["sid"].is_string() && a["ei"].is_u64() && a["time"].is_string());
+
+    // cat b.txt (cwd), os.open(dir_fd=) and the grandchild's ./b.txt.
+    let b = at("sub/b.txt");
+    assert_eq!(b.len(), 3, "{mine:#?}");
+    assert_eq!(
+        b.iter().filter(|e| e["program"] == "python3").count(),
+        1,
+        "{b:#?}"
+    );
+
+    let new = at("new.txt");
+    assert_eq!(new.len(), 1, "{mine:#?}");
+    let flags = new[0]["flags"].as_u64().unwrap();
+    assert_eq!(flags & 0o3, 1, "O_WRONLY");
+    assert_ne!(flags & 0o100, 0, "O_CREAT");
+    assert_ne!(flags & 0o1000, 0, "O_TRUNC");
+    assert_eq!(new[0]["program"], "sh");
+
+    let missing = at("missing");
+    assert_eq!(missing.len(), 1, "{mine:#?}");
+    assert_eq!(missing[0]["return_code"], -2, "ENOENT");
+
+    // python's open of the directory itself.
+    assert_eq!(at("sub").len(), 1, "{mine:#?}");
+    // Nothing else under the directory: the outside read left no event.
+    assert_eq!(mine.len(), 7, "{mine:#?}");
+    // Default filter: /dev and /proc are not recorded.
+    assert!(disk(&ev).iter().all(|e| {
+        let p = e["path"].as_str().unwrap();
+        !p.starts_with("/dev/") && !p.starts_with("/proc/")
+    }));
+    assert_eq!(end(&ev)["disk_events_dropped"], 0);
+}
+
+#[test]
+fn prefix_filters_choose_what_is_recorded() {
+    let base = tempfile::tempdir().unwrap();
+    let d = base.path();
+    std::fs::create_dir_all(d.join("keep/skip/again")).unwrap();
+    std::fs::create_dir_all(d.join("keepnot")).unwrap();
+    for f in ["keep/1", "keep/skip/2", "keep/skip/again/3", "keepnot/4"] {
+        std::fs::write(d.join(f), f).unwrap();
+    }
+    let cfg = format!(
+        "enhanced_recording:\n  disk_include: [\"{k}\", \"{k}/skip/again\"]\n  disk_exclude: [\"{k}/skip\"]\n",
+        k = d.join("keep").display()
+    );
+    let sb = Sandbox::with_config(&cfg);
+    let script = format!(
+        "cd {d} && cat keep/1 keep/skip/2 keep/skip/again/3 keepnot/4 /etc/hostname >/dev/null",
+        d = d.display()
+    );
+    let out = sb.run(None, &["/bin/sh", "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    let ev = sb.events();
+    let mut paths: Vec<String> = disk(&ev)
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            d.join("keep/1").display().to_string(),
+            d.join("keep/skip/again/3").display().to_string()
+        ]
+    );
+}
+
+#[test]
+fn the_rate_limit_drops_and_counts_the_excess() {
+    let base = tempfile::tempdir().unwrap();
+    let d = base.path();
+    std::fs::write(d.join("f"), "f").unwrap();
+    let cfg = format!(
+        "enhanced_recording:\n  disk_include: [\"{}\"]\n  disk_rate_limit: 25\n",
+        d.display()
+    );
+    let sb = Sandbox::with_config(&cfg);
+    // 300 opens in one process, well within a second.
+    let script = format!("for _ in range(300): open('{}/f').close()", d.display());
+    let out = sb.run(None, &[PYTHON, "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    let ev = sb.events();
+    let recorded = disk(&ev).len() as u64;
+    let dropped = end(&ev)["disk_events_dropped"].as_u64().unwrap();
+    // One process: no race on the window, so the numbers are exact.
+    assert_eq!(recorded + dropped, 300, "{recorded} + {dropped}");
+    assert!((25..=50).contains(&recorded), "{recorded}");
+
+    // Without a limit, all 300.
+    let cfg = format!(
+        "enhanced_recording:\n  disk_include: [\"{}\"]\n  disk_rate_limit: 0\n",
+        d.display()
+    );
+    let sb = Sandbox::with_config(&cfg);
+    let out = sb.run(None, &[PYTHON, "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    let ev = sb.events();
+    assert_eq!(disk(&ev).len(), 300);
+    assert_eq!(end(&ev)["disk_events_dropped"], 0);
+}
+
+#[test]
+fn a_full_disk_buffer_is_counted_and_reported() {
+    let base = tempfile::tempdir().unwrap();
+    let d = base.path();
+    let long = d.join("x".repeat(200));
+    std::fs::write(&long, "f").unwrap();
+    let cfg = format!(
+        "enhanced_recording:\n  disk_include: [\"{}\"]\n  disk_rate_limit: 0\n  disk_buffer_size: 1\n",
+        d.display()
+    );
+    let sb = Sandbox::with_config(&cfg);
+    // A one-page buffer holds some fifteen 260-byte records; 5000 opens in a
+    // tight loop outrun the reader.
+    let script = format!("for _ in range(5000): open('{}').close()", long.display());
+    let out = sb.run(None, &[PYTHON, "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    let recorded = disk(&sb.events()).len();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lost: usize = err
+        .split(" command, ")
+        .nth(1)
+        .and_then(|s| s.split(" disk").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no loss report: {err}"));
+    assert!(lost > 0, "{err}");
+    assert_eq!(recorded + lost, 5000, "{recorded} + {lost}: {err}");
+}
+
+#[test]
+fn disabled_disk_recording_records_no_opens() {
+    for cfg in [
+        "enhanced_recording:\n  disk_events: false\n",
+        "enhanced_recording:\n  enabled: false\n",
+    ] {
+        let sb = Sandbox::with_config(cfg);
+        assert!(sb
+            .run(None, &["/bin/cat", "/etc/hostname"])
+            .status
+            .success());
+        assert!(disk(&sb.events()).is_empty(), "{cfg}");
+    }
+}
+
+#[test]
+fn opens_reach_the_journal_with_their_fields() {
+    let sb = Sandbox::new();
+    let f = sb.dir.path().join("journal-me");
+    std::fs::write(&f, "x").unwrap();
+    let journal = sb.dir.path().join("journal.json");
+    let f_str = f.display().to_string();
+    let run = sb.run_cmd(None, &["/bin/cat", &f_str]);
+    let out = run_with_journald(&journal, &run);
+    assert!(out.status.success(), "{out:?}");
+    let entries = read_events(&journal);
+    let j = entries
+        .iter()
+        .find(|j| j["EVENT"] == "session.disk" && j["PATH"] == f_str.as_str())
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    assert_eq!(j["MESSAGE_ID"], restrictd::events::message_id::DISK);
+    assert_eq!(j["PRIORITY"], "6");
+    assert_eq!(j["PROGRAM"], "cat");
+    assert_eq!(j["RETURN_CODE"], "0");
+    assert!(j["FLAGS"].is_string() && j["SESSION_ID"].is_string());
+    assert!(j["MESSAGE"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("opened {f_str} (read)")));
+    let end = entries
+        .iter()
+        .find(|j| j["EVENT"] == "session.end")
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    assert_eq!(end["DISK_EVENTS_DROPPED"], "0");
+}
