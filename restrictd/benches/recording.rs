@@ -1,6 +1,6 @@
-//! Exec storm inside one `restrictd run` session with the default ring
-//! buffers: execs per second with recording on and off, and whether every
-//! executed command was recorded (target: 0 lost, ratio ≥ 0.9).
+//! Exec storm and file-open storm inside one `restrictd run` session with the
+//! default ring buffers: operations per second with recording on and off, and
+//! whether every operation was recorded (target: 0 lost, ratio ≥ 0.9).
 //! Run as root: `cargo bench -p restrictd --bench recording` (or scripts/bench.sh).
 
 use std::{
@@ -37,84 +37,193 @@ fn main() {
         println!("{}", count.load(Ordering::Relaxed));
         return;
     }
+    // Inside the session: open and close a file from `workers` threads.
+    if args.get(1).map(String::as_str) == Some("opens") {
+        let workers: usize = args[2].parse().unwrap();
+        let file = std::path::PathBuf::from(&args[3]);
+        let stop = Instant::now() + Duration::from_secs(SECONDS);
+        let count = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    while Instant::now() < stop {
+                        drop(std::fs::File::open(&file).unwrap());
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        println!("{}", count.load(Ordering::Relaxed));
+        return;
+    }
     assert!(nix::unistd::geteuid().is_root(), "the benchmark needs root");
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         * 2;
+    let dir = tempfile::tempdir().unwrap();
+
     println!("exec storm: /bin/true from {workers} threads for {SECONDS} s in one session");
-    println!(
-        "{:>10} {:>10} {:>10} {:>10} {:>6}",
-        "recording", "execs", "execs/s", "recorded", "lost"
+    header("execs");
+    let off = storm(
+        dir.path(),
+        "enabled: false",
+        &["storm", &workers.to_string()],
     );
-    let mut rates = Vec::new();
-    for recording in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("restrictd.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "root_path: /restrictd-bench-{}\nenhanced_recording:\n  enabled: {recording}\n",
-                std::process::id()
-            ),
-        )
-        .unwrap();
-        let events = dir.path().join("events.jsonl");
-        let out = Command::new(RESTRICTD)
-            .args(["run", "--config"])
-            .arg(&config)
-            .arg("--events")
-            .arg(&events)
-            .arg("--")
-            .arg(std::env::current_exe().unwrap())
-            .args(["storm", &workers.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let executed: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        let text = std::fs::read_to_string(&events).unwrap_or_default();
-        let recorded = text
-            .lines()
-            .filter(|l| {
-                l.contains("\"session.command\"")
-                    && l.contains("storm-marker")
-                    && l.contains("\"/bin/true\"")
-            })
-            .count() as u64;
-        let rate = executed as f64 / SECONDS as f64;
-        rates.push(rate);
-        let lost = String::from_utf8_lossy(&out.stderr).contains("lost");
-        println!(
-            "{:>10} {:>10} {:>10.0} {:>10} {:>6}",
-            if recording { "on" } else { "off" },
-            executed,
-            rate,
-            if recording {
-                recorded.to_string()
-            } else {
-                "-".into()
-            },
-            if recording {
-                (executed - recorded.min(executed)).to_string()
-            } else {
-                "-".into()
-            },
-        );
-        if recording && lost {
-            println!(
-                "           (restrictd reported lost events: {})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let _ = std::fs::remove_dir(format!(
-            "{}/restrictd-bench-{}",
-            restrictd::cgroup::find_cgroup2_mount().unwrap().display(),
-            std::process::id()
-        ));
+    let on = storm(
+        dir.path(),
+        "enabled: true",
+        &["storm", &workers.to_string()],
+    );
+    let recorded = on.count(|l| {
+        l.contains("\"session.command\"")
+            && l.contains("storm-marker")
+            && l.contains("\"/bin/true\"")
+    });
+    row("on", &on, recorded, 0, on.lost_command);
+    row("off", &off, 0, 0, 0);
+    println!("throughput ratio on/off: {:.3}\n", on.rate() / off.rate());
+
+    let file = dir.path().join("open-storm-file");
+    std::fs::write(&file, "x").unwrap();
+    let f = file.display().to_string();
+    let args = ["opens", &workers.to_string(), &f];
+    println!("file-open storm: open+close of one file from {workers} threads for {SECONDS} s");
+    header("opens");
+    let off = storm(dir.path(), "enabled: false", &args);
+    let needle = format!("\"path\":\"{f}\"");
+    let is_open = |l: &str| l.contains("\"session.disk\"") && l.contains(&needle);
+    // Default config: the per-session rate limit (1000/s) caps what is recorded.
+    let limited = storm(dir.path(), "enabled: true", &args);
+    row(
+        "on",
+        &limited,
+        limited.count(is_open),
+        limited.dropped,
+        limited.lost_disk,
+    );
+    let unlimited = storm(dir.path(), "enabled: true\n  disk_rate_limit: 0", &args);
+    row(
+        "unlimited",
+        &unlimited,
+        unlimited.count(is_open),
+        unlimited.dropped,
+        unlimited.lost_disk,
+    );
+    row("off", &off, 0, 0, 0);
+    println!(
+        "throughput ratio on/off: {:.3} (rate-limited), {:.3} (unlimited)",
+        limited.rate() / off.rate(),
+        unlimited.rate() / off.rate()
+    );
+}
+
+/// One storm's results.
+struct Run {
+    executed: u64,
+    events: String,
+    /// Lost because a ring buffer was full, as restrictd reported it.
+    lost_command: u64,
+    lost_disk: u64,
+    /// Disk events dropped by the rate limit (session.end).
+    dropped: u64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.executed as f64 / SECONDS as f64
     }
-    println!("throughput ratio on/off: {:.3}", rates[0] / rates[1]);
+
+    fn count(&self, f: impl Fn(&str) -> bool) -> u64 {
+        self.events.lines().filter(|l| f(l)).count() as u64
+    }
+}
+
+fn header(what: &str) {
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "recording",
+        what,
+        format!("{what}/s"),
+        "recorded",
+        "rate-drop",
+        "lost"
+    );
+}
+
+/// `recorded`, `dropped` and `lost` count the storm's own event type.
+fn row(name: &str, r: &Run, recorded: u64, dropped: u64, lost: u64) {
+    let recording = name != "off";
+    let dash = |v: String| if recording { v } else { "-".into() };
+    println!(
+        "{:>10} {:>10} {:>10.0} {:>10} {:>10} {:>10}",
+        name,
+        r.executed,
+        r.rate(),
+        dash(recorded.to_string()),
+        dash(dropped.to_string()),
+        dash(lost.to_string()),
+    );
+    if recording && recorded + dropped + lost != r.executed {
+        println!(
+            "           (unaccounted: {} executed, {recorded} recorded + {dropped} dropped + {lost} lost)",
+            r.executed
+        );
+    }
+}
+
+/// Runs this binary with `args` in a `restrictd run` session whose
+/// enhanced_recording section is `recording`.
+fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
+    let config = dir.join("restrictd.yaml");
+    let root = format!("restrictd-bench-{}", std::process::id());
+    std::fs::write(
+        &config,
+        format!("root_path: /{root}\nenhanced_recording:\n  {recording}\n"),
+    )
+    .unwrap();
+    let events = dir.join("events.jsonl");
+    let _ = std::fs::remove_file(&events);
+    let out = Command::new(RESTRICTD)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--events")
+        .arg(&events)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let executed: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let events = std::fs::read_to_string(&events).unwrap_or_default();
+    // "... lost because a ring buffer was full: N network, N command, N disk"
+    let lost = |kind: &str| -> u64 {
+        stderr
+            .split("was full: ")
+            .nth(1)
+            .and_then(|s| {
+                s.split(", ").find_map(|part| {
+                    let mut w = part.split_whitespace();
+                    let n = w.next()?.parse().ok()?;
+                    (w.next()? == kind).then_some(n)
+                })
+            })
+            .unwrap_or(0)
+    };
+    let dropped = events
+        .lines()
+        .find(|l| l.contains("\"session.end\""))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["disk_events_dropped"].as_u64())
+        .unwrap_or(0);
+    let _ = std::fs::remove_dir(restrictd::cgroup::find_cgroup2_mount().unwrap().join(&root));
+    Run {
+        executed,
+        events,
+        lost_command: lost("command"),
+        lost_disk: lost("disk"),
+        dropped,
+    }
 }
