@@ -347,14 +347,26 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // filename: a __data_loc field (offset in the low 16 bits).
     let loc = ctx_field::<u32>(&ctx, config(CONFIG_EXEC_FILENAME_OFFSET)).unwrap_or(0);
     let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+    let first = unsafe { read_kernel(src) }.unwrap_or(b'/');
+    // A relative name (./tool) gets the cwd in front, resolved here while
+    // the process surely exists.
+    let dir = if first != b'/' {
+        unsafe { cwd_prefix(scratch.data.as_mut_ptr()) }
+    } else {
+        0
+    };
     let n = unsafe {
         bpf_probe_read_kernel_str(
-            scratch.data.as_mut_ptr() as *mut _,
+            scratch.data.as_mut_ptr().add(dir & (PATH_CAP - 1)) as *mut _,
             PATH_CAP as u32,
             src as *const _,
         )
     };
-    let path_len = if n > 0 { n as usize } else { 0 };
+    let path_len = if n > 0 {
+        (dir & (PATH_CAP - 1)) + n as usize
+    } else {
+        0
+    };
     scratch.header.path_len = path_len as u32;
 
     // The System V initial stack: argc, argv[argc], NULL, envp[], NULL.
@@ -476,14 +488,31 @@ fn exec_failed(ctx: &TracePointContext) -> u32 {
     };
     let scratch = unsafe { &mut *scratch };
     header(&mut scratch.header, cgroup_id, ret as i32);
+    let mut first = 0u8;
+    let _ = unsafe {
+        bpf_probe_read_user(
+            &mut first as *mut u8 as *mut _,
+            1,
+            args.filename as *const _,
+        )
+    };
+    let dir = if first != b'/' {
+        unsafe { cwd_prefix(scratch.data.as_mut_ptr()) }
+    } else {
+        0
+    };
     let n = unsafe {
         bpf_probe_read_user_str(
-            scratch.data.as_mut_ptr() as *mut _,
+            scratch.data.as_mut_ptr().add(dir & (PATH_CAP - 1)) as *mut _,
             PATH_CAP as u32,
             args.filename as *const _,
         )
     };
-    let path_len = if n > 0 { n as usize } else { 0 };
+    let path_len = if n > 0 {
+        (dir & (PATH_CAP - 1)) + n as usize
+    } else {
+        0
+    };
     scratch.header.path_len = path_len as u32;
     let argv_off = path_len & (2 * PATH_CAP - 1);
     let limit = argv_limit() as usize;
@@ -563,11 +592,18 @@ struct DiskScratch {
     header: DiskEvent,
     /// Doubled so that a masked offset plus one write stays inside (verifier).
     path: [u8; 2 * PATH_CAP],
-    /// Directory entries from a path's leaf up to its root (0: a mount crossing).
-    comps: [u64; WALK_STEPS],
-    ncomps: u64,
     key: Key<PathKeyData>,
 }
+
+/// Directory entries from a path's leaf up to its root (0: a mount crossing).
+#[repr(C)]
+struct Walk {
+    comps: [u64; WALK_STEPS],
+    n: u64,
+}
+
+#[map]
+static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
 
 const AT_FDCWD: i32 = -100;
 /// creat(2) is open(O_CREAT | O_WRONLY | O_TRUNC).
@@ -669,7 +705,7 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
     // Directory part first (empty for an absolute path), then the path as given.
     let mut pos = 0usize;
     if first != b'/' {
-        if let Some(p) = directory_of(scratch, args.dirfd) {
+        if let Some(p) = unsafe { directory_of(scratch.path.as_mut_ptr(), args.dirfd) } {
             pos = p;
             scratch.path[pos & (PATH_CAP - 1)] = b'/';
             pos += 1;
@@ -690,16 +726,33 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
     0
 }
 
+/// Writes "<cwd>/" at `buf` (see `directory_of`); returns its length, 0 if
+/// the cwd cannot be resolved (the path then stays relative).
+#[inline(always)]
+unsafe fn cwd_prefix(buf: *mut u8) -> usize {
+    match directory_of(buf, AT_FDCWD) {
+        Some(p) => {
+            *buf.add(p & (PATH_CAP - 1)) = b'/';
+            p + 1
+        }
+        None => 0,
+    }
+}
+
 #[inline(always)]
 unsafe fn read_ptr(base: u64, off: u32) -> u64 {
     read_kernel((base + off as u64) as *const u64).unwrap_or(0)
 }
 
 /// Writes the absolute path of the directory a relative path is resolved
-/// against (the cwd for AT_FDCWD, else the file open as `dirfd`) at the
-/// start of `scratch.path`, without a trailing slash; returns its length.
+/// against (the cwd for AT_FDCWD, else the file open as `dirfd`) at `buf`,
+/// without a trailing slash; returns its length (at most PATH_CAP - NAME_MAX).
+///
+/// # Safety
+/// `buf` points into a map value with at least PATH_CAP + NAME_MAX bytes.
 #[inline(always)]
-fn directory_of(scratch: &mut DiskScratch, dirfd: i32) -> Option<usize> {
+unsafe fn directory_of(buf: *mut u8, dirfd: i32) -> Option<usize> {
+    let walk = &mut *WALK.get_ptr_mut(0)?;
     let o = unsafe { core::ptr::read_volatile(&KERNEL_OFFSETS) };
     let task = unsafe { bpf_get_current_task_btf() } as u64;
     // &task->fs->pwd, or &task->files->fdt->fd[dirfd]->f_path
@@ -763,7 +816,7 @@ fn directory_of(scratch: &mut DiskScratch, dirfd: i32) -> Option<usize> {
             comp = dentry;
             dentry = parent;
         }
-        scratch.comps[i & (WALK_STEPS - 1)] = comp;
+        walk.comps[i & (WALK_STEPS - 1)] = comp;
         i += 1;
     }
     if !done {
@@ -771,8 +824,8 @@ fn directory_of(scratch: &mut DiskScratch, dirfd: i32) -> Option<usize> {
     }
     // Through memory: the verifier then treats the count as unknown instead
     // of exploring the loop below once per possible value.
-    scratch.ncomps = i as u64;
-    let n = unsafe { core::ptr::read_volatile(&scratch.ncomps) } as usize;
+    walk.n = i as u64;
+    let n = core::ptr::read_volatile(&walk.n) as usize;
     // Root first: "/name" per component.
     let mut pos = 0usize;
     let mut j = 0usize;
@@ -780,7 +833,7 @@ fn directory_of(scratch: &mut DiskScratch, dirfd: i32) -> Option<usize> {
         if j >= n {
             break;
         }
-        let d = scratch.comps[(n - 1 - j) & (WALK_STEPS - 1)];
+        let d = walk.comps[(n - 1 - j) & (WALK_STEPS - 1)];
         j += 1;
         if d == 0 {
             continue;
@@ -789,15 +842,13 @@ fn directory_of(scratch: &mut DiskScratch, dirfd: i32) -> Option<usize> {
         if pos >= PATH_CAP - NAME_MAX as usize {
             return None;
         }
-        scratch.path[pos & (PATH_CAP - 1)] = b'/';
+        *buf.add(pos & (PATH_CAP - 1)) = b'/';
         pos += 1;
-        let l = unsafe {
-            bpf_probe_read_kernel_str(
-                scratch.path.as_mut_ptr().add(pos & (PATH_CAP - 1)) as *mut _,
-                NAME_MAX,
-                name as *const _,
-            )
-        };
+        let l = bpf_probe_read_kernel_str(
+            buf.add(pos & (PATH_CAP - 1)) as *mut _,
+            NAME_MAX,
+            name as *const _,
+        );
         if l <= 1 {
             return None;
         }

@@ -58,8 +58,8 @@ pub enum Body {
 /// `session.command` (T4000I): one exec, successful or not.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CommandBody {
-    /// The executed file: absolute when the exec named it so or when the
-    /// process's working directory could be read; otherwise as given.
+    /// The executed file, absolute: a relative name is joined, in the
+    /// kernel, to the process's working directory.
     pub path: String,
     pub program: String,
     /// The complete argument vector, argv[0] included, up to `argv_limit` bytes.
@@ -79,15 +79,7 @@ pub struct CommandBody {
 
 impl CommandBody {
     pub fn from_kernel(h: &CommandEvent, path: &[u8], argv: &[u8]) -> CommandBody {
-        let mut path = String::from_utf8_lossy(path).into_owned();
-        if !path.starts_with('/') {
-            // Relative exec (./tool): resolve against the process's cwd while it lives.
-            if let Ok(cwd) = std::fs::read_link(format!("/proc/{}/cwd", h.pid)) {
-                // Lexical join: drops "." components, keeps ".." (symlinks).
-                let joined: std::path::PathBuf = cwd.join(&path).components().collect();
-                path = joined.display().to_string();
-            }
-        }
+        let path = clean_path(path);
         let truncated = h.argv_total > h.argv_len;
         let argv = argv
             .strip_suffix(&[0])
@@ -130,13 +122,7 @@ pub struct DiskBody {
 
 impl DiskBody {
     pub fn from_kernel(h: &DiskEvent, path: &[u8]) -> DiskBody {
-        let mut path = String::from_utf8_lossy(path).into_owned();
-        if path.starts_with('/') {
-            // "/home/a/./x" from "./x": drop "." components (".." may cross
-            // a symlink, so it stays).
-            let p: std::path::PathBuf = std::path::Path::new(&path).components().collect();
-            path = p.display().to_string();
-        }
+        let path = clean_path(path);
         DiskBody {
             path,
             flags: h.flags,
@@ -239,6 +225,19 @@ impl NetworkBody {
 
 fn is_zero(v: &u16) -> bool {
     *v == 0
+}
+
+/// A path from the kernel: the kernel prefixes a relative one with the
+/// absolute directory, giving "/home/a/./x" for "./x". "." components go;
+/// ".." stays (it may cross a symlink). Paths the kernel left relative
+/// (directory deeper than it resolves) are kept as they are.
+fn clean_path(raw: &[u8]) -> String {
+    let path = String::from_utf8_lossy(raw).into_owned();
+    if !path.starts_with('/') {
+        return path;
+    }
+    let p: std::path::PathBuf = std::path::Path::new(&path).components().collect();
+    p.display().to_string()
 }
 
 pub fn comm_to_string(comm: &[u8]) -> String {

@@ -30,7 +30,7 @@ fn every_exec_in_the_session_is_recorded_once_with_its_fields() {
         "cd /bin && /bin/echo {marker} one >/dev/null; \
          sh -c '/bin/echo {marker} grandchild >/dev/null'; \
          /nonexistent/{marker} 2>/dev/null; \
-         ./sh -c 'sleep 0.5' relative; \
+         ./sh -c 'exit 0' relative; ./no-such-{marker} 2>/dev/null; \
          env -i /bin/echo {marker} noenv >/dev/null; exit 0"
     );
     let out = sb.run(None, &["/bin/sh", "-c", &script]);
@@ -72,7 +72,7 @@ fn every_exec_in_the_session_is_recorded_once_with_its_fields() {
 
     let failed: Vec<_> = cmds
         .iter()
-        .filter(|e| e["path"].as_str().unwrap().ends_with(&marker))
+        .filter(|e| e["path"].as_str().unwrap().starts_with("/nonexistent/"))
         .collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["return_code"], -2, "ENOENT");
@@ -80,11 +80,26 @@ fn every_exec_in_the_session_is_recorded_once_with_its_fields() {
 
     let rel = with("relative");
     assert_eq!(rel.len(), 1);
-    // Made absolute against the process's cwd (which the kernel reports
-    // resolved: /bin may be a link to /usr/bin). Userspace reads the cwd
-    // while the process lives, hence a process that lives a moment.
+    // Made absolute in the kernel against the process's cwd, resolved as
+    // the kernel has it (/bin may be a link to /usr/bin); the process is
+    // gone long before userspace sees the event.
     let bin = std::fs::canonicalize("/bin").unwrap();
     assert_eq!(rel[0]["path"], bin.join("sh").display().to_string());
+    let rel_failed: Vec<_> = cmds
+        .iter()
+        .filter(|e| {
+            e["return_code"] == -2
+                && e["path"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("/no-such-{marker}"))
+        })
+        .collect();
+    assert_eq!(rel_failed.len(), 1, "{cmds:?}");
+    assert_eq!(
+        rel_failed[0]["path"],
+        bin.join(format!("no-such-{marker}")).display().to_string()
+    );
 
     let noenv: Vec<_> = with("noenv")
         .into_iter()
