@@ -28,8 +28,8 @@ done
 echo "== policy (examples/demo-policy.yaml)"
 $bin check examples/demo-policy.yaml
 echo
-echo "== inside a restricted session: curl 127.0.0.1 (allowed), then 127.0.0.2 (denied)"
-session='curl -sS --max-time 5 http://127.0.0.1:'$port'/; out=$(curl -sv --max-time 5 http://127.0.0.2:'$port'/ 2>&1); rc=$?; printf "%s\n" "$out" | grep -E "Immediate connect fail|Failed to connect"; echo "curl exit status: $rc"'
+echo "== inside a restricted session: read /etc/hostname, curl 127.0.0.1 (allowed), then 127.0.0.2 (denied)"
+session='cat /etc/hostname >/dev/null; curl -sS --max-time 5 http://127.0.0.1:'$port'/; out=$(curl -sv --max-time 5 http://127.0.0.2:'$port'/ 2>&1); rc=$?; printf "%s\n" "$out" | grep -E "Immediate connect fail|Failed to connect"; echo "curl exit status: $rc"'
 run=("$bin" run --policy examples/demo-policy.yaml --events "$work/events.jsonl" -- sh -c "$session")
 if [ -S /run/systemd/journal/socket ]; then
   "${run[@]}" || true
@@ -50,6 +50,10 @@ for e in events:
     elif e["event"] == "session.network":
         verdict = "DENIED" if e["action"] == 1 else "allowed"
         print("  network  %-7s %s -> %s:%s" % (verdict, e["program"], e["dst_addr"], e["dst_port"]))
+    elif e["event"] == "session.disk" and e["path"].startswith("/etc/host"):
+        print("  open     %-6s %s by %s" % (e["return_code"], e["path"], e["program"]))
+opens = [e for e in events if e["event"] == "session.disk"]
+print("  (%d file opens recorded in all, shared libraries and config files included)" % len(opens))
 denial = next(e for e in events if e["event"] == "session.network" and e["action"] == 1)
 print()
 print("the denial event:")
@@ -63,6 +67,8 @@ import json, sys
 for line in sys.stdin:
     e = json.loads(line)
     if e.get("SESSION_ID") != sys.argv[1]:
+        continue
+    if e.get("EVENT") == "session.disk" and not e.get("PATH", "").startswith("/etc/host"):
         continue
     print("  " + e["MESSAGE"])
     if e.get("ACTION") == "1":

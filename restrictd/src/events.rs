@@ -327,6 +327,9 @@ impl Event {
                     n.program, n.pid
                 )
             }
+            Body::SessionStart(b) if b.remote_addr.is_empty() => {
+                format!("{who}: session {} started ({})", self.sid, b.service)
+            }
             Body::SessionStart(b) => format!(
                 "{who}: session {} started from {} ({})",
                 self.sid, b.remote_addr, b.service
