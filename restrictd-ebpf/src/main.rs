@@ -672,10 +672,11 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     open_exit(&ctx)
 }
 
-/// One open, successful or not. The path is read here, at syscall exit: the
-/// kernel has just copied the same string itself, so its page is present
-/// (at syscall entry it may not be). A relative path is made absolute here
-/// too, from the directory the kernel resolved it against.
+/// One open, successful or not, seen at syscall exit where the result is
+/// known. A successful open is named by the file it opened; a failed one by
+/// the path as given, read here because the kernel has just copied the same
+/// string itself, so its page is present (at syscall entry it may not be),
+/// and made absolute from the directory it was resolved against.
 #[inline(always)]
 fn open_exit(ctx: &TracePointContext) -> u32 {
     let key = bpf_get_current_pid_tgid();
@@ -694,6 +695,23 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
     let return_code = if ret < 0 { ret as i32 } else { 0 };
     disk_header(&mut scratch.header, cgroup_id, args.flags, return_code);
 
+    // A successful open names the file by its real path: the new fd's
+    // f_path, walked like a directory (symlinks and ".." resolved, so a
+    // link to /etc/shadow is reported as /etc/shadow).
+    if ret >= 0 {
+        if let Some(p) = unsafe { directory_of(scratch.path.as_mut_ptr(), ret as i32) } {
+            let len = if p == 0 {
+                scratch.path[0] = b'/';
+                scratch.path[1] = 0;
+                2
+            } else {
+                // The last component was written with its NUL.
+                p + 1
+            };
+            disk_submit(scratch, cgroup_id, len);
+            return 0;
+        }
+    }
     let mut first = 0u8;
     let _ = unsafe {
         bpf_probe_read_user(
@@ -702,7 +720,7 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
             args.filename as *const _,
         )
     };
-    // Directory part first (empty for an absolute path), then the path as given.
+    // Failed (or unresolvable): directory part first (empty for an absolute path), then the path as given.
     let mut pos = 0usize;
     if first != b'/' {
         if let Some(p) = unsafe { directory_of(scratch.path.as_mut_ptr(), args.dirfd) } {

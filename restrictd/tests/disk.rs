@@ -36,12 +36,16 @@ fn every_open_is_recorded_once_with_an_absolute_path() {
     let sb = Sandbox::new();
     let d = sb.dir.path().join("files");
     std::fs::create_dir_all(d.join("sub")).unwrap();
+    // Events name files by their real path.
+    let d = std::fs::canonicalize(d).unwrap();
     std::fs::write(d.join("a.txt"), "a").unwrap();
     std::fs::write(d.join("sub/b.txt"), "b").unwrap();
-    // Absolute read, relative read after cd, create for writing, a missing
-    // file, openat(2) relative to a directory fd, and a grandchild's open.
+    std::os::unix::fs::symlink(d.join("a.txt"), d.join("link")).unwrap();
+    // Absolute read, a read through a symlink, relative read after cd,
+    // create for writing, a missing file, openat(2) relative to a directory
+    // fd, and a grandchild's open.
     let script = format!(
-        "cat {d}/a.txt >/dev/null; cd {d}/sub && cat b.txt >/dev/null; \
+        "cat {d}/a.txt >/dev/null; cat {d}/sub/../link >/dev/null; cd {d}/sub && cat b.txt >/dev/null; \
          echo x > {d}/new.txt; cat {d}/missing 2>/dev/null; \
          {PYTHON} -c 'import os; fd=os.open(\"{d}/sub\", os.O_RDONLY); os.close(os.open(\"b.txt\", os.O_RDONLY, dir_fd=fd))'; \
          sh -c 'cat ./b.txt >/dev/null'; exit 0",
@@ -58,8 +62,10 @@ fn every_open_is_recorded_once_with_an_absolute_path() {
         let want = d.join(p).display().to_string();
         mine.iter().copied().filter(|e| e["path"] == want).collect()
     };
+    // Directly and through the symlink.
     let a = at("a.txt");
-    assert_eq!(a.len(), 1, "{mine:#?}");
+    assert_eq!(a.len(), 2, "{mine:#?}");
+    assert!(at("link").is_empty());
     let a = a[0];
     assert_eq!(a["code"], "T4001I");
     assert_eq!(a["program"], "cat");
@@ -93,7 +99,11 @@ fn every_open_is_recorded_once_with_an_absolute_path() {
     // python's open of the directory itself.
     assert_eq!(at("sub").len(), 1, "{mine:#?}");
     // Nothing else under the directory: the outside read left no event.
-    assert_eq!(mine.len(), 7, "{mine:#?}");
+    assert_eq!(mine.len(), 8, "{mine:#?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("lost"),
+        "{out:?}"
+    );
     // Default filter: /dev and /proc are not recorded.
     assert!(disk(&ev).iter().all(|e| {
         let p = e["path"].as_str().unwrap();
@@ -105,7 +115,8 @@ fn every_open_is_recorded_once_with_an_absolute_path() {
 #[test]
 fn prefix_filters_choose_what_is_recorded() {
     let base = tempfile::tempdir().unwrap();
-    let d = base.path();
+    let real = std::fs::canonicalize(base.path()).unwrap();
+    let d = real.as_path();
     std::fs::create_dir_all(d.join("keep/skip/again")).unwrap();
     std::fs::create_dir_all(d.join("keepnot")).unwrap();
     for f in ["keep/1", "keep/skip/2", "keep/skip/again/3", "keepnot/4"] {
@@ -140,7 +151,8 @@ fn prefix_filters_choose_what_is_recorded() {
 #[test]
 fn the_rate_limit_drops_and_counts_the_excess() {
     let base = tempfile::tempdir().unwrap();
-    let d = base.path();
+    let real = std::fs::canonicalize(base.path()).unwrap();
+    let d = real.as_path();
     std::fs::write(d.join("f"), "f").unwrap();
     let cfg = format!(
         "enhanced_recording:\n  disk_include: [\"{}\"]\n  disk_rate_limit: 25\n",
@@ -174,7 +186,8 @@ fn the_rate_limit_drops_and_counts_the_excess() {
 #[test]
 fn a_full_disk_buffer_is_counted_and_reported() {
     let base = tempfile::tempdir().unwrap();
-    let d = base.path();
+    let real = std::fs::canonicalize(base.path()).unwrap();
+    let d = real.as_path();
     let long = d.join("x".repeat(200));
     std::fs::write(&long, "f").unwrap();
     let cfg = format!(
@@ -217,7 +230,9 @@ fn disabled_disk_recording_records_no_opens() {
 #[test]
 fn opens_reach_the_journal_with_their_fields() {
     let sb = Sandbox::new();
-    let f = sb.dir.path().join("journal-me");
+    let f = std::fs::canonicalize(sb.dir.path())
+        .unwrap()
+        .join("journal-me");
     std::fs::write(&f, "x").unwrap();
     let journal = sb.dir.path().join("journal.json");
     let f_str = f.display().to_string();
