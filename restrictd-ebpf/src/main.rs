@@ -413,6 +413,14 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The first byte of a user string (is it an absolute path?).
+#[inline(always)]
+fn read_user_u8(addr: u64) -> Option<u8> {
+    let mut v = 0u8;
+    let r = unsafe { bpf_probe_read_user(&mut v as *mut u8 as *mut _, 1, addr as *const _) };
+    (r == 0).then_some(v)
+}
+
 #[inline(always)]
 fn read_user_u64(addr: u64) -> Option<u64> {
     let mut v = 0u64;
@@ -488,14 +496,7 @@ fn exec_failed(ctx: &TracePointContext) -> u32 {
     };
     let scratch = unsafe { &mut *scratch };
     header(&mut scratch.header, cgroup_id, ret as i32);
-    let mut first = 0u8;
-    let _ = unsafe {
-        bpf_probe_read_user(
-            &mut first as *mut u8 as *mut _,
-            1,
-            args.filename as *const _,
-        )
-    };
+    let first = read_user_u8(args.filename).unwrap_or(0);
     let dir = if first != b'/' {
         unsafe { cwd_prefix(scratch.data.as_mut_ptr()) }
     } else {
@@ -712,14 +713,7 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
             return 0;
         }
     }
-    let mut first = 0u8;
-    let _ = unsafe {
-        bpf_probe_read_user(
-            &mut first as *mut u8 as *mut _,
-            1,
-            args.filename as *const _,
-        )
-    };
+    let first = read_user_u8(args.filename).unwrap_or(0);
     // Failed (or unresolvable): directory part first (empty for an absolute path), then the path as given.
     let mut pos = 0usize;
     if first != b'/' {
