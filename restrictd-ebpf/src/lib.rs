@@ -181,16 +181,20 @@ pub struct KernelOffsets {
     pub qstr_name: u32,
 }
 
-/// Deepest directory the kernel resolves (deeper ones are left relative).
+/// The kernel's path walk takes at most 2 × this many steps (a directory
+/// level or a mount crossing each); a longer walk falls back to the path
+/// as the caller gave it.
 pub const DIR_DEPTH_MAX: usize = 32;
 
-/// What sys_enter_open* leaves for sys_exit_open*, to describe a failed open.
+/// What sys_enter_open* leaves for sys_exit_open*, which builds the event.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OpenArgs {
     pub filename: u64,
     pub flags: u32,
     pub dirfd: i32,
+    /// openat2's `struct open_how` (user memory, read at exit), or 0.
+    pub how: u64,
 }
 
 /// Per-session disk event rate window (`DISK_RATE`, keyed by cgroup id).

@@ -623,7 +623,7 @@ fn recording_disk() -> Option<u64> {
 
 /// sys_enter_open*: remember the arguments for the exit, where the result is known.
 #[inline(always)]
-fn stash_open(filename: u64, flags: u32, dirfd: i32) -> u32 {
+fn stash_open(filename: u64, flags: u32, dirfd: i32, how: u64) -> u32 {
     if recording_disk().is_none() {
         return 0;
     }
@@ -631,6 +631,7 @@ fn stash_open(filename: u64, flags: u32, dirfd: i32) -> u32 {
         filename,
         flags,
         dirfd,
+        how,
     };
     let _ = OPENS.insert(&bpf_get_current_pid_tgid(), &args, 0);
     0
@@ -641,30 +642,30 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     let dirfd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0) as i32;
     let filename = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
     let flags = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0) as u32;
-    stash_open(filename, flags, dirfd)
+    stash_open(filename, flags, dirfd, 0)
 }
 
 #[tracepoint]
 pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     let dirfd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0) as i32;
     let filename = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
-    // struct open_how starts with the u64 flags.
+    // The flags are in user memory (struct open_how); read at exit, after
+    // the kernel has copied them.
     let how = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0);
-    let flags = read_user_u64(how).unwrap_or(0) as u32;
-    stash_open(filename, flags, dirfd)
+    stash_open(filename, 0, dirfd, how)
 }
 
 #[tracepoint]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
     let filename = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
     let flags = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0) as u32;
-    stash_open(filename, flags, AT_FDCWD)
+    stash_open(filename, flags, AT_FDCWD, 0)
 }
 
 #[tracepoint]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     let filename = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
-    stash_open(filename, CREAT_FLAGS, AT_FDCWD)
+    stash_open(filename, CREAT_FLAGS, AT_FDCWD, 0)
 }
 
 /// Attached to sys_exit_open, _openat, _openat2 and _creat.
@@ -694,7 +695,13 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
     };
     let scratch = unsafe { &mut *scratch };
     let return_code = if ret < 0 { ret as i32 } else { 0 };
-    disk_header(&mut scratch.header, cgroup_id, args.flags, return_code);
+    // struct open_how starts with the u64 flags.
+    let flags = if args.how != 0 {
+        read_user_u64(args.how).unwrap_or(0) as u32
+    } else {
+        args.flags
+    };
+    disk_header(&mut scratch.header, cgroup_id, flags, return_code);
 
     // A successful open names the file by its real path: the new fd's
     // f_path, walked like a directory (symlinks and ".." resolved, so a
@@ -732,6 +739,9 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
         )
     };
     if n <= 0 {
+        // No path to report (unreadable, or the walk failed and the string
+        // did too): counted as lost rather than dropped silently.
+        count_lost(LOST_DISK);
         return 0;
     }
     disk_submit(scratch, cgroup_id, at + n as usize);

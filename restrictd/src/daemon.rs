@@ -515,11 +515,7 @@ pub fn serve(config: Config, events: Option<&Path>) -> Result<()> {
         let _ = enforcer.remove_session(s.cgroup.id);
         registry.insert(s.clone());
     }
-    let disk_filter = config
-        .enhanced_recording
-        .disk_filter()
-        .map_err(anyhow::Error::msg)?;
-    let recorder = Recorder::new(enforcer.take_rings(), registry, output, disk_filter);
+    let recorder = Recorder::new(enforcer.take_rings(), registry, output);
     let core = Arc::new(Core {
         config,
         mount,

@@ -106,9 +106,10 @@ impl CommandBody {
 /// `session.disk` (T4001I): one file open, successful or not.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DiskBody {
-    /// Absolute: a relative path is joined, in the kernel, to the directory
-    /// it was opened against (the cwd, or openat's directory fd). Only when
-    /// that directory is deeper than 32 levels does the path stay as given.
+    /// Absolute: for a successful open the opened file's real path; for a
+    /// failed one the given path joined, in the kernel, to the directory it
+    /// was opened against (the cwd, or openat's directory fd). Only when
+    /// the kernel's walk is too long does the path stay as given.
     pub path: String,
     /// open(2) flags as passed (O_RDONLY 0, O_WRONLY 1, O_RDWR 2, O_CREAT 0o100, ...).
     pub flags: u32,
@@ -230,7 +231,7 @@ fn is_zero(v: &u16) -> bool {
 /// A path from the kernel: the kernel prefixes a relative one with the
 /// absolute directory, giving "/home/a/./x" for "./x". "." components go;
 /// ".." stays (it may cross a symlink). Paths the kernel left relative
-/// (directory deeper than it resolves) are kept as they are.
+/// (its walk too long, see DIR_DEPTH_MAX) are kept as they are.
 fn clean_path(raw: &[u8]) -> String {
     let path = String::from_utf8_lossy(raw).into_owned();
     if !path.starts_with('/') {

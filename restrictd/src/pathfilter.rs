@@ -3,9 +3,9 @@
 //! matches none is not recorded. Prefixes match whole path components
 //! (`/proc` covers `/proc` and `/proc/1/stat`, not `/process`).
 //!
-//! The same rule entries go into the kernel's `PATH_RULES` LPM trie (for
-//! absolute paths, filtered before anything reaches user space) and are
-//! used here for the relative paths of failed opens, once resolved.
+//! The rule entries go into the kernel's `PATH_RULES` LPM trie, which judges
+//! every absolute path before anything reaches user space. (A path the
+//! kernel could not make absolute is recorded unjudged.)
 
 use restrictd_ebpf::{PATH_EXCLUDE, PATH_INCLUDE, PATH_PREFIX_MAX};
 
@@ -66,9 +66,11 @@ impl PathFilter {
             .map(|(p, inc)| (p.as_slice(), if *inc { PATH_INCLUDE } else { PATH_EXCLUDE }))
     }
 
-    /// Whether an absolute path is recorded: as the kernel decides, on the
-    /// NUL-terminated path's first `PATH_PREFIX_MAX` bytes.
-    pub fn records(&self, path: &str) -> bool {
+    /// What the kernel's longest-prefix lookup decides for these entries,
+    /// on the NUL-terminated path's first `PATH_PREFIX_MAX` bytes: a model
+    /// to test the entries against.
+    #[cfg(test)]
+    fn records(&self, path: &str) -> bool {
         let mut key = path.as_bytes().to_vec();
         key.push(0);
         key.truncate(PATH_PREFIX_MAX);

@@ -15,7 +15,6 @@ use tokio::io::{unix::AsyncFd, Interest};
 use crate::{
     bpf::{decode, Record},
     events::{DiskBody, Event, Output},
-    pathfilter::PathFilter,
     session::Registry,
 };
 
@@ -25,7 +24,6 @@ pub struct Recorder {
     ring_fds: Vec<RawFd>,
     pub registry: Mutex<Registry>,
     output: Mutex<Output>,
-    disk_filter: PathFilter,
 }
 
 /// The ring buffer's fd, for polling; the buffer itself stays in the Recorder.
@@ -38,19 +36,13 @@ impl AsRawFd for RingFd {
 }
 
 impl Recorder {
-    pub fn new(
-        rings: Vec<RingBuf<MapData>>,
-        registry: Registry,
-        output: Output,
-        disk_filter: PathFilter,
-    ) -> Arc<Recorder> {
+    pub fn new(rings: Vec<RingBuf<MapData>>, registry: Registry, output: Output) -> Arc<Recorder> {
         let ring_fds = rings.iter().map(|r| r.as_raw_fd()).collect();
         Arc::new(Recorder {
             rings: Mutex::new(rings),
             ring_fds,
             registry: Mutex::new(registry),
             output: Mutex::new(output),
-            disk_filter,
         })
     }
 
@@ -66,16 +58,11 @@ impl Recorder {
                         .lock()
                         .unwrap()
                         .command_event(&h, &path, &argv),
-                    Some(Record::Disk(h, path)) => {
-                        let body = DiskBody::from_kernel(&h, &path);
-                        // Relative paths of failed opens pass the kernel filter
-                        // unjudged; judge them here, resolved.
-                        if !body.path.starts_with('/') || self.disk_filter.records(&body.path) {
-                            self.registry.lock().unwrap().disk_event(&h, body)
-                        } else {
-                            continue;
-                        }
-                    }
+                    Some(Record::Disk(h, path)) => self
+                        .registry
+                        .lock()
+                        .unwrap()
+                        .disk_event(&h, DiskBody::from_kernel(&h, &path)),
                     None => {
                         log::error!("undecodable record ({} bytes) from the kernel", item.len());
                         continue;

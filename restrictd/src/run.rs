@@ -113,11 +113,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let disk_filter = config
-        .enhanced_recording
-        .disk_filter()
-        .map_err(anyhow::Error::msg)?;
-    let recorder = Recorder::new(enforcer.take_rings(), registry, output, disk_filter);
+    let recorder = Recorder::new(enforcer.take_rings(), registry, output);
     let start = recorder.registry.lock().unwrap().start_event(cg.id);
     if let Some(ev) = start {
         recorder.emit(&ev);

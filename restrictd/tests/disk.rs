@@ -259,3 +259,37 @@ fn opens_reach_the_journal_with_their_fields() {
         .unwrap_or_else(|| panic!("{entries:?}"));
     assert_eq!(end["DISK_EVENTS_DROPPED"], "0");
 }
+
+#[test]
+fn openat2_is_recorded_with_the_flags_from_its_open_how() {
+    let sb = Sandbox::new();
+    let f = std::fs::canonicalize(sb.dir.path())
+        .unwrap()
+        .join("via-openat2");
+    std::fs::write(&f, "x").unwrap();
+    // openat2(AT_FDCWD, path, &{O_WRONLY|O_APPEND, 0, 0}, 24): x86_64 syscall 437.
+    let script = format!(
+        "import ctypes, os\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         how = (ctypes.c_uint64 * 3)(os.O_WRONLY | os.O_APPEND, 0, 0)\n\
+         fd = libc.syscall(437, -100, b'{}', ctypes.byref(how), 24)\n\
+         assert fd >= 0, ctypes.get_errno()\n\
+         os.close(fd)\n",
+        f.display()
+    );
+    let out = sb.run(None, &[PYTHON, "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    let ev = sb.events();
+    let path = f.display().to_string();
+    let hits: Vec<_> = disk(&ev)
+        .into_iter()
+        .filter(|e| e["path"] == path.as_str())
+        .collect();
+    assert_eq!(hits.len(), 1, "{ev:?}");
+    assert_eq!(
+        hits[0]["flags"].as_u64().unwrap() & 0o2003,
+        0o2001,
+        "O_WRONLY|O_APPEND"
+    );
+    assert_eq!(hits[0]["return_code"], 0);
+}
