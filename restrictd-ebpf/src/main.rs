@@ -304,6 +304,15 @@ fn header(h: &mut CommandEvent, cgroup_id: u64, return_code: i32) {
     h.argv_total = 0;
 }
 
+/// Hides what LLVM knows of a value's range, so that a mask or check it would
+/// drop as redundant reaches the verifier, which may not have derived the
+/// same range (older verifiers, such as 6.1's, derive less).
+#[inline(always)]
+fn opaque(v: usize) -> usize {
+    let x = v;
+    unsafe { core::ptr::read_volatile(&x) }
+}
+
 #[inline(always)]
 fn argv_limit() -> u64 {
     let l = config(CONFIG_ARGV_LIMIT);
@@ -320,6 +329,7 @@ fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize) {
     let size = core::mem::size_of::<CommandEvent>()
         + (argv_off & (2 * PATH_CAP - 1))
         + (argv_len & (2 * ARGV_CAP - 1));
+    let size = opaque(size);
     if size > core::mem::size_of::<CommandScratch>() {
         return;
     }
@@ -401,6 +411,10 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     }
     let len = (len as usize) & (2 * ARGV_CAP - 1);
     if len > 0 && len <= ARGV_CAP {
+        // LLVM turns the check above into one on `len - 1`, which bounds
+        // another register than the size passed below; older verifiers (6.1)
+        // then see an unbounded size. The mask is on the register passed.
+        let len = opaque(len) & (2 * ARGV_CAP - 1);
         let dst = unsafe { scratch.data.as_mut_ptr().add(argv_off) };
         if unsafe { bpf_probe_read_user(dst as *mut _, len as u32, argv0 as *const _) } != 0 {
             scratch.header.argv_len = 0;
