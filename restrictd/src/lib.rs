@@ -1,4 +1,5 @@
 //! restrictd: restricted and recorded sessions. Modules, each with one job:
+//! - `pamconf`: finding PAM lines that would lock out logins without the module;
 //! - `policy`: the network policy file (Teleport's `network_restrictions`);
 //! - `config`: the daemon's configuration file;
 //! - `cgroup`: finding cgroup v2 and managing session cgroups;
@@ -14,6 +15,7 @@ pub mod cgroup;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod pamconf;
 pub mod pathfilter;
 pub mod policy;
 pub mod recorder;

@@ -1,8 +1,12 @@
 //! restrictctl: the admin CLI for a running restrictd, over D-Bus.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand};
+use restrictd::pamconf;
 use restrictd_dbus::{Daemon1Proxy, SessionInfo};
 
 #[derive(Parser)]
@@ -32,6 +36,17 @@ enum Command {
         #[command(subcommand)]
         command: SessionCommand,
     },
+    /// List the PAM lines that name pam_restrict.so and say whether each
+    /// would deny every login if the module were removed; exits 1 if any
+    /// would. Needs no daemon. The packages run it before removal.
+    PamCheck {
+        /// Directory of per-service PAM files.
+        #[arg(long, default_value = "/etc/pam.d")]
+        pam_d: PathBuf,
+        /// The single-file PAM configuration.
+        #[arg(long, default_value = "/etc/pam.conf")]
+        pam_conf: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -50,6 +65,9 @@ enum SessionCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::PamCheck { pam_d, pam_conf } = &cli.command {
+        return pam_check(pam_d, pam_conf);
+    }
     match zbus::block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -144,8 +162,39 @@ async fn run(cmd: Command) -> Result<(), String> {
             d.terminate_session(&id).await.map_err(explain)?;
             println!("session {id} terminated");
         }
+        Command::PamCheck { .. } => unreachable!("handled in main without the bus"),
     }
     Ok(())
+}
+
+fn pam_check(pam_d: &Path, pam_conf: &Path) -> ExitCode {
+    let lines = match pamconf::scan(pam_conf, pam_d) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("restrictctl: reading {}: {e}", pam_d.display());
+            return ExitCode::from(2);
+        }
+    };
+    if lines.is_empty() {
+        println!("no PAM configuration names {}", pamconf::MODULE);
+        return ExitCode::SUCCESS;
+    }
+    for l in &lines {
+        let verdict = if l.locks_out {
+            "DENIES EVERY LOGIN if the module is removed"
+        } else {
+            "ok: skipped if the module is removed"
+        };
+        println!("{}:{}: {}\n    {verdict}", l.file.display(), l.line, l.text);
+    }
+    if lines.iter().any(|l| l.locks_out) {
+        println!(
+            "fix: remove those lines, or write them as\n    {}",
+            pamconf::RECOMMENDED_LINE
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 fn print_table(v: &[SessionInfo]) {

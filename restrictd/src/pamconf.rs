@@ -1,0 +1,192 @@
+//! Reading the host's PAM configuration for lines that name `pam_restrict.so`
+//! and would deny every login once the module file is gone (package removal).
+//!
+//! Linux-PAM turns a module that cannot be loaded into `PAM_MODULE_UNKNOWN`
+//! and then applies the line's control to it: `required` fails the stack (a
+//! leading `-` only silences the log), while `optional`, `sufficient` and a
+//! bracket control whose action for `module_unknown` is `ignore` skip it.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+pub const MODULE: &str = "pam_restrict.so";
+
+/// `required`, except that a missing module is skipped instead of failing.
+pub const RECOMMENDED_LINE: &str = "session [success=ok new_authtok_reqd=ok ignore=ignore module_unknown=ignore default=bad] pam_restrict.so";
+
+/// A line that names the module, and whether it survives the module's removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleLine {
+    pub file: PathBuf,
+    /// 1-based number of the line's first physical line.
+    pub line: usize,
+    pub text: String,
+    pub locks_out: bool,
+}
+
+/// All lines naming the module in `pam.conf` and the files of `pam.d`.
+pub fn scan(pam_conf: &Path, pam_d: &Path) -> std::io::Result<Vec<ModuleLine>> {
+    let mut found = Vec::new();
+    if let Ok(text) = fs::read_to_string(pam_conf) {
+        found.extend(scan_text(pam_conf, &text, true));
+    }
+    let mut files: Vec<PathBuf> = match fs::read_dir(pam_d) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    for f in files {
+        // An unreadable or binary file is not a PAM config PAM can use either.
+        if let Ok(text) = fs::read_to_string(&f) {
+            found.extend(scan_text(&f, &text, false));
+        }
+    }
+    Ok(found)
+}
+
+/// `with_service`: pam.conf lines start with the service name.
+pub fn scan_text(file: &Path, text: &str, with_service: bool) -> Vec<ModuleLine> {
+    let mut out = Vec::new();
+    let mut logical = String::new();
+    let mut first = 0;
+    for (i, raw) in text.lines().enumerate() {
+        if logical.is_empty() {
+            first = i + 1;
+        }
+        let raw = raw.split('#').next().unwrap_or_default();
+        // A trailing backslash continues the line (pam.conf(5)).
+        if let Some(cont) = raw.strip_suffix('\\') {
+            logical.push_str(cont);
+            logical.push(' ');
+            continue;
+        }
+        logical.push_str(raw);
+        if let Some(locks_out) = judge(&logical, with_service) {
+            out.push(ModuleLine {
+                file: file.to_path_buf(),
+                line: first,
+                text: logical.split_whitespace().collect::<Vec<_>>().join(" "),
+                locks_out,
+            });
+        }
+        logical.clear();
+    }
+    out
+}
+
+/// None if the line does not name the module; else whether a missing module
+/// would fail the stack.
+fn judge(line: &str, with_service: bool) -> Option<bool> {
+    let mut rest = line.trim_start();
+    if with_service {
+        rest = rest.split_once(char::is_whitespace)?.1.trim_start();
+    }
+    let (_type, rest) = rest.split_once(char::is_whitespace)?;
+    let rest = rest.trim_start();
+    let (control, rest) = if let Some(inner) = rest.strip_prefix('[') {
+        let (c, r) = inner.split_once(']')?;
+        (format!("[{c}]"), r)
+    } else {
+        let (c, r) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        (c.to_string(), r)
+    };
+    let module = rest.split_whitespace().next()?;
+    if module.rsplit('/').next() != Some(MODULE) {
+        return None;
+    }
+    Some(!survives_missing_module(&control))
+}
+
+fn survives_missing_module(control: &str) -> bool {
+    match control {
+        "optional" | "sufficient" => true,
+        "required" | "requisite" => false,
+        c => {
+            let Some(inner) = c.strip_prefix('[').and_then(|c| c.strip_suffix(']')) else {
+                return false;
+            };
+            let action = |key: &str| {
+                inner.split_whitespace().find_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    (k.eq_ignore_ascii_case(key)).then(|| v.to_ascii_lowercase())
+                })
+            };
+            let a = action("module_unknown").or_else(|| action("default"));
+            a.as_deref() == Some("ignore")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge_one(line: &str) -> Option<bool> {
+        let v = scan_text(Path::new("t"), line, false);
+        v.first().map(|m| m.locks_out)
+    }
+
+    #[test]
+    fn required_locks_out_even_with_dash() {
+        assert_eq!(judge_one("session required pam_restrict.so"), Some(true));
+        assert_eq!(
+            judge_one("-session required pam_restrict.so fail=open"),
+            Some(true)
+        );
+        assert_eq!(
+            judge_one("session requisite /lib/security/pam_restrict.so"),
+            Some(true)
+        );
+        assert_eq!(
+            judge_one("session [success=ok default=bad] pam_restrict.so"),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn module_unknown_ignore_optional_and_sufficient_survive() {
+        assert_eq!(judge_one(RECOMMENDED_LINE), Some(false));
+        assert_eq!(judge_one("session optional pam_restrict.so"), Some(false));
+        assert_eq!(judge_one("session sufficient pam_restrict.so"), Some(false));
+        assert_eq!(
+            judge_one("session [default=ignore success=ok] pam_restrict.so"),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn other_lines_comments_and_continuations() {
+        assert_eq!(judge_one("session required pam_unix.so"), None);
+        assert_eq!(judge_one("# session required pam_restrict.so"), None);
+        assert_eq!(judge_one("session required pam_restrict.so.bak"), None);
+        assert_eq!(judge_one("@include common-session"), None);
+        let v = scan_text(
+            Path::new("f"),
+            "auth required pam_unix.so\nsession \\\n  required pam_restrict.so\n",
+            false,
+        );
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].line, 2);
+        assert_eq!(v[0].text, "session required pam_restrict.so");
+        assert!(v[0].locks_out);
+    }
+
+    #[test]
+    fn pam_conf_lines_have_a_service() {
+        let v = scan_text(
+            Path::new("pam.conf"),
+            "sshd session required pam_restrict.so\nsshd session optional pam_restrict.so\n",
+            true,
+        );
+        assert_eq!(
+            v.iter().map(|m| m.locks_out).collect::<Vec<_>>(),
+            [true, false]
+        );
+    }
+}
