@@ -10,6 +10,8 @@ APT_PACKAGES=(
   openssh-server openssh-client dbus pamtester # SSH/PAM/D-Bus tests
   systemd rsyslog                           # standalone journald / syslog sinks
   python3 curl jq
+  debhelper rpm lintian rpmlint             # packaging/build.sh
+  debootstrap e2fsprogs                     # vm-tests/image.sh
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -29,6 +31,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   # policy-rc.d keeps packages from trying to start services on a host without systemd.
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# qemu for the VM tests. This Debian image may come with qemu-utils from
+# bookworm-backports; qemu-system-x86 only installs beside it from there too.
+if ! command -v qemu-system-x86_64 >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
+    log "installing qemu-system-x86 from bookworm-backports (to match qemu-utils)"
+    list=/etc/apt/sources.list.d/bookworm-backports.list
+    grep -qs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/* \
+      || echo 'deb http://deb.debian.org/debian bookworm-backports main' >"$list"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+  else
+    log "installing qemu-system-x86"
+    apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils >/dev/null
+  fi
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# End-to-end tests of the packages in a real Debian 12 VM (systemd, journald,
+# logind, dbus, sshd), following the README's admin steps: install the .deb,
+# add the PAM line, apply a policy, read the journal; then the failure and
+# removal paths. As root on a Debian 12 host:
+#   vm-tests/run.sh
+# Builds the packages (packaging/build.sh) and the guest image (image.sh,
+# cached), boots the guest under qemu (TCG) with only its ssh port forwarded
+# to 127.0.0.1, and runs every step over ssh: logins as the unprivileged
+# user alice, admin commands as root over one persistent connection. All
+# traffic in the guest goes to its own loopback addresses.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "vm-tests: must run as root (debootstrap, qemu)" >&2
+    exit 1
+fi
+[ "${SKIP_SETUP:-}" = 1 ] || scripts/setup.sh
+packaging/build.sh >/dev/null
+DEB=$(ls target/packages/restrictd_*_amd64.deb)
+IMG=$(vm-tests/image.sh)
+RUN=$(mktemp -d /tmp/restrictd-vm.XXXXXX)
+source vm-tests/lib.sh
+cleanup() {
+    vm_stop
+    if [ "${KEEP_VM_LOGS:-}" = 1 ]; then echo "vm-tests: logs in $RUN" >&2; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+
+PASSED=0
+FAILED=()
+ok() { PASSED=$((PASSED + 1)); echo "  ok: $1"; }
+fail() { FAILED+=("$1"); echo "  FAIL: $1${2:+ -- $2}"; }
+# check NAME CODE: the step passes if the shell code CODE succeeds.
+check() {
+    if eval "$2" >"$RUN/check.out" 2>&1; then ok "$1"; else fail "$1" "$(tail -5 "$RUN/check.out" | tr '\n' ' ')"; fi
+}
+has() { grep -qF -- "$2" <<<"$1"; }
+step() { echo "== $*"; }
+
+MID_CMD=74fc7442d41a4b4fbf47b8b416832e84
+MID_DISK=55a41e0c8721449d97b7e323e9b03f19
+MID_NET=474795d78298490aad64291e119d42c4
+MID_START=229cb4f00de640b8847cab4a624b1eee
+MID_END=e7598b7e69a44355ae16c9714d748802
+# The line the README and pam_restrict(8) tell admins to add.
+PAM_LINE='session [success=ok new_authtok_reqd=ok ignore=ignore module_unknown=ignore default=bad] pam_restrict.so'
+grep -qF -- "$PAM_LINE" README.md || fail "README gives the PAM line the VM tests use"
+
+# Events of one type in one session, as JSON objects (one per line).
+events() { # MESSAGE_ID SID [FIELD=VALUE...]
+    local mid=$1 sid=$2
+    shift 2
+    as_root journalctl --no-pager -o json "MESSAGE_ID=$mid" "SESSION_ID=$sid" "$@"
+}
+# Waits (TCG is slow) until a journal query returns something.
+wait_events() {
+    local i
+    for i in $(seq 1 40); do
+        out=$(events "$@")
+        [ -n "$out" ] && { printf '%s\n' "$out"; return 0; }
+        sleep 0.5
+    done
+    return 1
+}
+wait_for() { # FILE TEXT
+    local i
+    for i in $(seq 1 120); do
+        grep -qF -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.5
+    done
+    echo "timed out waiting for '$2' in $1: $(cat "$1")" >&2
+    return 1
+}
+sid_of() { sed -n 's/^SID=//p' "$1" | head -1; }
+# One connect (tcp) or sendto (udp) from inside the guest; prints
+# "TCP|UDP HOST PORT ok|EPERM|error: ...". Installed in the guest below.
+VMNET='#!/bin/bash
+case $1 in
+tcp)
+    if err=$(bash -c "exec 3<>/dev/tcp/$2/$3" 2>&1); then echo "TCP $2 $3 ok"
+    elif [[ $err == *"Operation not permitted"* ]]; then echo "TCP $2 $3 EPERM"
+    else echo "TCP $2 $3 error: $err"; fi ;;
+udp)
+    exec python3 -c "
+import socket, sys
+s = socket.socket(socket.AF_INET6 if \":\" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(b\"x\", (sys.argv[1], int(sys.argv[2])))
+    print(\"UDP\", sys.argv[1], sys.argv[2], \"ok\")
+except PermissionError:
+    print(\"UDP\", sys.argv[1], sys.argv[2], \"EPERM\")
+" "$2" "$3" ;;
+esac'
+
+step "boot $IMG"
+vm_boot
+echo "  guest sshd on 127.0.0.1:$PORT"
+
+as_root "cat > /usr/local/bin/vmnet && chmod 755 /usr/local/bin/vmnet" <<<"$VMNET"
+# A jq test over journal events (one JSON object per line): true if any matches.
+match() { jq -e "select($2)" >/dev/null <<<"$1"; }
+
+step "1. install the package"
+pam_before=$(as_root sha256sum /etc/pam.d/sshd)
+copy_to_guest "$DEB" /tmp/restrictd.deb
+check "dpkg -i installs" 'as_root dpkg -i /tmp/restrictd.deb'
+check "restrictd.service is active after install" 'as_root systemctl is-active restrictd'
+check "restrictd.service is enabled" 'as_root systemctl is-enabled restrictd'
+check "install did not touch /etc/pam.d/sshd" '[ "$pam_before" = "$(as_root sha256sum /etc/pam.d/sshd)" ]'
+check "restrictd.yaml is a conffile" 'as_root cat /var/lib/dpkg/info/restrictd.conffiles | grep -qx /etc/restrictd/restrictd.yaml'
+check "man pages installed" 'as_root man -w restrictd restrictctl pam_restrict restrictd.yaml'
+out=$(login_as alice 'echo "SID=${RESTRICTD_SESSION_ID:-none}"')
+check "a login before the PAM line is not a session" 'has "$out" SID=none'
+echo "  systemd-analyze security: $(as_root systemd-analyze security restrictd.service --no-pager 2>/dev/null | tail -1 || true)"
+
+step "2. add the PAM line"
+as_root "echo '$PAM_LINE' >> /etc/pam.d/sshd"
+check "pam-check finds the line safe" 'as_root restrictctl pam-check'
+
+step "3. apply a policy"
+as_root "cat > /root/policy.yaml" <<'POLICY'
+kind: network_restrictions
+version: v4
+metadata:
+  name: vm-tests
+spec:
+  allow:
+    - cidr: 127.0.0.0/8
+    - cidr: ::1/128
+  deny:
+    - cidr: 127.0.0.9
+POLICY
+check "restrictctl policy apply" 'as_root restrictctl policy apply /root/policy.yaml'
+check "restrictctl status shows the policy" 'as_root restrictctl status | grep -q vm-tests'
+
+step "4. a restricted, recorded SSH session"
+out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; vmnet tcp 127.0.0.9 22; vmnet tcp 127.0.0.9 2222; vmnet tcp 127.0.0.1 22; vmnet tcp ::1 22; vmnet udp 127.0.0.9 9; vmnet udp 127.0.0.1 9; cat /etc/hostname' 2>&1 || true)
+echo "$out" | sed 's/^/    /'
+sid=$(sed -n 's/^SID=//p' <<<"$out")
+check "the login is a session" '[ -n "$sid" ]'
+check "denied TCP connect fails with EPERM" 'has "$out" "TCP 127.0.0.9 22 EPERM"'
+check "denied on every port" 'has "$out" "TCP 127.0.0.9 2222 EPERM"'
+check "allowed TCP connect (IPv4) works" 'has "$out" "TCP 127.0.0.1 22 ok"'
+check "allowed TCP connect (IPv6 ::1) works" 'has "$out" "TCP ::1 22 ok"'
+check "denied UDP sendto fails with EPERM" 'has "$out" "UDP 127.0.0.9 9 EPERM"'
+check "allowed UDP sendto works" 'has "$out" "UDP 127.0.0.1 9 ok"'
+
+step "5. the events in the journal"
+check "session.end in the journal" 'wait_events $MID_END $sid'
+check "session.start: alice, T2000I" 'match "$(events $MID_START $sid)" ".USER==\"alice\" and .LOGIN==\"alice\" and .CODE==\"T2000I\""'
+ev=$(events $MID_NET $sid ACTION=1)
+check "denied connect: ACTION=1 with DST_ADDR, DST_PORT, PROGRAM, PRIORITY 4" 'match "$ev" ".DST_ADDR==\"127.0.0.9\" and .DST_PORT==\"22\" and .OPERATION==\"0\" and .USER==\"alice\" and .PROGRAM==\"bash\" and .PRIORITY==\"4\""'
+check "denied sendto: OPERATION=1" 'match "$ev" ".DST_ADDR==\"127.0.0.9\" and .DST_PORT==\"9\" and .OPERATION==\"1\""'
+ev=$(events $MID_NET $sid ACTION=0)
+check "allowed connect: ACTION=0" 'match "$ev" ".DST_ADDR==\"127.0.0.1\" and .DST_PORT==\"22\" and .VERSION==\"4\""'
+check "allowed IPv6 connect" 'match "$ev" ".DST_ADDR==\"::1\" and .VERSION==\"6\""'
+check "session.command: cat /etc/hostname, with argv" 'match "$(events $MID_CMD $sid PATH=/usr/bin/cat)" "(.ARGV|fromjson)==[\"cat\",\"/etc/hostname\"] and .USER==\"alice\" and .RETURN_CODE==\"0\""'
+check "session.command: the session ran vmnet 6 times" '[ "$(events $MID_CMD $sid PATH=/usr/local/bin/vmnet | wc -l)" = 6 ]'
+check "session.disk: /etc/hostname read by cat" 'match "$(events $MID_DISK $sid PATH=/etc/hostname)" ".PROGRAM==\"cat\" and .USER==\"alice\" and .FLAGS==\"0\""'
+check "README query: what alice ran" "as_root journalctl --no-pager MESSAGE_ID=$MID_CMD USER=alice | grep -q 'alice ran /usr/bin/cat /etc/hostname'"
+check "README query: everything denied" 'as_root journalctl --no-pager SYSLOG_IDENTIFIER=restrictd ACTION=1 | grep -q 127.0.0.9'
+
+step "6. loginctl lists the session; terminate-session ends it"
+login_as alice 'echo SID=$RESTRICTD_SESSION_ID; echo READY; exec sleep 600' >"$RUN/s6" 2>&1 &
+bg=$!
+wait_for "$RUN/s6" READY
+sid6=$(sid_of "$RUN/s6")
+lsess=$(as_root "loginctl list-sessions --no-legend | awk '\$3==\"alice\"{print \$1}'")
+check "loginctl lists alice's session" '[ -n "$lsess" ]'
+check "restrictctl sessions lists it" 'as_root restrictctl sessions | grep -q "$sid6"'
+as_root loginctl terminate-session $lsess
+check "terminate-session ends it: session.end" 'wait_events $MID_END $sid6'
+check "the login's ssh exited" 'for i in $(seq 40); do kill -0 $bg 2>/dev/null || exit 0; sleep 0.5; done; exit 1'
+check "loginctl no longer lists it" '! as_root loginctl list-sessions --no-legend | grep -q alice'
+wait || true
+
+step "7. a policy applied with restrictctl changes a live session"
+as_root rm -f /tmp/go7
+login_as alice 'echo SID=$RESTRICTD_SESSION_ID; vmnet tcp 127.0.0.1 22; echo READY; while [ ! -e /tmp/go7 ]; do sleep 0.3; done; vmnet tcp 127.0.0.1 22' >"$RUN/s7" 2>&1 &
+wait_for "$RUN/s7" READY
+as_root "sed 's/name: vm-tests/name: vm-tests-2/; s|    - cidr: 127.0.0.9|    - cidr: 127.0.0.9\n    - cidr: 127.0.0.1|' /root/policy.yaml > /root/policy2.yaml"
+check "apply a policy that denies 127.0.0.1" 'as_root restrictctl policy apply /root/policy2.yaml'
+as_root touch /tmp/go7
+wait || true
+check "before: 127.0.0.1 allowed" 'grep -qx "TCP 127.0.0.1 22 ok" "$RUN/s7"'
+check "after: the same session is denied" 'grep -qx "TCP 127.0.0.1 22 EPERM" "$RUN/s7"'
+as_root restrictctl policy apply /root/policy.yaml >/dev/null
+
+step "8. systemctl restart restrictd during a session"
+as_root rm -f /tmp/go8
+login_as alice 'echo SID=$RESTRICTD_SESSION_ID; echo READY; while [ ! -e /tmp/go8 ]; do sleep 0.3; done; vmnet tcp 127.0.0.9 22; cat /etc/os-release >/dev/null' >"$RUN/s8" 2>&1 &
+wait_for "$RUN/s8" READY
+sid8=$(sid_of "$RUN/s8")
+check "systemctl restart restrictd" 'as_root systemctl restart restrictd'
+check "the restarted daemon lists the session" 'as_root restrictctl sessions | grep -q "$sid8"'
+as_root touch /tmp/go8
+wait || true
+check "still restricted after the restart" 'grep -qx "TCP 127.0.0.9 22 EPERM" "$RUN/s8"'
+check "still recorded after the restart" 'wait_events $MID_CMD $sid8 PATH=/usr/bin/cat'
+check "its end recorded after the restart" 'wait_events $MID_END $sid8'
+
+step "9. restrictd stopped and not startable: new logins are denied (fail=closed)"
+as_root systemctl mask --runtime restrictd >/dev/null 2>&1
+as_root systemctl stop restrictd
+since=$(as_root date '+%Y-%m-%d %H:%M:%S')
+check "alice's login is denied" '! login_as alice true'
+check "root's login is denied too" '! login_as root true'
+check "the reason is in the journal" "as_root \"journalctl --no-pager --since '$since'\" | grep -q 'login denied (fail=closed)'"
+as_root systemctl unmask --runtime restrictd >/dev/null 2>&1
+
+step "10. D-Bus activation: a login while restrictd is stopped starts it"
+check "restrictd is stopped" '! as_root systemctl is-active restrictd'
+out=$(login_as alice 'echo SID=${RESTRICTD_SESSION_ID:-none}' || true)
+check "the login succeeds, as a session" '[[ $out == SID=* && $out != SID=none ]]'
+check "restrictd is running again" 'as_root systemctl is-active restrictd'
+check "the bus activated it" "as_root journalctl --no-pager -u dbus | grep -q \"Activating via systemd: service name='org.restrictd.Daemon1'\""
+
+step "11. systemd-run --user from inside a session"
+out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; vmnet tcp 127.0.0.9 22; systemd-run --user --wait --pipe --quiet sh -c "cat /proc/self/cgroup; vmnet tcp 127.0.0.9 22" 2>&1' || true)
+echo "$out" | sed 's/^/    /'
+# What the README's limitations say today: a unit of the user's own systemd
+# instance runs in user@UID.service, outside the session's cgroup, so it is
+# neither restricted nor recorded. This fails when that changes, so that the
+# README changes with it.
+check "in the session: denied" 'has "$out" "TCP 127.0.0.9 22 EPERM"'
+check "in a systemd-run --user unit: not restricted (documented escape)" 'has "$out" "TCP 127.0.0.9 22 ok"'
+
+step "12. package removal with the PAM line still present"
+as_root "echo 'session required pam_restrict.so' >> /etc/pam.d/sshd"
+check "removal refused while a plain 'required' line exists" '! as_root dpkg -r restrictd >"$RUN/rm1" 2>&1'
+check "the refusal names the line" 'grep -q "/etc/pam.d/sshd:.*: session required pam_restrict.so" "$RUN/rm1"'
+check "still installed and running" 'as_root dpkg -s restrictd | grep -qx "Status: install ok installed" && as_root systemctl is-active restrictd'
+as_root "sed -i '\$d' /etc/pam.d/sshd"
+check "dpkg -r succeeds with the recommended line" 'as_root dpkg -r restrictd'
+check "the PAM line is still in /etc/pam.d/sshd" "as_root grep -qxF \"'$PAM_LINE'\" /etc/pam.d/sshd"
+check "pam_restrict.so is gone" '! as_root ls /lib/x86_64-linux-gnu/security/pam_restrict.so'
+check "root can still log in" 'login_as root true'
+out=$(login_as alice 'echo SID=${RESTRICTD_SESSION_ID:-none}' || true)
+check "alice can still log in (unrestricted)" 'has "$out" SID=none'
+check "the pinned programs are gone" '! as_root ls /sys/fs/bpf/restrictd'
+check "dpkg --purge" 'as_root dpkg --purge restrictd'
+
+echo
+echo "vm-tests: $PASSED passed, ${#FAILED[@]} failed"
+if [ ${#FAILED[@]} -gt 0 ]; then
+    printf '  failed: %s\n' "${FAILED[@]}"
+    exit 1
+fi
