@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # All tests: installs what is missing, then formatting and lint checks, unit
-# tests and the real-kernel tests (BPF, cgroups, journald/syslog). Needs root.
+# tests, the real-kernel tests (BPF, cgroups, journald/syslog, sshd, D-Bus)
+# and the VM tests of the packages (vm-tests/run.sh). Needs root.
+# SKIP_VM_TESTS=1 leaves the VM tests out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,3 +12,6 @@ cargo clippy --all-targets --quiet -- -D warnings
 # `cargo test` does not emit pam_restrict's cdylib; the PAM/SSH tests load it.
 cargo build
 cargo test
+if [ "${SKIP_VM_TESTS:-}" != 1 ]; then
+    SKIP_SETUP=1 bash vm-tests/run.sh
+fi

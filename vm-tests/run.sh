@@ -35,7 +35,7 @@ ok() { PASSED=$((PASSED + 1)); echo "  ok: $1"; }
 fail() { FAILED+=("$1"); echo "  FAIL: $1${2:+ -- $2}"; }
 # check NAME CODE: the step passes if the shell code CODE succeeds.
 check() {
-    if eval "$2" >"$RUN/check.out" 2>&1; then ok "$1"; else fail "$1" "$(tail -5 "$RUN/check.out" | tr '\n' ' ')"; fi
+    if (eval "$2") >"$RUN/check.out" 2>&1; then ok "$1"; else fail "$1" "$(tail -5 "$RUN/check.out" | tr '\n' ' ')"; fi
 }
 has() { grep -qF -- "$2" <<<"$1"; }
 step() { echo "== $*"; }
@@ -101,7 +101,18 @@ echo "  guest sshd on 127.0.0.1:$PORT"
 
 as_root "cat > /usr/local/bin/vmnet && chmod 755 /usr/local/bin/vmnet" <<<"$VMNET"
 # A jq test over journal events (one JSON object per line): true if any matches.
-match() { jq -e "select($2)" >/dev/null <<<"$1"; }
+match() {
+    # Slurped: jq 1.6's -e looks only at the last input's result.
+    jq -e -s "any(.[]; $2)" >/dev/null <<<"$1" && return 0
+    jq -c '{EVENT, ACTION, OPERATION, DST_ADDR, DST_PORT, VERSION, PROGRAM, PRIORITY, PATH, ARGV}' <<<"$1" | tail -3
+    return 1
+}
+# True once process PID has exited (waits up to 20 s).
+gone() {
+    local i
+    for i in $(seq 40); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.5; done
+    return 1
+}
 
 step "1. install the package"
 pam_before=$(as_root sha256sum /etc/pam.d/sshd)
@@ -173,7 +184,7 @@ check "loginctl lists alice's session" '[ -n "$lsess" ]'
 check "restrictctl sessions lists it" 'as_root restrictctl sessions | grep -q "$sid6"'
 as_root loginctl terminate-session $lsess
 check "terminate-session ends it: session.end" 'wait_events $MID_END $sid6'
-check "the login's ssh exited" 'for i in $(seq 40); do kill -0 $bg 2>/dev/null || exit 0; sleep 0.5; done; exit 1'
+check "the login's ssh exited" 'gone $bg'
 check "loginctl no longer lists it" '! as_root loginctl list-sessions --no-legend | grep -q alice'
 wait || true
 
@@ -205,7 +216,7 @@ check "its end recorded after the restart" 'wait_events $MID_END $sid8'
 step "9. restrictd stopped and not startable: new logins are denied (fail=closed)"
 as_root systemctl mask --runtime restrictd >/dev/null 2>&1
 as_root systemctl stop restrictd
-since=$(as_root date '+%Y-%m-%d %H:%M:%S')
+since=$(as_root "date '+%Y-%m-%d %H:%M:%S'")
 check "alice's login is denied" '! login_as alice true'
 check "root's login is denied too" '! login_as root true'
 check "the reason is in the journal" "as_root \"journalctl --no-pager --since '$since'\" | grep -q 'login denied (fail=closed)'"
@@ -228,11 +239,19 @@ echo "$out" | sed 's/^/    /'
 check "in the session: denied" 'has "$out" "TCP 127.0.0.9 22 EPERM"'
 check "in a systemd-run --user unit: not restricted (documented escape)" 'has "$out" "TCP 127.0.0.9 22 ok"'
 
+step "11b. the mitigation: no user manager for a restricted user"
+as_root "systemctl mask --runtime user@1000.service >/dev/null 2>&1; systemctl stop user@1000.service"
+out=$(login_as alice 'echo SID=${RESTRICTD_SESSION_ID:-none}; systemd-run --user --wait --pipe --quiet vmnet tcp 127.0.0.9 22 2>&1; echo "rc=$?"' || true)
+echo "$out" | sed 's/^/    /'
+check "the login still works, as a session" '[[ $out == SID=* && $out != SID=none* ]]'
+check "systemd-run --user cannot run anything" '! has "$out" "TCP 127.0.0.9 22 ok" && ! has "$out" "rc=0"'
+as_root "systemctl unmask --runtime user@1000.service >/dev/null 2>&1"
+
 step "12. package removal with the PAM line still present"
 as_root "echo 'session required pam_restrict.so' >> /etc/pam.d/sshd"
 check "removal refused while a plain 'required' line exists" '! as_root dpkg -r restrictd >"$RUN/rm1" 2>&1'
 check "the refusal names the line" 'grep -q "/etc/pam.d/sshd:.*: session required pam_restrict.so" "$RUN/rm1"'
-check "still installed and running" 'as_root dpkg -s restrictd | grep -qx "Status: install ok installed" && as_root systemctl is-active restrictd'
+check "still installed and running" 'as_root dpkg -l restrictd | grep -q "^.i  restrictd" && as_root systemctl is-active restrictd'
 as_root "sed -i '\$d' /etc/pam.d/sshd"
 check "dpkg -r succeeds with the recommended line" 'as_root dpkg -r restrictd'
 check "the PAM line is still in /etc/pam.d/sshd" "as_root grep -qxF \"'$PAM_LINE'\" /etc/pam.d/sshd"
