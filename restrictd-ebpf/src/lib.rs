@@ -78,7 +78,10 @@ pub const CONFIG_EXEC_FILENAME_OFFSET: u32 = 1;
 pub const CONFIG_ARGV_LIMIT: u32 = 2;
 /// Most disk events per session per second; 0: no limit.
 pub const CONFIG_DISK_RATE: u32 = 3;
-pub const CONFIG_SLOTS: u32 = 4;
+/// cgroup level of the user managers (`user@UID.service`) that the daemon
+/// registers for users with restricted sessions; 0: none registered.
+pub const CONFIG_MANAGER_LEVEL: u32 = 4;
+pub const CONFIG_SLOTS: u32 = 8;
 
 /// Largest argv a command event carries (the config limit is at most this).
 pub const ARGV_CAP: usize = 8192;

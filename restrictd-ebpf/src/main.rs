@@ -8,8 +8,8 @@
 use aya_ebpf::{
     bindings::{bpf_sock_addr, pt_regs, BPF_F_NO_PREALLOC},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
         generated::{
             bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
             bpf_probe_read_user, bpf_probe_read_user_str, bpf_task_pt_regs,
@@ -92,9 +92,7 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn check(ctx: &SockAddrContext, version: u8, operation: u8) -> i32 {
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    // Processes outside sessions cost one hash miss.
-    let Some(session) = (unsafe { SESSIONS.get(&cgroup_id) }) else {
+    let Some((cgroup_id, session)) = current_session() else {
         return ALLOW;
     };
     let (flags, policy_id) = (session.flags, session.policy_id);
@@ -258,6 +256,29 @@ fn config(slot: u32) -> u64 {
     CONFIG.get(slot).copied().unwrap_or(0)
 }
 
+/// The session the current process is in, and the cgroup id it is registered
+/// under: the process's own cgroup, or else its ancestor at
+/// `CONFIG_MANAGER_LEVEL`, the user's systemd instance, which the daemon
+/// registers while the user has a restricted session (so `systemd-run
+/// --user` does not leave it). Processes outside sessions cost a hash miss,
+/// and on logind hosts one more.
+#[inline(always)]
+fn current_session() -> Option<(u64, &'static SessionEntry)> {
+    let id = unsafe { bpf_get_current_cgroup_id() };
+    if let Some(s) = unsafe { SESSIONS.get(&id) } {
+        return Some((id, s));
+    }
+    let level = config(CONFIG_MANAGER_LEVEL);
+    if level == 0 {
+        return None;
+    }
+    let manager = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+    if manager == 0 || manager == id {
+        return None;
+    }
+    unsafe { SESSIONS.get(&manager) }.map(|s| (manager, s))
+}
+
 /// Reads a field at an offset known only at run time (from tracefs). The
 /// mask bounds it for the verifier; tracepoint records are far smaller.
 #[inline(always)]
@@ -270,8 +291,7 @@ fn ctx_field<T: Copy>(ctx: &TracePointContext, offset: u64) -> Option<T> {
 /// commands are recorded.
 #[inline(always)]
 fn recording_commands() -> Option<u64> {
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let s = unsafe { SESSIONS.get(&cgroup_id) }?;
+    let (cgroup_id, s) = current_session()?;
     (s.flags & SESSION_RECORD_COMMANDS != 0).then_some(cgroup_id)
 }
 
@@ -630,8 +650,7 @@ const WALK_STEPS: usize = 2 * DIR_DEPTH_MAX;
 
 #[inline(always)]
 fn recording_disk() -> Option<u64> {
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let s = unsafe { SESSIONS.get(&cgroup_id) }?;
+    let (cgroup_id, s) = current_session()?;
     (s.flags & SESSION_RECORD_DISK != 0).then_some(cgroup_id)
 }
 

@@ -23,9 +23,9 @@ use ipnet::IpNet;
 use restrictd_ebpf::{
     CommandEvent, DiskEvent, DiskRate, NetworkEvent, PathKeyData, RuleValue, SessionEntry,
     V4KeyData, V6KeyData, ARGV_CAP, CONFIG_ARGV_LIMIT, CONFIG_DISK_RATE,
-    CONFIG_EXEC_FILENAME_OFFSET, CONFIG_FORK_CHILD_PID_OFFSET, EVENT_COMMAND, EVENT_DISK,
-    EVENT_NETWORK, LOST_COMMAND, LOST_DISK, LOST_NETWORK, PATH_PREFIX_MAX, POLICY_ID_BITS,
-    POLICY_NONE, SESSION_RECORD_COMMANDS, SESSION_RECORD_DISK,
+    CONFIG_EXEC_FILENAME_OFFSET, CONFIG_FORK_CHILD_PID_OFFSET, CONFIG_MANAGER_LEVEL, EVENT_COMMAND,
+    EVENT_DISK, EVENT_NETWORK, LOST_COMMAND, LOST_DISK, LOST_NETWORK, PATH_PREFIX_MAX,
+    POLICY_ID_BITS, POLICY_NONE, SESSION_RECORD_COMMANDS, SESSION_RECORD_DISK,
 };
 
 use crate::{pathfilter::PathFilter, policy::Policy};
@@ -136,6 +136,7 @@ type V6Trie = LpmTrie<MapData, V6KeyData, RuleValue>;
 /// program it attached (the links are fd-based) and frees its maps.
 pub struct Enforcer {
     ebpf: Ebpf,
+    config: Array<MapData, u64>,
     sessions: HashMap<MapData, u64, SessionEntry>,
     active: Array<MapData, u32>,
     allow_v4: V4Trie,
@@ -244,6 +245,7 @@ impl Enforcer {
         let mut rules: LpmTrie<MapData, PathKeyData, u8> = map(&mut ebpf, "PATH_RULES")?;
         set_path_rules(&mut rules, &opts.disk_filter)?;
         let mut e = Enforcer {
+            config,
             sessions: map(&mut ebpf, "SESSIONS")?,
             active: map(&mut ebpf, "ACTIVE")?,
             allow_v4: map(&mut ebpf, "ALLOW_V4")?,
@@ -378,6 +380,14 @@ impl Enforcer {
         self.sessions
             .insert(cgroup_id, entry, 0)
             .with_context(|| format!("registering cgroup {cgroup_id} (too many sessions?)"))
+    }
+
+    /// Tells the programs at which cgroup level user managers sit, so that a
+    /// process under a registered manager counts as in that manager's session.
+    pub fn set_manager_level(&mut self, level: u32) -> Result<()> {
+        self.config
+            .set(CONFIG_MANAGER_LEVEL, u64::from(level), 0)
+            .context("setting the user manager level")
     }
 
     /// Unregisters the cgroup; returns how many of its disk events the rate

@@ -86,6 +86,22 @@ fn is_logind_scope(rel: &str) -> bool {
         .is_some_and(|leaf| leaf.starts_with("session-") && leaf.ends_with(".scope"))
 }
 
+/// The user's systemd instance next to a logind scope:
+/// `/user.slice/user-1000.slice/session-3.scope` ->
+/// `/user.slice/user-1000.slice/user@1000.service`, with its cgroup level.
+/// None if it is not running (no logind user manager on this host).
+fn user_manager(mount: &Path, scope_rel: &str, uid: u32) -> Option<(Cgroup, u32)> {
+    let slice = Path::new(scope_rel.trim_start_matches('/')).parent()?;
+    let rel = slice.join(format!("user@{uid}.service"));
+    let level = u32::try_from(rel.components().count()).ok()?;
+    Cgroup::open(&mount.join(&rel)).ok().map(|c| (c, level))
+}
+
+fn manager_level(mount: &Path, manager: &Cgroup) -> Option<u32> {
+    let rel = manager.path.strip_prefix(mount).ok()?;
+    u32::try_from(rel.components().count()).ok()
+}
+
 fn cgroup_of_pid(pid: u32) -> Result<String> {
     let s = fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .with_context(|| format!("reading /proc/{pid}/cgroup"))?;
@@ -158,8 +174,10 @@ impl Core {
         }
         let sid = Uuid::new_v4();
         let rel = cgroup_of_pid(pid)?;
+        let mut manager = None;
         let (cg, owned) = if is_logind_scope(&rel) {
             let cg = Cgroup::open(&self.mount.join(rel.trim_start_matches('/')))?;
+            manager = user_manager(&self.mount, &rel, req.uid);
             // Attach where logind keeps all sessions (e.g. /user.slice).
             let top = rel
                 .trim_start_matches('/')
@@ -188,14 +206,26 @@ impl Core {
             policy_id: POLICY_FOLLOW_ACTIVE,
             flags: self.config.enhanced_recording.session_flags(),
         };
-        let placed = self
-            .enforcer
-            .lock()
-            .unwrap()
-            .add_session(cg.id, entry)
-            .and_then(|_| if owned { cg.add_process(pid) } else { Ok(()) });
+        let placed = {
+            let mut enforcer = self.enforcer.lock().unwrap();
+            enforcer
+                .add_session(cg.id, entry)
+                .and_then(|_| match &manager {
+                    // Already registered when the user has another session.
+                    Some((m, level)) => enforcer
+                        .set_manager_level(*level)
+                        .and_then(|_| enforcer.add_session(m.id, entry)),
+                    None => Ok(()),
+                })
+                .and_then(|_| if owned { cg.add_process(pid) } else { Ok(()) })
+        };
         if let Err(e) = placed {
             let _ = self.enforcer.lock().unwrap().remove_session(cg.id);
+            if let Some((m, _)) = &manager {
+                if !self.recorder.registry.lock().unwrap().manager_in_use(m.id) {
+                    let _ = self.enforcer.lock().unwrap().remove_session(m.id);
+                }
+            }
             if owned {
                 let _ = cg.remove();
             }
@@ -210,6 +240,7 @@ impl Core {
         s.service = req.service.clone();
         s.tty = req.tty.clone();
         s.owned = owned;
+        s.manager = manager.map(|(m, _)| m);
         self.persist(&s);
         let start = {
             let mut reg = self.recorder.registry.lock().unwrap();
@@ -351,13 +382,29 @@ impl Core {
         // Nothing in these sessions can add events now: write what is queued.
         self.recorder.drain();
         for s in done {
-            let dropped = match self.enforcer.lock().unwrap().remove_session(s.cgroup.id) {
+            let mut dropped = match self.enforcer.lock().unwrap().remove_session(s.cgroup.id) {
                 Ok(d) => d,
                 Err(e) => {
                     log::error!("session {}: {e:#}", s.sid);
                     0
                 }
             };
+            // The user's last session: their systemd instance is free again.
+            if let Some(m) = &s.manager {
+                let last = !self
+                    .recorder
+                    .registry
+                    .lock()
+                    .unwrap()
+                    .all()
+                    .any(|o| o.cgroup.id != s.cgroup.id && o.manager.as_ref() == Some(m));
+                if last {
+                    match self.enforcer.lock().unwrap().remove_session(m.id) {
+                        Ok(d) => dropped += d,
+                        Err(e) => log::error!("session {}: user manager: {e:#}", s.sid),
+                    }
+                }
+            }
             if s.owned {
                 if let Err(e) = s.cgroup.remove() {
                     log::error!("session {}: {e:#}", s.sid);
@@ -497,6 +544,9 @@ pub fn serve(config: Config, events: Option<&Path>) -> Result<()> {
     let mut registry = Registry::new();
     let mut attach_points = Vec::new();
     for s in &keep {
+        if let Some(level) = s.manager.as_ref().and_then(|m| manager_level(&mount, m)) {
+            enforcer.set_manager_level(level)?;
+        }
         if !s.owned {
             let rel = s.cgroup.path.strip_prefix(&mount).unwrap_or(&s.cgroup.path);
             if let Some(top) = rel.components().next() {

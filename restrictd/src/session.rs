@@ -35,6 +35,11 @@ pub struct Session {
     pub owned: bool,
     /// close_session was called; the session ends when its cgroup is empty.
     pub closed: bool,
+    /// The user's systemd instance (`user@UID.service`), registered with the
+    /// session so that units it starts (`systemd-run --user`) stay restricted
+    /// and recorded; their events are attributed to the user's latest session.
+    #[serde(default)]
+    pub manager: Option<Cgroup>,
     pub next_ei: u64,
 }
 
@@ -53,6 +58,7 @@ impl Session {
             started: now_rfc3339(),
             owned: true,
             closed: false,
+            manager: None,
             next_ei: 0,
         }
     }
@@ -61,6 +67,8 @@ impl Session {
 /// Sessions by cgroup id, the key the kernel reports.
 pub struct Registry {
     sessions: HashMap<u64, Session>,
+    /// User manager cgroup id -> the session its events are attributed to.
+    managers: HashMap<u64, u64>,
     hostname: String,
 }
 
@@ -74,6 +82,7 @@ impl Registry {
     pub fn new() -> Registry {
         Registry {
             sessions: HashMap::new(),
+            managers: HashMap::new(),
             hostname: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
@@ -81,11 +90,33 @@ impl Registry {
     }
 
     pub fn insert(&mut self, s: Session) {
+        if let Some(m) = &s.manager {
+            self.managers.insert(m.id, s.cgroup.id);
+        }
         self.sessions.insert(s.cgroup.id, s);
     }
 
     pub fn remove(&mut self, cgroup_id: u64) -> Option<Session> {
-        self.sessions.remove(&cgroup_id)
+        let s = self.sessions.remove(&cgroup_id)?;
+        if let Some(m) = &s.manager {
+            if self.managers.get(&m.id) == Some(&cgroup_id) {
+                // Hand the manager to another session of the user, if any.
+                match self
+                    .sessions
+                    .values()
+                    .find(|o| o.manager.as_ref() == Some(m))
+                {
+                    Some(o) => self.managers.insert(m.id, o.cgroup.id),
+                    None => self.managers.remove(&m.id),
+                };
+            }
+        }
+        Some(s)
+    }
+
+    /// True while some session has this user manager.
+    pub fn manager_in_use(&self, manager_id: u64) -> bool {
+        self.managers.contains_key(&manager_id)
     }
 
     pub fn by_sid(&self, sid: &str) -> Option<&Session> {
@@ -118,7 +149,8 @@ impl Registry {
         time: String,
         body: Body,
     ) -> Event {
-        let (sid, ei, user, login) = match self.sessions.get_mut(&cgroup_id) {
+        let key = self.managers.get(&cgroup_id).copied().unwrap_or(cgroup_id);
+        let (sid, ei, user, login) = match self.sessions.get_mut(&key) {
             Some(s) => {
                 let ei = s.next_ei;
                 s.next_ei += 1;
@@ -202,7 +234,64 @@ impl Registry {
             disk_events_dropped: disk_dropped,
         });
         let ev = self.event(cgroup_id, "session.end", "T2004I", stop, body);
-        let s = self.sessions.remove(&cgroup_id)?;
+        let s = self.remove(cgroup_id)?;
         Some((s, ev))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn cg(id: u64) -> Cgroup {
+        Cgroup {
+            path: PathBuf::from(format!("/cg/{id}")),
+            id,
+        }
+    }
+
+    fn session(id: u64, manager: Option<u64>) -> Session {
+        let mut s = Session::new(Uuid::new_v4(), cg(id));
+        s.user = Some("alice".into());
+        s.manager = manager.map(cg);
+        s
+    }
+
+    /// A record from the user manager's cgroup, as the kernel reports it.
+    fn manager_record(reg: &mut Registry, manager: u64) -> String {
+        // SAFETY: a plain #[repr(C)] struct of integers and byte arrays.
+        let mut k: NetworkEvent = unsafe { std::mem::zeroed() };
+        k.cgroup_id = manager;
+        k.version = 4;
+        reg.network_event(&k).sid
+    }
+
+    #[test]
+    fn user_manager_events_go_to_the_users_latest_session_until_the_last_ends() {
+        let mut reg = Registry::new();
+        let (a, b) = (session(10, Some(99)), session(11, Some(99)));
+        let (sid_a, sid_b) = (a.sid.to_string(), b.sid.to_string());
+        reg.insert(a);
+        assert_eq!(manager_record(&mut reg, 99), sid_a);
+        reg.insert(b);
+        assert_eq!(manager_record(&mut reg, 99), sid_b);
+        reg.end(11, 0).unwrap();
+        assert!(reg.manager_in_use(99));
+        assert_eq!(manager_record(&mut reg, 99), sid_a);
+        reg.end(10, 0).unwrap();
+        assert!(!reg.manager_in_use(99));
+        assert_eq!(manager_record(&mut reg, 99), "");
+    }
+
+    #[test]
+    fn sessions_without_a_manager_are_unaffected() {
+        let mut reg = Registry::new();
+        let s = session(20, None);
+        let sid = s.sid.to_string();
+        reg.insert(s);
+        assert!(!reg.manager_in_use(20));
+        assert_eq!(manager_record(&mut reg, 20), sid);
     }
 }
