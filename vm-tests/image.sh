@@ -4,13 +4,15 @@
 # change here builds a new image and an unchanged script reuses the old one.
 # Prints the image directory on stdout.
 set -euo pipefail
+# Only the image directory goes to stdout; every tool's chatter to stderr.
+exec 3>&1 1>&2
 
 cache=${RESTRICTD_VM_CACHE:-/var/cache/restrictd-vm}
 mirror=${RESTRICTD_VM_MIRROR:-http://deb.debian.org/debian}
 key=$(cat "$0" | sha256sum | cut -c1-16)
 dir=$cache/$key
 if [ -f "$dir/done" ]; then
-    echo "$dir"
+    echo "$dir" >&3
     exit 0
 fi
 
@@ -67,4 +69,4 @@ mkdir -p "$dir"
 mv "$work/vmlinuz" "$work/initrd.img" "$work/rootfs.img" "$work/id_ed25519" "$work/id_ed25519.pub" "$dir/"
 touch "$dir/done"
 log "built $dir"
-echo "$dir"
+echo "$dir" >&3
