@@ -33,9 +33,11 @@ PASSED=0
 FAILED=()
 ok() { PASSED=$((PASSED + 1)); echo "  ok: $1"; }
 fail() { FAILED+=("$1"); echo "  FAIL: $1${2:+ -- $2}"; }
-# check NAME CODE: the step passes if the shell code CODE succeeds.
+# check NAME CODE: the step passes if the shell code CODE succeeds. Without
+# pipefail: `journalctl | grep -q` is a success even when grep, done, makes
+# journalctl die of SIGPIPE.
 check() {
-    if (eval "$2") >"$RUN/check.out" 2>&1; then ok "$1"; else fail "$1" "$(tail -5 "$RUN/check.out" | tr '\n' ' ')"; fi
+    if (set +o pipefail; eval "$2") >"$RUN/check.out" 2>&1; then ok "$1"; else fail "$1" "$(tail -5 "$RUN/check.out" | tr '\n' ' ')"; fi
 }
 has() { grep -qF -- "$2" <<<"$1"; }
 step() { echo "== $*"; }
@@ -241,6 +243,19 @@ check "in the systemd-run --user unit: denied too" '[ "$(grep -c "^TCP 127.0.0.9
 check "in the unit: allowed destinations still work" 'has "$out" "TCP 127.0.0.1 22 ok"'
 check "the unit's denial is recorded in the session" 'wait_events $MID_END $sid11 >/dev/null && [ "$(events $MID_NET $sid11 ACTION=1 | wc -l)" = 2 ]'
 check "the unit's commands are recorded in the session" '[ "$(events $MID_CMD $sid11 PATH=/usr/local/bin/vmnet | wc -l)" = 3 ]'
+
+step "11b. the user manager restarted by root during a session"
+as_root rm -f /tmp/go11
+login_as alice 'echo SID=$RESTRICTD_SESSION_ID; echo READY; while [ ! -e /tmp/go11 ]; do sleep 0.3; done; systemd-run --user --wait --pipe --quiet vmnet tcp 127.0.0.9 22 2>&1' >"$RUN/s11" 2>&1 &
+wait_for "$RUN/s11" READY
+old_id=$(as_root stat -c %i /sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service)
+as_root "systemctl stop user@1000.service && systemctl start user@1000.service"
+new_id=$(as_root stat -c %i /sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service)
+check "the manager has a new cgroup" '[ "$old_id" != "$new_id" ]'
+check "restrictd registers the new one" 'for i in $(seq 20); do as_root journalctl --no-pager -u restrictd | grep -q "user manager .* restarted, now cgroup $new_id" && exit 0; sleep 0.5; done; exit 1'
+as_root touch /tmp/go11
+wait || true
+check "a unit of the new manager is still denied" 'grep -qx "TCP 127.0.0.9 22 EPERM" "$RUN/s11"'
 
 step "12. package removal with the PAM line still present"
 as_root "echo 'session required pam_restrict.so' >> /etc/pam.d/sshd"

@@ -145,6 +145,15 @@ impl Core {
         let _ = fs::remove_file(self.sessions_dir().join(format!("{sid}.json")));
     }
 
+    /// What the kernel gets for a new session: the active policy, the
+    /// configured recording.
+    fn session_entry(&self) -> SessionEntry {
+        SessionEntry {
+            policy_id: POLICY_FOLLOW_ACTIVE,
+            flags: self.config.enhanced_recording.session_flags(),
+        }
+    }
+
     fn ensure_attached(&self, cgroup_dir: &Path) -> Result<()> {
         let mut attached = self.attached.lock().unwrap();
         if !attached.contains(cgroup_dir) {
@@ -202,10 +211,7 @@ impl Core {
                 cg.path.display()
             )));
         }
-        let entry = SessionEntry {
-            policy_id: POLICY_FOLLOW_ACTIVE,
-            flags: self.config.enhanced_recording.session_flags(),
-        };
+        let entry = self.session_entry();
         let placed = {
             let mut enforcer = self.enforcer.lock().unwrap();
             enforcer
@@ -366,9 +372,62 @@ impl Core {
         }
     }
 
+    /// A user manager that was stopped and started again (by root, or by a
+    /// login that restrictd does not see, such as the console) has a new
+    /// cgroup: register it, so its units do not escape the user's sessions.
+    fn refresh_managers(&self) {
+        let moved: Vec<(Session, Cgroup)> = {
+            let reg = self.recorder.registry.lock().unwrap();
+            reg.all()
+                .filter_map(|s| {
+                    let m = s.manager.as_ref()?;
+                    let now = Cgroup::open(&m.path).ok()?;
+                    (now.id != m.id).then(|| (s.clone(), now))
+                })
+                .collect()
+        };
+        for (s, now) in moved {
+            let old = s.manager.clone().expect("filtered on a manager");
+            let entry = self.session_entry();
+            let level = manager_level(&self.mount, &now).unwrap_or(0);
+            let registered = {
+                let mut enforcer = self.enforcer.lock().unwrap();
+                enforcer
+                    .set_manager_level(level)
+                    .and_then(|_| enforcer.add_session(now.id, entry))
+            };
+            if let Err(e) = registered {
+                log::error!(
+                    "session {}: user manager {}: {e:#}",
+                    s.sid,
+                    now.path.display()
+                );
+                continue;
+            }
+            let updated = {
+                let mut reg = self.recorder.registry.lock().unwrap();
+                let updated = reg.set_manager(s.cgroup.id, now.clone());
+                (updated, reg.manager_in_use(old.id))
+            };
+            if !updated.1 {
+                let _ = self.enforcer.lock().unwrap().remove_session(old.id);
+            }
+            if let Some(s) = updated.0 {
+                self.persist(&s);
+            }
+            log::info!(
+                "session {}: user manager {} restarted, now cgroup {}",
+                s.sid,
+                now.path.display(),
+                now.id
+            );
+        }
+    }
+
     /// Ends every session whose cgroup is empty or gone: the kernel entry is
     /// removed, its last events are written, then `session.end`.
     pub fn sweep(&self) {
+        self.refresh_managers();
         let done: Vec<Session> = {
             let reg = self.recorder.registry.lock().unwrap();
             reg.all()

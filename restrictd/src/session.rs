@@ -114,6 +114,15 @@ impl Registry {
         Some(s)
     }
 
+    /// Gives session `cgroup_id` a new user manager cgroup (the old one
+    /// restarted); returns the updated session.
+    pub fn set_manager(&mut self, cgroup_id: u64, manager: Cgroup) -> Option<Session> {
+        let mut s = self.remove(cgroup_id)?;
+        s.manager = Some(manager);
+        self.insert(s.clone());
+        Some(s)
+    }
+
     /// True while some session has this user manager.
     pub fn manager_in_use(&self, manager_id: u64) -> bool {
         self.managers.contains_key(&manager_id)
@@ -283,6 +292,17 @@ mod tests {
         reg.end(10, 0).unwrap();
         assert!(!reg.manager_in_use(99));
         assert_eq!(manager_record(&mut reg, 99), "");
+    }
+
+    #[test]
+    fn a_restarted_manager_takes_over_the_attribution() {
+        let mut reg = Registry::new();
+        let a = session(10, Some(99));
+        let sid = a.sid.to_string();
+        reg.insert(a);
+        reg.set_manager(10, cg(100)).unwrap();
+        assert!(!reg.manager_in_use(99));
+        assert_eq!(manager_record(&mut reg, 100), sid);
     }
 
     #[test]
