@@ -46,6 +46,7 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
     apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
   else
     log "installing qemu-system-x86"
+    apt-get update -qq
     apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils >/dev/null
   fi
 fi

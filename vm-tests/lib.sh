@@ -37,7 +37,10 @@ vm_boot() {
 }
 
 vm_stop() {
-    ssh "${SSH_OPTS[@]}" -o ControlPath="$RUN/root.ctl" -O exit root@127.0.0.1 2>/dev/null || true
+    # Safe at any point of vm_boot (the cleanup trap calls it on failures).
+    if [ -n "${SSH_OPTS+set}" ]; then
+        ssh "${SSH_OPTS[@]}" -o ControlPath="$RUN/root.ctl" -O exit root@127.0.0.1 2>/dev/null || true
+    fi
     if [ -f "$RUN/qemu.pid" ]; then
         kill "$(cat "$RUN/qemu.pid")" 2>/dev/null || true
         rm -f "$RUN/qemu.pid"

@@ -88,18 +88,46 @@ fn is_logind_scope(rel: &str) -> bool {
 
 /// The user's systemd instance next to a logind scope:
 /// `/user.slice/user-1000.slice/session-3.scope` ->
-/// `/user.slice/user-1000.slice/user@1000.service`, with its cgroup level.
-/// None if it is not running (no logind user manager on this host).
-fn user_manager(mount: &Path, scope_rel: &str, uid: u32) -> Option<(Cgroup, u32)> {
+/// `/user.slice/user-1000.slice/user@1000.service`. None if it is not
+/// running (no logind user manager on this host).
+fn user_manager(mount: &Path, scope_rel: &str, uid: u32) -> Option<Cgroup> {
     let slice = Path::new(scope_rel.trim_start_matches('/')).parent()?;
-    let rel = slice.join(format!("user@{uid}.service"));
-    let level = u32::try_from(rel.components().count()).ok()?;
-    Cgroup::open(&mount.join(&rel)).ok().map(|c| (c, level))
+    Cgroup::open(&mount.join(slice).join(format!("user@{uid}.service"))).ok()
 }
 
-fn manager_level(mount: &Path, manager: &Cgroup) -> Option<u32> {
-    let rel = manager.path.strip_prefix(mount).ok()?;
-    u32::try_from(rel.components().count()).ok()
+/// What the kernel gets for a new session: the active policy, the
+/// configured recording.
+fn session_entry(config: &Config) -> SessionEntry {
+    SessionEntry {
+        policy_id: POLICY_FOLLOW_ACTIVE,
+        flags: config.enhanced_recording.session_flags(),
+    }
+}
+
+/// Registers a user manager with the programs: its cgroup level (counted
+/// from the cgroup2 root, as the kernel does), then its id with `entry`.
+/// Idempotent: the user's other sessions register the same manager.
+fn register_manager(
+    enforcer: &mut Enforcer,
+    mount: &Path,
+    manager: &Cgroup,
+    entry: SessionEntry,
+) -> Result<()> {
+    let level = manager
+        .path
+        .strip_prefix(mount)
+        .ok()
+        .and_then(|rel| u32::try_from(rel.components().count()).ok())
+        .filter(|l| *l > 0)
+        .ok_or_else(|| {
+            anyhow!(
+                "user manager {} is not below the cgroup2 mount {}",
+                manager.path.display(),
+                mount.display()
+            )
+        })?;
+    enforcer.set_manager_level(level)?;
+    enforcer.add_session(manager.id, entry)
 }
 
 fn cgroup_of_pid(pid: u32) -> Result<String> {
@@ -145,13 +173,8 @@ impl Core {
         let _ = fs::remove_file(self.sessions_dir().join(format!("{sid}.json")));
     }
 
-    /// What the kernel gets for a new session: the active policy, the
-    /// configured recording.
     fn session_entry(&self) -> SessionEntry {
-        SessionEntry {
-            policy_id: POLICY_FOLLOW_ACTIVE,
-            flags: self.config.enhanced_recording.session_flags(),
-        }
+        session_entry(&self.config)
     }
 
     fn ensure_attached(&self, cgroup_dir: &Path) -> Result<()> {
@@ -217,17 +240,14 @@ impl Core {
             enforcer
                 .add_session(cg.id, entry)
                 .and_then(|_| match &manager {
-                    // Already registered when the user has another session.
-                    Some((m, level)) => enforcer
-                        .set_manager_level(*level)
-                        .and_then(|_| enforcer.add_session(m.id, entry)),
+                    Some(m) => register_manager(&mut enforcer, &self.mount, m, entry),
                     None => Ok(()),
                 })
                 .and_then(|_| if owned { cg.add_process(pid) } else { Ok(()) })
         };
         if let Err(e) = placed {
             let _ = self.enforcer.lock().unwrap().remove_session(cg.id);
-            if let Some((m, _)) = &manager {
+            if let Some(m) = &manager {
                 if !self.recorder.registry.lock().unwrap().manager_in_use(m.id) {
                     let _ = self.enforcer.lock().unwrap().remove_session(m.id);
                 }
@@ -246,7 +266,7 @@ impl Core {
         s.service = req.service.clone();
         s.tty = req.tty.clone();
         s.owned = owned;
-        s.manager = manager.map(|(m, _)| m);
+        s.manager = manager;
         self.persist(&s);
         let start = {
             let mut reg = self.recorder.registry.lock().unwrap();
@@ -388,14 +408,12 @@ impl Core {
         };
         for (s, now) in moved {
             let old = s.manager.clone().expect("filtered on a manager");
-            let entry = self.session_entry();
-            let level = manager_level(&self.mount, &now).unwrap_or(0);
-            let registered = {
-                let mut enforcer = self.enforcer.lock().unwrap();
-                enforcer
-                    .set_manager_level(level)
-                    .and_then(|_| enforcer.add_session(now.id, entry))
-            };
+            let registered = register_manager(
+                &mut self.enforcer.lock().unwrap(),
+                &self.mount,
+                &now,
+                self.session_entry(),
+            );
             if let Err(e) = registered {
                 log::error!(
                     "session {}: user manager {}: {e:#}",
@@ -449,19 +467,16 @@ impl Core {
                 }
             };
             // The user's last session: their systemd instance is free again.
-            if let Some(m) = &s.manager {
-                let last = !self
-                    .recorder
-                    .registry
-                    .lock()
-                    .unwrap()
-                    .all()
-                    .any(|o| o.cgroup.id != s.cgroup.id && o.manager.as_ref() == Some(m));
-                if last {
-                    match self.enforcer.lock().unwrap().remove_session(m.id) {
-                        Ok(d) => dropped += d,
-                        Err(e) => log::error!("session {}: user manager: {e:#}", s.sid),
-                    }
+            let last = self
+                .recorder
+                .registry
+                .lock()
+                .unwrap()
+                .sole_user_of_manager(s.cgroup.id);
+            if let Some(m) = last {
+                match self.enforcer.lock().unwrap().remove_session(m.id) {
+                    Ok(d) => dropped += d,
+                    Err(e) => log::error!("session {}: user manager: {e:#}", s.sid),
                 }
             }
             if s.owned {
@@ -603,8 +618,9 @@ pub fn serve(config: Config, events: Option<&Path>) -> Result<()> {
     let mut registry = Registry::new();
     let mut attach_points = Vec::new();
     for s in &keep {
-        if let Some(level) = s.manager.as_ref().and_then(|m| manager_level(&mount, m)) {
-            enforcer.set_manager_level(level)?;
+        // Pinned from before, unless it restarted meanwhile (the sweep's turn).
+        if let Some(m) = &s.manager {
+            register_manager(&mut enforcer, &mount, m, session_entry(&config))?;
         }
         if !s.owned {
             let rel = s.cgroup.path.strip_prefix(&mount).unwrap_or(&s.cgroup.path);

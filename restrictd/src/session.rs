@@ -123,6 +123,16 @@ impl Registry {
         Some(s)
     }
 
+    /// The user manager of session `cgroup_id` if no other session has it.
+    pub fn sole_user_of_manager(&self, cgroup_id: u64) -> Option<Cgroup> {
+        let m = self.sessions.get(&cgroup_id)?.manager.as_ref()?;
+        let shared = self
+            .sessions
+            .values()
+            .any(|o| o.cgroup.id != cgroup_id && o.manager.as_ref() == Some(m));
+        (!shared).then(|| m.clone())
+    }
+
     /// True while some session has this user manager.
     pub fn manager_in_use(&self, manager_id: u64) -> bool {
         self.managers.contains_key(&manager_id)
@@ -286,8 +296,10 @@ mod tests {
         assert_eq!(manager_record(&mut reg, 99), sid_a);
         reg.insert(b);
         assert_eq!(manager_record(&mut reg, 99), sid_b);
+        assert_eq!(reg.sole_user_of_manager(11), None);
         reg.end(11, 0).unwrap();
         assert!(reg.manager_in_use(99));
+        assert_eq!(reg.sole_user_of_manager(10), Some(cg(99)));
         assert_eq!(manager_record(&mut reg, 99), sid_a);
         reg.end(10, 0).unwrap();
         assert!(!reg.manager_in_use(99));
