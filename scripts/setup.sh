@@ -54,12 +54,22 @@ fi
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v rustup >/dev/null || { echo "setup: rustup not found; install Rust via rustup first" >&2; exit 1; }
 
-# The eBPF crate is built with nightly and -Z build-std=core, which needs rust-src.
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-rustup component list --toolchain nightly --installed | grep -q '^rust-src' \
-  || rustup component add rust-src --toolchain nightly
+# The host toolchain comes from rust-toolchain.toml (rustup installs it with
+# its components on first use; asking for it here makes that happen now).
+cd "$(dirname "$0")/.."
+HOST=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+rustup toolchain list | grep -q "^$HOST" || rustup toolchain install "$HOST" --profile minimal
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+# The eBPF crate is built (and linted) with a pinned nightly and -Z
+# build-std=core, which needs rust-src.
+NIGHTLY=$(cat BPF_NIGHTLY)
+rustup toolchain list | grep -q "^$NIGHTLY" || rustup toolchain install "$NIGHTLY" --profile minimal
+for c in rust-src clippy; do
+  rustup component list --toolchain "$NIGHTLY" --installed | grep -q "^$c" \
+    || rustup component add "$c" --toolchain "$NIGHTLY"
+done
 
 # Newer bpf-linker wants a system LLVM this Debian does not have; 0.10.4 uses rustc's own.
 if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then

@@ -16,11 +16,11 @@ use std::{
 };
 
 use restrictd::{
-    bpf::Enforcer,
+    bpf::Kernel,
     cgroup::{find_cgroup2_mount, Cgroup},
     policy::{synthetic_yaml, Policy},
 };
-use restrictd_ebpf::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT};
+use restrictd_common::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT};
 
 const ROUNDS: usize = 50;
 const PER_ROUND: usize = 2_000;
@@ -62,11 +62,10 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
     );
     for n in [10usize, 1_000, 100_000] {
         let policy = Policy::parse(&synthetic_yaml(n, n), "synthetic")?;
-        let mut enforcer =
-            Enforcer::load(restrictd::config::Config::default().load_options(None)?)?;
-        enforcer.set_policy(Some(&policy))?;
-        enforcer.attach(&root.path)?;
-        enforcer.add_session(
+        let mut enforcer = Kernel::load(restrictd::config::Config::default().load_options(None)?)?;
+        enforcer.policy.set(Some(&policy))?;
+        enforcer.programs.attach(&root.path, None)?;
+        enforcer.sessions.add(
             session.id,
             SessionEntry {
                 policy_id: POLICY_FOLLOW_ACTIVE,
@@ -113,14 +112,13 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
         let t = Instant::now();
         let policy = Policy::parse(&yaml, "synthetic")?;
         let parse = t.elapsed();
-        let mut enforcer =
-            Enforcer::load(restrictd::config::Config::default().load_options(None)?)?;
+        let mut enforcer = Kernel::load(restrictd::config::Config::default().load_options(None)?)?;
         let t = Instant::now();
-        enforcer.set_policy(Some(&policy))?;
+        enforcer.policy.set(Some(&policy))?;
         let apply = t.elapsed();
         let other = Policy::parse(&synthetic_yaml(n_allow, n_deny - 1), "synthetic")?;
         let t = Instant::now();
-        enforcer.set_policy(Some(&other))?;
+        enforcer.policy.set(Some(&other))?;
         let swap = t.elapsed();
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         println!("  parse + validate YAML:  {:>8.1} ms", ms(parse));
@@ -159,9 +157,13 @@ fn sample(target: SocketAddr, out: &mut Vec<u64>) {
     }
 }
 
-fn connect4_stats(e: &Enforcer) -> anyhow::Result<(u64, u128)> {
-    let (name, runs, time) = e.program_stats()?[0];
-    assert_eq!(name, "connect4");
+fn connect4_stats(e: &Kernel) -> anyhow::Result<(u64, u128)> {
+    let (_, runs, time) = e
+        .programs
+        .stats()?
+        .into_iter()
+        .find(|(name, ..)| name == "connect4")
+        .ok_or_else(|| anyhow::anyhow!("no connect4 program"))?;
     Ok((runs, time.as_nanos()))
 }
 

@@ -158,9 +158,9 @@ impl Btf {
     }
 
     /// Everything the disk programs need to resolve a directory's path.
-    pub fn kernel_offsets(&self) -> Result<restrictd_ebpf::KernelOffsets> {
+    pub fn kernel_offsets(&self) -> Result<restrictd_common::KernelOffsets> {
         let m = |s: &str, f: &str| self.member_offset(s, f);
-        Ok(restrictd_ebpf::KernelOffsets {
+        Ok(restrictd_common::KernelOffsets {
             task_fs: m("task_struct", "fs")?,
             task_files: m("task_struct", "files")?,
             fs_pwd: m("fs_struct", "pwd")?,

@@ -73,6 +73,13 @@ pub const DEFAULT_DISK_EXCLUDE: [&str; 5] = [
     "/usr/share/locale",
 ];
 pub const DEFAULT_DISK_RATE_LIMIT: u32 = 1000;
+/// Default size of the network event ring buffer: Teleport's 8 pages.
+pub const NETWORK_BUFFER_PAGES: u32 = 8;
+/// Default size of the command event ring buffer, in pages. Teleport uses 8;
+/// more here so that an exec storm with long argv loses nothing (BENCHMARKS.md).
+pub const COMMAND_BUFFER_PAGES: u32 = 64;
+/// Default size of the disk event ring buffer: Teleport's 128 pages.
+pub const DISK_BUFFER_PAGES: u32 = 128;
 
 impl EnhancedRecording {
     pub fn disk_filter(&self) -> Result<crate::pathfilter::PathFilter, String> {
@@ -82,15 +89,15 @@ impl EnhancedRecording {
 
     /// Session flags for the BPF programs.
     pub fn session_flags(&self) -> u32 {
-        let mut f = restrictd_ebpf::SESSION_RESTRICT;
+        let mut f = restrictd_common::SESSION_RESTRICT;
         if self.enabled && self.command_events {
-            f |= restrictd_ebpf::SESSION_RECORD_COMMANDS;
+            f |= restrictd_common::SESSION_RECORD_COMMANDS;
         }
         if self.enabled && self.network_events {
-            f |= restrictd_ebpf::SESSION_RECORD_NETWORK;
+            f |= restrictd_common::SESSION_RECORD_NETWORK;
         }
         if self.enabled && self.disk_events {
-            f |= restrictd_ebpf::SESSION_RECORD_DISK;
+            f |= restrictd_common::SESSION_RECORD_DISK;
         }
         f
     }
@@ -116,10 +123,10 @@ impl Default for EnhancedRecording {
             command_events: true,
             network_events: true,
             disk_events: true,
-            command_buffer_size: restrictd_ebpf::COMMAND_BUFFER_PAGES,
-            disk_buffer_size: restrictd_ebpf::DISK_BUFFER_PAGES,
-            network_buffer_size: restrictd_ebpf::NETWORK_BUFFER_PAGES,
-            argv_limit: restrictd_ebpf::ARGV_CAP as u32,
+            command_buffer_size: COMMAND_BUFFER_PAGES,
+            disk_buffer_size: DISK_BUFFER_PAGES,
+            network_buffer_size: NETWORK_BUFFER_PAGES,
+            argv_limit: restrictd_common::ARGV_CAP as u32,
             disk_include: vec!["/".into()],
             disk_exclude: DEFAULT_DISK_EXCLUDE.iter().map(|s| s.to_string()).collect(),
             disk_rate_limit: DEFAULT_DISK_RATE_LIMIT,
@@ -134,9 +141,13 @@ impl Config {
     ) -> anyhow::Result<crate::bpf::LoadOptions> {
         let er = &self.enhanced_recording;
         Ok(crate::bpf::LoadOptions {
-            network_buffer_pages: er.network_buffer_size,
-            command_buffer_pages: er.command_buffer_size,
-            disk_buffer_pages: er.disk_buffer_size,
+            // Each ring buffer map of the BPF object, with its size key.
+            ring_pages: vec![
+                ("NETWORK_EVENTS", er.network_buffer_size),
+                ("COMMAND_EVENTS", er.command_buffer_size),
+                ("DISK_EVENTS", er.disk_buffer_size),
+            ],
+            recording: er.session_flags(),
             argv_limit: er.argv_limit,
             disk_filter: er.disk_filter().map_err(anyhow::Error::msg)?,
             disk_rate_limit: er.disk_rate_limit,
@@ -210,11 +221,11 @@ impl Config {
             }
         }
         er.disk_filter()?;
-        if er.argv_limit == 0 || er.argv_limit as usize > restrictd_ebpf::ARGV_CAP {
+        if er.argv_limit == 0 || er.argv_limit as usize > restrictd_common::ARGV_CAP {
             return Err(format!(
                 "enhanced_recording.argv_limit is {}: it must be from 1 to {} bytes",
                 er.argv_limit,
-                restrictd_ebpf::ARGV_CAP
+                restrictd_common::ARGV_CAP
             ));
         }
         Ok(())

@@ -1,20 +1,26 @@
 //! restrictd: restricted and recorded sessions. Modules, each with one job:
-//! - `pamconf`: finding PAM lines that would lock out logins without the module;
 //! - `policy`: the network policy file (Teleport's `network_restrictions`);
 //! - `config`: the daemon's configuration file;
 //! - `cgroup`: finding cgroup v2 and managing session cgroups;
-//! - `bpf`: loading/attaching the BPF programs and writing their maps;
-//! - `session`: session registry, turning kernel records into events;
-//! - `events`: the event model and its outputs (JSON lines, journald, syslog);
-//! - `recorder`: kernel ring buffer -> session stamp -> outputs;
+//! - `bpf`: loading/attaching the BPF programs and writing their maps
+//!   (`btf`, `tracefs`: the kernel facts they need at load);
+//! - `session`: the session registry, stamping events with their session;
+//! - `lifecycle`: opening, closing and ending sessions (serve and run);
+//! - `events`: the event kinds, their JSON form and their outputs;
+//! - `recorder`: kernel rings -> time order -> session stamp -> outputs;
 //! - `run`: `restrictd run`, one restricted session around a command;
-//! - `daemon`: `restrictd serve`, sessions for PAM over D-Bus (`service`).
+//! - `daemon`: `restrictd serve`'s core; `service`: its D-Bus front end;
+//! - `error`: the core's error type;
+//! - `pamconf`: finding PAM lines that would lock out logins without the module;
+//! - `pathfilter`: the disk filter's trie entries.
 pub mod bpf;
 pub mod btf;
 pub mod cgroup;
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod events;
+pub mod lifecycle;
 pub mod pamconf;
 pub mod pathfilter;
 pub mod policy;

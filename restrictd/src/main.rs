@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     match command {
         Command::Serve { config, events } => {
             match load_config(config.as_deref())
-                .and_then(|c| restrictd::daemon::serve(c, events.as_deref()))
+                .and_then(|c| restrictd::service::serve(c, events.as_deref()))
             {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

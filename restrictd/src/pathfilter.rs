@@ -7,7 +7,7 @@
 //! every absolute path before anything reaches user space. (A path the
 //! kernel could not make absolute is recorded unjudged.)
 
-use restrictd_ebpf::{PATH_EXCLUDE, PATH_INCLUDE, PATH_PREFIX_MAX};
+use restrictd_common::{PATH_EXCLUDE, PATH_INCLUDE, PATH_PREFIX_MAX};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathFilter {

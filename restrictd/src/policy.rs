@@ -196,14 +196,24 @@ impl Policy {
         }
     }
 
-    /// What the policy decides for a destination (the reference the BPF
-    /// programs must agree with). v4-mapped IPv6 addresses follow IPv4 rules.
+    /// What the policy decides for a connect to `addr` (the reference the
+    /// BPF programs must agree with; the differential test checks it). An
+    /// IPv4 address (an AF_INET socket) is judged by the IPv4 rules; an IPv6
+    /// one (an AF_INET6 socket), v4-mapped ones included, by the IPv6 rules
+    /// and by every IPv4 rule in its v4-mapped form (`::ffff:a.b.c.d/96+n`),
+    /// so that an AF_INET6 socket cannot bypass IPv4 rules.
     pub fn allows(&self, addr: IpAddr) -> bool {
-        let addr = match addr {
-            IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-            a => a,
+        let hit = |l: &[IpNet]| {
+            l.iter().any(|n| match (n, addr) {
+                (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
+                (IpNet::V6(n), IpAddr::V6(a)) => n.contains(&a),
+                (IpNet::V4(n), IpAddr::V6(a)) => {
+                    Ipv6Net::new(n.network().to_ipv6_mapped(), 96 + n.prefix_len())
+                        .is_ok_and(|m| m.contains(&a))
+                }
+                (IpNet::V6(_), IpAddr::V4(_)) => false,
+            })
         };
-        let hit = |l: &[IpNet]| l.iter().any(|n| n.contains(&addr));
         hit(&self.allow) && !hit(&self.deny)
     }
 }

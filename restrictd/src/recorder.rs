@@ -1,125 +1,324 @@
-//! Moves events from the kernel's ring buffer to the outputs: decode, stamp
-//! with the session (`Registry`), write (`Output`). One `Recorder` per
-//! restrictd process; `drain` may be called from anywhere (e.g. before a
-//! session's `session.end`), the async `run` loop calls it when data arrives.
+//! From the kernel's ring buffers to the outputs, in the order the kernel
+//! saw things. One writer thread per restrictd process owns the rings and
+//! the `Output`: it reads every ring, merges the records with the session
+//! starts and ends that the lifecycle submits by their CLOCK_BOOTTIME
+//! stamps, has the `Registry` stamp them (sid, `ei`), and writes them.
+//!
+//! A record is held back `HOLD` after its timestamp before it is written,
+//! so that one stamped earlier on another CPU, or in another ring, still
+//! comes first (a record is committed within microseconds of its stamp).
+//! Nobody else waits on a log write: submitting is a channel send.
 
 use std::{
-    os::fd::{AsRawFd, RawFd},
-    sync::{Arc, Mutex},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    sync::{mpsc, Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
-use tokio::io::{unix::AsyncFd, Interest};
+use nix::sys::{
+    epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout},
+    eventfd::{EfdFlags, EventFd},
+};
+use restrictd_common::record::{decode, Record};
 
 use crate::{
-    bpf::{decode, Record},
-    events::{DiskBody, Event, Output},
+    bpf::{Lost, LostCounters},
+    events::{from_record, now_boot_ns, Output},
     session::Registry,
 };
 
-pub struct Recorder {
-    /// One lock for all rings: a drain sees every ring in turn.
-    rings: Mutex<Vec<RingBuf<MapData>>>,
-    ring_fds: Vec<RawFd>,
-    pub registry: Mutex<Registry>,
-    output: Mutex<Output>,
+/// How long a record waits for earlier-stamped ones before it is written.
+const HOLD: Duration = Duration::from_millis(20);
+/// How often the loss counters are read.
+const LOST_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Loss reports are rate-limited to one per this interval.
+const LOST_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+enum Msg {
+    Start {
+        boot_ns: u64,
+        cgroup_id: u64,
+    },
+    End {
+        boot_ns: u64,
+        cgroup_id: u64,
+        disk_dropped: u64,
+    },
+    Stop,
 }
 
-/// The ring buffer's fd, for polling; the buffer itself stays in the Recorder.
-struct RingFd(RawFd);
+/// What waits to be written, in time order once sorted.
+enum Item {
+    Record(Record),
+    Start(u64),
+    End(u64, u64),
+}
 
-impl AsRawFd for RingFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
+struct Pending {
+    boot_ns: u64,
+    seq: u64,
+    item: Item,
+}
+
+pub struct Recorder {
+    tx: Mutex<mpsc::Sender<Msg>>,
+    wake: Arc<EventFd>,
+    /// The writer until `start` runs it on its thread.
+    writer: Mutex<Option<Writer>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    system_log: &'static str,
+    lost: Arc<LostCounters>,
 }
 
 impl Recorder {
-    pub fn new(rings: Vec<RingBuf<MapData>>, registry: Registry, output: Output) -> Arc<Recorder> {
-        let ring_fds = rings.iter().map(|r| r.as_raw_fd()).collect();
-        Arc::new(Recorder {
-            rings: Mutex::new(rings),
-            ring_fds,
-            registry: Mutex::new(registry),
-            output: Mutex::new(output),
+    /// A recorder whose writer does not run yet (`start`): what is
+    /// submitted meanwhile waits, so that sessions can be registered first.
+    /// Losses counted before now are taken as reported (by a previous run
+    /// of the daemon).
+    pub fn new(
+        rings: Vec<(String, RingBuf<MapData>)>,
+        lost: LostCounters,
+        registry: Arc<Mutex<Registry>>,
+        output: Output,
+    ) -> Result<Recorder> {
+        let (tx, rx) = mpsc::channel();
+        let wake = Arc::new(
+            EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .context("creating the recorder's eventfd")?,
+        );
+        let lost = Arc::new(lost);
+        let system_log = output.system_log_name();
+        let baseline = lost.read().unwrap_or_default();
+        let writer = Writer {
+            rings,
+            rx,
+            wake: wake.clone(),
+            registry,
+            output,
+            lost: lost.clone(),
+            pending: Vec::new(),
+            seq: 0,
+            reported: baseline,
+            last_report: None,
+            last_check: Instant::now(),
+        };
+        Ok(Recorder {
+            tx: Mutex::new(tx),
+            wake,
+            writer: Mutex::new(Some(writer)),
+            thread: Mutex::new(None),
+            system_log,
+            lost,
         })
     }
 
-    /// Writes every record waiting in the ring buffers, each in order.
-    pub fn drain(&self) {
-        let mut rings = self.rings.lock().unwrap();
-        for ring in rings.iter_mut() {
-            while let Some(item) = ring.next() {
-                let ev = match decode(&item) {
-                    Some(Record::Network(k)) => self.registry.lock().unwrap().network_event(&k),
-                    Some(Record::Command(h, path, argv)) => self
-                        .registry
-                        .lock()
-                        .unwrap()
-                        .command_event(&h, &path, &argv),
-                    Some(Record::Disk(h, path)) => self
-                        .registry
-                        .lock()
-                        .unwrap()
-                        .disk_event(&h, DiskBody::from_kernel(&h, &path)),
-                    None => {
-                        log::error!("undecodable record ({} bytes) from the kernel", item.len());
-                        continue;
-                    }
-                };
-                self.output.lock().unwrap().emit(&ev);
-            }
+    /// Runs the writer on its own thread.
+    pub fn start(&self) -> Result<()> {
+        let Some(mut writer) = self.writer.lock().unwrap().take() else {
+            return Ok(());
+        };
+        let thread = std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || {
+                if let Err(e) = writer.run() {
+                    log::error!("event writer stopped: {e:#}");
+                }
+            })
+            .context("starting the event writer")?;
+        *self.thread.lock().unwrap() = Some(thread);
+        Ok(())
+    }
+
+    fn send(&self, m: Msg) {
+        let _ = self.tx.lock().unwrap().send(m);
+        let _ = self.wake.arm();
+    }
+
+    /// Queues `session.start` of the session registered under `cgroup_id`,
+    /// stamped `boot_ns` (taken before the session could run anything).
+    pub fn session_started(&self, cgroup_id: u64, boot_ns: u64) {
+        self.send(Msg::Start { boot_ns, cgroup_id });
+    }
+
+    /// Queues `session.end`: written after every record stamped before
+    /// `boot_ns`, then the session leaves the registry.
+    pub fn session_ended(&self, cgroup_id: u64, boot_ns: u64, disk_dropped: u64) {
+        self.send(Msg::End {
+            boot_ns,
+            cgroup_id,
+            disk_dropped,
+        });
+    }
+
+    /// Writes everything queued or in the rings, then stops the writer.
+    pub fn stop(&self) {
+        self.send(Msg::Stop);
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            let _ = t.join();
         }
-    }
-
-    pub fn emit(&self, ev: &Event) {
-        self.output.lock().unwrap().emit(ev);
-    }
-
-    pub fn report_lost(&self, lost: crate::bpf::Lost) {
-        self.output.lock().unwrap().report_lost(lost);
     }
 
     pub fn system_log_name(&self) -> &'static str {
-        self.output.lock().unwrap().system_log_name()
+        self.system_log
     }
 
-    /// Drains whenever the kernel signals data on any ring, until `stop`
-    /// fires; then drains once more.
-    pub async fn run(self: Arc<Self>, stop: tokio::sync::oneshot::Receiver<()>) -> Result<()> {
-        let mut waiters = tokio::task::JoinSet::new();
-        for &fd in &self.ring_fds {
-            let me = self.clone();
-            waiters.spawn(async move {
-                // SAFETY: the fd belongs to a ring buffer held by `me`, which
-                // this task keeps alive (and unchanged) while the AsyncFd exists.
-                let fd = unsafe { AsyncFd::register_with_interest(RingFd(fd), Interest::READABLE) }
-                    .map_err(|e| {
-                        anyhow::anyhow!("polling an event ring buffer: {}", e.into_parts().1)
-                    })?;
-                loop {
-                    let mut guard = fd
-                        .readable()
-                        .await
-                        .context("polling an event ring buffer")?;
-                    me.drain();
-                    guard.clear_ready();
-                }
-                #[allow(unreachable_code)]
-                Ok::<(), anyhow::Error>(())
-            });
+    /// Records lost since the programs were loaded (a restarted daemon's
+    /// maps keep counting).
+    pub fn lost(&self) -> Lost {
+        self.lost.read().unwrap_or_default()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Writer {
+    rings: Vec<(String, RingBuf<MapData>)>,
+    rx: mpsc::Receiver<Msg>,
+    wake: Arc<EventFd>,
+    registry: Arc<Mutex<Registry>>,
+    output: Output,
+    lost: Arc<LostCounters>,
+    pending: Vec<Pending>,
+    seq: u64,
+    reported: Lost,
+    last_report: Option<Instant>,
+    last_check: Instant,
+}
+
+impl Writer {
+    fn run(&mut self) -> Result<()> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
+        for (i, (name, ring)) in self.rings.iter().enumerate() {
+            // SAFETY: the ring (and its fd) lives as long as this writer.
+            let fd = unsafe { BorrowedFd::borrow_raw(ring.as_raw_fd()) };
+            epoll
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+                .with_context(|| format!("polling ring buffer {name}"))?;
         }
-        tokio::select! {
-            r = waiters.join_next() => {
-                if let Some(r) = r {
-                    r.context("event reader")??;
+        epoll
+            .add(
+                self.wake.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, u64::MAX),
+            )
+            .context("polling the recorder's eventfd")?;
+        let mut events = [EpollEvent::empty(); 8];
+        loop {
+            let timeout = match self.pending.iter().map(|p| p.boot_ns).min() {
+                Some(first) => {
+                    let due = first + HOLD.as_nanos() as u64;
+                    Duration::from_nanos(due.saturating_sub(now_boot_ns())).min(LOST_CHECK_EVERY)
+                }
+                None => LOST_CHECK_EVERY,
+            };
+            let ms = timeout.as_millis().clamp(1, 1000) as u16;
+            match epoll.wait(&mut events, EpollTimeout::from(ms)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e).context("epoll_wait"),
+            }
+            let _ = self.wake.read();
+            let mut stop = false;
+            while let Ok(m) = self.rx.try_recv() {
+                match m {
+                    Msg::Start { boot_ns, cgroup_id } => self.push(boot_ns, Item::Start(cgroup_id)),
+                    Msg::End {
+                        boot_ns,
+                        cgroup_id,
+                        disk_dropped,
+                    } => self.push(boot_ns, Item::End(cgroup_id, disk_dropped)),
+                    Msg::Stop => stop = true,
                 }
             }
-            _ = stop => {}
+            self.read_rings();
+            if stop {
+                self.write_until(u64::MAX);
+                self.check_lost(true);
+                return Ok(());
+            }
+            self.write_until(now_boot_ns().saturating_sub(HOLD.as_nanos() as u64));
+            if self.last_check.elapsed() >= LOST_CHECK_EVERY {
+                self.check_lost(false);
+            }
         }
-        waiters.abort_all();
-        self.drain();
-        Ok(())
+    }
+
+    fn push(&mut self, boot_ns: u64, item: Item) {
+        self.seq += 1;
+        self.pending.push(Pending {
+            boot_ns,
+            seq: self.seq,
+            item,
+        });
+    }
+
+    fn read_rings(&mut self) {
+        let mut got = Vec::new();
+        for (name, ring) in self.rings.iter_mut() {
+            while let Some(bytes) = ring.next() {
+                match decode(&bytes) {
+                    Ok(r) => got.push(r),
+                    Err(e) => log::error!("ring buffer {name}: {e}"),
+                }
+            }
+        }
+        for r in got {
+            let t = r.header().boot_ns;
+            self.push(t, Item::Record(r));
+        }
+    }
+
+    /// Writes, in time order, everything stamped at or before `cutoff`.
+    fn write_until(&mut self, cutoff: u64) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.pending.sort_by_key(|p| (p.boot_ns, p.seq));
+        let n = self.pending.partition_point(|p| p.boot_ns <= cutoff);
+        if n == 0 {
+            return;
+        }
+        let due: Vec<Pending> = self.pending.drain(..n).collect();
+        let events: Vec<_> = {
+            let mut reg = self.registry.lock().unwrap();
+            due.into_iter()
+                .filter_map(|p| match p.item {
+                    Item::Record(r) => {
+                        let h = *r.header();
+                        Some(reg.stamp(h.cgroup_id, h.boot_ns, from_record(&r)))
+                    }
+                    Item::Start(cg) => reg.start_event(cg, p.boot_ns),
+                    Item::End(cg, dropped) => reg.end(cg, p.boot_ns, dropped).map(|(_, ev)| ev),
+                })
+                .collect()
+        };
+        // Written without the registry lock: a login never waits on the log.
+        for ev in &events {
+            self.output.emit(ev);
+        }
+    }
+
+    /// Reports newly lost records, at most once per `LOST_REPORT_EVERY`
+    /// unless `now` (at stop, so that nothing counted goes unreported).
+    fn check_lost(&mut self, now: bool) {
+        self.last_check = Instant::now();
+        let Ok(total) = self.lost.read() else {
+            return;
+        };
+        let new = total.since(&self.reported);
+        let due = now
+            || self
+                .last_report
+                .is_none_or(|t| t.elapsed() >= LOST_REPORT_EVERY);
+        if new.total() > 0 && due {
+            self.output.report_lost(new);
+            self.reported = total;
+            self.last_report = Some(Instant::now());
+        }
     }
 }

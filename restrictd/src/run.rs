@@ -9,23 +9,21 @@ use std::{
     io::Write as _,
     os::{fd::AsRawFd, unix::process::ExitStatusExt},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
-use restrictd_ebpf::{SessionEntry, POLICY_FOLLOW_ACTIVE};
-use tokio::{
-    signal::unix::{signal, SignalKind},
-    sync::oneshot,
-};
+use tokio::signal::unix::{signal, SignalKind};
 use uuid::Uuid;
 
 use crate::{
-    bpf::Enforcer,
+    bpf::Kernel,
     cgroup::{self, Cgroup},
     config::{Config, DEFAULT_CONFIG_PATH},
+    daemon::session_entry,
     events::Output,
+    lifecycle::Lifecycle,
     policy::Policy,
     recorder::Recorder,
     session::{Registry, Session},
@@ -69,24 +67,37 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .map_err(anyhow::Error::from)?;
     let output = Output::new(args.events.as_deref())?;
 
-    let root = cgroup::session_root(config.cgroup_path.as_deref(), &config.root_path)?;
-    let mut enforcer = Enforcer::load(config.load_options(None)?)?;
-    enforcer.set_policy(policy.as_ref())?;
-    enforcer.attach(&root.path)?;
-    enforcer.attach_recording(None, config.enhanced_recording.session_flags())?;
+    let mount = match &config.cgroup_path {
+        Some(p) => p.clone(),
+        None => cgroup::find_cgroup2_mount()?,
+    };
+    let root = cgroup::session_root(Some(&mount), &config.root_path)?;
+    let mut kernel = Kernel::load(config.load_options(None)?)?;
+    kernel.policy.set(policy.as_ref())?;
+    kernel.programs.attach(&root.path, None)?;
+    kernel.programs.attach_recording(None)?;
+
+    let registry = Arc::new(Mutex::new(Registry::new()));
+    let recorder = Arc::new(Recorder::new(
+        kernel.rings,
+        kernel.lost,
+        registry.clone(),
+        output,
+    )?);
+    recorder.start()?;
+    let lifecycle = Lifecycle::new(
+        registry,
+        kernel.sessions,
+        None,
+        recorder.clone(),
+        mount,
+        session_entry(&config),
+    );
 
     let sid = Uuid::new_v4();
     let cg = root.create_child(&sid.to_string())?;
     // From here on the cgroup must be emptied and removed whatever happens.
     let guard = CgroupGuard(Some(cg.clone()));
-    enforcer.add_session(
-        cg.id,
-        SessionEntry {
-            policy_id: POLICY_FOLLOW_ACTIVE,
-            flags: config.enhanced_recording.session_flags(),
-        },
-    )?;
-    let mut registry = Registry::new();
     let mut session = Session::new(sid, cg.clone());
     // The session belongs to whoever ran restrictd (as sudo reports it, or the real uid).
     let uid = nix::unistd::getuid();
@@ -101,43 +112,31 @@ pub fn run(args: RunArgs) -> Result<i32> {
     session.uid = Some(uid.as_raw());
     session.service = "restrictd run".into();
     session.leader_pid = std::process::id();
-    registry.insert(session);
+    // CMD enters the cgroup itself, before its exec (see `supervise`).
+    lifecycle.open(session, || Ok(()))?;
     log::info!(
         "session {sid} in cgroup {} (id {}), system log: {}",
         cg.path.display(),
         cg.id,
-        output.system_log_name()
+        recorder.system_log_name()
     );
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let recorder = Recorder::new(enforcer.take_rings(), registry, output);
-    let start = recorder.registry.lock().unwrap().start_event(cg.id);
-    if let Some(ev) = start {
-        recorder.emit(&ev);
-    }
-    let status = rt.block_on(supervise(&cg, &args.command, recorder.clone()))?;
+    let status = rt.block_on(supervise(&cg, &args.command))?;
 
+    // Empty the cgroup, then end the session (which removes it) and write
+    // everything the session produced before restrictd exits.
     guard.finish()?;
-    let dropped = enforcer.remove_session(cg.id)?;
-    let lost = enforcer.lost()?;
-    if lost.total() > 0 {
-        recorder.report_lost(lost);
-    }
-    let end = recorder.registry.lock().unwrap().end(cg.id, dropped);
-    if let Some((_, ev)) = end {
-        recorder.emit(&ev);
-    }
-    drop(enforcer);
+    lifecycle.end(cg.id);
+    recorder.stop();
+    drop(kernel.programs);
     Ok(status)
 }
 
-async fn supervise(cg: &Cgroup, command: &[OsString], recorder: Arc<Recorder>) -> Result<i32> {
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let pump = tokio::spawn(recorder.run(stop_rx));
-
+async fn supervise(cg: &Cgroup, command: &[OsString]) -> Result<i32> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
 
@@ -193,14 +192,6 @@ async fn supervise(cg: &Cgroup, command: &[OsString], recorder: Arc<Recorder>) -
         }
     };
 
-    // Leftover children (daemonized or not) die with the session.
-    let cg2 = cg.clone();
-    tokio::task::spawn_blocking(move || cg2.kill_all(Duration::from_secs(10)))
-        .await
-        .context("joining cgroup cleanup")??;
-    // Nothing in the session can produce events now: collect the last ones.
-    let _ = stop_tx.send(());
-    pump.await.context("joining the event reader")??;
     Ok(status)
 }
 
@@ -226,10 +217,11 @@ fn resolve_program(name: &std::ffi::OsStr) -> std::path::PathBuf {
 struct CgroupGuard(Option<Cgroup>);
 
 impl CgroupGuard {
+    /// Kills what is left (daemonized children die with the session); the
+    /// lifecycle then removes the empty cgroup.
     fn finish(mut self) -> Result<()> {
         let cg = self.0.take().expect("finish once");
-        cg.kill_all(Duration::from_secs(10))?;
-        cg.remove()
+        cg.kill_all(Duration::from_secs(10))
     }
 }
 

@@ -1,10 +1,12 @@
-//! The D-Bus face of the daemon: `org.restrictd.Daemon1` at
+//! The D-Bus front end of the daemon: `org.restrictd.Daemon1` at
 //! `/org/restrictd/Daemon1`. Each method checks that the caller is root
-//! (the bus policy already should have refused anyone else) and runs the
-//! daemon's work off the bus thread.
+//! (the bus policy already should have refused anyone else), runs the
+//! core's work off the bus thread, and maps the core's types and its one
+//! error type to the bus's (here, and nowhere else).
 
-use std::sync::Arc;
+use std::{path::Path, sync::Arc};
 
+use anyhow::{anyhow, Context, Result};
 use restrictd_dbus::{errors, OpenRequest, SessionInfo, Status};
 use zbus::{
     fdo,
@@ -13,109 +15,164 @@ use zbus::{
     Connection,
 };
 
-use crate::daemon::{CallError, Core};
+use crate::{
+    config::Config,
+    daemon::{Core, Login},
+    error::Error as CoreError,
+    session::Session,
+};
 
 /// What a caller gets back. Written by hand rather than derived because
-/// `AccessDenied` must carry the standard name
-/// `org.freedesktop.DBus.Error.AccessDenied`, the others restrictd's own
+/// `AccessDenied` and `InvalidArgs` must carry the standard names
+/// `org.freedesktop.DBus.Error.*`, the others restrictd's own
 /// (`restrictd_dbus::errors`).
 #[derive(Debug)]
 pub enum Error {
     AccessDenied(String),
-    InvalidArgument(String),
-    InvalidPolicy(String),
-    NoSuchSession(String),
-    Failed(String),
+    Core(CoreError),
+    Bus(String),
+}
+
+impl Error {
+    fn message(&self) -> String {
+        match self {
+            Error::AccessDenied(m) | Error::Bus(m) => m.clone(),
+            Error::Core(e) => e.to_string(),
+        }
+    }
 }
 
 impl zbus::DBusError for Error {
     fn name(&self) -> ErrorName<'_> {
         ErrorName::from_static_str_unchecked(match self {
             Error::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied",
-            Error::InvalidArgument(_) => "org.freedesktop.DBus.Error.InvalidArgs",
-            Error::InvalidPolicy(_) => errors::INVALID_POLICY,
-            Error::NoSuchSession(_) => errors::NO_SUCH_SESSION,
-            Error::Failed(_) => errors::FAILED,
+            Error::Core(CoreError::InvalidArgs(_)) => "org.freedesktop.DBus.Error.InvalidArgs",
+            Error::Core(CoreError::InvalidPolicy(_)) => errors::INVALID_POLICY,
+            Error::Core(CoreError::NoSuchSession(_)) => errors::NO_SUCH_SESSION,
+            Error::Core(CoreError::Failed(_)) | Error::Bus(_) => errors::FAILED,
         })
     }
 
     fn description(&self) -> Option<&str> {
-        match self {
-            Error::AccessDenied(m)
-            | Error::InvalidArgument(m)
-            | Error::InvalidPolicy(m)
-            | Error::NoSuchSession(m)
-            | Error::Failed(m) => Some(m),
-        }
+        None
     }
 
     fn create_reply(&self, call: &Header<'_>) -> zbus::Result<Message> {
-        Message::error(call, self.name()).build(&(self.description().unwrap_or_default(),))
+        Message::error(call, self.name()).build(&(self.message(),))
     }
 }
 
 impl From<zbus::Error> for Error {
     fn from(e: zbus::Error) -> Self {
-        Error::Failed(e.to_string())
+        Error::Bus(e.to_string())
     }
 }
 
-impl From<CallError> for Error {
-    fn from(e: CallError) -> Self {
-        match e {
-            CallError::AccessDenied(m) => Error::AccessDenied(m),
-            CallError::InvalidArgs(m) => Error::InvalidArgument(m),
-            CallError::InvalidPolicy(m) => Error::InvalidPolicy(m),
-            e @ CallError::NoSuchSession(_) => Error::NoSuchSession(e.to_string()),
-            e @ CallError::Failed(_) => Error::Failed(e.to_string()),
-        }
+impl From<CoreError> for Error {
+    fn from(e: CoreError) -> Self {
+        Error::Core(e)
     }
+}
+
+fn session_info(s: Session) -> SessionInfo {
+    SessionInfo {
+        sid: s.sid.to_string(),
+        user: s.user.clone().unwrap_or_default(),
+        login: s.login.clone().unwrap_or_default(),
+        uid: s.uid.unwrap_or(u32::MAX),
+        leader_pid: s.leader_pid,
+        remote_host: s.remote_host.clone(),
+        service: s.service.clone(),
+        tty: s.tty.clone(),
+        processes: s.cgroup.pids().map(|p| p.len() as u32).unwrap_or(0),
+        started: s.started,
+        cgroup: s.cgroup.path.display().to_string(),
+        cgroup_id: s.cgroup.id,
+        state: if s.closed { "closed" } else { "open" }.into(),
+    }
+}
+
+fn status(core: &Core) -> Status {
+    use restrictd_common::{EVENT_COMMAND, EVENT_DISK, EVENT_NETWORK};
+    let st = core.status();
+    Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        sessions: st.sessions as u32,
+        policy: st.policy,
+        system_log: st.system_log.into(),
+        lost_network: st.lost.kind(EVENT_NETWORK),
+        lost_command: st.lost.kind(EVENT_COMMAND),
+        lost_disk: st.lost.kind(EVENT_DISK),
+    }
+}
+
+/// `restrictd serve`: the core, served on the system bus until a signal
+/// stops it.
+pub fn serve(config: Config, events: Option<&Path>) -> Result<()> {
+    let core = Core::start(config, events)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        // zbus runs the connection on its own runtime; awaiting it here is fine.
+        let _conn = zbus::connection::Builder::system()
+            .name(restrictd_dbus::BUS_NAME)
+            .serve_at(restrictd_dbus::OBJECT_PATH, Service { core: core.clone() })
+            .build()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "connecting to the D-Bus system bus as {}: {e} (is another restrictd running?)",
+                    restrictd_dbus::BUS_NAME
+                )
+            })?;
+        log::info!(
+            "restrictd {} serving {} on the system bus; system log: {}",
+            env!("CARGO_PKG_VERSION"),
+            restrictd_dbus::BUS_NAME,
+            core.system_log_name()
+        );
+        core.run().await
+    })
 }
 
 pub struct Service {
     core: Arc<Core>,
 }
 
-impl Service {
-    pub fn new(core: Arc<Core>) -> Service {
-        Service { core }
-    }
-}
-
 /// The caller's uid and pid, as the bus daemon vouches for them.
 async fn caller(hdr: &Header<'_>, conn: &Connection) -> Result<(u32, u32), Error> {
     let sender = hdr
         .sender()
-        .ok_or_else(|| Error::from(CallError::AccessDenied("caller has no bus name".into())))?;
+        .ok_or_else(|| Error::AccessDenied("caller has no bus name".into()))?;
     let creds = fdo::DBusProxy::new(conn)
         .await?
         .get_connection_credentials(sender.clone().into())
         .await
-        .map_err(|e| Error::Failed(format!("asking the bus who called: {e}")))?;
+        .map_err(|e| Error::Bus(format!("asking the bus who called: {e}")))?;
     match (creds.unix_user_id(), creds.process_id()) {
         (Some(uid), Some(pid)) => Ok((uid, pid)),
-        _ => Err(CallError::AccessDenied(
+        _ => Err(Error::AccessDenied(
             "the bus does not vouch for the caller's uid and pid".into(),
-        )
-        .into()),
+        )),
     }
 }
 
 async fn require_root(hdr: &Header<'_>, conn: &Connection) -> Result<u32, Error> {
     let (uid, pid) = caller(hdr, conn).await?;
     if uid != 0 {
-        return Err(CallError::AccessDenied(format!(
+        return Err(Error::AccessDenied(format!(
             "only root may use {} (caller uid {uid})",
             restrictd_dbus::INTERFACE
-        ))
-        .into());
+        )));
     }
     Ok(pid)
 }
 
 /// Runs blocking daemon work (cgroup and map syscalls) off the bus thread.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CallError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, CoreError> + Send + 'static,
 ) -> Result<T, Error> {
     zruntime::unblock(f).await.map_err(Error::from)
 }
@@ -130,7 +187,14 @@ impl Service {
     ) -> Result<String, Error> {
         let pid = require_root(&hdr, conn).await?;
         let core = self.core.clone();
-        blocking(move || core.open_session(pid, &request)).await
+        let login = Login {
+            login: request.login,
+            uid: request.uid,
+            remote_host: request.remote_host,
+            service: request.service,
+            tty: request.tty,
+        };
+        blocking(move || core.open_session(pid, &login)).await
     }
 
     async fn close_session(
@@ -151,7 +215,7 @@ impl Service {
     ) -> Result<Vec<SessionInfo>, Error> {
         require_root(&hdr, conn).await?;
         let core = self.core.clone();
-        blocking(move || Ok(core.list_sessions())).await
+        blocking(move || Ok(core.sessions().into_iter().map(session_info).collect())).await
     }
 
     async fn terminate_session(
@@ -193,6 +257,6 @@ impl Service {
     ) -> Result<Status, Error> {
         require_root(&hdr, conn).await?;
         let core = self.core.clone();
-        blocking(move || Ok(core.status())).await
+        blocking(move || Ok(status(&core))).await
     }
 }

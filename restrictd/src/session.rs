@@ -4,16 +4,12 @@
 
 use std::collections::HashMap;
 
-use restrictd_ebpf::{CommandEvent, DiskEvent, NetworkEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
     cgroup::Cgroup,
-    events::{
-        boot_ns_to_rfc3339, now_rfc3339, Body, CommandBody, DiskBody, Event, NetworkBody,
-        SessionEndBody, SessionStartBody,
-    },
+    events::{boot_ns_to_rfc3339, Body, Event, SessionEndBody, SessionStartBody},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +31,9 @@ pub struct Session {
     pub owned: bool,
     /// close_session was called; the session ends when its cgroup is empty.
     pub closed: bool,
+    /// Its end is decided and `session.end` is on its way: not ended again.
+    #[serde(default)]
+    pub ending: bool,
     /// The user's systemd instance (`user@UID.service`), registered with the
     /// session so that units it starts (`systemd-run --user`) stay restricted
     /// and recorded; their events are attributed to the user's latest session.
@@ -55,9 +54,10 @@ impl Session {
             remote_host: String::new(),
             service: String::new(),
             tty: String::new(),
-            started: now_rfc3339(),
+            started: boot_ns_to_rfc3339(crate::events::now_boot_ns()),
             owned: true,
             closed: false,
+            ending: false,
             manager: None,
             next_ei: 0,
         }
@@ -142,6 +142,10 @@ impl Registry {
         self.sessions.values().find(|s| s.sid.to_string() == sid)
     }
 
+    pub fn get_mut(&mut self, cgroup_id: u64) -> Option<&mut Session> {
+        self.sessions.get_mut(&cgroup_id)
+    }
+
     pub fn by_sid_mut(&mut self, sid: &str) -> Option<&mut Session> {
         self.sessions
             .values_mut()
@@ -160,14 +164,12 @@ impl Registry {
         self.sessions.is_empty()
     }
 
-    fn event(
-        &mut self,
-        cgroup_id: u64,
-        event: &'static str,
-        code: &'static str,
-        time: String,
-        body: Body,
-    ) -> Event {
+    /// Stamps a body with its session: sid, user, login and the session's
+    /// next `ei`. Bodies are stamped in time order (the recorder merges
+    /// them), so `ei` increases with time. A body from a user manager's
+    /// cgroup goes to the user's latest session; one whose session is gone
+    /// is still written, with an empty sid, never dropped.
+    pub fn stamp(&mut self, cgroup_id: u64, boot_ns: u64, body: Body) -> Event {
         let key = self.managers.get(&cgroup_id).copied().unwrap_or(cgroup_id);
         let (sid, ei, user, login) = match self.sessions.get_mut(&key) {
             Some(s) => {
@@ -175,13 +177,13 @@ impl Registry {
                 s.next_ei += 1;
                 (s.sid.to_string(), ei, s.user.clone(), s.login.clone())
             }
-            // A record whose session is gone is still reported, never dropped.
             None => (String::new(), 0, None, None),
         };
+        let info = body.info();
         Event {
-            event,
-            code,
-            time,
+            event: info.event,
+            code: info.code,
+            time: boot_ns_to_rfc3339(boot_ns),
             ei,
             sid,
             user,
@@ -191,39 +193,7 @@ impl Registry {
         }
     }
 
-    pub fn network_event(&mut self, k: &NetworkEvent) -> Event {
-        let body = Body::Network(NetworkBody::from_kernel(k));
-        self.event(
-            k.cgroup_id,
-            "session.network",
-            "T4002I",
-            boot_ns_to_rfc3339(k.boot_ns),
-            body,
-        )
-    }
-
-    pub fn command_event(&mut self, h: &CommandEvent, path: &[u8], argv: &[u8]) -> Event {
-        let body = Body::Command(CommandBody::from_kernel(h, path, argv));
-        self.event(
-            h.cgroup_id,
-            "session.command",
-            "T4000I",
-            boot_ns_to_rfc3339(h.boot_ns),
-            body,
-        )
-    }
-
-    pub fn disk_event(&mut self, h: &DiskEvent, body: DiskBody) -> Event {
-        self.event(
-            h.cgroup_id,
-            "session.disk",
-            "T4001I",
-            boot_ns_to_rfc3339(h.boot_ns),
-            Body::Disk(body),
-        )
-    }
-
-    pub fn start_event(&mut self, cgroup_id: u64) -> Option<Event> {
+    pub fn start_event(&mut self, cgroup_id: u64, boot_ns: u64) -> Option<Event> {
         let s = self.sessions.get(&cgroup_id)?;
         let body = Body::SessionStart(SessionStartBody {
             remote_addr: s.remote_host.clone(),
@@ -234,14 +204,18 @@ impl Registry {
             cgroup_id,
             enhanced_recording: true,
         });
-        Some(self.event(cgroup_id, "session.start", "T2000I", now_rfc3339(), body))
+        Some(self.stamp(cgroup_id, boot_ns, body))
     }
 
     /// Removes the session and returns its `session.end` event.
     /// `disk_dropped`: its disk events the rate limit did not record.
-    pub fn end(&mut self, cgroup_id: u64, disk_dropped: u64) -> Option<(Session, Event)> {
+    pub fn end(
+        &mut self,
+        cgroup_id: u64,
+        boot_ns: u64,
+        disk_dropped: u64,
+    ) -> Option<(Session, Event)> {
         let s = self.sessions.get(&cgroup_id)?;
-        let stop = now_rfc3339();
         let body = Body::SessionEnd(SessionEndBody {
             remote_addr: s.remote_host.clone(),
             cgroup_id,
@@ -249,10 +223,10 @@ impl Registry {
             interactive: s.tty != "ssh" && !s.tty.is_empty(),
             participants: s.user.iter().cloned().collect(),
             session_start: s.started.clone(),
-            session_stop: stop.clone(),
+            session_stop: boot_ns_to_rfc3339(boot_ns),
             disk_events_dropped: disk_dropped,
         });
-        let ev = self.event(cgroup_id, "session.end", "T2004I", stop, body);
+        let ev = self.stamp(cgroup_id, boot_ns, body);
         let s = self.remove(cgroup_id)?;
         Some((s, ev))
     }
@@ -280,11 +254,11 @@ mod tests {
 
     /// A record from the user manager's cgroup, as the kernel reports it.
     fn manager_record(reg: &mut Registry, manager: u64) -> String {
-        // SAFETY: a plain #[repr(C)] struct of integers and byte arrays.
-        let mut k: NetworkEvent = unsafe { std::mem::zeroed() };
-        k.cgroup_id = manager;
+        let mut k = restrictd_common::NetworkEvent::default();
+        k.header.cgroup_id = manager;
         k.version = 4;
-        reg.network_event(&k).sid
+        let body = crate::events::from_record(&restrictd_common::record::Record::Network(k));
+        reg.stamp(manager, 0, body).sid
     }
 
     #[test]
@@ -297,11 +271,11 @@ mod tests {
         reg.insert(b);
         assert_eq!(manager_record(&mut reg, 99), sid_b);
         assert_eq!(reg.sole_user_of_manager(11), None);
-        reg.end(11, 0).unwrap();
+        reg.end(11, 0, 0).unwrap();
         assert!(reg.manager_in_use(99));
         assert_eq!(reg.sole_user_of_manager(10), Some(cg(99)));
         assert_eq!(manager_record(&mut reg, 99), sid_a);
-        reg.end(10, 0).unwrap();
+        reg.end(10, 0, 0).unwrap();
         assert!(!reg.manager_in_use(99));
         assert_eq!(manager_record(&mut reg, 99), "");
     }

@@ -1,0 +1,241 @@
+//! restrictd's kernel ABI: everything the BPF programs (`restrictd-ebpf`) and
+//! userspace (`restrictd`) exchange through maps, ring buffers and the
+//! load-time global. Everything here is `#[repr(C)]` plain data, no_std; the
+//! `user` feature adds `aya::Pod` and the record decoder (`record`).
+//!
+//! Changing a type here changes the layout of pinned maps: see ARCHITECTURE.md.
+#![no_std]
+
+#[cfg(feature = "user")]
+extern crate std;
+
+pub mod key;
+#[cfg(feature = "user")]
+pub mod record;
+
+/// Upper bound on entries in each LPM trie. Tries are `BPF_F_NO_PREALLOC`, so
+/// this costs nothing until used. It covers 100,000 CIDRs per list, IPv4 rules
+/// doubled into the IPv6 trie as v4-mapped entries, and two policies alive at
+/// once during an atomic swap.
+pub const MAX_RULES: u32 = 1 << 20;
+/// Upper bound on concurrently restricted cgroups.
+pub const MAX_SESSIONS: u32 = 65_536;
+
+/// `SessionEntry.flags`: enforce the network policy in this cgroup.
+pub const SESSION_RESTRICT: u32 = 1 << 0;
+/// `SessionEntry.flags`: record every exec (`session.command`).
+pub const SESSION_RECORD_COMMANDS: u32 = 1 << 1;
+/// `SessionEntry.flags`: record allowed connects and sends (`action` 0).
+pub const SESSION_RECORD_NETWORK: u32 = 1 << 2;
+/// `SessionEntry.flags`: record file opens (`session.disk`).
+pub const SESSION_RECORD_DISK: u32 = 1 << 3;
+
+/// Tracepoint programs are grouped by the prefix of their name; a group is
+/// loaded and attached when the configuration turns its recording on.
+/// (cgroup `sock_addr` programs are always attached: they enforce.)
+pub const PROGRAM_GROUPS: [(&str, u32); 2] = [
+    ("cmd_", SESSION_RECORD_COMMANDS),
+    ("disk_", SESSION_RECORD_DISK),
+];
+
+/// `SessionEntry.policy_id` value meaning "use the host-wide active policy".
+pub const POLICY_FOLLOW_ACTIVE: u32 = 0;
+/// `ACTIVE[0]` value meaning "no policy object: allow everything".
+pub const POLICY_NONE: u32 = 0;
+
+/// Value of the `SESSIONS` hash, keyed by cgroup id (the cgroup directory's
+/// inode number, as `bpf_get_current_cgroup_id()` returns it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionEntry {
+    /// Which policy applies; `POLICY_FOLLOW_ACTIVE` for the host-wide one.
+    /// A per-user policy only needs a distinct id here and its rules in the tries.
+    pub policy_id: u32,
+    pub flags: u32,
+}
+
+/// LPM trie value. `ports == 0` means all ports; other values are reserved for
+/// per-rule port sets (a later map indexed by this id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    pub ports: u32,
+}
+
+/// Values the daemon may change while programs run (`RUNTIME[0]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Runtime {
+    /// cgroup level of the user managers (`user@UID.service`) that the daemon
+    /// registers for users with restricted sessions; 0: none registered.
+    pub manager_level: u32,
+    pub _pad: u32,
+}
+
+/// Values fixed when the object is loaded: the read-only global `LOAD_CONFIG`,
+/// which the loader overrides (the verifier then knows them as constants).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadConfig {
+    /// Tracepoint field offsets, from tracefs format files (they differ
+    /// between kernels).
+    pub fork_child_pid_offset: u32,
+    pub exec_filename_offset: u32,
+    /// Bytes of argv a command record carries at most (≤ `ARGV_CAP`).
+    pub argv_limit: u32,
+    /// Most disk events per session per second; 0: no limit.
+    pub disk_rate: u32,
+    /// Kernel struct layout, from the kernel's BTF.
+    pub kernel: KernelOffsets,
+}
+
+/// Byte offsets of the kernel struct members the programs follow to name
+/// files and directories. They differ between kernels, so the loader reads
+/// them from the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_fs: u32,
+    pub task_files: u32,
+    pub fs_pwd: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_f_path: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    /// Offset of `struct vfsmount mnt` inside `struct mount`.
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    /// `struct qstr`'s `name` pointer.
+    pub qstr_name: u32,
+}
+
+/// Event kinds: `RecordHeader.kind`, and the index of their `LOST` counter.
+pub const EVENT_COMMAND: u32 = 1;
+pub const EVENT_DISK: u32 = 2;
+pub const EVENT_NETWORK: u32 = 3;
+/// Size of the per-CPU `LOST` array (kinds are indices; slot 0 is unused).
+pub const LOST_SLOTS: u32 = 4;
+
+/// Largest argv a command event carries (the config limit is at most this).
+pub const ARGV_CAP: usize = 8192;
+/// Room for the executed path (PATH_MAX).
+pub const PATH_CAP: usize = 4096;
+/// Most arguments read for a failed exec (walked one by one in the old image).
+pub const FAILED_ARGS_MAX: u32 = 64;
+/// The kernel's path walk takes at most 2 × this many steps (a directory
+/// level or a mount crossing each); a longer walk falls back to the path
+/// as the caller gave it.
+pub const DIR_DEPTH_MAX: usize = 32;
+
+/// Longest path prefix a disk filter rule can have (the LPM trie key limit).
+pub const PATH_PREFIX_MAX: usize = 256;
+/// `PATH_RULES` trie key data: the first bytes of a path.
+pub type PathKeyData = [u8; PATH_PREFIX_MAX];
+/// `PATH_RULES` values: what the longest matching prefix says.
+pub const PATH_INCLUDE: u8 = 1;
+pub const PATH_EXCLUDE: u8 = 2;
+
+/// First field of every ring-buffer record: who, where and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// `EVENT_*`.
+    pub kind: u32,
+    /// Thread-group id (what userspace calls the pid).
+    pub pid: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    /// The session's cgroup id (for a user manager's process, the manager's).
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME. Records of all rings are
+    /// written in this order, and converted to wall time in userspace.
+    pub boot_ns: u64,
+    pub comm: [u8; 16],
+}
+
+/// A `session.command` record. It is followed, in the same record, by
+/// `path_len` bytes of path (NUL-terminated) and `argv_len` bytes of
+/// NUL-separated arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommandEvent {
+    pub header: RecordHeader,
+    pub ppid: u32,
+    /// 0, or the negative errno of a failed exec.
+    pub return_code: i32,
+    pub path_len: u32,
+    pub argv_len: u32,
+    /// Size of the whole argument area in the process; larger than
+    /// `argv_len` when the arguments were cut at the limit.
+    pub argv_total: u32,
+    pub _pad: u32,
+}
+
+/// A `session.disk` record, followed in the same record by `path_len` bytes
+/// of path (NUL-terminated).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskEvent {
+    pub header: RecordHeader,
+    /// Open flags (O_RDONLY, O_CREAT, ...), as the caller passed them.
+    pub flags: u32,
+    /// 0, or the negative errno of a failed open.
+    pub return_code: i32,
+    pub path_len: u32,
+    pub _pad: u32,
+}
+
+/// Per-session disk event rate window (`DISK_RATE`, keyed by cgroup id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DiskRate {
+    /// Start of the current one-second window (CLOCK_BOOTTIME ns).
+    pub window_start: u64,
+    /// Events counted in the current window.
+    pub count: u64,
+}
+
+pub const OPERATION_CONNECT: u8 = 0;
+pub const OPERATION_SEND: u8 = 1;
+pub const ACTION_OBSERVED: u8 = 0;
+pub const ACTION_DENIED: u8 = 1;
+
+/// A `session.network` record. Addresses are in network byte order; an IPv4
+/// address occupies the first four bytes. Ports are host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkEvent {
+    pub header: RecordHeader,
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// 4 or 6: the socket's family.
+    pub version: u8,
+    pub operation: u8,
+    pub action: u8,
+    /// IPPROTO_TCP / IPPROTO_UDP / ...
+    pub protocol: u8,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)] structs of integers and byte arrays, with explicit
+    // padding fields: every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::SessionEntry {}
+    unsafe impl aya::Pod for super::RuleValue {}
+    unsafe impl aya::Pod for super::Runtime {}
+    unsafe impl aya::Pod for super::LoadConfig {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::DiskRate {}
+    unsafe impl aya::Pod for super::RecordHeader {}
+    unsafe impl aya::Pod for super::CommandEvent {}
+    unsafe impl aya::Pod for super::DiskEvent {}
+    unsafe impl aya::Pod for super::NetworkEvent {}
+}

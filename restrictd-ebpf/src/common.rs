@@ -1,0 +1,154 @@
+//! What every program shares: the session lookup, the load-time
+//! configuration, record headers, reads and loss counters.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user},
+    },
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use restrictd_common::{
+    KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, LOST_SLOTS, MAX_SESSIONS,
+};
+
+#[map]
+pub static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+/// Events the kernel could not deliver, per CPU, indexed by event kind.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+/// `RUNTIME[0]`: what the daemon changes while programs run.
+#[map]
+static RUNTIME: Array<Runtime> = Array::with_max_entries(1, 0);
+
+/// Set by the loader (`EbpfLoader::override_global`); read-only here.
+#[unsafe(no_mangle)]
+static LOAD_CONFIG: LoadConfig = LoadConfig {
+    fork_child_pid_offset: 0,
+    exec_filename_offset: 0,
+    argv_limit: 0,
+    disk_rate: 0,
+    kernel: KernelOffsets {
+        task_fs: 0,
+        task_files: 0,
+        fs_pwd: 0,
+        files_fdt: 0,
+        fdtable_fd: 0,
+        fdtable_max_fds: 0,
+        file_f_path: 0,
+        path_mnt: 0,
+        path_dentry: 0,
+        mount_mnt: 0,
+        mount_parent: 0,
+        mount_mountpoint: 0,
+        vfsmount_root: 0,
+        dentry_parent: 0,
+        dentry_name: 0,
+        qstr_name: 0,
+    },
+};
+
+/// The load-time configuration. The volatile read keeps the compiler from
+/// folding the zeros written above into the code.
+#[inline(always)]
+pub fn load_config() -> LoadConfig {
+    unsafe { core::ptr::read_volatile(&LOAD_CONFIG) }
+}
+
+/// The session the current process is in, and the cgroup id it is registered
+/// under: the process's own cgroup, or else its ancestor at the user-manager
+/// level, the user's systemd instance, which the daemon registers while the
+/// user has a restricted session (so `systemd-run --user` does not leave it).
+/// Processes outside sessions cost a hash miss, and on logind hosts one more.
+#[inline(always)]
+pub fn current_session() -> Option<(u64, &'static SessionEntry)> {
+    let id = unsafe { bpf_get_current_cgroup_id() };
+    if let Some(s) = unsafe { SESSIONS.get(id) } {
+        return Some((id, s));
+    }
+    let level = RUNTIME.get(0).map(|r| r.manager_level).unwrap_or(0);
+    if level == 0 {
+        return None;
+    }
+    let manager = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+    if manager == 0 || manager == id {
+        return None;
+    }
+    unsafe { SESSIONS.get(manager) }.map(|s| (manager, s))
+}
+
+/// The session's cgroup id, if the current process is in a session with
+/// all of `flags`.
+#[inline(always)]
+pub fn session_with(flags: u32) -> Option<u64> {
+    let (cgroup_id, s) = current_session()?;
+    (s.flags & flags == flags).then_some(cgroup_id)
+}
+
+/// The header every record starts with, for the current process.
+#[inline(always)]
+pub fn fill_header(h: &mut RecordHeader, kind: u32, cgroup_id: u64) {
+    h.kind = kind;
+    h.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    h.uid = bpf_get_current_uid_gid() as u32;
+    h._pad = 0;
+    h.cgroup_id = cgroup_id;
+    h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// Counts a record of `kind` that could not be written.
+#[inline(always)]
+pub fn count_lost(kind: u32) {
+    if let Some(p) = LOST.get_ptr_mut(kind) {
+        // Per-CPU slot: no other writer on this CPU while we run.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Hides what LLVM knows of a value's range, so that a mask or check it would
+/// drop as redundant reaches the verifier, which may not have derived the
+/// same range (older verifiers, such as 6.1's, derive less).
+#[inline(always)]
+pub fn opaque(v: usize) -> usize {
+    let x = v;
+    unsafe { core::ptr::read_volatile(&x) }
+}
+
+/// The first byte of a user string (is it an absolute path?).
+#[inline(always)]
+pub fn read_user_u8(addr: u64) -> Option<u8> {
+    let mut v = 0u8;
+    let r = unsafe { bpf_probe_read_user(&mut v as *mut u8 as *mut _, 1, addr as *const _) };
+    (r == 0).then_some(v)
+}
+
+#[inline(always)]
+pub fn read_user_u64(addr: u64) -> Option<u64> {
+    let mut v = 0u64;
+    let r = unsafe { bpf_probe_read_user(&mut v as *mut u64 as *mut _, 8, addr as *const _) };
+    (r == 0).then_some(v)
+}
+
+/// # Safety
+/// `p` is a kernel address (the read itself is checked by the helper).
+#[inline(always)]
+pub unsafe fn read_kernel<T: Copy>(p: *const T) -> Option<T> {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            v.as_mut_ptr() as *mut _,
+            core::mem::size_of::<T>() as u32,
+            p as *const _,
+        )
+    };
+    (r == 0).then(|| unsafe { v.assume_init() })
+}
+
+/// A pointer-sized kernel field at `base + off` (0 if unreadable).
+#[inline(always)]
+pub fn read_ptr(base: u64, off: u32) -> u64 {
+    unsafe { read_kernel((base + off as u64) as *const u64) }.unwrap_or(0)
+}

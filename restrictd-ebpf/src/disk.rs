@@ -1,0 +1,288 @@
+//! File-open records (`session.disk`) from the open syscall tracepoints:
+//! the arguments are kept at entry, the record is built at exit where the
+//! result is known, then judged by the path filter and the session's rate.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user_str},
+    },
+    macros::{map, tracepoint},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::TracePointContext,
+};
+use restrictd_common::{
+    DiskEvent, DiskRate, PathKeyData, EVENT_DISK, MAX_SESSIONS, PATH_CAP, PATH_INCLUDE,
+    PATH_PREFIX_MAX, SESSION_RECORD_DISK,
+};
+
+use crate::{
+    common::{count_lost, fill_header, load_config, read_user_u64, read_user_u8, session_with},
+    path::{dir_prefix, fd_path},
+};
+
+/// Size set by the loader (`disk_buffer_size`).
+#[map]
+static DISK_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+static DISK_SCRATCH: PerCpuArray<DiskScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Include/exclude path prefixes; the longest match decides.
+#[map]
+static PATH_RULES: LpmTrie<PathKeyData, u8> = LpmTrie::with_max_entries(4096, 0);
+/// Per-session rate window, keyed by cgroup id.
+#[map]
+static DISK_RATE: HashMap<u64, DiskRate> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+/// Disk events not recorded because a session was over its rate, per CPU.
+#[map]
+static DISK_DROPPED: PerCpuHashMap<u64, u64> =
+    PerCpuHashMap::with_max_entries(MAX_SESSIONS, BPF_F_NO_PREALLOC);
+/// open(2)-family calls in flight in sessions (pid_tgid -> arguments).
+#[map]
+static OPENS: LruHashMap<u64, OpenArgs> = LruHashMap::with_max_entries(16_384, 0);
+
+#[repr(C)]
+struct DiskScratch {
+    header: DiskEvent,
+    /// Doubled so that a masked offset plus one write stays inside (verifier).
+    path: [u8; 2 * PATH_CAP],
+    key: Key<PathKeyData>,
+}
+
+/// What sys_enter_open* leaves for sys_exit_open*, which builds the record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OpenArgs {
+    filename: u64,
+    flags: u32,
+    dirfd: i32,
+    /// openat2's `struct open_how` (user memory, read at exit), or 0.
+    how: u64,
+}
+
+const AT_FDCWD: i32 = -100;
+/// creat(2) is open(O_CREAT | O_WRONLY | O_TRUNC).
+const CREAT_FLAGS: u32 = 0o1101;
+
+/// sys_enter_open*: remember the arguments for the exit, where the result is known.
+#[inline(always)]
+fn stash(filename: u64, flags: u32, dirfd: i32, how: u64) -> u32 {
+    if session_with(SESSION_RECORD_DISK).is_none() {
+        return 0;
+    }
+    let args = OpenArgs {
+        filename,
+        flags,
+        dirfd,
+        how,
+    };
+    let _ = OPENS.insert(bpf_get_current_pid_tgid(), args, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn disk_in_openat(ctx: TracePointContext) -> u32 {
+    let dirfd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0) as i32;
+    let filename = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
+    let flags = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0) as u32;
+    stash(filename, flags, dirfd, 0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub fn disk_in_openat2(ctx: TracePointContext) -> u32 {
+    let dirfd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0) as i32;
+    let filename = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
+    // The flags are in user memory (struct open_how); read at exit, after
+    // the kernel has copied them.
+    let how = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0);
+    stash(filename, 0, dirfd, how)
+}
+
+/// open(2) and creat(2) exist only on some architectures (x86_64, not
+/// arm64); the loader skips a program whose tracepoint is missing.
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn disk_in_open(ctx: TracePointContext) -> u32 {
+    let filename = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    let flags = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0) as u32;
+    stash(filename, flags, AT_FDCWD, 0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
+pub fn disk_in_creat(ctx: TracePointContext) -> u32 {
+    let filename = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    stash(filename, CREAT_FLAGS, AT_FDCWD, 0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn disk_out_openat(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
+pub fn disk_out_openat2(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn disk_out_open(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
+pub fn disk_out_creat(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+
+/// One open, successful or not, seen at syscall exit where the result is
+/// known. A successful open is named by the file it opened; a failed one by
+/// the path as given, read here because the kernel has just copied the same
+/// string itself, so its page is present (at syscall entry it may not be),
+/// and made absolute from the directory it was resolved against.
+#[inline(always)]
+fn exit(ctx: &TracePointContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { OPENS.get(key) }).copied() else {
+        return 0;
+    };
+    let _ = OPENS.remove(key);
+    let Some(cgroup_id) = session_with(SESSION_RECORD_DISK) else {
+        return 0;
+    };
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    let Some(scratch) = DISK_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    // struct open_how starts with the u64 flags.
+    let flags = if args.how != 0 {
+        read_user_u64(args.how).unwrap_or(0) as u32
+    } else {
+        args.flags
+    };
+    let h = &mut scratch.header;
+    fill_header(&mut h.header, EVENT_DISK, cgroup_id);
+    h.flags = flags;
+    h.return_code = if ret < 0 { ret as i32 } else { 0 };
+    h.path_len = 0;
+    h._pad = 0;
+
+    // A successful open names the file by its real path: the new fd's
+    // f_path, walked like a directory (symlinks and ".." resolved, so a
+    // link to /etc/shadow is reported as /etc/shadow).
+    if ret >= 0 {
+        if let Some(p) = unsafe { fd_path(scratch.path.as_mut_ptr(), Some(ret as i32)) } {
+            let len = if p == 0 {
+                scratch.path[0] = b'/';
+                scratch.path[1] = 0;
+                2
+            } else {
+                // The last component was written with its NUL.
+                p + 1
+            };
+            submit(scratch, cgroup_id, len);
+            return 0;
+        }
+    }
+    // Failed (or unresolvable): directory part first (none for an absolute
+    // path), then the path as given.
+    let first = read_user_u8(args.filename).unwrap_or(0);
+    let dir = if first != b'/' {
+        let fd = (args.dirfd != AT_FDCWD).then_some(args.dirfd);
+        unsafe { dir_prefix(scratch.path.as_mut_ptr(), fd) }
+    } else {
+        0
+    };
+    let at = dir & (PATH_CAP - 1);
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            scratch.path.as_mut_ptr().add(at) as *mut _,
+            PATH_CAP as u32,
+            args.filename as *const _,
+        )
+    };
+    if n <= 0 {
+        // No path to report (unreadable, or the walk failed and the string
+        // did too): counted as lost rather than dropped silently.
+        count_lost(EVENT_DISK);
+        return 0;
+    }
+    submit(scratch, cgroup_id, at + n as usize);
+    0
+}
+
+/// Applies the path filter (to absolute paths; one the kernel could not
+/// resolve goes to userspace unjudged) and the session's rate limit, then
+/// sends header + path.
+#[inline(always)]
+fn submit(scratch: &mut DiskScratch, cgroup_id: u64, path_len: usize) {
+    let path_len = path_len & (2 * PATH_CAP - 1);
+    if path_len == 0 {
+        return;
+    }
+    if scratch.path[0] == b'/' {
+        let n = path_len.min(PATH_PREFIX_MAX);
+        scratch.key.prefix_len = 8 * n as u32;
+        unsafe {
+            bpf_probe_read_kernel(
+                core::ptr::addr_of_mut!(scratch.key.data) as *mut _,
+                PATH_PREFIX_MAX as u32,
+                scratch.path.as_ptr() as *const _,
+            )
+        };
+        match PATH_RULES.get(&scratch.key) {
+            Some(&PATH_INCLUDE) => {}
+            _ => return,
+        }
+    }
+    if !within_rate(cgroup_id) {
+        return;
+    }
+    scratch.header.path_len = path_len as u32;
+    let size = core::mem::size_of::<DiskEvent>() + path_len;
+    if size > core::mem::size_of::<DiskEvent>() + 2 * PATH_CAP {
+        return;
+    }
+    let bytes =
+        unsafe { core::slice::from_raw_parts(scratch as *const DiskScratch as *const u8, size) };
+    if DISK_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost(EVENT_DISK);
+    }
+}
+
+/// At most `disk_rate` events per session per one-second window.
+/// BPF in Rust has no atomic read-modify-write (the target has no CAS), so
+/// CPUs opening at the same instant may both pass with one count: the limit
+/// can be exceeded slightly under contention. Drops are counted per CPU,
+/// which is exact.
+#[inline(always)]
+fn within_rate(cgroup_id: u64) -> bool {
+    let limit = load_config().disk_rate as u64;
+    if limit == 0 {
+        return true;
+    }
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let Some(st) = DISK_RATE.get_ptr_mut(cgroup_id) else {
+        let fresh = DiskRate {
+            window_start: now,
+            count: 1,
+        };
+        let _ = DISK_RATE.insert(cgroup_id, fresh, 0);
+        return true;
+    };
+    let st = unsafe { &mut *st };
+    if now.wrapping_sub(st.window_start) >= 1_000_000_000 {
+        st.window_start = now;
+        st.count = 0;
+    }
+    if st.count < limit {
+        st.count += 1;
+        return true;
+    }
+    match DISK_DROPPED.get_ptr_mut(cgroup_id) {
+        Some(d) => unsafe { *d += 1 },
+        None => {
+            let _ = DISK_DROPPED.insert(cgroup_id, 1, 0);
+        }
+    }
+    false
+}

@@ -1,0 +1,303 @@
+//! Command records (`session.command`): every exec in a session, failed
+//! ones included, with its absolute path, argv and parent.
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_probe_read_user,
+            bpf_probe_read_user_str, bpf_task_pt_regs,
+        },
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    EbpfContext,
+};
+use restrictd_common::{
+    CommandEvent, ARGV_CAP, EVENT_COMMAND, FAILED_ARGS_MAX, PATH_CAP, SESSION_RECORD_COMMANDS,
+};
+
+use crate::{
+    common::{
+        count_lost, fill_header, load_config, opaque, read_kernel, read_user_u64, session_with,
+    },
+    path::dir_prefix,
+};
+
+/// Size set by the loader (`command_buffer_size`).
+#[map]
+static COMMAND_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+static SCRATCH: PerCpuArray<CommandScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Parent of each process forked in a session (tgid -> parent tgid).
+#[map]
+static PPIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65_536, 0);
+/// execve(at) calls in flight in sessions (pid_tgid -> user pointers).
+#[map]
+static EXECS: LruHashMap<u64, ExecArgs> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Per-CPU staging area for a command record: header, then path at
+/// `data[..PATH_CAP]` and argv right after the path (offsets are masked so
+/// the verifier can bound them, hence the doubled sizes).
+#[repr(C)]
+struct CommandScratch {
+    header: CommandEvent,
+    data: [u8; 2 * PATH_CAP + 2 * ARGV_CAP],
+}
+
+/// What sys_enter_execve(at) leaves for sys_exit_*: the user pointers, to
+/// describe the exec if it fails.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ExecArgs {
+    filename: u64,
+    argv: u64,
+}
+
+#[inline(always)]
+fn recording() -> Option<u64> {
+    session_with(SESSION_RECORD_COMMANDS)
+}
+
+/// Reads a field at an offset known only at run time (from tracefs). The
+/// mask bounds it for the verifier; tracepoint records are far smaller.
+#[inline(always)]
+fn ctx_field<T: Copy>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+    let p = unsafe { (ctx.as_ptr() as *const u8).add((offset & 0x3ff) as usize) };
+    unsafe { read_kernel(p as *const T) }
+}
+
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn cmd_fork(ctx: TracePointContext) -> u32 {
+    if recording().is_none() {
+        return 0;
+    }
+    if let Some(child) = ctx_field::<i32>(&ctx, load_config().fork_child_pid_offset) {
+        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let _ = PPIDS.insert(child as u32, parent, 0);
+    }
+    0
+}
+
+/// Starts a record in the scratch area for the current process.
+#[inline(always)]
+fn start(scratch: &mut CommandScratch, cgroup_id: u64, return_code: i32) {
+    let h = &mut scratch.header;
+    fill_header(&mut h.header, EVENT_COMMAND, cgroup_id);
+    h.ppid = unsafe { PPIDS.get(h.header.pid) }.copied().unwrap_or(0);
+    h.return_code = return_code;
+    h.path_len = 0;
+    h.argv_len = 0;
+    h.argv_total = 0;
+    h._pad = 0;
+}
+
+#[inline(always)]
+fn argv_limit() -> u64 {
+    let l = load_config().argv_limit as u64;
+    if l == 0 || l > ARGV_CAP as u64 {
+        ARGV_CAP as u64
+    } else {
+        l
+    }
+}
+
+/// Writes the executed path at the start of `data`: a relative name gets
+/// the cwd in front, resolved here while the process surely exists.
+/// `read` copies the name (kernel or user memory) to a destination with a
+/// limit, returning the bytes copied with the NUL, or < 0. Returns the
+/// path's length with its NUL (0 when none could be read).
+#[inline(always)]
+fn write_path(scratch: &mut CommandScratch, first: u8, read: impl Fn(*mut u8) -> i64) -> usize {
+    let dir = if first != b'/' {
+        unsafe { dir_prefix(scratch.data.as_mut_ptr(), None) }
+    } else {
+        0
+    };
+    let n = read(unsafe { scratch.data.as_mut_ptr().add(dir & (PATH_CAP - 1)) });
+    let len = if n > 0 {
+        (dir & (PATH_CAP - 1)) + n as usize
+    } else {
+        0
+    };
+    scratch.header.path_len = len as u32;
+    len
+}
+
+/// Sends header + path + argv from the scratch area.
+#[inline(always)]
+fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize) {
+    let size = core::mem::size_of::<CommandEvent>()
+        + (argv_off & (2 * PATH_CAP - 1))
+        + (argv_len & (2 * ARGV_CAP - 1));
+    let size = opaque(size);
+    if size > core::mem::size_of::<CommandScratch>() {
+        return;
+    }
+    let bytes =
+        unsafe { core::slice::from_raw_parts(scratch as *const CommandScratch as *const u8, size) };
+    if COMMAND_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost(EVENT_COMMAND);
+    }
+}
+
+/// A successful exec, seen once the new program is in place: its argument
+/// strings were just written by the kernel onto the new stack, so they are
+/// present and readable (unlike at syscall entry).
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn cmd_exec(ctx: TracePointContext) -> u32 {
+    let Some(cgroup_id) = recording() else {
+        return 0;
+    };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    start(scratch, cgroup_id, 0);
+
+    // filename: a __data_loc field (offset in the low 16 bits).
+    let loc = ctx_field::<u32>(&ctx, load_config().exec_filename_offset).unwrap_or(0);
+    let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+    let first = unsafe { read_kernel(src) }.unwrap_or(b'/');
+    let path_len = write_path(scratch, first, |dst| unsafe {
+        bpf_probe_read_kernel_str(dst as *mut _, PATH_CAP as u32, src as *const _)
+    });
+
+    // The System V initial stack: argc, argv[argc], NULL, envp[], NULL.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let sp = unsafe { read_kernel(core::ptr::addr_of!((*regs).rsp)) }.unwrap_or(0);
+    let argc = read_user_u64(sp).unwrap_or(0);
+    let argv0 = read_user_u64(sp + 8).unwrap_or(0);
+    let envp0 = read_user_u64(sp + 8 * (argc + 2)).unwrap_or(0);
+    let argv_off = path_len & (2 * PATH_CAP - 1);
+    let mut total = 0u64;
+    if argc > 0 && argv0 != 0 {
+        total = if envp0 > argv0 {
+            envp0 - argv0
+        } else {
+            // No environment: the arguments end after the last one.
+            let last = read_user_u64(sp + 8 * argc).unwrap_or(0);
+            let tmp = unsafe { scratch.data.as_mut_ptr().add(argv_off) };
+            let l = unsafe {
+                bpf_probe_read_user_str(tmp as *mut _, ARGV_CAP as u32, last as *const _)
+            };
+            if last >= argv0 && l > 0 {
+                last - argv0 + l as u64
+            } else {
+                0
+            }
+        };
+    }
+    let len = total.min(argv_limit());
+    let len = (len as usize) & (2 * ARGV_CAP - 1);
+    if len > 0 && len <= ARGV_CAP {
+        // LLVM turns the check above into one on `len - 1`, which bounds
+        // another register than the size passed below; older verifiers (6.1)
+        // then see an unbounded size. The mask is on the register passed.
+        let len = opaque(len) & (2 * ARGV_CAP - 1);
+        let dst = unsafe { scratch.data.as_mut_ptr().add(argv_off) };
+        if unsafe { bpf_probe_read_user(dst as *mut _, len as u32, argv0 as *const _) } != 0 {
+            scratch.header.argv_len = 0;
+        } else {
+            scratch.header.argv_len = len as u32;
+        }
+    }
+    scratch.header.argv_total = total as u32;
+    submit(scratch, argv_off, scratch.header.argv_len as usize);
+    0
+}
+
+/// sys_enter_execve(at): remember the pointers, in case the exec fails.
+#[inline(always)]
+fn stash(ctx: &TracePointContext, filename_off: usize, argv_off: usize) -> u32 {
+    if recording().is_none() {
+        return 0;
+    }
+    let (Ok(filename), Ok(argv)) = (unsafe { ctx.read_at::<u64>(filename_off) }, unsafe {
+        ctx.read_at::<u64>(argv_off)
+    }) else {
+        return 0;
+    };
+    let _ = EXECS.insert(bpf_get_current_pid_tgid(), ExecArgs { filename, argv }, 0);
+    0
+}
+
+// Syscall tracepoints: args start at offset 16 (common fields, syscall nr).
+#[tracepoint(category = "syscalls", name = "sys_enter_execve")]
+pub fn cmd_in_execve(ctx: TracePointContext) -> u32 {
+    stash(&ctx, 16, 24)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
+pub fn cmd_in_execveat(ctx: TracePointContext) -> u32 {
+    stash(&ctx, 24, 32)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_execve")]
+pub fn cmd_out_execve(ctx: TracePointContext) -> u32 {
+    failed(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
+pub fn cmd_out_execveat(ctx: TracePointContext) -> u32 {
+    failed(&ctx)
+}
+
+/// A failed exec: the caller's image is still the current one, and the
+/// kernel has just read the arguments from it.
+#[inline(always)]
+fn failed(ctx: &TracePointContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { EXECS.get(key) }).copied() else {
+        return 0;
+    };
+    let _ = EXECS.remove(key);
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    if ret >= 0 {
+        return 0; // success is reported by cmd_exec
+    }
+    let Some(cgroup_id) = recording() else {
+        return 0;
+    };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    start(scratch, cgroup_id, ret as i32);
+    let first = crate::common::read_user_u8(args.filename).unwrap_or(0);
+    let path_len = write_path(scratch, first, |dst| unsafe {
+        bpf_probe_read_user_str(dst as *mut _, PATH_CAP as u32, args.filename as *const _)
+    });
+    let argv_off = path_len & (2 * PATH_CAP - 1);
+    let limit = argv_limit() as usize;
+    let mut pos = 0usize;
+    let mut total = 0u64;
+    let mut i = 0u32;
+    while i < FAILED_ARGS_MAX {
+        let Some(p) = read_user_u64(args.argv + 8 * i as u64) else {
+            break;
+        };
+        if p == 0 {
+            break;
+        }
+        let at = pos & (ARGV_CAP - 1);
+        let room = ARGV_CAP - at;
+        let dst = unsafe { scratch.data.as_mut_ptr().add(argv_off + at) };
+        let l = unsafe { bpf_probe_read_user_str(dst as *mut _, room as u32, p as *const _) };
+        if l <= 0 {
+            break;
+        }
+        total += l as u64;
+        if pos + (l as usize) > limit {
+            break;
+        }
+        pos += l as usize;
+        i += 1;
+    }
+    scratch.header.argv_len = pos as u32;
+    scratch.header.argv_total = total as u32;
+    submit(scratch, argv_off, pos);
+    0
+}

@@ -1,0 +1,223 @@
+//! Network enforcement in cgroup `sock_addr` hooks. A program returns 1 to
+//! let the call proceed and 0 to fail it with EPERM before any packet is sent.
+
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    helpers::bpf_get_socket_cookie,
+    macros::{cgroup_sock_addr, map},
+    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, RingBuf},
+    programs::SockAddrContext,
+};
+use restrictd_common::{
+    key, NetworkEvent, RuleValue, ACTION_DENIED, ACTION_OBSERVED, EVENT_NETWORK, MAX_RULES,
+    OPERATION_CONNECT, OPERATION_SEND, POLICY_FOLLOW_ACTIVE, POLICY_NONE, SESSION_RECORD_NETWORK,
+    SESSION_RESTRICT,
+};
+
+use crate::common::{count_lost, current_session, fill_header};
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+/// `ACTIVE[0]`: id of the host-wide policy, or `POLICY_NONE`.
+#[map]
+static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static ALLOW_V4: LpmTrie<key::V4KeyData, RuleValue> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map]
+static DENY_V4: LpmTrie<key::V4KeyData, RuleValue> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map]
+static ALLOW_V6: LpmTrie<key::V6KeyData, RuleValue> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map]
+static DENY_V6: LpmTrie<key::V6KeyData, RuleValue> = LpmTrie::with_max_entries(MAX_RULES, 0);
+/// Size set by the loader (`network_buffer_size`).
+#[map]
+static NETWORK_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+/// Unconnected UDP destinations already reported per socket: only the first
+/// send from a socket to a destination is an event, not every datagram.
+#[map]
+static SENT: LruHashMap<SentKey, u8> = LruHashMap::with_max_entries(65_536, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SentKey {
+    cookie: u64,
+    addr: [u8; 16],
+    port: u32,
+    _pad: u32,
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    check(&ctx, 4, OPERATION_CONNECT)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    check(&ctx, 4, OPERATION_SEND)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    check(&ctx, 6, OPERATION_CONNECT)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    check(&ctx, 6, OPERATION_SEND)
+}
+
+#[inline(always)]
+fn check(ctx: &SockAddrContext, version: u8, operation: u8) -> i32 {
+    let Some((cgroup_id, session)) = current_session() else {
+        return ALLOW;
+    };
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    let dst = destination(sa, version);
+    let (flags, policy_id) = (session.flags, session.policy_id);
+    if flags & SESSION_RESTRICT != 0 && !policy_allows(version, &dst, policy_id) {
+        emit(ctx, cgroup_id, version, operation, ACTION_DENIED, &dst);
+        return DENY;
+    }
+    if flags & SESSION_RECORD_NETWORK != 0 && first_report(ctx, &dst, operation) {
+        emit(ctx, cgroup_id, version, operation, ACTION_OBSERVED, &dst);
+    }
+    ALLOW
+}
+
+/// The destination address, network byte order; IPv4 in the first 4 bytes.
+#[inline(always)]
+fn destination(sa: &bpf_sock_addr, version: u8) -> [u8; 16] {
+    if version == 4 {
+        ip4_bytes(sa.user_ip4)
+    } else {
+        ip6_bytes(&sa.user_ip6)
+    }
+}
+
+#[inline(always)]
+fn ip4_bytes(a: u32) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&a.to_ne_bytes());
+    out
+}
+
+#[inline(always)]
+fn ip6_bytes(words: &[u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        out[i * 4..i * 4 + 4].copy_from_slice(&words[i].to_ne_bytes());
+        i += 1;
+    }
+    out
+}
+
+/// The policy decision: allowed iff in the allow list and not in the deny
+/// list of the session's policy (no policy: everything allowed).
+#[inline(always)]
+fn policy_allows(version: u8, dst: &[u8; 16], session_policy: u32) -> bool {
+    let policy = if session_policy != POLICY_FOLLOW_ACTIVE {
+        session_policy
+    } else {
+        match ACTIVE.get(0) {
+            Some(p) => *p,
+            // Cannot happen for an array map; fail closed if it ever does.
+            None => return false,
+        }
+    };
+    if policy == POLICY_NONE {
+        return true;
+    }
+    if version == 4 {
+        let k = Key::new(
+            key::prefix_len(32),
+            key::v4(policy, [dst[0], dst[1], dst[2], dst[3]]),
+        );
+        ALLOW_V4.get(&k).is_some() && DENY_V4.get(&k).is_none()
+    } else {
+        let k = Key::new(key::prefix_len(128), key::v6(policy, *dst));
+        ALLOW_V6.get(&k).is_some() && DENY_V6.get(&k).is_none()
+    }
+}
+
+/// Connects are always reported; a send only the first time this socket
+/// sends to this destination.
+#[inline(always)]
+fn first_report(ctx: &SockAddrContext, dst: &[u8; 16], operation: u8) -> bool {
+    if operation != OPERATION_SEND {
+        return true;
+    }
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    let key = SentKey {
+        cookie: unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) },
+        addr: *dst,
+        port: sa.user_port,
+        _pad: 0,
+    };
+    if SENT.get_ptr(key).is_some() {
+        return false;
+    }
+    let _ = SENT.insert(key, 1, 0);
+    true
+}
+
+/// The source of the call: the sendmsg source address where the caller gave
+/// one, else the socket's bound address (an unbound socket gets one only
+/// after this hook: then all zeros). One rule for both families.
+#[inline(always)]
+fn source(sa: &bpf_sock_addr, version: u8, operation: u8) -> ([u8; 16], u16) {
+    let sk = unsafe { sa.__bindgen_anon_1.sk };
+    let mut addr = [0u8; 16];
+    // msg_src_* exist only in sendmsg programs (the verifier refuses them elsewhere).
+    if operation == OPERATION_SEND {
+        addr = if version == 4 {
+            ip4_bytes(sa.msg_src_ip4)
+        } else {
+            ip6_bytes(&sa.msg_src_ip6)
+        };
+    }
+    if sk.is_null() {
+        return (addr, 0);
+    }
+    let port = unsafe { (*sk).src_port } as u16;
+    if addr == [0u8; 16] {
+        addr = if version == 4 {
+            ip4_bytes(unsafe { (*sk).src_ip4 })
+        } else {
+            ip6_bytes(&unsafe { (*sk).src_ip6 })
+        };
+    }
+    (addr, port)
+}
+
+#[inline(always)]
+fn emit(
+    ctx: &SockAddrContext,
+    cgroup_id: u64,
+    version: u8,
+    operation: u8,
+    action: u8,
+    dst: &[u8; 16],
+) {
+    let Some(mut entry) = NETWORK_EVENTS.reserve::<NetworkEvent>(0) else {
+        count_lost(EVENT_NETWORK);
+        return;
+    };
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    let (src_addr, src_port) = source(sa, version, operation);
+    let mut ev = NetworkEvent {
+        header: Default::default(),
+        src_addr,
+        dst_addr: *dst,
+        src_port,
+        dst_port: u16::from_be(sa.user_port as u16),
+        version,
+        operation,
+        action,
+        protocol: sa.protocol as u8,
+    };
+    fill_header(&mut ev.header, EVENT_NETWORK, cgroup_id);
+    entry.write(ev);
+    entry.submit(0);
+}

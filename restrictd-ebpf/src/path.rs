@@ -1,0 +1,157 @@
+//! Naming files and directories from kernel structs: the walk from a
+//! `struct path` up through dentries and mounts to the root, written root
+//! first. Offsets come from the load-time configuration (the kernel's BTF).
+
+use aya_ebpf::{
+    helpers::generated::{bpf_get_current_task_btf, bpf_probe_read_kernel_str},
+    macros::map,
+    maps::PerCpuArray,
+};
+use restrictd_common::{DIR_DEPTH_MAX, PATH_CAP};
+
+use crate::common::{load_config, read_kernel, read_ptr};
+
+/// Longest name of one path component, with its NUL.
+pub const NAME_MAX: u32 = 256;
+/// Steps of the walk up to the root: one per directory or mount crossing.
+const WALK_STEPS: usize = 2 * DIR_DEPTH_MAX;
+
+/// Directory entries from a path's leaf up to its root (0: a mount crossing).
+#[repr(C)]
+struct Walk {
+    comps: [u64; WALK_STEPS],
+    n: u64,
+}
+
+#[map]
+static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
+/// Writes "<dir>/" at `buf`, where dir is the directory a relative name is
+/// resolved against: the cwd (`fd` None) or the file open as `fd` (openat's
+/// dirfd). Returns its length, 0 if it cannot be resolved (the name then
+/// stays relative).
+///
+/// # Safety
+/// As `fd_path`.
+#[inline(always)]
+pub unsafe fn dir_prefix(buf: *mut u8, fd: Option<i32>) -> usize {
+    match unsafe { fd_path(buf, fd) } {
+        Some(p) => {
+            unsafe { *buf.add(p & (PATH_CAP - 1)) = b'/' };
+            p + 1
+        }
+        None => 0,
+    }
+}
+
+/// `&task->fs->pwd` (fd None), or `&task->files->fdt->fd[fd]->f_path`.
+#[inline(always)]
+fn struct_path(fd: Option<i32>) -> Option<u64> {
+    let o = load_config().kernel;
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let Some(fd) = fd else {
+        let fs = read_ptr(task, o.task_fs);
+        return (fs != 0).then_some(fs + o.fs_pwd as u64);
+    };
+    let files = read_ptr(task, o.task_files);
+    let fdt = if files != 0 {
+        read_ptr(files, o.files_fdt)
+    } else {
+        0
+    };
+    if fdt == 0 || fd < 0 {
+        return None;
+    }
+    let max = unsafe { read_kernel((fdt + o.fdtable_max_fds as u64) as *const u32) }.unwrap_or(0);
+    if fd as u32 >= max {
+        return None;
+    }
+    let fds = read_ptr(fdt, o.fdtable_fd);
+    let file = read_ptr(fds + 8 * fd as u64, 0);
+    (file != 0).then_some(file + o.file_f_path as u64)
+}
+
+/// Writes the absolute path of the cwd (`fd` None) or of the file open as
+/// `fd` at `buf`, without a trailing slash ("" for "/"); returns its length
+/// (at most PATH_CAP - NAME_MAX).
+///
+/// # Safety
+/// `buf` points into a map value with at least PATH_CAP + NAME_MAX bytes.
+#[inline(always)]
+pub unsafe fn fd_path(buf: *mut u8, fd: Option<i32>) -> Option<usize> {
+    let walk = unsafe { &mut *WALK.get_ptr_mut(0)? };
+    let o = load_config().kernel;
+    let path = struct_path(fd)?;
+    let mut vfsmnt = read_ptr(path, o.path_mnt);
+    let mut dentry = read_ptr(path, o.path_dentry);
+    if vfsmnt == 0 || dentry == 0 {
+        return None;
+    }
+    let mut mount = vfsmnt - o.mount_mnt as u64;
+    // Up to the root, leaf first; a mount crossing leaves a 0 slot. One
+    // loop counter only, so the verifier's states merge at the loop head.
+    let mut i = 0usize;
+    let mut done = false;
+    while i < WALK_STEPS {
+        let root = read_ptr(vfsmnt, o.vfsmount_root);
+        let mut comp = 0u64;
+        if dentry == root {
+            let parent = read_ptr(mount, o.mount_parent);
+            if parent == mount || parent == 0 {
+                done = true;
+                break;
+            }
+            dentry = read_ptr(mount, o.mount_mountpoint);
+            mount = parent;
+            vfsmnt = parent + o.mount_mnt as u64;
+        } else {
+            let parent = read_ptr(dentry, o.dentry_parent);
+            if parent == dentry || parent == 0 {
+                done = true;
+                break;
+            }
+            comp = dentry;
+            dentry = parent;
+        }
+        walk.comps[i & (WALK_STEPS - 1)] = comp;
+        i += 1;
+    }
+    if !done {
+        return None;
+    }
+    // Through memory: the verifier then treats the count as unknown instead
+    // of exploring the loop below once per possible value.
+    walk.n = i as u64;
+    let n = unsafe { core::ptr::read_volatile(&walk.n) } as usize;
+    // Root first: "/name" per component.
+    let mut pos = 0usize;
+    let mut j = 0usize;
+    while j < WALK_STEPS {
+        if j >= n {
+            break;
+        }
+        let d = walk.comps[(n - 1 - j) & (WALK_STEPS - 1)];
+        j += 1;
+        if d == 0 {
+            continue;
+        }
+        let name = read_ptr(d, o.dentry_name + o.qstr_name);
+        if pos >= PATH_CAP - NAME_MAX as usize {
+            return None;
+        }
+        unsafe { *buf.add(pos & (PATH_CAP - 1)) = b'/' };
+        pos += 1;
+        let l = unsafe {
+            bpf_probe_read_kernel_str(
+                buf.add(pos & (PATH_CAP - 1)) as *mut _,
+                NAME_MAX,
+                name as *const _,
+            )
+        };
+        if l <= 1 {
+            return None;
+        }
+        pos += l as usize - 1;
+    }
+    Some(pos)
+}

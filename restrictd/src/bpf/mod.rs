@@ -1,0 +1,469 @@
+//! The kernel side as userspace sees it: loading restrictd's BPF object,
+//! attaching its programs, and the only code that writes its maps. After
+//! loading, the parts are separate values so that each can be locked on its
+//! own: a login (`SessionMap`) never waits for a policy write (`PolicyMaps`).
+//!
+//! Program and map names come from the object (`object`): every cgroup
+//! `sock_addr` program enforces; a tracepoint program belongs to the group
+//! its name starts with (`restrictd_common::PROGRAM_GROUPS`) and attaches to
+//! the tracepoint its section names; every map is pinned under its own name;
+//! every ring buffer is read by the recorder.
+
+pub mod object;
+mod policy_maps;
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{
+        links::{CgroupAttachMode, FdLink, PinnedLink},
+        CgroupSockAddr, Program, TracePoint,
+    },
+    Ebpf, EbpfLoader,
+};
+use restrictd_common::{
+    DiskRate, LoadConfig, PathKeyData, Runtime, SessionEntry, ARGV_CAP, LOST_SLOTS,
+    PATH_PREFIX_MAX, PROGRAM_GROUPS,
+};
+
+use self::object::ObjectInfo;
+pub use self::policy_maps::PolicyMaps;
+use crate::pathfilter::PathFilter;
+
+/// The object built by build.rs from restrictd-ebpf.
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/restrictd"));
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Ring buffer map name -> size in pages (a power of two). Every ring
+    /// buffer of the object must be here.
+    pub ring_pages: Vec<(&'static str, u32)>,
+    /// Which opens are recorded.
+    pub disk_filter: PathFilter,
+    /// Disk events per session per second; 0: unlimited.
+    pub disk_rate_limit: u32,
+    /// Bytes of argv a command event carries at most (≤ ARGV_CAP).
+    pub argv_limit: u32,
+    /// Session flags whose program groups are loaded and attached.
+    pub recording: u32,
+    /// Pin maps (and, with `attach_pinned`, links) here in bpffs, so that
+    /// they outlive this process and a restarted daemon finds them again.
+    /// `None`: everything goes away with this process (`restrictd run`).
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// A loaded instance of the programs and maps. Dropping its parts detaches
+/// every program they attached without pinning (the links are fd-based) and
+/// frees unpinned maps.
+pub struct Kernel {
+    pub programs: Programs,
+    pub sessions: SessionMap,
+    pub policy: PolicyMaps,
+    /// (map name, ring) for each ring buffer in the object.
+    pub rings: Vec<(String, RingBuf<MapData>)>,
+    pub lost: LostCounters,
+    /// True when the maps were already pinned (a restart): their content is live.
+    pub reused: bool,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let m = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("BPF object has no map {name}"))?;
+    T::try_from(m).with_context(|| format!("BPF map {name}"))
+}
+
+/// A field's offset in a `sched` tracepoint record, as this kernel lays it out.
+fn field_offset(tracepoint: &str, field: &str) -> Result<u32> {
+    let off = crate::tracefs::field_offset("sched", tracepoint, field)?;
+    u32::try_from(off).with_context(|| format!("sched/{tracepoint} field {field} at offset {off}"))
+}
+
+/// The session flag of the group a tracepoint program belongs to.
+fn group_of(program: &str) -> Result<u32> {
+    PROGRAM_GROUPS
+        .iter()
+        .find(|(prefix, _)| program.starts_with(prefix))
+        .map(|(_, flag)| *flag)
+        .ok_or_else(|| anyhow!("BPF program {program} has no group prefix (PROGRAM_GROUPS)"))
+}
+
+impl Kernel {
+    /// Loads the object and runs the verifier on every program that the
+    /// options need; nothing is attached yet.
+    pub fn load(opts: LoadOptions) -> Result<Kernel> {
+        let info = ObjectInfo::parse(OBJECT)?;
+        let mut loader = EbpfLoader::new();
+        let page = page_size();
+        for (ring, pages) in &opts.ring_pages {
+            loader.map_max_entries(ring, pages * page);
+        }
+        let config = LoadConfig {
+            fork_child_pid_offset: field_offset("sched_process_fork", "child_pid")?,
+            exec_filename_offset: field_offset("sched_process_exec", "filename")?,
+            argv_limit: opts.argv_limit.min(ARGV_CAP as u32),
+            disk_rate: opts.disk_rate_limit,
+            kernel: crate::btf::Btf::from_sys_fs()?.kernel_offsets()?,
+        };
+        crate::tracefs::check_syscall_layout()?;
+        loader.override_global("LOAD_CONFIG", &config, true);
+        let mut reused = false;
+        if let Some(dir) = &opts.pin_dir {
+            check_bpffs(dir)?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            reused = dir.join("SESSIONS").exists();
+            for name in &info.maps {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT).context(
+            "loading restrictd's BPF object (needs root, and a kernel with BPF and cgroup v2)",
+        )?;
+        let mut loaded = 0;
+        for (name, prog) in ebpf.programs_mut() {
+            let refused = || format!("the kernel refused BPF program {name}");
+            match prog {
+                Program::CgroupSockAddr(p) => p.load().with_context(refused)?,
+                Program::TracePoint(p) if group_of(name)? & opts.recording != 0 => {
+                    p.load().with_context(refused)?
+                }
+                Program::TracePoint(_) => continue,
+                _ => bail!("BPF program {name}: a program type restrictd does not attach"),
+            }
+            loaded += 1;
+        }
+        log::debug!("{loaded} BPF programs loaded");
+
+        let rings = info
+            .maps
+            .iter()
+            .filter(|m| matches!(ebpf.map(m), Some(Map::RingBuf(_))))
+            .cloned()
+            .collect::<Vec<_>>();
+        for r in &rings {
+            if !opts.ring_pages.iter().any(|(n, _)| n == r) {
+                bail!("BPF ring buffer {r} has no configured size");
+            }
+        }
+        let rings = rings
+            .into_iter()
+            .map(|r| Ok((r.clone(), take(&mut ebpf, &r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut path_rules: LpmTrie<MapData, PathKeyData, u8> = take(&mut ebpf, "PATH_RULES")?;
+        set_path_rules(&mut path_rules, &opts.disk_filter)?;
+        let sessions = SessionMap {
+            sessions: take(&mut ebpf, "SESSIONS")?,
+            runtime: take(&mut ebpf, "RUNTIME")?,
+            disk_rate: take(&mut ebpf, "DISK_RATE")?,
+            disk_dropped: take(&mut ebpf, "DISK_DROPPED")?,
+        };
+        let policy = PolicyMaps::new(&mut ebpf, reused)?;
+        Ok(Kernel {
+            lost: LostCounters(take(&mut ebpf, "LOST")?),
+            programs: Programs {
+                ebpf,
+                info,
+                recording: opts.recording,
+            },
+            sessions,
+            policy,
+            rings,
+            reused,
+        })
+    }
+}
+
+/// The loaded programs: attaching them.
+pub struct Programs {
+    ebpf: Ebpf,
+    info: ObjectInfo,
+    recording: u32,
+}
+
+impl Programs {
+    fn sock_addr_names(&self) -> Vec<String> {
+        self.ebpf
+            .programs()
+            .filter(|(_, p)| matches!(p, Program::CgroupSockAddr(_)))
+            .map(|(n, _)| n.to_string())
+            .collect()
+    }
+
+    /// Attaches the enforcing programs to `cgroup_dir`; they then see every
+    /// process in it and in every cgroup below it. Other programs attached
+    /// there (systemd's, another restrictd's) keep running: all must allow a
+    /// call. With `pin_dir`, the links are pinned so they stay attached when
+    /// this process exits; programs already pinned there for this cgroup (by
+    /// a previous run) are left in place: they use the same pinned maps, so
+    /// there is no moment without enforcement.
+    pub fn attach(&mut self, cgroup_dir: &Path, pin_dir: Option<&Path>) -> Result<()> {
+        let dir = File::open(cgroup_dir)
+            .with_context(|| format!("opening cgroup {}", cgroup_dir.display()))?;
+        let cgroup_id = std::os::unix::fs::MetadataExt::ino(&dir.metadata()?);
+        for name in self.sock_addr_names() {
+            let pin = pin_dir.map(|d| d.join(format!("link-{cgroup_id}-{name}")));
+            if pin.as_ref().is_some_and(|p| p.exists()) {
+                continue;
+            }
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(&name)
+                .expect("listed above")
+                .try_into()?;
+            // On 5.7+ aya attaches with a BPF link, which the kernel always
+            // adds in multi mode and which refuses explicit flags (EINVAL),
+            // so the "Single" (no flags) mode is what yields ALLOW_MULTI here.
+            let id = prog
+                .attach(&dir, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} to cgroup {}", cgroup_dir.display()))?;
+            if let Some(pin) = pin {
+                let link = FdLink::try_from(prog.take_link(id)?)?;
+                link.pin(&pin)
+                    .with_context(|| format!("pinning link {}", pin.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the loaded recording programs to their tracepoints (they see
+    /// every exec or open on the host and return at once for processes
+    /// outside sessions). A tracepoint this kernel lacks (open(2) on arm64)
+    /// is skipped. With `pin_dir`, the links are pinned so recording goes on
+    /// while the daemon restarts.
+    pub fn attach_recording(&mut self, pin_dir: Option<&Path>) -> Result<()> {
+        let events = crate::tracefs::root()?.join("events");
+        let mut wanted = Vec::new();
+        for (name, prog) in self.ebpf.programs() {
+            if !matches!(prog, Program::TracePoint(_)) || group_of(name)? & self.recording == 0 {
+                continue;
+            }
+            let (category, tracepoint) = self
+                .info
+                .tracepoint(name)
+                .ok_or_else(|| anyhow!("BPF program {name} names no tracepoint in its section"))?;
+            if events.join(category).join(tracepoint).is_dir() {
+                wanted.push((
+                    name.to_string(),
+                    category.to_string(),
+                    tracepoint.to_string(),
+                ));
+            }
+        }
+        for (name, category, tracepoint) in wanted {
+            let pin = pin_dir.map(|d| d.join(format!("link-tp-{name}")));
+            if pin.as_ref().is_some_and(|p| p.exists()) {
+                continue;
+            }
+            let prog: &mut TracePoint = self
+                .ebpf
+                .program_mut(&name)
+                .expect("listed above")
+                .try_into()?;
+            let id = prog.attach(&category, &tracepoint).with_context(|| {
+                format!("attaching {name} to tracepoint {category}/{tracepoint}")
+            })?;
+            if let Some(pin) = pin {
+                let link = FdLink::try_from(prog.take_link(id)?)
+                    .with_context(|| format!("{name}: this kernel cannot pin tracepoint links"))?;
+                link.pin(&pin)
+                    .with_context(|| format!("pinning link {}", pin.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Per enforcing program: (name, runs, total run time) as the kernel
+    /// counts them while BPF statistics are enabled (`aya::sys::enable_stats`).
+    pub fn stats(&self) -> Result<Vec<(String, u64, std::time::Duration)>> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| match p {
+                Program::CgroupSockAddr(p) => Some((name, p)),
+                _ => None,
+            })
+            .map(|(name, p)| {
+                let info = p.info()?;
+                Ok((name.to_string(), info.run_count(), info.run_time()))
+            })
+            .collect()
+    }
+}
+
+/// The kernel's session table (`SESSIONS`) and the per-session state kept
+/// beside it.
+pub struct SessionMap {
+    sessions: HashMap<MapData, u64, SessionEntry>,
+    runtime: Array<MapData, Runtime>,
+    disk_rate: HashMap<MapData, u64, DiskRate>,
+    disk_dropped: PerCpuHashMap<MapData, u64, u64>,
+}
+
+impl SessionMap {
+    pub fn add(&mut self, cgroup_id: u64, entry: SessionEntry) -> Result<()> {
+        self.sessions
+            .insert(cgroup_id, entry, 0)
+            .with_context(|| format!("registering cgroup {cgroup_id} (too many sessions?)"))
+    }
+
+    /// Unregisters the cgroup; returns how many of its disk events the rate
+    /// limit dropped.
+    pub fn remove(&mut self, cgroup_id: u64) -> Result<u64> {
+        match self.sessions.remove(&cgroup_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).with_context(|| format!("unregistering cgroup {cgroup_id}")),
+        }
+        let dropped = match self.disk_dropped.get(&cgroup_id, 0) {
+            Ok(per_cpu) => per_cpu.iter().sum(),
+            Err(_) => 0,
+        };
+        let _ = self.disk_dropped.remove(&cgroup_id);
+        let _ = self.disk_rate.remove(&cgroup_id);
+        Ok(dropped)
+    }
+
+    /// Cgroup ids currently registered in the kernel.
+    pub fn ids(&self) -> Result<Vec<u64>> {
+        Ok(self.sessions.keys().collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Tells the programs at which cgroup level user managers sit, so that a
+    /// process under a registered manager counts as in that manager's session.
+    pub fn set_manager_level(&mut self, level: u32) -> Result<()> {
+        self.runtime
+            .set(
+                0,
+                Runtime {
+                    manager_level: level,
+                    _pad: 0,
+                },
+                0,
+            )
+            .context("setting the user manager level")
+    }
+}
+
+/// Records the kernel could not deliver, per event kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lost(pub [u64; LOST_SLOTS as usize]);
+
+impl Lost {
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    pub fn kind(&self, kind: u32) -> u64 {
+        self.0.get(kind as usize).copied().unwrap_or(0)
+    }
+
+    /// What was lost since `before`.
+    pub fn since(&self, before: &Lost) -> Lost {
+        let mut d = Lost::default();
+        for (i, v) in d.0.iter_mut().enumerate() {
+            *v = self.0[i].saturating_sub(before.0[i]);
+        }
+        d
+    }
+}
+
+/// The per-CPU `LOST` counters.
+pub struct LostCounters(PerCpuArray<MapData, u64>);
+
+impl LostCounters {
+    pub fn read(&self) -> Result<Lost> {
+        let mut l = Lost::default();
+        for (i, v) in l.0.iter_mut().enumerate() {
+            *v = self.0.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(l)
+    }
+}
+
+/// Replaces the disk filter rules in the kernel trie. The trie is small
+/// (a few entries per prefix), so clearing and refilling is cheap; opens in
+/// between are judged by a partial rule set for microseconds.
+fn set_path_rules(trie: &mut LpmTrie<MapData, PathKeyData, u8>, filter: &PathFilter) -> Result<()> {
+    use aya::maps::lpm_trie::Key;
+    let old: Vec<Key<PathKeyData>> = trie.keys().filter_map(|k| k.ok()).collect();
+    for k in &old {
+        let _ = trie.remove(k);
+    }
+    for (prefix, action) in filter.trie_entries() {
+        let mut data = [0u8; PATH_PREFIX_MAX];
+        data[..prefix.len()].copy_from_slice(prefix);
+        trie.insert(&Key::new(8 * prefix.len() as u32, data), action, 0)
+            .with_context(|| format!("disk filter rule {:?}", String::from_utf8_lossy(prefix)))?;
+    }
+    Ok(())
+}
+/// Pinning needs a bpf filesystem. systemd mounts one at /sys/fs/bpf; on a
+/// host without systemd restrictd mounts it there itself. Anywhere else, say
+/// so plainly.
+fn check_bpffs(dir: &Path) -> Result<()> {
+    use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
+    let is_bpffs = |p: &Path| statfs(p).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() && probe.pop() {}
+    if is_bpffs(&probe) {
+        return Ok(());
+    }
+    let default = Path::new("/sys/fs/bpf");
+    if dir.starts_with(default) && default.is_dir() && !is_bpffs(default) {
+        nix::mount::mount(
+            Some("bpf"),
+            default,
+            Some("bpf"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            Some("mode=0700"),
+        )
+        .context("mounting the bpf filesystem at /sys/fs/bpf")?;
+        log::info!("mounted the bpf filesystem at /sys/fs/bpf");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "bpf_pin_path {} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)",
+        dir.display()
+    )
+}
+
+/// Detaches everything a daemon pinned under `pin_dir` and deletes its maps:
+/// links are unpinned (the kernel detaches a link when its last reference
+/// goes), then the map pins are removed.
+pub fn remove_pins(pin_dir: &Path) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(pin_dir) else {
+        return Ok(());
+    };
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    // Links first, so nothing uses the maps while they go.
+    entries.sort_by_key(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link-"))
+    });
+    for p in entries {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link-"))
+        {
+            if let Ok(link) = PinnedLink::from_pin(&p) {
+                drop(link.unpin());
+                continue;
+            }
+        }
+        std::fs::remove_file(&p).with_context(|| format!("removing pin {}", p.display()))?;
+    }
+    std::fs::remove_dir(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) as u32
+}

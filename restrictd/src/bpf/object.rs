@@ -1,0 +1,79 @@
+//! What the BPF object declares, read from its ELF: the names of its maps
+//! and the section of each program (`tracepoint/<category>/<name>`,
+//! `cgroup/connect4`, ...). aya keeps the tracepoint a section names to
+//! itself, so the loader reads it here rather than from a hand-kept list.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+
+pub struct ObjectInfo {
+    /// Map names (symbols in the `maps` section), in name order.
+    pub maps: Vec<String>,
+    /// Program name -> its section name.
+    pub sections: BTreeMap<String, String>,
+}
+
+impl ObjectInfo {
+    pub fn parse(elf: &[u8]) -> Result<ObjectInfo> {
+        let file = object::File::parse(elf).context("reading the BPF object's ELF")?;
+        let mut maps = Vec::new();
+        let mut sections = BTreeMap::new();
+        for sym in file.symbols() {
+            let (Ok(name), Some(index)) = (sym.name(), sym.section_index()) else {
+                continue;
+            };
+            let Ok(section) = file
+                .section_by_index(index)
+                .and_then(|s| s.name().map(String::from))
+            else {
+                continue;
+            };
+            if section == "maps" && !name.is_empty() {
+                maps.push(name.to_string());
+            } else if sym.kind() == SymbolKind::Text && sym.is_global() && section.contains('/') {
+                sections.insert(name.to_string(), section);
+            }
+        }
+        maps.sort();
+        maps.dedup();
+        Ok(ObjectInfo { maps, sections })
+    }
+
+    /// The tracepoint (category, name) a program is attached to, if it is a
+    /// tracepoint program.
+    pub fn tracepoint(&self, program: &str) -> Option<(&str, &str)> {
+        let rest = self.sections.get(program)?.strip_prefix("tracepoint/")?;
+        rest.split_once('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_object_names_its_maps_and_tracepoints() {
+        let info = ObjectInfo::parse(crate::bpf::OBJECT).unwrap();
+        for m in [
+            "SESSIONS",
+            "ACTIVE",
+            "ALLOW_V4",
+            "NETWORK_EVENTS",
+            "DISK_EVENTS",
+        ] {
+            assert!(info.maps.iter().any(|n| n == m), "{m} in {:?}", info.maps);
+        }
+        assert_eq!(
+            info.tracepoint("cmd_exec"),
+            Some(("sched", "sched_process_exec"))
+        );
+        assert_eq!(
+            info.tracepoint("disk_out_openat2"),
+            Some(("syscalls", "sys_exit_openat2"))
+        );
+        assert_eq!(info.tracepoint("connect4"), None);
+        assert_eq!(info.sections["connect4"], "cgroup/connect4");
+    }
+}

@@ -1,0 +1,343 @@
+//! The kinds of event, one section each: fields (the struct), name, code,
+//! MESSAGE_ID and summary (its `Kind` impl), and for kernel records how the
+//! record becomes the event (`from_record`). ARCHITECTURE.md: "Adding an
+//! event kind".
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use restrictd_common::{
+    record::Record, CommandEvent, DiskEvent, NetworkEvent, ACTION_DENIED, EVENT_COMMAND,
+    EVENT_DISK, EVENT_NETWORK, OPERATION_CONNECT,
+};
+use serde::Serialize;
+
+use super::{comm_to_string, Body, Kind, KindInfo};
+
+/// The event body of a kernel record.
+pub fn from_record(r: &Record) -> Body {
+    match r {
+        Record::Network(k) => Body::Network(NetworkBody::from_kernel(k)),
+        Record::Command(h, path, argv) => Body::Command(CommandBody::from_kernel(h, path, argv)),
+        Record::Disk(h, path) => Body::Disk(DiskBody::from_kernel(h, path)),
+    }
+}
+
+// ---- session.command ---------------------------------------------------
+
+/// `session.command` (T4000I): one exec, successful or not.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CommandBody {
+    /// The executed file, absolute: a relative name is joined, in the
+    /// kernel, to the process's working directory.
+    pub path: String,
+    pub program: String,
+    /// The complete argument vector, argv[0] included, up to `argv_limit` bytes.
+    pub argv: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
+    /// Total size in bytes of the arguments in the process, when truncated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv_length: Option<u32>,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// 0, or the negative errno of a failed exec.
+    pub return_code: i32,
+    pub cgroup_id: u64,
+}
+
+impl CommandBody {
+    pub fn from_kernel(h: &CommandEvent, path: &[u8], argv: &[u8]) -> CommandBody {
+        let truncated = h.argv_total > h.argv_len;
+        let argv = argv
+            .strip_suffix(&[0])
+            .unwrap_or(argv)
+            .split(|&b| b == 0)
+            .filter(|a| !(a.is_empty() && argv.is_empty()))
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        CommandBody {
+            path: clean_path(path),
+            program: comm_to_string(&h.header.comm),
+            argv,
+            argv_truncated: truncated,
+            argv_length: truncated.then_some(h.argv_total),
+            pid: h.header.pid,
+            ppid: h.ppid,
+            uid: h.header.uid,
+            return_code: h.return_code,
+            cgroup_id: h.header.cgroup_id,
+        }
+    }
+}
+
+impl Kind for CommandBody {
+    const INFO: KindInfo = KindInfo {
+        event: "session.command",
+        code: "T4000I",
+        message_id: "74fc7442d41a4b4fbf47b8b416832e84",
+        record: Some((EVENT_COMMAND, "command")),
+    };
+
+    fn summary(&self, who: &str, _sid: &str) -> String {
+        let mut args: String = self.argv.iter().skip(1).fold(String::new(), |mut acc, a| {
+            acc.push(' ');
+            acc.push_str(a);
+            acc
+        });
+        if args.len() > 200 {
+            let mut cut = 200;
+            while !args.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            args.truncate(cut);
+            args.push('…');
+        }
+        if self.return_code == 0 {
+            format!("{who} ran {}{args}", self.path)
+        } else {
+            format!(
+                "{who} failed to run {}{args} ({})",
+                self.path,
+                nix::errno::Errno::from_raw(-self.return_code)
+            )
+        }
+    }
+}
+
+// ---- session.disk ------------------------------------------------------
+
+/// `session.disk` (T4001I): one file open, successful or not.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DiskBody {
+    /// Absolute: for a successful open the opened file's real path; for a
+    /// failed one the given path joined, in the kernel, to the directory it
+    /// was opened against (the cwd, or openat's directory fd). Only when
+    /// the kernel's walk is too long does the path stay as given.
+    pub path: String,
+    /// open(2) flags as passed (O_RDONLY 0, O_WRONLY 1, O_RDWR 2, O_CREAT 0o100, ...).
+    pub flags: u32,
+    /// 0, or the negative errno of a failed open.
+    pub return_code: i32,
+    pub pid: u32,
+    pub uid: u32,
+    pub program: String,
+    pub cgroup_id: u64,
+}
+
+impl DiskBody {
+    pub fn from_kernel(h: &DiskEvent, path: &[u8]) -> DiskBody {
+        DiskBody {
+            path: clean_path(path),
+            flags: h.flags,
+            return_code: h.return_code,
+            pid: h.header.pid,
+            uid: h.header.uid,
+            program: comm_to_string(&h.header.comm),
+            cgroup_id: h.header.cgroup_id,
+        }
+    }
+
+    /// "read", "write, create", ... for the human summary.
+    fn mode(&self) -> String {
+        let mut parts = vec![match self.flags & 0o3 {
+            0 => "read",
+            1 => "write",
+            _ => "read/write",
+        }];
+        for (bit, name) in [(0o100, "create"), (0o1000, "truncate"), (0o2000, "append")] {
+            if self.flags & bit != 0 {
+                parts.push(name);
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+impl Kind for DiskBody {
+    const INFO: KindInfo = KindInfo {
+        event: "session.disk",
+        code: "T4001I",
+        message_id: "55a41e0c8721449d97b7e323e9b03f19",
+        record: Some((EVENT_DISK, "disk")),
+    };
+
+    fn summary(&self, who: &str, _sid: &str) -> String {
+        if self.return_code == 0 {
+            format!("{who} opened {} ({})", self.path, self.mode())
+        } else {
+            format!(
+                "{who} failed to open {} ({}): {}",
+                self.path,
+                self.mode(),
+                nix::errno::Errno::from_raw(-self.return_code)
+            )
+        }
+    }
+}
+
+// ---- session.network ---------------------------------------------------
+
+/// `session.network` (T4002I): a connect or send, denied or observed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NetworkBody {
+    pub pid: u32,
+    pub cgroup_id: u64,
+    pub program: String,
+    pub src_addr: String,
+    /// 0 (omitted) when the socket had no local port yet.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub src_port: u16,
+    pub dst_addr: String,
+    pub dst_port: u16,
+    /// 4 or 6.
+    pub version: u8,
+    /// 0 connect, 1 send.
+    pub operation: u8,
+    /// 0 observed, 1 denied.
+    pub action: u8,
+}
+
+impl NetworkBody {
+    pub fn from_kernel(k: &NetworkEvent) -> NetworkBody {
+        let addr = |b: &[u8; 16]| -> IpAddr {
+            if k.version == 4 {
+                IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(*b))
+            }
+        };
+        NetworkBody {
+            pid: k.header.pid,
+            cgroup_id: k.header.cgroup_id,
+            program: comm_to_string(&k.header.comm),
+            src_addr: addr(&k.src_addr).to_string(),
+            src_port: k.src_port,
+            dst_addr: addr(&k.dst_addr).to_string(),
+            dst_port: k.dst_port,
+            version: k.version,
+            operation: k.operation,
+            action: k.action,
+        }
+    }
+}
+
+impl Kind for NetworkBody {
+    const INFO: KindInfo = KindInfo {
+        event: "session.network",
+        code: "T4002I",
+        message_id: "474795d78298490aad64291e119d42c4",
+        record: Some((EVENT_NETWORK, "network")),
+    };
+
+    fn summary(&self, who: &str, _sid: &str) -> String {
+        let op = if self.operation == OPERATION_CONNECT {
+            "connect"
+        } else {
+            "send"
+        };
+        let verdict = if self.denied() { "denied" } else { "allowed" };
+        let dst = if self.version == 6 {
+            format!("[{}]:{}", self.dst_addr, self.dst_port)
+        } else {
+            format!("{}:{}", self.dst_addr, self.dst_port)
+        };
+        format!(
+            "{who}: {verdict} {op} to {dst} by {} (pid {})",
+            self.program, self.pid
+        )
+    }
+
+    fn denied(&self) -> bool {
+        self.action == ACTION_DENIED
+    }
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
+}
+
+// ---- session.start / session.end --------------------------------------
+
+/// `session.start` (T2000I).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionStartBody {
+    /// The remote peer, as PAM_RHOST gives it (sshd: the client IP).
+    #[serde(rename = "addr.remote")]
+    pub remote_addr: String,
+    pub service: String,
+    pub tty: String,
+    pub uid: u32,
+    /// The process placed in the session (sshd's `[priv]` process).
+    pub pid: u32,
+    pub cgroup_id: u64,
+    pub enhanced_recording: bool,
+}
+
+impl Kind for SessionStartBody {
+    const INFO: KindInfo = KindInfo {
+        event: "session.start",
+        code: "T2000I",
+        message_id: "229cb4f00de640b8847cab4a624b1eee",
+        record: None,
+    };
+
+    fn summary(&self, who: &str, sid: &str) -> String {
+        if self.remote_addr.is_empty() {
+            format!("{who}: session {sid} started ({})", self.service)
+        } else {
+            format!(
+                "{who}: session {sid} started from {} ({})",
+                self.remote_addr, self.service
+            )
+        }
+    }
+}
+
+/// `session.end` (T2004I), written after the session's last events.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionEndBody {
+    #[serde(rename = "addr.remote")]
+    pub remote_addr: String,
+    pub cgroup_id: u64,
+    pub enhanced_recording: bool,
+    pub interactive: bool,
+    pub participants: Vec<String>,
+    pub session_start: String,
+    pub session_stop: String,
+    /// Disk events the per-session rate limit (`disk_rate_limit`) dropped.
+    pub disk_events_dropped: u64,
+}
+
+impl Kind for SessionEndBody {
+    const INFO: KindInfo = KindInfo {
+        event: "session.end",
+        code: "T2004I",
+        message_id: "e7598b7e69a44355ae16c9714d748802",
+        record: None,
+    };
+
+    fn summary(&self, who: &str, sid: &str) -> String {
+        if self.disk_events_dropped > 0 {
+            format!(
+                "{who}: session {sid} ended ({} disk events over disk_rate_limit not recorded)",
+                self.disk_events_dropped
+            )
+        } else {
+            format!("{who}: session {sid} ended")
+        }
+    }
+}
+
+/// A path from the kernel: the kernel prefixes a relative one with the
+/// absolute directory, giving "/home/a/./x" for "./x". "." components go;
+/// ".." stays (it may cross a symlink). Paths the kernel left relative
+/// (its walk too long, see DIR_DEPTH_MAX) are kept as they are.
+fn clean_path(raw: &[u8]) -> String {
+    let path = String::from_utf8_lossy(raw).into_owned();
+    if !path.starts_with('/') {
+        return path;
+    }
+    let p: std::path::PathBuf = std::path::Path::new(&path).components().collect();
+    p.display().to_string()
+}

@@ -1,0 +1,289 @@
+//! Audit events: their Teleport-compatible JSON form (`Event`), the kinds of
+//! event (`kinds`: one place per kind for its name, code, MESSAGE_ID,
+//! summary line and fields) and where they are written (`output`).
+
+mod kinds;
+pub mod output;
+
+use serde::Serialize;
+
+pub use self::kinds::{CommandBody, DiskBody, NetworkBody, SessionEndBody, SessionStartBody};
+pub use self::output::Output;
+
+pub const SYSLOG_IDENTIFIER: &str = "restrictd";
+
+/// journald MESSAGE_ID of the lost-events report.
+pub const LOST_MESSAGE_ID: &str = "fcb5828396bb428c9a9d4021c5026427";
+
+/// What identifies a kind of event wherever it is written.
+pub struct KindInfo {
+    /// Teleport's event name (`event`).
+    pub event: &'static str,
+    /// Teleport's event code (`code`).
+    pub code: &'static str,
+    /// journald MESSAGE_ID (`journalctl MESSAGE_ID=...`).
+    pub message_id: &'static str,
+    /// For kinds the kernel records: the record kind (`EVENT_*`, which also
+    /// indexes its loss counter) and the name used in loss reports.
+    pub record: Option<(u32, &'static str)>,
+}
+
+/// One kind of event: its fields are the implementing struct's.
+pub trait Kind: Serialize {
+    const INFO: KindInfo;
+    /// The one-line human summary (journald MESSAGE); `who` is the user, or
+    /// the session when the user is not known.
+    fn summary(&self, who: &str, sid: &str) -> String;
+    /// Written at warning priority.
+    fn denied(&self) -> bool {
+        false
+    }
+}
+
+/// Declares `Body`, one variant per kind, and the table of kinds.
+macro_rules! event_kinds {
+    ($($variant:ident($body:ty)),* $(,)?) => {
+        #[derive(Debug, Clone, Serialize)]
+        #[serde(untagged)]
+        pub enum Body {
+            $($variant($body)),*
+        }
+
+        impl Body {
+            pub fn info(&self) -> &'static KindInfo {
+                match self {
+                    $(Body::$variant(_) => &<$body as Kind>::INFO),*
+                }
+            }
+
+            fn summary(&self, who: &str, sid: &str) -> String {
+                match self {
+                    $(Body::$variant(b) => b.summary(who, sid)),*
+                }
+            }
+
+            fn denied(&self) -> bool {
+                match self {
+                    $(Body::$variant(b) => b.denied()),*
+                }
+            }
+        }
+
+        /// Every kind of event.
+        pub const KINDS: &[&KindInfo] = &[$(&<$body as Kind>::INFO),*];
+    };
+}
+
+event_kinds!(
+    Command(CommandBody),
+    Disk(DiskBody),
+    Network(NetworkBody),
+    SessionStart(SessionStartBody),
+    SessionEnd(SessionEndBody),
+);
+
+pub use self::kinds::from_record;
+
+/// The journald MESSAGE_ID of the event kind named `event` ("session.disk").
+pub fn message_id(event: &str) -> Option<&'static str> {
+    KINDS
+        .iter()
+        .find(|k| k.event == event)
+        .map(|k| k.message_id)
+}
+
+/// One audit event, serialized flat as Teleport does.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub event: &'static str,
+    pub code: &'static str,
+    /// RFC 3339, UTC, nanoseconds.
+    pub time: String,
+    /// Per-session event index, increasing with `time`.
+    pub ei: u64,
+    pub sid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    pub server_hostname: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+impl Event {
+    pub fn message_id(&self) -> &'static str {
+        self.body.info().message_id
+    }
+
+    pub fn denied(&self) -> bool {
+        self.body.denied()
+    }
+
+    /// The one-line human summary (journald MESSAGE).
+    pub fn summary(&self) -> String {
+        let who = self
+            .user
+            .clone()
+            .unwrap_or_else(|| format!("session {}", self.sid));
+        self.body.summary(&who, &self.sid)
+    }
+
+    /// journald fields: every event field, UPPERCASE (`sid` as `SESSION_ID`),
+    /// plus MESSAGE_ID, SYSLOG_IDENTIFIER and the whole event as EVENT_JSON.
+    pub fn journal_fields(&self) -> Vec<(String, String)> {
+        let json = serde_json::to_value(self).expect("events serialize");
+        let mut out = vec![
+            ("MESSAGE_ID".to_string(), self.message_id().to_string()),
+            (
+                "SYSLOG_IDENTIFIER".to_string(),
+                SYSLOG_IDENTIFIER.to_string(),
+            ),
+            ("SYSLOG_FACILITY".to_string(), "10".to_string()), // authpriv
+        ];
+        if let serde_json::Value::Object(map) = &json {
+            for (k, v) in map {
+                let key = match k.as_str() {
+                    "sid" => "SESSION_ID".to_string(),
+                    "time" => "EVENT_TIME".to_string(),
+                    // journald field names: A-Z, 0-9 and _ only ("addr.remote" -> ADDR_REMOTE).
+                    k => k
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() {
+                                c.to_ascii_uppercase()
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect(),
+                };
+                let val = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                out.push((key, val));
+            }
+        }
+        out.push(("EVENT_JSON".to_string(), json.to_string()));
+        out
+    }
+}
+
+/// The current CLOCK_BOOTTIME, the clock the kernel stamps records with.
+pub fn now_boot_ns() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Converts a kernel CLOCK_BOOTTIME timestamp to RFC 3339 wall-clock time.
+pub fn boot_ns_to_rfc3339(boot_ns: u64) -> String {
+    use nix::time::{clock_gettime, ClockId};
+    let ns = |c| {
+        clock_gettime(c)
+            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+            .unwrap_or(0)
+    };
+    let offset = ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_BOOTTIME);
+    let wall = boot_ns as i128 + offset;
+    let dt = chrono::DateTime::from_timestamp(
+        wall.div_euclid(1_000_000_000) as i64,
+        wall.rem_euclid(1_000_000_000) as u32,
+    )
+    .unwrap_or_default();
+    dt.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+pub fn comm_to_string(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        Event {
+            event: "session.network",
+            code: "T4002I",
+            time: "2026-01-01T00:00:00.000000001Z".into(),
+            ei: 3,
+            sid: "s-1".into(),
+            user: Some("alice".into()),
+            login: Some("alice".into()),
+            server_hostname: "h".into(),
+            body: Body::Network(NetworkBody {
+                pid: 42,
+                cgroup_id: 7,
+                program: "curl".into(),
+                src_addr: "0.0.0.0".into(),
+                src_port: 0,
+                dst_addr: "10.1.2.4".into(),
+                dst_port: 443,
+                version: 4,
+                operation: 0,
+                action: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn json_is_flat_teleport_shape() {
+        let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(v["event"], "session.network");
+        assert_eq!(v["code"], "T4002I");
+        assert_eq!(v["dst_addr"], "10.1.2.4");
+        assert_eq!(v["dst_port"], 443);
+        assert_eq!(v["action"], 1);
+        assert_eq!(v["sid"], "s-1");
+    }
+
+    #[test]
+    fn journal_fields_are_uppercase_and_complete() {
+        let f: std::collections::HashMap<_, _> = sample().journal_fields().into_iter().collect();
+        assert_eq!(f["SESSION_ID"], "s-1");
+        assert_eq!(f["DST_PORT"], "443");
+        assert_eq!(f["MESSAGE_ID"], NetworkBody::INFO.message_id);
+        assert_eq!(f["SYSLOG_IDENTIFIER"], "restrictd");
+        for k in f.keys() {
+            assert!(
+                k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    && !k.starts_with('_'),
+                "bad journald field name {k}"
+            );
+        }
+        let back: serde_json::Value = serde_json::from_str(&f["EVENT_JSON"]).unwrap();
+        assert_eq!(back["dst_addr"], "10.1.2.4");
+        assert_eq!(
+            sample().summary(),
+            "alice: denied connect to 10.1.2.4:443 by curl (pid 42)"
+        );
+    }
+
+    #[test]
+    fn kinds_are_distinct() {
+        for (i, a) in KINDS.iter().enumerate() {
+            for b in &KINDS[i + 1..] {
+                assert_ne!(a.event, b.event);
+                assert_ne!(a.code, b.code);
+                assert_ne!(a.message_id, b.message_id);
+                if let (Some(x), Some(y)) = (a.record, b.record) {
+                    assert_ne!(x, y);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn boot_time_converts_to_now() {
+        let s = boot_ns_to_rfc3339(now_boot_ns());
+        let parsed = chrono::DateTime::parse_from_rfc3339(&s).unwrap();
+        let skew = (chrono::Utc::now() - parsed.with_timezone(&chrono::Utc)).num_seconds();
+        assert!(skew.abs() < 5, "{s}");
+        assert!(s.ends_with('Z') && s.len() == "2026-01-01T00:00:00.000000000Z".len());
+    }
+}

@@ -1,0 +1,176 @@
+//! Where events go: a JSON-lines file if asked for, and the system log —
+//! journald's native protocol, or syslog facility authpriv where there is no
+//! journal. Only the recorder's writer thread writes here.
+
+use std::{io::Write, path::Path};
+
+use super::{Event, KINDS, LOST_MESSAGE_ID, SYSLOG_IDENTIFIER};
+use crate::bpf::Lost;
+
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Where events go. Each event goes to the JSON file (if any) and to the
+/// system log. A failed write is reported on stderr with the event itself, so
+/// an event is never silently dropped.
+pub struct Output {
+    json: Option<Box<dyn Write + Send>>,
+    system: SystemLog,
+}
+
+enum SystemLog {
+    Journal,
+    Syslog(Box<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>),
+    None,
+}
+
+impl Output {
+    /// `events`: `None`, `-` (stderr) or a file to append to.
+    pub fn new(events: Option<&Path>) -> anyhow::Result<Output> {
+        let json: Option<Box<dyn Write + Send>> = match events {
+            None => None,
+            Some(p) if p == Path::new("-") => Some(Box::new(std::io::stderr())),
+            Some(p) => Some(Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| anyhow::anyhow!("--events {}: {e}", p.display()))?,
+            )),
+        };
+        Ok(Output {
+            json,
+            system: SystemLog::detect(),
+        })
+    }
+
+    pub fn system_log_name(&self) -> &'static str {
+        match self.system {
+            SystemLog::Journal => "journald",
+            SystemLog::Syslog(_) => "syslog",
+            SystemLog::None => "none",
+        }
+    }
+
+    /// Reports records the kernel could not deliver since the last report
+    /// (journald: MESSAGE_ID `LOST_MESSAGE_ID`, a field `LOST_<KIND>` per
+    /// kind the kernel records; syslog: the same as text).
+    pub fn report_lost(&mut self, lost: Lost) {
+        let kinds: Vec<(&str, u64)> = KINDS
+            .iter()
+            .filter_map(|k| k.record)
+            .map(|(kind, name)| (name, lost.kind(kind)))
+            .collect();
+        let counts = kinds
+            .iter()
+            .map(|(name, n)| format!("{n} {name}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let msg = format!(
+            "restrictd: events lost because a ring buffer was full: {counts} (raise enhanced_recording.*_buffer_size)"
+        );
+        log::warn!("{msg}");
+        let res = match &mut self.system {
+            SystemLog::Journal => {
+                let mut fields = vec![
+                    ("MESSAGE_ID".to_string(), LOST_MESSAGE_ID.to_string()),
+                    (
+                        "SYSLOG_IDENTIFIER".to_string(),
+                        SYSLOG_IDENTIFIER.to_string(),
+                    ),
+                    ("SYSLOG_FACILITY".to_string(), "10".to_string()),
+                ];
+                for (name, n) in &kinds {
+                    fields.push((format!("LOST_{}", name.to_uppercase()), n.to_string()));
+                }
+                libsystemd::logging::journal_send(
+                    libsystemd::logging::Priority::Warning,
+                    &msg,
+                    fields.into_iter(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))
+            }
+            SystemLog::Syslog(l) => l.warning(&msg).map_err(|e| anyhow::anyhow!("{e}")),
+            SystemLog::None => Ok(()),
+        };
+        if let Err(e) = res {
+            log::error!("system log write failed ({e}): {msg}");
+        }
+    }
+
+    pub fn emit(&mut self, ev: &Event) {
+        if let Some(w) = &mut self.json {
+            let mut line = serde_json::to_vec(ev).expect("events serialize");
+            line.push(b'\n');
+            if let Err(e) = w.write_all(&line).and_then(|_| w.flush()) {
+                log::error!("writing event to --events file failed: {e}");
+            }
+        }
+        let res = match &mut self.system {
+            SystemLog::Journal => send_journal(ev).or_else(|e| {
+                // journald may have gone away: try syslog before giving up.
+                log::warn!("journald write failed ({e}); trying syslog");
+                SystemLog::detect_syslog().map_or(Err(e), |mut l| send_syslog(&mut l, ev))
+            }),
+            SystemLog::Syslog(l) => send_syslog(l, ev),
+            SystemLog::None => Ok(()),
+        };
+        if let Err(e) = res {
+            log::error!(
+                "system log write failed ({e}); event: {}",
+                serde_json::to_string(ev).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl SystemLog {
+    fn detect() -> SystemLog {
+        if Path::new(JOURNAL_SOCKET).exists() {
+            return SystemLog::Journal;
+        }
+        if let Some(l) = SystemLog::detect_syslog() {
+            return SystemLog::Syslog(Box::new(l));
+        }
+        log::warn!(
+            "neither {JOURNAL_SOCKET} nor {SYSLOG_SOCKET} exists: events go only to --events"
+        );
+        SystemLog::None
+    }
+
+    fn detect_syslog() -> Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>> {
+        if !Path::new(SYSLOG_SOCKET).exists() {
+            return None;
+        }
+        let formatter = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_AUTHPRIV,
+            hostname: None,
+            process: SYSLOG_IDENTIFIER.into(),
+            pid: std::process::id(),
+        };
+        syslog::unix(formatter).ok()
+    }
+}
+
+fn send_journal(ev: &Event) -> anyhow::Result<()> {
+    let prio = if ev.denied() {
+        libsystemd::logging::Priority::Warning
+    } else {
+        libsystemd::logging::Priority::Info
+    };
+    libsystemd::logging::journal_send(prio, &ev.summary(), ev.journal_fields().into_iter())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn send_syslog(
+    l: &mut syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>,
+    ev: &Event,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_string(ev).expect("events serialize");
+    if ev.denied() {
+        l.warning(json)
+    } else {
+        l.info(json)
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}

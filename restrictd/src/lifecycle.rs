@@ -1,0 +1,376 @@
+//! The session lifecycle, for `restrictd serve` and `restrictd run` alike:
+//! open (register in the kernel, place the process, save, `session.start`),
+//! close, and end (unregister, clean up, `session.end` after the session's
+//! last records). It is the one owner of the session registry, the state
+//! store and the kernel's session map.
+//!
+//! Locks: `registry`, then `kernel` (the session map), each held only for
+//! map writes and bookkeeping, never across a policy write, a sleep or a
+//! log write (the recorder writes; submitting to it is a channel send).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{anyhow, Result};
+use restrictd_common::SessionEntry;
+use uuid::Uuid;
+
+use crate::{
+    bpf::SessionMap,
+    cgroup::Cgroup,
+    error::Error,
+    events::now_boot_ns,
+    recorder::Recorder,
+    session::{Registry, Session},
+};
+
+/// Sessions saved as `<dir>/<sid>.json`, so that a restarted daemon finds
+/// them again.
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(dir: PathBuf) -> Result<StateStore> {
+        fs::create_dir_all(&dir).map_err(|e| anyhow!("creating {}: {e}", dir.display()))?;
+        Ok(StateStore { dir })
+    }
+
+    fn save(&self, s: &Session) {
+        let path = self.dir.join(format!("{}.json", s.sid));
+        let res = serde_json::to_vec(s)
+            .map_err(anyhow::Error::from)
+            .and_then(|d| write_atomic(&path, &d));
+        if let Err(e) = res {
+            log::error!("saving session {}: {e:#}", s.sid);
+        }
+    }
+
+    fn forget(&self, sid: &Uuid) {
+        let _ = fs::remove_file(self.dir.join(format!("{sid}.json")));
+    }
+
+    /// Every saved session (unreadable files are reported and skipped).
+    pub fn load_all(&self) -> Vec<Session> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for path in rd.filter_map(|e| e.ok()).map(|e| e.path()) {
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|d| serde_json::from_slice(&d).map_err(Into::into))
+            {
+                Ok(s) => out.push(s),
+                Err(e) => log::error!("{}: unreadable session state: {e:#}", path.display()),
+            }
+        }
+        out
+    }
+}
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir).map_err(|e| anyhow!("creating {}: {e}", dir.display()))?;
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data).map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?;
+    fs::rename(&tmp, path).map_err(|e| anyhow!("replacing {}: {e}", path.display()))
+}
+
+pub struct Lifecycle {
+    registry: Arc<Mutex<Registry>>,
+    kernel: Mutex<SessionMap>,
+    store: Option<StateStore>,
+    recorder: Arc<Recorder>,
+    /// The cgroup2 mount (user manager levels are counted from it).
+    mount: PathBuf,
+    /// What the kernel gets for every session: policy and recording flags.
+    entry: SessionEntry,
+}
+
+impl Lifecycle {
+    pub fn new(
+        registry: Arc<Mutex<Registry>>,
+        kernel: SessionMap,
+        store: Option<StateStore>,
+        recorder: Arc<Recorder>,
+        mount: PathBuf,
+        entry: SessionEntry,
+    ) -> Lifecycle {
+        Lifecycle {
+            registry,
+            kernel: Mutex::new(kernel),
+            store,
+            recorder,
+            mount,
+            entry,
+        }
+    }
+
+    fn save(&self, s: &Session) {
+        if let Some(store) = &self.store {
+            store.save(s);
+        }
+    }
+
+    /// Opens session `s` (its cgroup, user and login fields filled in):
+    /// registers its cgroup (and user manager) in the kernel, then runs
+    /// `place`, which puts the session's process into the cgroup, so that
+    /// it is restricted from its first instruction there. On any error the
+    /// kernel entries are removed again.
+    pub fn open(&self, s: Session, place: impl FnOnce() -> Result<()>) -> Result<Uuid, Error> {
+        let boot_ns = now_boot_ns();
+        let cg = s.cgroup.clone();
+        let mut reg = self.registry.lock().unwrap();
+        if reg.all().any(|o| o.cgroup.id == cg.id) {
+            return Err(Error::InvalidArgs(format!(
+                "process {} is already in a session ({})",
+                s.leader_pid,
+                cg.path.display()
+            )));
+        }
+        let registered = {
+            let mut kernel = self.kernel.lock().unwrap();
+            kernel
+                .add(cg.id, self.entry)
+                .and_then(|_| match &s.manager {
+                    Some(m) => register_manager(&mut kernel, &self.mount, m, self.entry),
+                    None => Ok(()),
+                })
+        };
+        if let Err(e) = registered.and_then(|_| place()) {
+            let mut kernel = self.kernel.lock().unwrap();
+            let _ = kernel.remove(cg.id);
+            if let Some(m) = &s.manager {
+                if !reg.manager_in_use(m.id) {
+                    let _ = kernel.remove(m.id);
+                }
+            }
+            return Err(e.into());
+        }
+        let sid = s.sid;
+        reg.insert(s.clone());
+        drop(reg);
+        self.save(&s);
+        self.recorder.session_started(cg.id, boot_ns);
+        Ok(sid)
+    }
+
+    /// Marks the session closed; it ends as soon as no process is left in
+    /// it. Processes that outlive the login stay restricted until then.
+    pub fn close(&self, sid: &str) -> Result<(), Error> {
+        let snapshot = {
+            let mut reg = self.registry.lock().unwrap();
+            let s = reg
+                .by_sid_mut(sid)
+                .ok_or_else(|| Error::NoSuchSession(sid.into()))?;
+            s.closed = true;
+            s.clone()
+        };
+        self.save(&snapshot);
+        Ok(())
+    }
+
+    pub fn find(&self, sid: &str) -> Option<Session> {
+        self.registry.lock().unwrap().by_sid(sid).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Session> {
+        self.registry.lock().unwrap().all().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.registry.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ends every session whose cgroup is empty or gone.
+    pub fn end_finished(&self) {
+        let done: Vec<u64> = self
+            .registry
+            .lock()
+            .unwrap()
+            .all()
+            .filter(|s| !s.ending)
+            .filter(|s| !s.cgroup.path.exists() || !s.cgroup.populated().unwrap_or(true))
+            .map(|s| s.cgroup.id)
+            .collect();
+        for id in done {
+            self.end(id);
+        }
+    }
+
+    /// Ends the session registered under `cgroup_id`: the kernel entry goes
+    /// (and the user manager's, with the user's last session), restrictd's
+    /// own cgroup is removed, the saved state forgotten, and `session.end`
+    /// is queued; the recorder writes it after the session's last records
+    /// and then drops the session from the registry.
+    pub fn end(&self, cgroup_id: u64) {
+        let (s, manager) = {
+            let mut reg = self.registry.lock().unwrap();
+            let Some(s) = reg.get_mut(cgroup_id) else {
+                return;
+            };
+            if s.ending {
+                return;
+            }
+            s.ending = true;
+            let s = s.clone();
+            (s, reg.sole_user_of_manager(cgroup_id))
+        };
+        let dropped = {
+            let mut kernel = self.kernel.lock().unwrap();
+            let mut d = kernel.remove(cgroup_id).unwrap_or_else(|e| {
+                log::error!("session {}: {e:#}", s.sid);
+                0
+            });
+            // The user's last session: their systemd instance is free again.
+            if let Some(m) = &manager {
+                match kernel.remove(m.id) {
+                    Ok(n) => d += n,
+                    Err(e) => log::error!("session {}: user manager: {e:#}", s.sid),
+                }
+            }
+            d
+        };
+        let boot_ns = now_boot_ns();
+        if s.owned {
+            if let Err(e) = s.cgroup.remove() {
+                log::error!("session {}: {e:#}", s.sid);
+            }
+        }
+        if let Some(store) = &self.store {
+            store.forget(&s.sid);
+        }
+        self.recorder.session_ended(cgroup_id, boot_ns, dropped);
+        log::info!("session {} ended", s.sid);
+    }
+
+    /// A user manager that was stopped and started again (by root, or by a
+    /// login that restrictd does not see, such as the console) has a new
+    /// cgroup: register it, so its units do not escape the user's sessions.
+    pub fn refresh_managers(&self) {
+        let moved: Vec<(Session, Cgroup)> = self
+            .registry
+            .lock()
+            .unwrap()
+            .all()
+            .filter_map(|s| {
+                let m = s.manager.as_ref()?;
+                let now = Cgroup::open(&m.path).ok()?;
+                (now.id != m.id).then(|| (s.clone(), now))
+            })
+            .collect();
+        for (s, now) in moved {
+            let old = s.manager.clone().expect("filtered on a manager");
+            let mut reg = self.registry.lock().unwrap();
+            let registered = register_manager(
+                &mut self.kernel.lock().unwrap(),
+                &self.mount,
+                &now,
+                self.entry,
+            );
+            if let Err(e) = registered {
+                log::error!(
+                    "session {}: user manager {}: {e:#}",
+                    s.sid,
+                    now.path.display()
+                );
+                continue;
+            }
+            let updated = reg.set_manager(s.cgroup.id, now.clone());
+            if !reg.manager_in_use(old.id) {
+                let _ = self.kernel.lock().unwrap().remove(old.id);
+            }
+            drop(reg);
+            if let Some(s) = updated {
+                self.save(&s);
+            }
+            log::info!(
+                "session {}: user manager {} restarted, now cgroup {}",
+                s.sid,
+                now.path.display(),
+                now.id
+            );
+        }
+    }
+
+    /// At daemon start: takes back the saved sessions whose cgroups still
+    /// exist with the same id and are still registered in the kernel; the
+    /// others ended while restrictd was away and are ended now. Returns the
+    /// sessions taken back.
+    pub fn restore(&self) -> Result<Vec<Session>> {
+        let Some(store) = &self.store else {
+            return Ok(vec![]);
+        };
+        let live: std::collections::HashSet<u64> =
+            self.kernel.lock().unwrap().ids()?.into_iter().collect();
+        let mut kept = Vec::new();
+        let mut gone = Vec::new();
+        for mut s in store.load_all() {
+            s.ending = false;
+            let same = Cgroup::open(&s.cgroup.path).is_ok_and(|c| c.id == s.cgroup.id);
+            if same && live.contains(&s.cgroup.id) {
+                // Pinned from before, unless it restarted meanwhile (refresh_managers' turn).
+                if let Some(m) = &s.manager {
+                    register_manager(&mut self.kernel.lock().unwrap(), &self.mount, m, self.entry)?;
+                }
+                log::info!(
+                    "session {} restored (cgroup {})",
+                    s.sid,
+                    s.cgroup.path.display()
+                );
+                kept.push(s.clone());
+            } else {
+                gone.push(s.cgroup.id);
+            }
+            self.registry.lock().unwrap().insert(s);
+        }
+        for id in gone {
+            self.end(id);
+        }
+        Ok(kept)
+    }
+
+    /// Saves every session (their event counters) for the next start.
+    pub fn save_all(&self) {
+        for s in self.all() {
+            self.save(&s);
+        }
+    }
+}
+
+/// Registers a user manager with the programs: its cgroup level (counted
+/// from the cgroup2 root, as the kernel does), then its id with `entry`.
+/// Idempotent: the user's other sessions register the same manager.
+fn register_manager(
+    kernel: &mut SessionMap,
+    mount: &Path,
+    manager: &Cgroup,
+    entry: SessionEntry,
+) -> Result<()> {
+    let level = manager
+        .path
+        .strip_prefix(mount)
+        .ok()
+        .and_then(|rel| u32::try_from(rel.components().count()).ok())
+        .filter(|l| *l > 0)
+        .ok_or_else(|| {
+            anyhow!(
+                "user manager {} is not below the cgroup2 mount {}",
+                manager.path.display(),
+                mount.display()
+            )
+        })?;
+    kernel.set_manager_level(level)?;
+    kernel.add(manager.id, entry)
+}
