@@ -196,22 +196,35 @@ fn wrapped(script: &str, out: &Path, cmd: &Command) -> Output {
     c.output().unwrap()
 }
 
+/// Programs attached to `cgroup` (0 when it no longer exists); fails when
+/// bpftool's answer cannot be read, rather than reading it as 0.
 pub fn attached_programs(cgroup: &Path) -> usize {
+    if !cgroup.exists() {
+        return 0;
+    }
     let out = Command::new("bpftool")
         .args(["-j", "cgroup", "show"])
         .arg(cgroup)
         .output()
         .expect("bpftool is installed by scripts/setup.sh");
-    if !cgroup.exists() {
-        return 0;
-    }
     assert!(
         out.status.success(),
         "bpftool: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v.as_array().map(|a| a.len()).unwrap_or(0)
+    // bpftool prints nothing at all for a cgroup without programs.
+    if out.stdout.iter().all(|b| b.is_ascii_whitespace()) {
+        return 0;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bpftool output: {e}: {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    v.as_array()
+        .unwrap_or_else(|| panic!("bpftool output is not a list: {v}"))
+        .len()
 }
 
 pub fn verdict(out: &Output) -> String {

@@ -1,0 +1,199 @@
+//! Differential test: for random policies (overlapping prefixes, allow and
+//! deny, IPv4, IPv6, v4-mapped rules) and destinations near their edges,
+//! the verdict of a real session in the kernel equals the policy model's
+//! (`Policy::allows`) for every probe. Probes are UDP connects, which send
+//! no packet, so any address may be probed. Seeds are fixed: a failure
+//! names the seed, the policy and the destination, and replays exactly.
+
+mod common;
+use common::*;
+
+use std::{
+    io::Write,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    process::Stdio,
+};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use restrictd::policy::Policy;
+
+const SEEDS: std::ops::Range<u64> = 1..9;
+
+/// Networks the rules are drawn inside, so that they overlap.
+fn bases() -> Vec<IpNet> {
+    [
+        "10.0.0.0/8",
+        "192.0.2.0/24",
+        "198.51.100.0/23",
+        "127.0.0.0/8",
+        "0.0.0.0/0",
+        "2001:db8::/32",
+        "fd00::/8",
+        "::1/128",
+        "::ffff:10.0.0.0/104",
+        "::ffff:0:0/96",
+        "::/0",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect()
+}
+
+/// A random sub-network of `base`.
+fn subnet(rng: &mut fastrand::Rng, base: &IpNet) -> IpNet {
+    match base {
+        IpNet::V4(b) => {
+            let len = rng.u8(b.prefix_len()..=32);
+            let host = u32::from(b.network()) | (rng.u32(..) & !u32::from(b.netmask()));
+            IpNet::V4(Ipv4Net::new(Ipv4Addr::from(host), len).unwrap().trunc())
+        }
+        IpNet::V6(b) => {
+            let len = rng.u8(b.prefix_len()..=128);
+            let host = u128::from(b.network()) | (rng.u128(..) & !u128::from(b.netmask()));
+            IpNet::V6(Ipv6Net::new(Ipv6Addr::from(host), len).unwrap().trunc())
+        }
+    }
+}
+
+fn random_policy(rng: &mut fastrand::Rng) -> (Vec<IpNet>, Vec<IpNet>) {
+    let bases = bases();
+    let (n_allow, n_deny) = (rng.usize(1..12), rng.usize(0..8));
+    let mut list = |n: usize| -> Vec<IpNet> {
+        (0..n)
+            .map(|_| {
+                let base = &bases[rng.usize(..bases.len())];
+                // Whole bases sometimes, so that /0 and /8 rules occur.
+                if rng.u8(..4) == 0 {
+                    *base
+                } else {
+                    subnet(rng, base)
+                }
+            })
+            .collect()
+    };
+    let allow = list(n_allow);
+    let deny = list(n_deny);
+    (allow, deny)
+}
+
+/// Destinations at and beside the edges of every rule, plus random ones;
+/// each IPv4 one also as its v4-mapped IPv6 form.
+fn destinations(rng: &mut fastrand::Rng, rules: &[IpNet]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for n in rules {
+        match n {
+            IpNet::V4(n) => {
+                let (lo, hi) = (u32::from(n.network()), u32::from(n.broadcast()));
+                for a in [
+                    lo,
+                    hi,
+                    lo.wrapping_sub(1),
+                    hi.wrapping_add(1),
+                    rng.u32(lo..=hi),
+                ] {
+                    out.push(IpAddr::V4(a.into()));
+                }
+            }
+            IpNet::V6(n) => {
+                let (lo, hi) = (u128::from(n.network()), u128::from(n.broadcast()));
+                for a in [
+                    lo,
+                    hi,
+                    lo.wrapping_sub(1),
+                    hi.wrapping_add(1),
+                    rng.u128(lo..=hi),
+                ] {
+                    out.push(IpAddr::V6(a.into()));
+                }
+            }
+        }
+    }
+    for _ in 0..10 {
+        out.push(IpAddr::V4(rng.u32(..).into()));
+        out.push(IpAddr::V6(rng.u128(..).into()));
+    }
+    let mapped: Vec<IpAddr> = out
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v) => Some(IpAddr::V6(v.to_ipv6_mapped())),
+            _ => None,
+        })
+        .collect();
+    out.extend(mapped);
+    // The unspecified addresses are the kernel's "this host": not a
+    // destination the policy model speaks about yet.
+    out.retain(|a| !a.is_unspecified() && *a != IpAddr::V6(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped()));
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn the_kernel_decides_every_destination_as_the_policy_model_does() {
+    let sb = Sandbox::with_config("enhanced_recording:\n  enabled: false\n");
+    let mut probes = 0;
+    let mut denied = 0;
+    for seed in SEEDS {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (allow, deny) = random_policy(&mut rng);
+        let allow_s: Vec<String> = allow.iter().map(|n| n.to_string()).collect();
+        let deny_s: Vec<String> = deny.iter().map(|n| n.to_string()).collect();
+        let yaml = policy_yaml(
+            &allow_s.iter().map(String::as_str).collect::<Vec<_>>(),
+            &deny_s.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let model = Policy::parse(&yaml, "random").expect("a valid random policy");
+        let path = sb.dir.path().join(format!("policy-{seed}.yaml"));
+        std::fs::write(&path, &yaml).unwrap();
+        let rules: Vec<IpNet> = allow.iter().chain(&deny).copied().collect();
+        let dests = destinations(&mut rng, &rules);
+
+        let mut child = sb
+            .run_cmd(
+                Some(&path),
+                &[
+                    "python3",
+                    &repo().join("tests/connect_probe.py").display().to_string(),
+                ],
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input: String = dests
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(v) => format!("4 {v}\n"),
+                IpAddr::V6(v) => format!("6 {v}\n"),
+            })
+            .collect();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "seed {seed}: {out:?}");
+        let verdicts: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(verdicts.len(), dests.len(), "seed {seed}: {out:?}");
+        for (dest, got) in dests.iter().zip(&verdicts) {
+            let want = if model.allows(*dest) { "ok" } else { "EPERM" };
+            assert_eq!(
+                got, want,
+                "seed {seed}: connect to {dest}\nallow {allow_s:?}\ndeny {deny_s:?}"
+            );
+            denied += usize::from(want == "EPERM");
+        }
+        probes += dests.len();
+    }
+    // Both verdicts occurred, many times: the comparison was not one-sided.
+    assert!(
+        denied > 100 && probes - denied > 100,
+        "{denied} of {probes} denied"
+    );
+}
