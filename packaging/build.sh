@@ -24,7 +24,8 @@ mkdir -p "$staged/man"
 cp target/release/restrictd target/release/restrictctl target/release/libpam_restrict.so "$staged/"
 cp packaging/systemd/restrictd.service packaging/restrictd.yaml \
     packaging/dbus/org.restrictd.Daemon1.conf packaging/dbus/org.restrictd.Daemon1.service \
-    examples/netpolicy.yaml README.md ARCHITECTURE.md "$staged/"
+    examples/netpolicy.yaml README.md ARCHITECTURE.md \
+    LICENSE-MIT LICENSE-APACHE LICENSE-GPL-2.0 "$staged/"
 cp packaging/man/*.[58] "$staged/man/"
 strip --strip-unneeded "$staged/restrictd" "$staged/restrictctl" "$staged/libpam_restrict.so"
 

@@ -9,6 +9,9 @@ bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The eBPF crate, linted for its own target with the pinned nightly.
+cargo "+$(cat BPF_NIGHTLY)" clippy --quiet -p restrictd-ebpf --release \
+    --target bpfel-unknown-none -Z build-std=core -- -D warnings
 # `cargo test` does not emit pam_restrict's cdylib; the PAM/SSH tests load it.
 cargo build
 cargo test

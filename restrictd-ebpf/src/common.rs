@@ -8,11 +8,25 @@ use aya_ebpf::{
         generated::{bpf_probe_read_kernel, bpf_probe_read_user},
     },
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use restrictd_common::{
     KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, LOST_SLOTS, MAX_SESSIONS,
 };
+
+/// Thin tracepoint programs that hand their context to one handler:
+/// `tracepoint_programs!(handler; name => category / tracepoint, ...)`.
+macro_rules! tracepoint_programs {
+    ($handler:expr; $($name:ident => $category:tt / $tp:tt),+ $(,)?) => {
+        $(
+            #[aya_ebpf::macros::tracepoint(category = $category, name = $tp)]
+            pub fn $name(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+                ($handler)(&ctx)
+            }
+        )+
+    };
+}
+pub(crate) use tracepoint_programs;
 
 #[map]
 pub static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_SESSIONS, 0);
@@ -97,6 +111,16 @@ pub fn fill_header(h: &mut RecordHeader, kind: u32, cgroup_id: u64) {
     h.cgroup_id = cgroup_id;
     h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// What a syscall's entry stashed for the current thread in `map`, taken
+/// out at its exit.
+#[inline(always)]
+pub fn take_stash<T: Copy>(map: &LruHashMap<u64, T>) -> Option<T> {
+    let key = bpf_get_current_pid_tgid();
+    let v = unsafe { map.get(key) }.copied()?;
+    let _ = map.remove(key);
+    Some(v)
 }
 
 /// Counts a record of `kind` that could not be written.

@@ -18,7 +18,10 @@ use restrictd_common::{
 };
 
 use crate::{
-    common::{count_lost, fill_header, load_config, read_user_u64, read_user_u8, session_with},
+    common::{
+        count_lost, fill_header, load_config, read_user_u64, read_user_u8, session_with,
+        take_stash, tracepoint_programs,
+    },
     path::{dir_prefix, fd_path},
 };
 
@@ -113,25 +116,12 @@ pub fn disk_in_creat(ctx: TracePointContext) -> u32 {
     stash(filename, CREAT_FLAGS, AT_FDCWD, 0)
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
-pub fn disk_out_openat(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
-pub fn disk_out_openat2(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_open")]
-pub fn disk_out_open(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
-pub fn disk_out_creat(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
-}
+tracepoint_programs!(exit;
+    disk_out_openat => "syscalls" / "sys_exit_openat",
+    disk_out_openat2 => "syscalls" / "sys_exit_openat2",
+    disk_out_open => "syscalls" / "sys_exit_open",
+    disk_out_creat => "syscalls" / "sys_exit_creat",
+);
 
 /// One open, successful or not, seen at syscall exit where the result is
 /// known. A successful open is named by the file it opened; a failed one by
@@ -140,11 +130,9 @@ pub fn disk_out_creat(ctx: TracePointContext) -> u32 {
 /// and made absolute from the directory it was resolved against.
 #[inline(always)]
 fn exit(ctx: &TracePointContext) -> u32 {
-    let key = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { OPENS.get(key) }).copied() else {
+    let Some(args) = take_stash(&OPENS) else {
         return 0;
     };
-    let _ = OPENS.remove(key);
     let Some(cgroup_id) = session_with(SESSION_RECORD_DISK) else {
         return 0;
     };

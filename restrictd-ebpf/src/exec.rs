@@ -22,6 +22,7 @@ use restrictd_common::{
 use crate::{
     common::{
         count_lost, fill_header, load_config, opaque, read_kernel, read_user_u64, session_with,
+        take_stash, tracepoint_programs,
     },
     path::dir_prefix,
 };
@@ -225,35 +226,20 @@ fn stash(ctx: &TracePointContext, filename_off: usize, argv_off: usize) -> u32 {
 }
 
 // Syscall tracepoints: args start at offset 16 (common fields, syscall nr).
-#[tracepoint(category = "syscalls", name = "sys_enter_execve")]
-pub fn cmd_in_execve(ctx: TracePointContext) -> u32 {
-    stash(&ctx, 16, 24)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
-pub fn cmd_in_execveat(ctx: TracePointContext) -> u32 {
-    stash(&ctx, 24, 32)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_execve")]
-pub fn cmd_out_execve(ctx: TracePointContext) -> u32 {
-    failed(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_execveat")]
-pub fn cmd_out_execveat(ctx: TracePointContext) -> u32 {
-    failed(&ctx)
-}
+tracepoint_programs!(|ctx| stash(ctx, 16, 24); cmd_in_execve => "syscalls" / "sys_enter_execve");
+tracepoint_programs!(|ctx| stash(ctx, 24, 32); cmd_in_execveat => "syscalls" / "sys_enter_execveat");
+tracepoint_programs!(failed;
+    cmd_out_execve => "syscalls" / "sys_exit_execve",
+    cmd_out_execveat => "syscalls" / "sys_exit_execveat",
+);
 
 /// A failed exec: the caller's image is still the current one, and the
 /// kernel has just read the arguments from it.
 #[inline(always)]
 fn failed(ctx: &TracePointContext) -> u32 {
-    let key = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { EXECS.get(key) }).copied() else {
+    let Some(args) = take_stash(&EXECS) else {
         return 0;
     };
-    let _ = EXECS.remove(key);
     let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
     if ret >= 0 {
         return 0; // success is reported by cmd_exec

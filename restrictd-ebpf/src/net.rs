@@ -47,25 +47,25 @@ struct SentKey {
     _pad: u32,
 }
 
-#[cgroup_sock_addr(connect4)]
-pub fn connect4(ctx: SockAddrContext) -> i32 {
-    check(&ctx, 4, OPERATION_CONNECT)
+/// The four enforcing programs: one per hook, each judging its family and
+/// operation.
+macro_rules! sock_addr_programs {
+    ($($hook:ident => $version:expr, $operation:expr);+ $(;)?) => {
+        $(
+            #[cgroup_sock_addr($hook)]
+            pub fn $hook(ctx: SockAddrContext) -> i32 {
+                check(&ctx, $version, $operation)
+            }
+        )+
+    };
 }
 
-#[cgroup_sock_addr(sendmsg4)]
-pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
-    check(&ctx, 4, OPERATION_SEND)
-}
-
-#[cgroup_sock_addr(connect6)]
-pub fn connect6(ctx: SockAddrContext) -> i32 {
-    check(&ctx, 6, OPERATION_CONNECT)
-}
-
-#[cgroup_sock_addr(sendmsg6)]
-pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    check(&ctx, 6, OPERATION_SEND)
-}
+sock_addr_programs!(
+    connect4 => 4, OPERATION_CONNECT;
+    sendmsg4 => 4, OPERATION_SEND;
+    connect6 => 6, OPERATION_CONNECT;
+    sendmsg6 => 6, OPERATION_SEND;
+);
 
 #[inline(always)]
 fn check(ctx: &SockAddrContext, version: u8, operation: u8) -> i32 {

@@ -211,25 +211,52 @@ impl Programs {
         let cgroup_id = std::os::unix::fs::MetadataExt::ino(&dir.metadata()?);
         for name in self.sock_addr_names() {
             let pin = pin_dir.map(|d| d.join(format!("link-{cgroup_id}-{name}")));
-            if pin.as_ref().is_some_and(|p| p.exists()) {
-                continue;
-            }
-            let prog: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(&name)
-                .expect("listed above")
-                .try_into()?;
-            // On 5.7+ aya attaches with a BPF link, which the kernel always
-            // adds in multi mode and which refuses explicit flags (EINVAL),
-            // so the "Single" (no flags) mode is what yields ALLOW_MULTI here.
-            let id = prog
-                .attach(&dir, CgroupAttachMode::Single)
-                .with_context(|| format!("attaching {name} to cgroup {}", cgroup_dir.display()))?;
-            if let Some(pin) = pin {
-                let link = FdLink::try_from(prog.take_link(id)?)?;
-                link.pin(&pin)
-                    .with_context(|| format!("pinning link {}", pin.display()))?;
-            }
+            self.attach_one(&name, pin, |prog: &mut CgroupSockAddr, keep| {
+                // On 5.7+ aya attaches with a BPF link, which the kernel always
+                // adds in multi mode and which refuses explicit flags (EINVAL),
+                // so the "Single" (no flags) mode is what yields ALLOW_MULTI here.
+                let id = prog
+                    .attach(&dir, CgroupAttachMode::Single)
+                    .with_context(|| {
+                        format!("attaching {name} to cgroup {}", cgroup_dir.display())
+                    })?;
+                Ok(if keep {
+                    Some(prog.take_link(id)?.try_into()?)
+                } else {
+                    None
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Attaches program `name` (of type `P`) with `attach`, unless `pin`
+    /// already holds its link from a previous run (it uses the same pinned
+    /// maps, so there is no moment without the program). With `pin`,
+    /// `attach` is asked to keep the link, and it is pinned there, so that
+    /// it outlives this process.
+    fn attach_one<P>(
+        &mut self,
+        name: &str,
+        pin: Option<PathBuf>,
+        attach: impl FnOnce(&mut P, bool) -> Result<Option<FdLink>>,
+    ) -> Result<()>
+    where
+        for<'p> &'p mut P: TryFrom<&'p mut Program, Error = aya::programs::ProgramError>,
+    {
+        if pin.as_ref().is_some_and(|p| p.exists()) {
+            return Ok(());
+        }
+        let prog: &mut P = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
+            .try_into()
+            .with_context(|| format!("BPF program {name}"))?;
+        let link = attach(prog, pin.is_some())?;
+        if let (Some(pin), Some(link)) = (pin, link) {
+            link.pin(&pin)
+                .with_context(|| format!("pinning link {}", pin.display()))?;
         }
         Ok(())
     }
@@ -260,23 +287,19 @@ impl Programs {
         }
         for (name, category, tracepoint) in wanted {
             let pin = pin_dir.map(|d| d.join(format!("link-tp-{name}")));
-            if pin.as_ref().is_some_and(|p| p.exists()) {
-                continue;
-            }
-            let prog: &mut TracePoint = self
-                .ebpf
-                .program_mut(&name)
-                .expect("listed above")
-                .try_into()?;
-            let id = prog.attach(&category, &tracepoint).with_context(|| {
-                format!("attaching {name} to tracepoint {category}/{tracepoint}")
+            self.attach_one(&name, pin, |prog: &mut TracePoint, keep| {
+                let id = prog.attach(&category, &tracepoint).with_context(|| {
+                    format!("attaching {name} to tracepoint {category}/{tracepoint}")
+                })?;
+                Ok(if keep {
+                    let link = FdLink::try_from(prog.take_link(id)?).with_context(|| {
+                        format!("{name}: this kernel cannot pin tracepoint links")
+                    })?;
+                    Some(link)
+                } else {
+                    None
+                })
             })?;
-            if let Some(pin) = pin {
-                let link = FdLink::try_from(prog.take_link(id)?)
-                    .with_context(|| format!("{name}: this kernel cannot pin tracepoint links"))?;
-                link.pin(&pin)
-                    .with_context(|| format!("pinning link {}", pin.display()))?;
-            }
         }
         Ok(())
     }
