@@ -426,3 +426,38 @@ fn observed_network_events_can_be_switched_off_denials_cannot() {
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["action"], 1);
 }
+
+#[test]
+fn a_bound_socket_sending_is_reported_with_its_source_in_both_families() {
+    let sb = Sandbox::new();
+    let (_u4, p4) = udp_socket("127.0.0.1");
+    let (_u6, p6) = udp_socket("::1");
+    // Each socket is bound to an address and port of its own before it sends.
+    let script = format!(
+        "import socket
+for fam, src, dst, port in ((socket.AF_INET, '127.0.0.3', '127.0.0.1', {p4}), (socket.AF_INET6, '::1', '::1', {p6})):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((src, 0))
+    print(s.getsockname()[1], flush=True)
+    s.sendto(b'x', (dst, port))"
+    );
+    let out = sb.run(None, &["python3", "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    let ports: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let sends: Vec<_> = sb
+        .network_events()
+        .into_iter()
+        .filter(|e| e["operation"] == 1)
+        .collect();
+    assert_eq!(sends.len(), 2, "{sends:?}");
+    for (e, (src, port)) in sends
+        .iter()
+        .zip([("127.0.0.3", ports[0]), ("::1", ports[1])])
+    {
+        assert_eq!(e["src_addr"], src, "{e}");
+        assert_eq!(e["src_port"], port, "{e}");
+    }
+}
