@@ -6,10 +6,12 @@
 //! and exports its id as RESTRICTD_SESSION_ID. close_session closes it.
 //!
 //! Module arguments: `fail=closed|open` (default closed), `timeout=MS`
-//! (default 3000), `debug`. The module never panics across the FFI boundary
-//! (pam-bindings catches unwinds), never leaves a thread behind in sshd (one
-//! `zbus::block_on` per call, the connection dropped inside it), and never
-//! waits longer than its timeout.
+//! (default 3000), `start_timeout=MS` (default 30000), `debug`. The module
+//! never panics across the FFI boundary (pam-bindings catches unwinds),
+//! never leaves a thread behind in sshd (one `zbus::block_on` per call, the
+//! connection dropped inside it), and never waits longer than its timeouts:
+//! `start_timeout` for a stopped restrictd to be started by the bus, then
+//! `timeout` for the exchange.
 
 use std::{
     ffi::{CStr, CString},
@@ -29,6 +31,10 @@ pub const ENV_NAME: &str = "RESTRICTD_SESSION_ID";
 const DATA_KEY: &str = "pam_restrict.session_id";
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long open_session waits for a stopped restrictd to be started by bus
+/// activation: its start loads and verifies the BPF programs, which takes
+/// seconds on a slow host (an emulated VM), longer than a call should.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailMode {
@@ -42,6 +48,8 @@ pub enum FailMode {
 pub struct Args {
     pub fail: FailMode,
     pub timeout: Duration,
+    /// 0: a stopped restrictd is not started (the call fails at once).
+    pub start_timeout: Duration,
     pub debug: bool,
 }
 
@@ -51,6 +59,7 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> (Args, Vec<String>) {
     let mut a = Args {
         fail: FailMode::Closed,
         timeout: DEFAULT_TIMEOUT,
+        start_timeout: DEFAULT_START_TIMEOUT,
         debug: false,
     };
     let mut errors = Vec::new();
@@ -69,6 +78,15 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> (Args, Vec<String>) {
                 _ => errors.push(format!(
                     "timeout={v:?}: expected milliseconds from 1 to {}",
                     MAX_TIMEOUT.as_millis()
+                )),
+            },
+            Some(("start_timeout", v)) => match v.parse::<u64>() {
+                Ok(ms) if Duration::from_millis(ms) <= 2 * MAX_TIMEOUT => {
+                    a.start_timeout = Duration::from_millis(ms)
+                }
+                _ => errors.push(format!(
+                    "start_timeout={v:?}: expected milliseconds from 0 to {}",
+                    2 * MAX_TIMEOUT.as_millis()
                 )),
             },
             None if arg == "debug" => a.debug = true,
@@ -111,34 +129,74 @@ fn args_to_strings(args: &[&CStr]) -> Vec<String> {
 
 /// Runs one D-Bus exchange with restrictd, bounded by `timeout` as a whole
 /// (connect, authenticate, call).
-fn with_daemon<T, F, Fut>(timeout: Duration, f: F) -> Result<T, String>
+fn with_daemon<T, F, Fut>(timeout: Duration, start_timeout: Duration, f: F) -> Result<T, String>
 where
     F: FnOnce(Daemon1Proxy<'static>) -> Fut,
     Fut: std::future::Future<Output = zbus::Result<T>>,
 {
     zbus::block_on(async move {
-        let work = async {
-            let conn = zbus::connection::Builder::system()
-                .method_timeout(timeout)
-                .build()
-                .await?;
-            let proxy = Daemon1Proxy::new(&conn).await?;
-            f(proxy).await
-            // conn drops here, inside block_on: nothing is left to run afterwards.
-        };
         let runtime = match zruntime::SharedRuntime::current() {
             Ok(r) => r,
             Err(e) => return Err(format!("no runtime for the D-Bus call: {e}")),
         };
-        match runtime.timeout(timeout, work).await {
+        let no_answer =
+            |t: Duration| format!("no answer from restrictd within {} ms", t.as_millis());
+        let conn = match runtime
+            .timeout(
+                timeout,
+                zbus::connection::Builder::system()
+                    .method_timeout(timeout.max(start_timeout))
+                    .build(),
+            )
+            .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(describe(&e)),
+            Err(_) => return Err(no_answer(timeout)),
+        };
+        if !start_timeout.is_zero() {
+            // A stopped restrictd is started by the bus first; whatever
+            // goes wrong there, the call below says it.
+            if runtime
+                .timeout(start_timeout, ensure_started(&conn))
+                .await
+                .is_err()
+            {
+                return Err(format!(
+                    "restrictd was not started within {} ms (start_timeout)",
+                    start_timeout.as_millis()
+                ));
+            }
+        }
+        let work = async {
+            let proxy = Daemon1Proxy::new(&conn).await?;
+            f(proxy).await
+        };
+        let res = match runtime.timeout(timeout, work).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err(format!(
-                "no answer from restrictd within {} ms",
-                timeout.as_millis()
-            )),
-        }
+            Err(_) => Err(no_answer(timeout)),
+        };
+        // conn drops here, inside block_on: nothing is left to run afterwards.
+        drop(conn);
+        res
     })
+}
+
+/// Asks the bus to start restrictd if nobody owns its name (it is stopped,
+/// or not started yet); returns once it owns the name, or the bus refused
+/// (not activatable, or its unit masked).
+async fn ensure_started(conn: &zbus::Connection) -> zbus::Result<()> {
+    let bus = zbus::fdo::DBusProxy::new(conn).await?;
+    let name = zbus::names::BusName::try_from(restrictd_dbus::BUS_NAME)?;
+    if !bus.name_has_owner(name.clone()).await? {
+        bus.start_service_by_name(
+            zbus::names::WellKnownName::try_from(restrictd_dbus::BUS_NAME)?,
+            0,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn describe(e: &zbus::Error) -> String {
@@ -194,10 +252,9 @@ impl PamHooks for PamRestrict {
             service: item::<Service>(pamh),
             tty: item::<Tty>(pamh),
         };
-        let sid = match with_daemon(
-            args.timeout,
-            |p| async move { p.open_session(&request).await },
-        ) {
+        let sid = match with_daemon(args.timeout, args.start_timeout, |p| async move {
+            p.open_session(&request).await
+        }) {
             Ok(sid) => sid,
             Err(e) => {
                 return fail(
@@ -241,7 +298,8 @@ impl PamHooks for PamRestrict {
             Err(_) => return PamResultCode::PAM_IGNORE,
         };
         let close_sid = sid.clone();
-        match with_daemon(args.timeout, |p| async move {
+        // A logout does not start a stopped restrictd: it would know no session.
+        match with_daemon(args.timeout, Duration::ZERO, |p| async move {
             p.close_session(&close_sid).await
         }) {
             Ok(()) => {
@@ -289,18 +347,20 @@ mod tests {
         assert!(e.is_empty());
         assert_eq!(a.fail, FailMode::Closed);
         assert_eq!(a.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(a.start_timeout, DEFAULT_START_TIMEOUT);
         assert!(!a.debug);
     }
 
     #[test]
     fn all_arguments() {
-        let (a, e) = parse_args(&["fail=open", "timeout=250", "debug"]);
+        let (a, e) = parse_args(&["fail=open", "timeout=250", "start_timeout=5000", "debug"]);
         assert!(e.is_empty());
         assert_eq!(
             a,
             Args {
                 fail: FailMode::Open,
                 timeout: Duration::from_millis(250),
+                start_timeout: Duration::from_millis(5000),
                 debug: true
             }
         );
@@ -317,8 +377,20 @@ mod tests {
         let (a, e) = parse_args(&["fail=maybe"]);
         assert_eq!(a.fail, FailMode::Closed, "an unreadable fail= means closed");
         assert!(e[0].contains("maybe"));
-        for bad in ["timeout=0", "timeout=-5", "timeout=600000", "timeout="] {
+        for bad in [
+            "timeout=0",
+            "timeout=-5",
+            "timeout=600000",
+            "timeout=",
+            "start_timeout=-1",
+            "start_timeout=600000",
+            "start_timeout=x",
+        ] {
             assert_eq!(parse_args(&[bad]).1.len(), 1, "{bad}");
         }
+        assert_eq!(
+            parse_args(&["start_timeout=0"]).0.start_timeout,
+            Duration::ZERO
+        );
     }
 }

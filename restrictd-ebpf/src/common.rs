@@ -14,20 +14,6 @@ use restrictd_common::{
     KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, LOST_SLOTS, MAX_SESSIONS,
 };
 
-/// Thin tracepoint programs that hand their context to one handler:
-/// `tracepoint_programs!(handler; name => category / tracepoint, ...)`.
-macro_rules! tracepoint_programs {
-    ($handler:expr; $($name:ident => $category:tt / $tp:tt),+ $(,)?) => {
-        $(
-            #[aya_ebpf::macros::tracepoint(category = $category, name = $tp)]
-            pub fn $name(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-                ($handler)(&ctx)
-            }
-        )+
-    };
-}
-pub(crate) use tracepoint_programs;
-
 #[map]
 pub static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 /// Events the kernel could not deliver, per CPU, indexed by event kind.

@@ -19,8 +19,7 @@ use restrictd_common::{
 
 use crate::{
     common::{
-        count_lost, fill_header, load_config, read_user_u64, read_user_u8, session_with,
-        take_stash, tracepoint_programs,
+        count_lost, fill_header, load_config, read_user_u64, read_user_u8, session_with, take_stash,
     },
     path::{dir_prefix, fd_path},
 };
@@ -116,12 +115,15 @@ pub fn disk_in_creat(ctx: TracePointContext) -> u32 {
     stash(filename, CREAT_FLAGS, AT_FDCWD, 0)
 }
 
-tracepoint_programs!(exit;
-    disk_out_openat => "syscalls" / "sys_exit_openat",
-    disk_out_openat2 => "syscalls" / "sys_exit_openat2",
-    disk_out_open => "syscalls" / "sys_exit_open",
-    disk_out_creat => "syscalls" / "sys_exit_creat",
-);
+/// Every open(2)-family exit: one program (verified once), attached to each
+/// tracepoint its section names.
+#[tracepoint(
+    category = "syscalls",
+    name = "sys_exit_openat,sys_exit_openat2,sys_exit_open,sys_exit_creat"
+)]
+pub fn disk_out_open(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
 
 /// One open, successful or not, seen at syscall exit where the result is
 /// known. A successful open is named by the file it opened; a failed one by

@@ -22,7 +22,7 @@ use restrictd_common::{
 use crate::{
     common::{
         count_lost, fill_header, load_config, opaque, read_kernel, read_user_u64, session_with,
-        take_stash, tracepoint_programs,
+        take_stash,
     },
     path::dir_prefix,
 };
@@ -226,12 +226,21 @@ fn stash(ctx: &TracePointContext, filename_off: usize, argv_off: usize) -> u32 {
 }
 
 // Syscall tracepoints: args start at offset 16 (common fields, syscall nr).
-tracepoint_programs!(|ctx| stash(ctx, 16, 24); cmd_in_execve => "syscalls" / "sys_enter_execve");
-tracepoint_programs!(|ctx| stash(ctx, 24, 32); cmd_in_execveat => "syscalls" / "sys_enter_execveat");
-tracepoint_programs!(failed;
-    cmd_out_execve => "syscalls" / "sys_exit_execve",
-    cmd_out_execveat => "syscalls" / "sys_exit_execveat",
-);
+#[tracepoint(category = "syscalls", name = "sys_enter_execve")]
+pub fn cmd_in_execve(ctx: TracePointContext) -> u32 {
+    stash(&ctx, 16, 24)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
+pub fn cmd_in_execveat(ctx: TracePointContext) -> u32 {
+    stash(&ctx, 24, 32)
+}
+
+/// Both exec exits: one program, attached to each tracepoint it names.
+#[tracepoint(category = "syscalls", name = "sys_exit_execve,sys_exit_execveat")]
+pub fn cmd_out_exec(ctx: TracePointContext) -> u32 {
+    failed(&ctx)
+}
 
 /// A failed exec: the caller's image is still the current one, and the
 /// kernel has just read the arguments from it.

@@ -8,8 +8,10 @@
 //!   headers, the load-time configuration, reads, loss counters).
 //!
 //! Tracepoint programs are named `<group>_<what>` (`restrictd_common::
-//! PROGRAM_GROUPS`) and carry their tracepoint in their section; userspace
-//! finds both in the object, so adding a program needs no list elsewhere.
+//! PROGRAM_GROUPS`) and carry their tracepoints in their section
+//! (`tracepoint/<category>/<name>[,<name>...]`: one program verified once
+//! and attached to several tracepoints of the same layout); userspace finds
+//! both in the object, so adding a program needs no list elsewhere.
 #![no_std]
 #![no_main]
 

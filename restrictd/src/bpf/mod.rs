@@ -103,6 +103,10 @@ impl Kernel {
     pub fn load(opts: LoadOptions) -> Result<Kernel> {
         let info = ObjectInfo::parse(OBJECT)?;
         let mut loader = EbpfLoader::new();
+        // The object has no CO-RE relocations (Rust BPF has none): skip
+        // aya's parse of the kernel's whole BTF, a good part of the start
+        // time on slow hosts (struct offsets come from `btf` below).
+        loader.btf(None);
         let page = page_size();
         for (ring, pages) in &opts.ring_pages {
             loader.map_max_entries(ring, pages * page);
@@ -273,20 +277,22 @@ impl Programs {
             if !matches!(prog, Program::TracePoint(_)) || group_of(name)? & self.recording == 0 {
                 continue;
             }
-            let (category, tracepoint) = self
-                .info
-                .tracepoint(name)
-                .ok_or_else(|| anyhow!("BPF program {name} names no tracepoint in its section"))?;
-            if events.join(category).join(tracepoint).is_dir() {
-                wanted.push((
-                    name.to_string(),
-                    category.to_string(),
-                    tracepoint.to_string(),
-                ));
+            let tracepoints = self.info.tracepoints(name);
+            if tracepoints.is_empty() {
+                bail!("BPF program {name} names no tracepoint in its section");
+            }
+            for (category, tracepoint) in tracepoints {
+                if events.join(category).join(tracepoint).is_dir() {
+                    wanted.push((
+                        name.to_string(),
+                        category.to_string(),
+                        tracepoint.to_string(),
+                    ));
+                }
             }
         }
         for (name, category, tracepoint) in wanted {
-            let pin = pin_dir.map(|d| d.join(format!("link-tp-{name}")));
+            let pin = pin_dir.map(|d| d.join(format!("link-tp-{tracepoint}")));
             self.attach_one(&name, pin, |prog: &mut TracePoint, keep| {
                 let id = prog.attach(&category, &tracepoint).with_context(|| {
                     format!("attaching {name} to tracepoint {category}/{tracepoint}")

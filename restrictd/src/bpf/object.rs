@@ -41,11 +41,26 @@ impl ObjectInfo {
         Ok(ObjectInfo { maps, sections })
     }
 
-    /// The tracepoint (category, name) a program is attached to, if it is a
-    /// tracepoint program.
-    pub fn tracepoint(&self, program: &str) -> Option<(&str, &str)> {
-        let rest = self.sections.get(program)?.strip_prefix("tracepoint/")?;
-        rest.split_once('/')
+    /// The tracepoints (category, name) a program is attached to: its
+    /// section is `tracepoint/<category>/<name>[,<name>...]` (aya reads only
+    /// the kind before the first `/`). Empty if it is not a tracepoint
+    /// program.
+    pub fn tracepoints(&self, program: &str) -> Vec<(&str, &str)> {
+        let Some(rest) = self
+            .sections
+            .get(program)
+            .and_then(|s| s.strip_prefix("tracepoint/"))
+        else {
+            return vec![];
+        };
+        let Some((category, names)) = rest.split_once('/') else {
+            return vec![];
+        };
+        names
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|n| (category, n))
+            .collect()
     }
 }
 
@@ -66,14 +81,19 @@ mod tests {
             assert!(info.maps.iter().any(|n| n == m), "{m} in {:?}", info.maps);
         }
         assert_eq!(
-            info.tracepoint("cmd_exec"),
-            Some(("sched", "sched_process_exec"))
+            info.tracepoints("cmd_exec"),
+            [("sched", "sched_process_exec")]
         );
         assert_eq!(
-            info.tracepoint("disk_out_openat2"),
-            Some(("syscalls", "sys_exit_openat2"))
+            info.tracepoints("disk_out_open"),
+            [
+                ("syscalls", "sys_exit_openat"),
+                ("syscalls", "sys_exit_openat2"),
+                ("syscalls", "sys_exit_open"),
+                ("syscalls", "sys_exit_creat")
+            ]
         );
-        assert_eq!(info.tracepoint("connect4"), None);
+        assert!(info.tracepoints("connect4").is_empty());
         assert_eq!(info.sections["connect4"], "cgroup/connect4");
     }
 }
