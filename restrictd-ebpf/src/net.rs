@@ -86,14 +86,56 @@ fn check(ctx: &SockAddrContext, version: u8, operation: u8) -> i32 {
 }
 
 /// The destination address, network byte order; IPv4 in the first 4 bytes.
+/// An unspecified one is the local address the kernel will send to, and is
+/// judged and reported as that: for IPv4 (and `::ffff:0.0.0.0`) the
+/// socket's bound address, else 127.0.0.1; for `::`, ::1 (or
+/// `::ffff:127.0.0.1` on a socket bound to a v4-mapped address).
 #[inline(always)]
 fn destination(sa: &bpf_sock_addr, version: u8) -> [u8; 16] {
+    let sk = unsafe { sa.__bindgen_anon_1.sk };
+    let bound4 = || {
+        let a = if sk.is_null() {
+            0
+        } else {
+            unsafe { (*sk).src_ip4 }
+        };
+        if a == 0 {
+            u32::from_ne_bytes(LOOPBACK4)
+        } else {
+            a
+        }
+    };
     if version == 4 {
-        ip4_bytes(sa.user_ip4)
-    } else {
-        ip6_bytes(&sa.user_ip6)
+        let a = if sa.user_ip4 == 0 {
+            bound4()
+        } else {
+            sa.user_ip4
+        };
+        return ip4_bytes(a);
     }
+    let mut d = ip6_bytes(&sa.user_ip6);
+    let w = sa.user_ip6;
+    if w[0] == 0 && w[1] == 0 {
+        let mapped = w[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+        if mapped && w[3] == 0 {
+            d[12..16].copy_from_slice(&bound4().to_ne_bytes());
+        } else if w[2] == 0 && w[3] == 0 {
+            let bound_mapped = !sk.is_null() && {
+                let s = unsafe { (*sk).src_ip6 };
+                s[0] == 0 && s[1] == 0 && s[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+            };
+            d = if bound_mapped {
+                key::v4_mapped(LOOPBACK4)
+            } else {
+                LOOPBACK6
+            };
+        }
+    }
+    d
 }
+
+const LOOPBACK4: [u8; 4] = [127, 0, 0, 1];
+const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 #[inline(always)]
 fn ip4_bytes(a: u32) -> [u8; 16] {

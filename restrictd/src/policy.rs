@@ -202,7 +202,11 @@ impl Policy {
     /// one (an AF_INET6 socket), v4-mapped ones included, by the IPv6 rules
     /// and by every IPv4 rule in its v4-mapped form (`::ffff:a.b.c.d/96+n`),
     /// so that an AF_INET6 socket cannot bypass IPv4 rules.
+    ///
+    /// An unspecified address is judged as the local host the kernel sends
+    /// to (`local_destination`), for a socket bound to no address.
     pub fn allows(&self, addr: IpAddr) -> bool {
+        let addr = local_destination(addr);
         let hit = |l: &[IpNet]| {
             l.iter().any(|n| match (n, addr) {
                 (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
@@ -215,6 +219,22 @@ impl Policy {
             })
         };
         hit(&self.allow) && !hit(&self.deny)
+    }
+}
+
+/// Where a connect from an unbound socket to `addr` goes: `0.0.0.0` and
+/// `::ffff:0.0.0.0` are 127.0.0.1 (v4-mapped on an IPv6 socket), `::` is
+/// ::1; any other address is itself. (A bound socket's 0.0.0.0 goes to its
+/// own address, as the BPF programs judge it.)
+pub fn local_destination(addr: IpAddr) -> IpAddr {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    match addr {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V6(a) if a.to_ipv4_mapped() == Some(Ipv4Addr::UNSPECIFIED) => {
+            IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped())
+        }
+        a => a,
     }
 }
 

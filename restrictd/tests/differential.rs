@@ -120,9 +120,10 @@ fn destinations(rng: &mut fastrand::Rng, rules: &[IpNet]) -> Vec<IpAddr> {
         })
         .collect();
     out.extend(mapped);
-    // The unspecified addresses are the kernel's "this host": not a
-    // destination the policy model speaks about yet.
-    out.retain(|a| !a.is_unspecified() && *a != IpAddr::V6(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped()));
+    // The unspecified addresses, which the kernel sends to the local host.
+    out.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    out.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    out.push(IpAddr::V6(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped()));
     out.sort();
     out.dedup();
     out

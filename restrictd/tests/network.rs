@@ -461,3 +461,37 @@ for fam, src, dst, port in ((socket.AF_INET, '127.0.0.3', '127.0.0.1', {p4}), (s
         assert_eq!(e["src_port"], port, "{e}");
     }
 }
+
+#[test]
+fn unspecified_destinations_are_judged_and_reported_as_the_local_host() {
+    let sb = Sandbox::new();
+    let (l4, p4) = tcp_listener("127.0.0.1");
+    let (l6, p6) = tcp_listener("::1");
+    l4.set_nonblocking(true).unwrap();
+    l6.set_nonblocking(true).unwrap();
+    // Everything but the loopback is allowed: 0.0.0.0, :: and
+    // ::ffff:0.0.0.0, which the kernel sends to the local host, must not
+    // reach it (as literal addresses they are inside the allowed /0s).
+    let remote_only = sb.policy(&["0.0.0.0/0", "::/0"], &["127.0.0.0/8", "::1"]);
+    assert_eq!(sb.probe(Some(&remote_only), "tcp", "0.0.0.0", p4), "EPERM");
+    assert_eq!(sb.probe(Some(&remote_only), "tcp", "::", p6), "EPERM");
+    assert_eq!(
+        sb.probe(Some(&remote_only), "tcp6-mapped", "0.0.0.0", p4),
+        "EPERM"
+    );
+    let nothing = |r: std::io::Result<(std::net::TcpStream, std::net::SocketAddr)>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(nothing(l4.accept()), "the IPv4 listener got a connection");
+    assert!(nothing(l6.accept()), "the IPv6 listener got a connection");
+    let dsts: Vec<_> = sb
+        .denials()
+        .iter()
+        .map(|e| e["dst_addr"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(dsts, ["127.0.0.1", "::1", "::ffff:127.0.0.1"]);
+
+    // Allowed where the local host is: the connection arrives.
+    let local = sb.policy(&["127.0.0.0/8"], &[]);
+    assert_eq!(sb.probe(Some(&local), "tcp", "0.0.0.0", p4), "ok");
+    l4.set_nonblocking(false).unwrap();
+    assert!(l4.accept().is_ok());
+}
