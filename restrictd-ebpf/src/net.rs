@@ -73,7 +73,7 @@ fn check(ctx: &SockAddrContext, version: u8, operation: u8) -> i32 {
         return ALLOW;
     };
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
-    let dst = destination(sa, version);
+    let dst = destination(sa, version, operation);
     let (flags, policy_id) = (session.flags, session.policy_id);
     if flags & SESSION_RESTRICT != 0 && !policy_allows(version, &dst, policy_id) {
         emit(ctx, cgroup_id, version, operation, ACTION_DENIED, &dst);
@@ -87,55 +87,58 @@ fn check(ctx: &SockAddrContext, version: u8, operation: u8) -> i32 {
 
 /// The destination address, network byte order; IPv4 in the first 4 bytes.
 /// An unspecified one is the local address the kernel will send to, and is
-/// judged and reported as that: for IPv4 (and `::ffff:0.0.0.0`) the
-/// socket's bound address, else 127.0.0.1; for `::`, ::1 (or
-/// `::ffff:127.0.0.1` on a socket bound to a v4-mapped address).
+/// judged and reported as that. The kernel's route lookup sends IPv4
+/// `0.0.0.0` (and `::ffff:0.0.0.0`, which takes the IPv4 path) to the
+/// call's source — the sendmsg source address, else the bound one, as
+/// `source` finds it — and to 127.0.0.1 when there is none; `::` goes to
+/// ::1, or to `::ffff:127.0.0.1` from a v4-mapped source. The source is
+/// only read for these addresses.
 #[inline(always)]
-fn destination(sa: &bpf_sock_addr, version: u8) -> [u8; 16] {
-    let sk = unsafe { sa.__bindgen_anon_1.sk };
-    let bound4 = || {
-        let a = if sk.is_null() {
-            0
-        } else {
-            unsafe { (*sk).src_ip4 }
-        };
-        if a == 0 {
-            u32::from_ne_bytes(LOOPBACK4)
-        } else {
-            a
-        }
-    };
+fn destination(sa: &bpf_sock_addr, version: u8, operation: u8) -> [u8; 16] {
     if version == 4 {
-        let a = if sa.user_ip4 == 0 {
-            bound4()
-        } else {
-            sa.user_ip4
-        };
-        return ip4_bytes(a);
-    }
-    let mut d = ip6_bytes(&sa.user_ip6);
-    let w = sa.user_ip6;
-    if w[0] == 0 && w[1] == 0 {
-        let mapped = w[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff]);
-        if mapped && w[3] == 0 {
-            d[12..16].copy_from_slice(&bound4().to_ne_bytes());
-        } else if w[2] == 0 && w[3] == 0 {
-            let bound_mapped = !sk.is_null() && {
-                let s = unsafe { (*sk).src_ip6 };
-                s[0] == 0 && s[1] == 0 && s[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff])
-            };
-            d = if bound_mapped {
-                key::v4_mapped(LOOPBACK4)
-            } else {
-                LOOPBACK6
-            };
+        if sa.user_ip4 != 0 {
+            return ip4_bytes(sa.user_ip4);
         }
+        let (src, _) = source(sa, 4, operation);
+        return if word(&src, 0) == 0 {
+            ip4_bytes(u32::from_ne_bytes(LOOPBACK4))
+        } else {
+            src
+        };
     }
-    d
+    let w = sa.user_ip6;
+    let unspecified = w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == 0;
+    let mapped_any = w[0] == 0 && w[1] == 0 && w[2] == MAPPED && w[3] == 0;
+    if !unspecified && !mapped_any {
+        return ip6_bytes(&w);
+    }
+    let (src, _) = source(sa, 6, operation);
+    let src_mapped = word(&src, 0) == 0 && word(&src, 1) == 0 && word(&src, 2) == MAPPED;
+    if unspecified {
+        return if src_mapped {
+            key::v4_mapped(LOOPBACK4)
+        } else {
+            LOOPBACK6
+        };
+    }
+    if src_mapped && word(&src, 3) != 0 {
+        src
+    } else {
+        key::v4_mapped(LOOPBACK4)
+    }
+}
+
+/// Word `i` (of four) of an address, as the kernel's u32 fields hold it.
+#[inline(always)]
+fn word(a: &[u8; 16], i: usize) -> u32 {
+    let i = i & 3;
+    u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
 }
 
 const LOOPBACK4: [u8; 4] = [127, 0, 0, 1];
 const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+/// The third word of a v4-mapped address (`::ffff:0:0/96`).
+const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 #[inline(always)]
 fn ip4_bytes(a: u32) -> [u8; 16] {

@@ -224,8 +224,9 @@ impl Policy {
 
 /// Where a connect from an unbound socket to `addr` goes: `0.0.0.0` and
 /// `::ffff:0.0.0.0` are 127.0.0.1 (v4-mapped on an IPv6 socket), `::` is
-/// ::1; any other address is itself. (A bound socket's 0.0.0.0 goes to its
-/// own address, as the BPF programs judge it.)
+/// ::1; any other address is itself. (With a source address — the socket
+/// bound to one, or a sendmsg source — 0.0.0.0 goes to that address, as the
+/// BPF programs judge it.)
 pub fn local_destination(addr: IpAddr) -> IpAddr {
     use std::net::{Ipv4Addr, Ipv6Addr};
     match addr {

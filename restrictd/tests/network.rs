@@ -495,3 +495,63 @@ fn unspecified_destinations_are_judged_and_reported_as_the_local_host() {
     l4.set_nonblocking(false).unwrap();
     assert!(l4.accept().is_ok());
 }
+
+#[test]
+fn zero_destination_with_a_chosen_source_is_judged_as_that_source() {
+    let sb = Sandbox::new();
+    let (target, port) = udp_socket("127.0.0.2");
+    let (tcp, tport) = tcp_listener("127.0.0.2");
+    tcp.set_nonblocking(true).unwrap();
+    // The kernel routes 0.0.0.0 to the call's source: an IP_PKTINFO source
+    // on sendmsg, or the address the socket is bound to.
+    let script = format!(
+        "import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+pktinfo = struct.pack('=i4s4s', 0, socket.inet_aton('127.0.0.2'), socket.inet_aton('0.0.0.0'))
+try:
+    s.sendmsg([b'pktinfo'], [(socket.IPPROTO_IP, 8, pktinfo)], 0, ('0.0.0.0', {port}))
+    print('sendmsg ok')
+except PermissionError:
+    print('sendmsg EPERM')
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.bind(('127.0.0.2', 0))
+try:
+    t.connect(('0.0.0.0', {tport}))
+    print('connect ok')
+except PermissionError:
+    print('connect EPERM')"
+    );
+    let deny = sb.policy(&["0.0.0.0/0"], &["127.0.0.2"]);
+    let out = sb.run(Some(&deny), &["python3", "-c", &script]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "sendmsg EPERM\nconnect EPERM\n",
+        "{out:?}"
+    );
+    let mut buf = [0u8; 16];
+    assert!(
+        target.recv(&mut buf).is_err(),
+        "the denied host got a datagram"
+    );
+    assert!(
+        matches!(tcp.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the denied host got a connection"
+    );
+    let dsts: Vec<_> = sb
+        .denials()
+        .iter()
+        .map(|e| e["dst_addr"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(dsts, ["127.0.0.2", "127.0.0.2"]);
+
+    // Without the deny rule the same calls do reach 127.0.0.2.
+    let allow = sb.policy(&["0.0.0.0/0"], &[]);
+    let out = sb.run(Some(&allow), &["python3", "-c", &script]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "sendmsg ok\nconnect ok\n",
+        "{out:?}"
+    );
+    let n = target.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"pktinfo");
+}
