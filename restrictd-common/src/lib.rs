@@ -20,6 +20,12 @@ pub mod record;
 pub const MAX_RULES: u32 = 1 << 20;
 /// Upper bound on concurrently restricted cgroups.
 pub const MAX_SESSIONS: u32 = 65_536;
+/// Upper bound on restricted identities (uids) in `IDENTITIES`.
+pub const MAX_IDENTITIES: u32 = 65_536;
+/// `RecordHeader.cgroup_id` of a record from a process outside any session
+/// that is restricted by its identity: this bit, and the uid in the low 32
+/// bits (cgroup ids are inode numbers, far below it).
+pub const IDENTITY_KEY: u64 = 1 << 63;
 
 /// `SessionEntry.flags`: enforce the network policy in this cgroup.
 pub const SESSION_RESTRICT: u32 = 1 << 0;
@@ -113,6 +119,9 @@ pub struct KernelOffsets {
     pub dentry_name: u32,
     /// `struct qstr`'s `name` pointer.
     pub qstr_name: u32,
+    /// `task_struct.loginuid` (the audit login uid); 0 when the kernel has
+    /// no audit support, and the programs then match by uid only.
+    pub task_loginuid: u32,
 }
 
 /// Event kinds: `RecordHeader.kind`, and the index of their `LOST` counter.
@@ -203,6 +212,10 @@ pub struct DiskRate {
 
 pub const OPERATION_CONNECT: u8 = 0;
 pub const OPERATION_SEND: u8 = 1;
+/// A packet leaving a restricted socket (the packet-level check).
+pub const OPERATION_PACKET_OUT: u8 = 2;
+/// A packet arriving for a restricted socket.
+pub const OPERATION_PACKET_IN: u8 = 3;
 pub const ACTION_OBSERVED: u8 = 0;
 pub const ACTION_DENIED: u8 = 1;
 
@@ -222,7 +235,18 @@ pub struct NetworkEvent {
     pub action: u8,
     /// IPPROTO_TCP / IPPROTO_UDP / ...
     pub protocol: u8,
+    /// Packet-level denials: packets of the same socket, direction, peer
+    /// and port dropped without an event since the previous one.
+    pub repeats: u32,
+    /// Packet-level denials: why (`PACKET_*`); 0 for the socket hooks.
+    pub reason: u32,
 }
+
+/// `NetworkEvent.reason` of a packet-level denial.
+pub const PACKET_PEER_DENIED: u32 = 1;
+/// An IPv6 routing header (or IPv4 options, where source routing lives):
+/// the packet would be forwarded past the address it is sent to.
+pub const PACKET_SOURCE_ROUTED: u32 = 2;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -4,18 +4,24 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns,
         generated::{bpf_probe_read_kernel, bpf_probe_read_user},
     },
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use restrictd_common::{
-    KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, LOST_SLOTS, MAX_SESSIONS,
+    KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, IDENTITY_KEY, LOST_SLOTS,
+    MAX_IDENTITIES, MAX_SESSIONS,
 };
 
 #[map]
 pub static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+/// Restricted identities, by uid: what applies to a process of that user
+/// (or with that audit login uid) outside every session.
+#[map]
+pub static IDENTITIES: HashMap<u32, SessionEntry> = HashMap::with_max_entries(MAX_IDENTITIES, 0);
 /// Events the kernel could not deliver, per CPU, indexed by event kind.
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
@@ -47,6 +53,7 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
         dentry_parent: 0,
         dentry_name: 0,
         qstr_name: 0,
+        task_loginuid: 0,
     },
 };
 
@@ -57,26 +64,56 @@ pub fn load_config() -> LoadConfig {
     unsafe { core::ptr::read_volatile(&LOAD_CONFIG) }
 }
 
-/// The session the current process is in, and the cgroup id it is registered
-/// under: the process's own cgroup, or else its ancestor at the user-manager
-/// level, the user's systemd instance, which the daemon registers while the
-/// user has a restricted session (so `systemd-run --user` does not leave it).
-/// Processes outside sessions cost a hash miss, and on logind hosts one more.
+/// The session the current process is in, and the key its records carry:
+/// the process's own cgroup, or else its ancestor at the user-manager level
+/// (the user's systemd instance, registered while the user has a restricted
+/// session, so `systemd-run --user` does not leave it), or else its identity:
+/// a restricted uid, as the process's uid or its audit login uid (key
+/// `IDENTITY_KEY | uid`), so that cron jobs, other logins and anything a
+/// session reaches through them stay restricted. Processes of other users
+/// cost three hash misses and a read of their login uid.
 #[inline(always)]
 pub fn current_session() -> Option<(u64, &'static SessionEntry)> {
     let id = unsafe { bpf_get_current_cgroup_id() };
     if let Some(s) = unsafe { SESSIONS.get(id) } {
         return Some((id, s));
     }
-    let level = RUNTIME.get(0).map(|r| r.manager_level).unwrap_or(0);
-    if level == 0 {
+    let level = manager_level();
+    if level != 0 {
+        let manager = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if manager != 0 && manager != id {
+            if let Some(s) = unsafe { SESSIONS.get(manager) } {
+                return Some((manager, s));
+            }
+        }
+    }
+    let uid = bpf_get_current_uid_gid() as u32;
+    if let Some(s) = identity(uid) {
+        return Some(s);
+    }
+    let off = load_config().kernel.task_loginuid;
+    if off == 0 {
         return None;
     }
-    let manager = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-    if manager == 0 || manager == id {
+    let task = unsafe { bpf_get_current_task() };
+    let loginuid = unsafe { read_kernel((task + off as u64) as *const u32) }?;
+    // u32::MAX: never set (daemons started at boot).
+    if loginuid == uid || loginuid == u32::MAX {
         return None;
     }
-    unsafe { SESSIONS.get(manager) }.map(|s| (manager, s))
+    identity(loginuid)
+}
+
+/// The cgroup level of user managers (0: none registered).
+#[inline(always)]
+pub fn manager_level() -> u32 {
+    RUNTIME.get(0).map(|r| r.manager_level).unwrap_or(0)
+}
+
+/// The entry of a restricted identity, with its record key.
+#[inline(always)]
+pub fn identity(uid: u32) -> Option<(u64, &'static SessionEntry)> {
+    unsafe { IDENTITIES.get(uid) }.map(|s| (IDENTITY_KEY | uid as u64, s))
 }
 
 /// The session's cgroup id, if the current process is in a session with

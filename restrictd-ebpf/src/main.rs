@@ -1,6 +1,8 @@
 //! restrictd's BPF programs, one module per concern:
 //! - `net`: network enforcement in cgroup `sock_addr` hooks (connect4/6,
 //!   sendmsg4/6), which need no BPF LSM boot flag, and network records;
+//! - `skb`: the packet-level backstop (`cgroup_skb` egress and ingress),
+//!   judging every packet of a restricted socket by the addresses in it;
 //! - `exec`: command records from the exec and fork tracepoints;
 //! - `disk`: file-open records from the open syscall tracepoints;
 //! - `path`: the walk that names a file or directory from kernel structs;
@@ -20,6 +22,7 @@ mod disk;
 mod exec;
 mod net;
 mod path;
+mod skb;
 
 #[cfg(not(test))]
 #[panic_handler]

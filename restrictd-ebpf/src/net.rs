@@ -32,7 +32,7 @@ static ALLOW_V6: LpmTrie<key::V6KeyData, RuleValue> = LpmTrie::with_max_entries(
 static DENY_V6: LpmTrie<key::V6KeyData, RuleValue> = LpmTrie::with_max_entries(MAX_RULES, 0);
 /// Size set by the loader (`network_buffer_size`).
 #[map]
-static NETWORK_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+pub static NETWORK_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// Unconnected UDP destinations already reported per socket: only the first
 /// send from a socket to a destination is an event, not every datagram.
 #[map]
@@ -161,7 +161,7 @@ fn ip6_bytes(words: &[u32; 4]) -> [u8; 16] {
 /// The policy decision: allowed iff in the allow list and not in the deny
 /// list of the session's policy (no policy: everything allowed).
 #[inline(always)]
-fn policy_allows(version: u8, dst: &[u8; 16], session_policy: u32) -> bool {
+pub fn policy_allows(version: u8, dst: &[u8; 16], session_policy: u32) -> bool {
     let policy = if session_policy != POLICY_FOLLOW_ACTIVE {
         session_policy
     } else {
@@ -261,6 +261,8 @@ fn emit(
         operation,
         action,
         protocol: sa.protocol as u8,
+        repeats: 0,
+        reason: 0,
     };
     fill_header(&mut ev.header, EVENT_NETWORK, cgroup_id);
     entry.write(ev);

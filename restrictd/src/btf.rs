@@ -177,6 +177,8 @@ impl Btf {
             dentry_parent: m("dentry", "d_parent")?,
             dentry_name: m("dentry", "d_name")?,
             qstr_name: m("qstr", "name")?,
+            // Only with CONFIG_AUDIT; without it, identities match by uid.
+            task_loginuid: m("task_struct", "loginuid").unwrap_or(0),
         })
     }
 

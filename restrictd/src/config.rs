@@ -11,6 +11,8 @@ pub const DEFAULT_ROOT_PATH: &str = "/restrictd";
 pub const DEFAULT_POLICY_FILE: &str = "/etc/restrictd/policy.yaml";
 pub const DEFAULT_STATE_DIR: &str = "/run/restrictd";
 pub const DEFAULT_BPF_PIN_PATH: &str = "/sys/fs/bpf/restrictd";
+/// On persistent storage: the list must survive a reboot.
+pub const DEFAULT_IDENTITY_STATE_FILE: &str = "/var/lib/restrictd/identities.json";
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -30,6 +32,37 @@ pub struct Config {
     /// stay restricted while it is stopped or restarting.
     pub bpf_pin_path: PathBuf,
     pub enhanced_recording: EnhancedRecording,
+    pub identities: IdentityConfig,
+}
+
+/// Which users are restricted by identity, outside their sessions too
+/// (`identity.rs`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Restrict the processes and sockets of every user who logs in through
+    /// the PAM line (from that login on), wherever they run on the host.
+    pub enabled: bool,
+    /// Users restricted from the daemon's start, before any login.
+    pub users: Vec<String>,
+    /// Users never restricted by identity (their sessions still are).
+    pub exempt_users: Vec<String>,
+    /// Members (primary or supplementary) are never restricted by identity.
+    pub exempt_groups: Vec<String>,
+    /// The list of restricted identities, kept across reboots.
+    pub state_file: PathBuf,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            enabled: true,
+            users: vec![],
+            exempt_users: vec![],
+            exempt_groups: vec![],
+            state_file: DEFAULT_IDENTITY_STATE_FILE.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -112,6 +145,7 @@ impl Default for Config {
             state_dir: DEFAULT_STATE_DIR.into(),
             bpf_pin_path: DEFAULT_BPF_PIN_PATH.into(),
             enhanced_recording: EnhancedRecording::default(),
+            identities: IdentityConfig::default(),
         }
     }
 }

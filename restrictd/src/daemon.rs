@@ -4,13 +4,12 @@
 //! policy. It knows nothing of D-Bus: `service.rs` is its front end.
 //!
 //! Locks (each held alone unless said): `lifecycle` has its own (registry,
-//! then session map); `programs` and `attached` are taken together, in that
-//! order, when a logind slice is first seen; `policy_maps` is held across a
-//! policy write and its grace sleep, which no login needs; `policy` only
-//! for a copy.
+//! then session map); `identities` is held while a login's identity is
+//! added, and takes the lifecycle's session map inside; `policy_maps` is
+//! held across a policy write and its grace sleep, which no login needs;
+//! `policy` only for a copy.
 
 use std::{
-    collections::HashSet,
     fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -27,6 +26,7 @@ use crate::{
     config::Config,
     error::Error,
     events::Output,
+    identity::{Identities, Identity},
     lifecycle::{write_atomic, Lifecycle, StateStore},
     policy::Policy,
     recorder::Recorder,
@@ -58,9 +58,9 @@ pub struct Core {
     root: Cgroup,
     pub lifecycle: Lifecycle,
     recorder: Arc<Recorder>,
-    programs: Mutex<Programs>,
-    /// Cgroups the programs are attached to (pinned), besides `root`.
-    attached: Mutex<HashSet<PathBuf>>,
+    /// Kept so that the pinned links' programs stay loaded with it.
+    _programs: Programs,
+    identities: Mutex<Identities>,
     policy_maps: Mutex<PolicyMaps>,
     /// The active policy and the text it was read from.
     policy: Mutex<Option<(Policy, String)>>,
@@ -168,9 +168,9 @@ impl Core {
         if kernel.reused {
             kernel.policy.purge_inactive()?;
         }
-        kernel
-            .programs
-            .attach(&root.path, Some(&config.bpf_pin_path))?;
+        // At the cgroup2 root: a restricted identity's processes and
+        // sockets are anywhere on the host, not only in sessions.
+        kernel.programs.attach(&mount, Some(&config.bpf_pin_path))?;
         kernel
             .programs
             .attach_recording(Some(&config.bpf_pin_path))?;
@@ -190,46 +190,24 @@ impl Core {
             mount.clone(),
             session_entry(&config),
         );
+        let identities = Identities::load(&config.identities)?;
+        lifecycle.set_identities(&identities.uids())?;
         let core = Arc::new(Core {
             config,
             mount,
             root,
             lifecycle,
             recorder,
-            programs: Mutex::new(kernel.programs),
-            attached: Mutex::new(HashSet::new()),
+            _programs: kernel.programs,
+            identities: Mutex::new(identities),
             policy_maps: Mutex::new(kernel.policy),
             policy: Mutex::new(policy),
         });
         // Sessions first, then the writer: records queued while restrictd
         // was away belong to them.
-        for s in core.lifecycle.restore()? {
-            if let Some(top) = core.logind_top(&s) {
-                core.ensure_attached(&top)?;
-            }
-        }
+        core.lifecycle.restore()?;
         core.recorder.start()?;
         Ok(core)
-    }
-
-    /// The top-level slice of a logind session (where the programs are
-    /// attached for it), None for restrictd's own cgroups.
-    fn logind_top(&self, s: &Session) -> Option<PathBuf> {
-        if s.owned {
-            return None;
-        }
-        let rel = s.cgroup.path.strip_prefix(&self.mount).ok()?;
-        rel.components().next().map(|top| self.mount.join(top))
-    }
-
-    fn ensure_attached(&self, cgroup_dir: &Path) -> Result<()> {
-        let mut programs = self.programs.lock().unwrap();
-        let mut attached = self.attached.lock().unwrap();
-        if !attached.contains(cgroup_dir) {
-            programs.attach(cgroup_dir, Some(&self.config.bpf_pin_path))?;
-            attached.insert(cgroup_dir.to_path_buf());
-        }
-        Ok(())
     }
 
     /// Puts process `pid` (the caller) into a new session.
@@ -247,19 +225,25 @@ impl Core {
         if pid <= 1 {
             return Err(Error::InvalidArgs(format!("cannot restrict pid {pid}")));
         }
+        // The identity first: once the login proceeds, the user's processes
+        // outside the session must already be restricted.
+        {
+            let mut ids = self.identities.lock().unwrap();
+            if ids.admit(req.uid, &req.login)? {
+                self.lifecycle.add_identity(req.uid)?;
+                log::info!(
+                    "user {} (uid {}) is now restricted by identity, outside sessions too",
+                    req.login,
+                    req.uid
+                );
+            }
+        }
         let sid = Uuid::new_v4();
         let rel = cgroup_of_pid(pid)?;
         let mut manager = None;
         let (cg, owned) = if is_logind_scope(&rel) {
             let cg = Cgroup::open(&self.mount.join(rel.trim_start_matches('/')))?;
             manager = user_manager(&self.mount, &rel, req.uid);
-            // Attach where logind keeps all sessions (e.g. /user.slice).
-            let top = rel
-                .trim_start_matches('/')
-                .split('/')
-                .next()
-                .unwrap_or_default();
-            self.ensure_attached(&self.mount.join(top))?;
             (cg, false)
         } else {
             (self.root.create_child(&sid.to_string())?, true)
@@ -351,6 +335,11 @@ impl Core {
         self.apply_policy(&text, &path.display().to_string())
             .map_err(|e| anyhow!("{e}; keeping the current policy"))?;
         Ok(())
+    }
+
+    /// The users restricted by identity.
+    pub fn identities(&self) -> Vec<Identity> {
+        self.identities.lock().unwrap().list()
     }
 
     pub fn status(&self) -> Status {

@@ -6,6 +6,7 @@
 //!   (`btf`, `tracefs`: the kernel facts they need at load);
 //! - `session`: the session registry, stamping events with their session;
 //! - `lifecycle`: opening, closing and ending sessions (serve and run);
+//! - `identity`: which users are restricted outside their sessions too;
 //! - `events`: the event kinds, their JSON form and their outputs;
 //! - `recorder`: kernel rings -> time order -> session stamp -> outputs;
 //! - `run`: `restrictd run`, one restricted session around a command;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod lifecycle;
 pub mod pamconf;
 pub mod pathfilter;

@@ -113,6 +113,26 @@ impl Lifecycle {
         }
     }
 
+    /// Makes the kernel's restricted identities exactly `uids`, each with
+    /// the session entry (policy and recording) every session gets.
+    pub fn set_identities(&self, uids: &[u32]) -> Result<()> {
+        let mut kernel = self.kernel.lock().unwrap();
+        for uid in kernel.identities()? {
+            if !uids.contains(&uid) {
+                kernel.remove_identity(uid)?;
+            }
+        }
+        for &uid in uids {
+            kernel.add_identity(uid, self.entry)?;
+        }
+        Ok(())
+    }
+
+    /// Restricts `uid` outside its sessions too.
+    pub fn add_identity(&self, uid: u32) -> Result<()> {
+        self.kernel.lock().unwrap().add_identity(uid, self.entry)
+    }
+
     fn save(&self, s: &Session) {
         if let Some(store) = &self.store {
             store.save(s);

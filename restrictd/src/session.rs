@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use restrictd_common::IDENTITY_KEY;
+
 use crate::{
     cgroup::Cgroup,
     events::{boot_ns_to_rfc3339, Body, Event, SessionEndBody, SessionStartBody},
@@ -171,7 +173,14 @@ impl Registry {
     /// is still written, with an empty sid, never dropped.
     pub fn stamp(&mut self, cgroup_id: u64, boot_ns: u64, body: Body) -> Event {
         let key = self.managers.get(&cgroup_id).copied().unwrap_or(cgroup_id);
+        let outside_session = cgroup_id & IDENTITY_KEY != 0;
         let (sid, ei, user, login) = match self.sessions.get_mut(&key) {
+            // A restricted identity's process outside every session: the
+            // user, and no session.
+            _ if outside_session => {
+                let name = user_name(cgroup_id as u32);
+                (String::new(), 0, Some(name.clone()), Some(name))
+            }
             Some(s) => {
                 let ei = s.next_ei;
                 s.next_ei += 1;
@@ -189,6 +198,7 @@ impl Registry {
             user,
             login,
             server_hostname: self.hostname.clone(),
+            outside_session,
             body,
         }
     }
@@ -230,6 +240,15 @@ impl Registry {
         let s = self.remove(cgroup_id)?;
         Some((s, ev))
     }
+}
+
+/// The name of `uid`, or the number when it has none.
+pub fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
 }
 
 #[cfg(test)]

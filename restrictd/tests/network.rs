@@ -157,8 +157,8 @@ fn processes_outside_the_session_are_unaffected() {
     assert!(seen.starts_with("EPERM"), "{seen}");
     assert_eq!(
         sb.attached_programs(),
-        4,
-        "programs attached during the session"
+        6,
+        "programs attached during the session: 4 sock_addr hooks, 2 packet-level"
     );
     // Same destination, from this (outside) process, while the session runs.
     std::net::TcpStream::connect(("127.0.0.2", pd)).expect("outside connect works");

@@ -22,7 +22,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
-        CgroupSockAddr, Program, TracePoint,
+        CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -137,6 +137,7 @@ impl Kernel {
             let refused = || format!("the kernel refused BPF program {name}");
             match prog {
                 Program::CgroupSockAddr(p) => p.load().with_context(refused)?,
+                Program::CgroupSkb(p) => p.load().with_context(refused)?,
                 Program::TracePoint(p) if group_of(name)? & opts.recording != 0 => {
                     p.load().with_context(refused)?
                 }
@@ -166,6 +167,7 @@ impl Kernel {
         set_path_rules(&mut path_rules, &opts.disk_filter)?;
         let sessions = SessionMap {
             sessions: take(&mut ebpf, "SESSIONS")?,
+            identities: take(&mut ebpf, "IDENTITIES")?,
             runtime: take(&mut ebpf, "RUNTIME")?,
             disk_rate: take(&mut ebpf, "DISK_RATE")?,
             disk_dropped: take(&mut ebpf, "DISK_DROPPED")?,
@@ -194,42 +196,66 @@ pub struct Programs {
 }
 
 impl Programs {
-    fn sock_addr_names(&self) -> Vec<String> {
-        self.ebpf
-            .programs()
-            .filter(|(_, p)| matches!(p, Program::CgroupSockAddr(_)))
-            .map(|(n, _)| n.to_string())
-            .collect()
+    /// The cgroup programs: the `sock_addr` hooks, and the packet-level
+    /// `cgroup_skb` ones with the direction their section names.
+    fn cgroup_programs(&self) -> Result<Vec<(String, Option<CgroupSkbAttachType>)>> {
+        let mut out = Vec::new();
+        for (name, p) in self.ebpf.programs() {
+            match p {
+                Program::CgroupSockAddr(_) => out.push((name.to_string(), None)),
+                Program::CgroupSkb(_) => {
+                    let section = self.info.sections.get(name).map(String::as_str);
+                    let direction = match section {
+                        Some("cgroup_skb/egress") => CgroupSkbAttachType::Egress,
+                        Some("cgroup_skb/ingress") => CgroupSkbAttachType::Ingress,
+                        other => bail!("BPF program {name}: section {other:?} names no direction"),
+                    };
+                    out.push((name.to_string(), Some(direction)));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Attaches the enforcing programs to `cgroup_dir`; they then see every
-    /// process in it and in every cgroup below it. Other programs attached
-    /// there (systemd's, another restrictd's) keep running: all must allow a
-    /// call. With `pin_dir`, the links are pinned so they stay attached when
-    /// this process exits; programs already pinned there for this cgroup (by
-    /// a previous run) are left in place: they use the same pinned maps, so
+    /// process and socket in it and in every cgroup below it (`serve`
+    /// attaches at the cgroup2 root, so that a restricted identity is
+    /// restricted everywhere). Other programs attached there (systemd's,
+    /// another restrictd's) keep running: all must allow a call or packet.
+    /// With `pin_dir`, the links are pinned so they stay attached when this
+    /// process exits; programs already pinned there for this cgroup (by a
+    /// previous run) are left in place: they use the same pinned maps, so
     /// there is no moment without enforcement.
     pub fn attach(&mut self, cgroup_dir: &Path, pin_dir: Option<&Path>) -> Result<()> {
         let dir = File::open(cgroup_dir)
             .with_context(|| format!("opening cgroup {}", cgroup_dir.display()))?;
         let cgroup_id = std::os::unix::fs::MetadataExt::ino(&dir.metadata()?);
-        for name in self.sock_addr_names() {
+        for (name, direction) in self.cgroup_programs()? {
             let pin = pin_dir.map(|d| d.join(format!("link-{cgroup_id}-{name}")));
-            self.attach_one(&name, pin, |prog: &mut CgroupSockAddr, keep| {
-                // On 5.7+ aya attaches with a BPF link, which the kernel always
-                // adds in multi mode and which refuses explicit flags (EINVAL),
-                // so the "Single" (no flags) mode is what yields ALLOW_MULTI here.
-                let id = prog
-                    .attach(&dir, CgroupAttachMode::Single)
-                    .with_context(|| {
-                        format!("attaching {name} to cgroup {}", cgroup_dir.display())
-                    })?;
-                Ok(if keep {
-                    Some(prog.take_link(id)?.try_into()?)
-                } else {
-                    None
-                })
-            })?;
+            let what = || format!("attaching {name} to cgroup {}", cgroup_dir.display());
+            // On 5.7+ aya attaches with a BPF link, which the kernel always
+            // adds in multi mode and which refuses explicit flags (EINVAL),
+            // so the "Single" (no flags) mode is what yields ALLOW_MULTI here.
+            let mode = CgroupAttachMode::Single;
+            match direction {
+                None => self.attach_one(&name, pin, |prog: &mut CgroupSockAddr, keep| {
+                    let id = prog.attach(&dir, mode).with_context(what)?;
+                    Ok(if keep {
+                        Some(prog.take_link(id)?.try_into()?)
+                    } else {
+                        None
+                    })
+                })?,
+                Some(direction) => self.attach_one(&name, pin, |prog: &mut CgroupSkb, keep| {
+                    let id = prog.attach(&dir, direction, mode).with_context(what)?;
+                    Ok(if keep {
+                        Some(prog.take_link(id)?.try_into()?)
+                    } else {
+                        None
+                    })
+                })?,
+            }
         }
         Ok(())
     }
@@ -310,17 +336,18 @@ impl Programs {
         Ok(())
     }
 
-    /// Per enforcing program: (name, runs, total run time) as the kernel
+    /// Per enforcing program (both levels): (name, runs, total run time) as the kernel
     /// counts them while BPF statistics are enabled (`aya::sys::enable_stats`).
     pub fn stats(&self) -> Result<Vec<(String, u64, std::time::Duration)>> {
         self.ebpf
             .programs()
             .filter_map(|(name, p)| match p {
-                Program::CgroupSockAddr(p) => Some((name, p)),
+                Program::CgroupSockAddr(p) => Some((name, p.info())),
+                Program::CgroupSkb(p) => Some((name, p.info())),
                 _ => None,
             })
-            .map(|(name, p)| {
-                let info = p.info()?;
+            .map(|(name, info)| {
+                let info = info?;
                 Ok((name.to_string(), info.run_count(), info.run_time()))
             })
             .collect()
@@ -331,6 +358,7 @@ impl Programs {
 /// beside it.
 pub struct SessionMap {
     sessions: HashMap<MapData, u64, SessionEntry>,
+    identities: HashMap<MapData, u32, SessionEntry>,
     runtime: Array<MapData, Runtime>,
     disk_rate: HashMap<MapData, u64, DiskRate>,
     disk_dropped: PerCpuHashMap<MapData, u64, u64>,
@@ -357,6 +385,25 @@ impl SessionMap {
         let _ = self.disk_dropped.remove(&cgroup_id);
         let _ = self.disk_rate.remove(&cgroup_id);
         Ok(dropped)
+    }
+
+    /// Restricts the processes and sockets of `uid` outside every session.
+    pub fn add_identity(&mut self, uid: u32, entry: SessionEntry) -> Result<()> {
+        self.identities
+            .insert(uid, entry, 0)
+            .with_context(|| format!("registering identity uid {uid} (too many?)"))
+    }
+
+    pub fn remove_identity(&mut self, uid: u32) -> Result<()> {
+        match self.identities.remove(&uid) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("unregistering identity uid {uid}")),
+        }
+    }
+
+    /// Uids currently restricted by identity in the kernel.
+    pub fn identities(&self) -> Result<Vec<u32>> {
+        Ok(self.identities.keys().collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Cgroup ids currently registered in the kernel.

@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use restrictd_common::{
     record::Record, CommandEvent, DiskEvent, NetworkEvent, ACTION_DENIED, EVENT_COMMAND,
-    EVENT_DISK, EVENT_NETWORK, OPERATION_CONNECT,
+    EVENT_DISK, EVENT_NETWORK, OPERATION_CONNECT, OPERATION_PACKET_IN, OPERATION_PACKET_OUT,
+    OPERATION_SEND, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
 };
 use serde::Serialize;
 
@@ -178,9 +179,12 @@ impl Kind for DiskBody {
 
 // ---- session.network ---------------------------------------------------
 
-/// `session.network` (T4002I): a connect or send, denied or observed.
+/// `session.network` (T4002I): a connect or send, denied or observed, or
+/// a packet the packet-level check dropped.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct NetworkBody {
+    /// 0 for packets: they are sent and received outside the owner's
+    /// process (softirq, timers, kernel workers).
     pub pid: u32,
     pub cgroup_id: u64,
     pub program: String,
@@ -192,10 +196,19 @@ pub struct NetworkBody {
     pub dst_port: u16,
     /// 4 or 6.
     pub version: u8,
-    /// 0 connect, 1 send.
+    /// 0 connect, 1 send (Teleport's); 2 a packet out, 3 a packet in.
     pub operation: u8,
     /// 0 observed, 1 denied.
     pub action: u8,
+    /// IP protocol number (6 TCP, 17 UDP, 136 UDP-Lite, 1 ICMP, ...).
+    pub protocol: u8,
+    /// Packets: why dropped, "peer_denied" or "source_routed".
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub reason: &'static str,
+    /// Packets: the same drop (socket, direction, peer, port) repeated this
+    /// many times since the previous event, without an event of its own.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub repeats: u32,
 }
 
 impl NetworkBody {
@@ -218,6 +231,25 @@ impl NetworkBody {
             version: k.version,
             operation: k.operation,
             action: k.action,
+            protocol: k.protocol,
+            reason: match k.reason {
+                PACKET_PEER_DENIED => "peer_denied",
+                PACKET_SOURCE_ROUTED => "source_routed",
+                _ => "",
+            },
+            repeats: k.repeats,
+        }
+    }
+
+    fn protocol_name(&self) -> String {
+        match self.protocol {
+            1 | 58 => "icmp".into(),
+            6 => "tcp".into(),
+            17 => "udp".into(),
+            132 => "sctp".into(),
+            136 => "udplite".into(),
+            255 => "raw".into(),
+            p => format!("protocol {p}"),
         }
     }
 }
@@ -231,19 +263,37 @@ impl Kind for NetworkBody {
     };
 
     fn summary(&self, who: &str, _sid: &str) -> String {
-        let op = if self.operation == OPERATION_CONNECT {
-            "connect"
-        } else {
-            "send"
-        };
         let verdict = if self.denied() { "denied" } else { "allowed" };
-        let dst = if self.version == 6 {
-            format!("[{}]:{}", self.dst_addr, self.dst_port)
-        } else {
-            format!("{}:{}", self.dst_addr, self.dst_port)
+        let at = |addr: &str, port: u16| match (self.version, port) {
+            (_, 0) => addr.to_string(),
+            (6, p) => format!("[{addr}]:{p}"),
+            (_, p) => format!("{addr}:{p}"),
         };
+        let dst = at(&self.dst_addr, self.dst_port);
+        let (op, peer) = match self.operation {
+            OPERATION_CONNECT => ("connect to", dst),
+            OPERATION_SEND => ("send to", dst),
+            OPERATION_PACKET_OUT => ("packet to", dst),
+            OPERATION_PACKET_IN => ("packet from", at(&self.src_addr, self.src_port)),
+            _ => ("network operation to", dst),
+        };
+        if self.operation >= OPERATION_PACKET_OUT {
+            let why = if self.reason == "source_routed" {
+                ", source-routed"
+            } else {
+                ""
+            };
+            let repeats = match self.repeats {
+                0 => String::new(),
+                n => format!(", {n} more dropped since the last report"),
+            };
+            return format!(
+                "{who}: {verdict} {} {op} {peer}{why}{repeats}",
+                self.protocol_name()
+            );
+        }
         format!(
-            "{who}: {verdict} {op} to {dst} by {} (pid {})",
+            "{who}: {verdict} {op} {peer} by {} (pid {})",
             self.program, self.pid
         )
     }
@@ -254,6 +304,10 @@ impl Kind for NetworkBody {
 }
 
 fn is_zero(v: &u16) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }
 

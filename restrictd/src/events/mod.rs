@@ -107,6 +107,10 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login: Option<String>,
     pub server_hostname: String,
+    /// A process of a restricted user outside every session (a cron job,
+    /// a login without the PAM line): `sid` is empty, `user` says who.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub outside_session: bool,
     #[serde(flatten)]
     pub body: Body,
 }
@@ -122,10 +126,11 @@ impl Event {
 
     /// The one-line human summary (journald MESSAGE).
     pub fn summary(&self) -> String {
-        let who = self
-            .user
-            .clone()
-            .unwrap_or_else(|| format!("session {}", self.sid));
+        let who = match (&self.user, self.outside_session) {
+            (Some(u), true) => format!("{u} (outside a session)"),
+            (Some(u), false) => u.clone(),
+            (None, _) => format!("session {}", self.sid),
+        };
         self.body.summary(&who, &self.sid)
     }
 
@@ -215,6 +220,7 @@ mod tests {
             user: Some("alice".into()),
             login: Some("alice".into()),
             server_hostname: "h".into(),
+            outside_session: false,
             body: Body::Network(NetworkBody {
                 pid: 42,
                 cgroup_id: 7,
@@ -226,6 +232,9 @@ mod tests {
                 version: 4,
                 operation: 0,
                 action: 1,
+                protocol: 6,
+                reason: "",
+                repeats: 0,
             }),
         }
     }

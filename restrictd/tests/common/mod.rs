@@ -2,6 +2,7 @@
 //! kernel. They need root, BPF and cgroup v2; they fail (never skip) without.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod sshd;
 
 use std::{

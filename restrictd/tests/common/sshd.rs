@@ -29,7 +29,7 @@ pub fn pam_module() -> PathBuf {
     so
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
@@ -162,10 +162,12 @@ impl Daemon {
         fs::write(
             &config,
             format!(
-                "root_path: /{name}\npolicy_file: {}\nstate_dir: {}\nbpf_pin_path: {}\n",
+                "root_path: /{name}\npolicy_file: {}\nstate_dir: {}\nbpf_pin_path: {}\n\
+                 identities:\n  state_file: {}\n",
                 policy_file.display(),
                 dir.path().join("state").display(),
-                pin_dir.display()
+                pin_dir.display(),
+                dir.path().join("identities.json").display()
             ),
         )
         .unwrap();
@@ -426,6 +428,17 @@ impl Sshd {
     }
 
     pub fn ssh_cmd(&self, user: &User, remote: &str) -> Command {
+        let mut c = self.client(user, &[]);
+        c.arg(remote);
+        c
+    }
+
+    /// `ssh -W TARGET`: sshd, in the session, connects to TARGET and relays.
+    pub fn forward_cmd(&self, user: &User, target: &str) -> Command {
+        self.client(user, &["-W", target])
+    }
+
+    fn client(&self, user: &User, extra: &[&str]) -> Command {
         let mut c = Command::new("ssh");
         c.arg("-i")
             .arg(&user.key)
@@ -442,8 +455,8 @@ impl Sshd {
                 "-o",
                 "ConnectTimeout=10",
             ])
+            .args(extra)
             .arg(format!("{}@127.0.0.1", user.name))
-            .arg(remote)
             .stdin(Stdio::null());
         c
     }

@@ -1,0 +1,232 @@
+//! Restricted identities: users whose processes are restricted and recorded
+//! outside their SSH sessions too (cron and at jobs, user services, logins
+//! without the PAM line, anything they start or reach from a session).
+//!
+//! Who: every user who logs in through the PAM line, from that first login
+//! on, plus `identities.users`; never root, never accounts outside the
+//! login.defs range of regular users (UID_MIN..=UID_MAX), never a user in
+//! `identities.exempt_users` or a member of `identities.exempt_groups`. The
+//! list is kept in `identities.state_file` (on persistent storage), so that
+//! a job planted during a session is restricted after a reboot as soon as
+//! restrictd starts, which the systemd unit orders before cron, atd and user
+//! logins. The kernel matches a process by its uid and its audit login uid,
+//! and a socket by its owner (`restrictd-ebpf/src/common.rs`, `skb.rs`).
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::{config::IdentityConfig, lifecycle::write_atomic};
+
+/// login.defs defaults (shadow-utils) for regular users.
+const UID_MIN: u32 = 1000;
+const UID_MAX: u32 = 60000;
+
+/// One restricted identity, as kept in the state file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub user: String,
+    /// RFC 3339: when it became restricted.
+    pub since: String,
+    /// "login" (first login through the PAM line) or "config".
+    pub reason: String,
+}
+
+pub struct Identities {
+    config: IdentityConfig,
+    uid_range: (u32, u32),
+    state_file: PathBuf,
+    known: BTreeMap<u32, Identity>,
+}
+
+impl Identities {
+    /// Reads the kept list and the configured users; drops entries that
+    /// the configuration now exempts (the admin's decision wins).
+    pub fn load(config: &IdentityConfig) -> Result<Identities> {
+        let mut ids = Identities {
+            config: config.clone(),
+            uid_range: uid_range(Path::new("/etc/login.defs")),
+            state_file: config.state_file.clone(),
+            known: BTreeMap::new(),
+        };
+        if !config.enabled {
+            return Ok(ids);
+        }
+        match fs::read(&ids.state_file) {
+            Ok(data) => {
+                let list: Vec<Identity> = serde_json::from_slice(&data).with_context(|| {
+                    format!(
+                        "{}: unreadable list of restricted identities",
+                        ids.state_file.display()
+                    )
+                })?;
+                for i in list {
+                    if let Err(why) = ids.eligible(i.uid, &i.user) {
+                        log::info!(
+                            "user {} (uid {}) no longer restricted: {why}",
+                            i.user,
+                            i.uid
+                        );
+                        continue;
+                    }
+                    ids.known.insert(i.uid, i);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", ids.state_file.display()))
+            }
+        }
+        for name in &config.users {
+            let Some(uid) = uid_of(name) else {
+                log::warn!("identities.users: no user {name:?} on this host");
+                continue;
+            };
+            if let Err(why) = ids.eligible(uid, name) {
+                log::warn!("identities.users: {name} is not restricted: {why}");
+                continue;
+            }
+            ids.known.entry(uid).or_insert_with(|| Identity {
+                uid,
+                user: name.clone(),
+                since: now(),
+                reason: "config".into(),
+            });
+        }
+        ids.save()?;
+        Ok(ids)
+    }
+
+    /// The uids to restrict in the kernel.
+    pub fn uids(&self) -> Vec<u32> {
+        self.known.keys().copied().collect()
+    }
+
+    pub fn list(&self) -> Vec<Identity> {
+        self.known.values().cloned().collect()
+    }
+
+    /// A login through the PAM line: true when `uid` is newly restricted
+    /// (the caller registers it in the kernel before the login proceeds).
+    pub fn admit(&mut self, uid: u32, user: &str) -> Result<bool> {
+        if !self.config.enabled || self.known.contains_key(&uid) {
+            return Ok(false);
+        }
+        if let Err(why) = self.eligible(uid, user) {
+            log::debug!("{user} (uid {uid}) not restricted by identity: {why}");
+            return Ok(false);
+        }
+        self.known.insert(
+            uid,
+            Identity {
+                uid,
+                user: user.into(),
+                since: now(),
+                reason: "login".into(),
+            },
+        );
+        self.save()?;
+        Ok(true)
+    }
+
+    /// Why `uid` must not be restricted by identity, if it must not.
+    fn eligible(&self, uid: u32, user: &str) -> Result<(), String> {
+        let (min, max) = self.uid_range;
+        if uid == 0 {
+            return Err("root is never restricted by identity".into());
+        }
+        if uid < min || uid > max {
+            return Err(format!(
+                "uid outside the regular users' range {min}..={max} (login.defs)"
+            ));
+        }
+        if self.config.exempt_users.iter().any(|u| u == user) {
+            return Err("in identities.exempt_users".into());
+        }
+        if let Some(g) = self
+            .config
+            .exempt_groups
+            .iter()
+            .find(|g| in_group(user, uid, g))
+        {
+            return Err(format!("member of exempt group {g}"));
+        }
+        Ok(())
+    }
+
+    fn save(&self) -> Result<()> {
+        let data = serde_json::to_vec_pretty(&self.list())?;
+        write_atomic(&self.state_file, &data).with_context(|| {
+            format!(
+                "saving restricted identities to {}",
+                self.state_file.display()
+            )
+        })
+    }
+}
+
+fn now() -> String {
+    crate::events::boot_ns_to_rfc3339(crate::events::now_boot_ns())
+}
+
+fn uid_of(name: &str) -> Option<u32> {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+}
+
+/// Whether `user` is in group `group`, as its primary group or a
+/// supplementary one.
+fn in_group(user: &str, uid: u32, group: &str) -> bool {
+    use nix::unistd::{getgrouplist, Group, User};
+    let Ok(Some(g)) = Group::from_name(group) else {
+        return false;
+    };
+    let Ok(Some(u)) = User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
+        return false;
+    };
+    let Ok(name) = std::ffi::CString::new(user) else {
+        return false;
+    };
+    getgrouplist(&name, u.gid)
+        .map(|gs| gs.contains(&g.gid))
+        .unwrap_or(false)
+}
+
+/// UID_MIN and UID_MAX from login.defs (the shadow-utils defaults where
+/// the file or a key is missing).
+fn uid_range(login_defs: &Path) -> (u32, u32) {
+    let text = fs::read_to_string(login_defs).unwrap_or_default();
+    let key = |k: &str, default: u32| {
+        text.lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(k)).then(|| w.next()).flatten()
+            })
+            .filter_map(|v| v.parse().ok())
+            .next_back()
+            .unwrap_or(default)
+    };
+    (key("UID_MIN", UID_MIN), key("UID_MAX", UID_MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_defs_range_with_defaults_for_missing_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("login.defs");
+        fs::write(&p, "# UID_MIN 5\nUID_MIN\t\t 2000\nMAIL_DIR /var/mail\n").unwrap();
+        assert_eq!(uid_range(&p), (2000, UID_MAX));
+        assert_eq!(uid_range(&dir.path().join("none")), (UID_MIN, UID_MAX));
+    }
+}

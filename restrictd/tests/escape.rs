@@ -1,0 +1,292 @@
+//! Getting out of a restricted SSH session, tried as its user would: from a
+//! real sshd login with the PAM line, an unprivileged user, a policy that
+//! allows only the loopback addresses. Every attempt targets a denied host
+//! that the test creates in a network namespace, and the proof is taken
+//! there: a sniffer on the host's link sees every IP packet that arrives
+//! (`common::netns`), and a control datagram shows that it would see the
+//! attempt. Each attempt must also be in the session's record as a denial.
+//! The attacks themselves are in tests/escape.py.
+
+mod common;
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{netns::DeniedHost, policy_yaml, repo, sshd::*};
+use serde_json::Value;
+
+/// Sets a sysctl for the test and puts the old value back.
+struct Sysctl {
+    path: String,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &str, value: &str) -> Sysctl {
+        let old = fs::read_to_string(path).unwrap();
+        fs::write(path, value).unwrap();
+        Sysctl {
+            path: path.into(),
+            old,
+        }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.path, self.old.trim());
+    }
+}
+
+fn escape_py() -> String {
+    repo().join("tests/escape.py").display().to_string()
+}
+
+/// The attack names, in escape.py's order (its port numbering).
+fn attacks() -> Vec<String> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; sys.path.insert(0, sys.argv[1]); import escape; print(' '.join(escape.ATTACKS))"])
+        .arg(repo().join("tests"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The denial recorded for attack `name` (port `port`), if any.
+fn denial_for<'e>(
+    events: &'e [Value],
+    name: &str,
+    port: u16,
+    host: &DeniedHost,
+) -> Option<&'e Value> {
+    let denied = |e: &&Value| e["event"] == "session.network" && e["action"] == 1;
+    let proto_to = |proto: u64, addr: &str| {
+        events
+            .iter()
+            .filter(denied)
+            .find(|e| e["protocol"] == proto && e["dst_addr"] == addr)
+    };
+    match name {
+        "icmp4_ping" | "raw4_icmp" => proto_to(1, &host.addr4),
+        "icmp6_ping" | "raw6_icmp" => proto_to(58, &host.addr6),
+        "raw4_proto253" => proto_to(253, &host.addr4),
+        _ => events
+            .iter()
+            .filter(denied)
+            .find(|e| e["dst_port"] == port as u64),
+    }
+}
+
+#[test]
+fn no_way_out_of_a_restricted_ssh_session() {
+    let host = DeniedHost::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.1/32", "::1/128"], &[])));
+    let user = User::new();
+    let sshd = Sshd::new(&bus, &user, "");
+    // ICMP ping sockets for everyone, as many distributions set it.
+    let _ping = Sysctl::set("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
+    // A setcap'd interpreter: what a setcap ping gives a user.
+    let tools = tempfile::tempdir().unwrap();
+    fs::set_permissions(tools.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let rawpy = tools.path().join("rawpy");
+    fs::copy("/usr/bin/python3", &rawpy).unwrap();
+    let st = Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(&rawpy)
+        .status()
+        .unwrap();
+    assert!(st.success(), "setcap");
+
+    // A process of the same user outside the session, already running when
+    // the user logs in (a cron job, another login without the PAM line).
+    let mut helper = Command::new("runuser")
+        .args(["-u", &user.name, "--", "python3", &escape_py(), "helper"])
+        .arg(tools.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(helper.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    let names = attacks();
+    assert!(names.len() >= 30, "{names:?}");
+    let base: u16 = 31000 + (std::process::id() % 1000) as u16 * 20;
+    let script = format!(
+        "D4={} D6={} BASE={base} HELPER={}/helper.sock RAWPY={} python3 {} attack {}",
+        host.addr4,
+        host.addr6,
+        tools.path().display(),
+        rawpy.display(),
+        escape_py(),
+        names.join(" ")
+    );
+    let out = sshd.ssh(&user, &script);
+    assert!(out.status.success(), "{}\n{}", text(&out), daemon.log());
+    let results = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(results.lines().count(), names.len(), "{results}");
+
+    // `ssh -W`: sshd itself, in the session, connects for the client.
+    let w_port = base + names.len() as u16;
+    let w = sshd
+        .forward_cmd(&user, &format!("{}:{w_port}", host.addr4))
+        .output()
+        .unwrap();
+    assert!(
+        !w.status.success(),
+        "ssh -W to the denied host: {}",
+        text(&w)
+    );
+
+    // Inbound: the session listens; the denied host connects and sends in.
+    let in_port = w_port + 1;
+    let mut listener = sshd
+        .ssh_cmd(
+            &user,
+            &format!("python3 {} inbound {in_port} 4", escape_py()),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut inbound = BufReader::new(listener.stdout.take().unwrap());
+    let mut line = String::new();
+    inbound.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let client = format!(
+        "import socket\n\
+         try: socket.create_connection(('{l}', {in_port}), timeout=2).sendall(b'rdx-inbound')\n\
+         except OSError as e: print(e)\n\
+         socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'rdx-inbound', ('{l}', {in_port}))",
+        l = host.local4
+    );
+    host.exec(&["python3", "-c", &client]);
+    // Control: the same client reaches a listener here that no session owns.
+    let control = std::net::TcpListener::bind((host.local4.as_str(), 0)).unwrap();
+    let cport = control.local_addr().unwrap().port();
+    let out = host.exec(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket; socket.create_connection(('{}', {cport}), timeout=2)",
+            host.local4
+        ),
+    ]);
+    assert!(out.status.success(), "control connect in: {}", text(&out));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut inbound, &mut rest).unwrap();
+    listener.wait().unwrap();
+
+    // The receiving end: nothing of any attempt arrived at the denied host,
+    // while the control datagram sent from outside the session did.
+    host.send_from_here("rdx-control_after");
+    wait_for("the control datagram", Duration::from_secs(5), || {
+        host.captured()
+            .iter()
+            .any(|p| p["markers"].to_string().contains("rdx-control_after"))
+    });
+    let _ = helper.kill();
+    let _ = helper.wait();
+    let captured = host.captured();
+    let mut leaks = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let port = base + i as u16;
+        let marker = format!("\"rdx-{name}\"");
+        if let Some(p) = captured
+            .iter()
+            .find(|p| p["markers"].to_string().contains(&marker) || p["dport"] == port as u64)
+        {
+            leaks.push(format!("{name}: {p}"));
+        }
+    }
+    if let Some(p) = captured.iter().find(|p| p["dport"] == w_port as u64) {
+        leaks.push(format!("ssh -W: {p}"));
+    }
+    assert!(
+        leaks.is_empty(),
+        "reached the denied host:\n{}\nattempts: {results}",
+        leaks.join("\n")
+    );
+    // The session's listeners got nothing from the denied host.
+    assert!(
+        rest.contains("inbound=nothing"),
+        "the session received: {rest}"
+    );
+
+    // The record: every attempt is a denial, the outside ones said to be
+    // outside a session, with the user's name.
+    let missing = |events: &[Value]| -> Vec<String> {
+        names
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| denial_for(events, n, base + *i as u16, &host).is_none())
+            .map(|(_, n)| n.clone())
+            .collect()
+    };
+    let mut events = daemon.events();
+    for _ in 0..50 {
+        if missing(&events).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        events = daemon.events();
+    }
+    let network: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "session.network")
+        .collect();
+    assert!(
+        missing(&events).is_empty(),
+        "attempts without a denial event: {:?}
+attempts: {results}
+network events: {network:#?}",
+        missing(&events)
+    );
+    for (i, name) in names.iter().enumerate() {
+        let e = denial_for(&events, name, base + i as u16, &host).unwrap();
+        assert_eq!(e["user"], user.name.as_str(), "{name}: {e}");
+        let outside = matches!(name.as_str(), "outside_process" | "scm_rights_out");
+        assert_eq!(e["outside_session"] == true, outside, "{name}: {e}");
+        if outside {
+            assert_eq!(e["sid"], "", "{name}: {e}");
+        }
+        // (srh6_via_allowed names the denied host itself: the send hook denies it.)
+        if name == "srh6_via_denied" || name == "lsrr4" {
+            assert_eq!(e["reason"], "source_routed", "{name}: {e}");
+        }
+    }
+    let denied = |e: &&Value| e["event"] == "session.network" && e["action"] == 1;
+    let w_event = events
+        .iter()
+        .filter(denied)
+        .find(|e| e["dst_port"] == w_port as u64)
+        .unwrap_or_else(|| panic!("ssh -W denial: {events:?}"));
+    // (The test's sshd runs under a per-test name, "sshd-rdtest-...".)
+    assert!(
+        w_event["program"].as_str().unwrap().starts_with("sshd"),
+        "{w_event}"
+    );
+    for proto in [6, 17] {
+        events
+            .iter()
+            .filter(denied)
+            .find(|e| {
+                e["operation"] == 3
+                    && e["protocol"] == proto
+                    && e["src_addr"] == host.addr4.as_str()
+                    && e["dst_port"] == in_port as u64
+            })
+            .unwrap_or_else(|| panic!("inbound protocol {proto} denial: {events:?}"));
+    }
+}
