@@ -290,3 +290,71 @@ network events: {network:#?}",
             .unwrap_or_else(|| panic!("inbound protocol {proto} denial: {events:?}"));
     }
 }
+
+/// A process of another, unrestricted account that keeps a restricted
+/// user's audit login uid (as after `su` from a restricted login) is
+/// restricted as that user; the same process without it is not.
+#[test]
+fn the_audit_login_uid_carries_the_restriction_to_another_account() {
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.1/32"], &[])));
+    let user = User::new();
+    let other = User::new();
+    let sshd = Sshd::new(&bus, &user, "");
+    // One login through the PAM line makes the user a restricted identity.
+    let out = sshd.ssh(&user, "true");
+    assert!(out.status.success(), "{}", text(&out));
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // As `other`, with or without the user's login uid (root sets it, as
+    // pam_loginuid does, then drops to `other`).
+    let connect = |loginuid: Option<u32>| {
+        let script = format!(
+            "import os, socket\n\
+             {set}\
+             os.setgid({gid}); os.setuid({uid})\n\
+             try:\n    socket.create_connection(('127.0.0.2', {port}), timeout=3); print('connected')\n\
+             except OSError as e: print(e.strerror)",
+            set = loginuid
+                .map(|u| format!("open('/proc/self/loginuid', 'w').write('{u}')\n"))
+                .unwrap_or_default(),
+            gid = other.uid,
+            uid = other.uid,
+        );
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    };
+    assert_eq!(
+        connect(None),
+        "connected",
+        "control: the other account is free"
+    );
+    let (control, _) = listener.accept().unwrap();
+    drop(control);
+    assert_eq!(connect(Some(user.uid)), "Operation not permitted");
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_err(),
+        "the listener got a connection from the restricted login uid"
+    );
+    let mut events = Vec::new();
+    wait_for("the denial", Duration::from_secs(10), || {
+        events = daemon.events();
+        events
+            .iter()
+            .any(|e| e["action"] == 1 && e["dst_port"] == port as u64)
+    });
+    let e = events
+        .iter()
+        .find(|e| e["action"] == 1 && e["dst_port"] == port as u64)
+        .unwrap();
+    assert_eq!(e["user"], user.name.as_str(), "{e}");
+    assert_eq!(e["outside_session"], true, "{e}");
+}
