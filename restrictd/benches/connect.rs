@@ -105,6 +105,8 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
         );
     }
 
+    throughput(root, session, home)?;
+
     for (n_allow, n_deny) in [(50_000, 50_000), (100_000, 100_000)] {
         println!();
         println!("loading a policy of {n_allow} allow + {n_deny} deny CIDRs:");
@@ -129,6 +131,86 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
             ms(swap)
         );
     }
+    Ok(())
+}
+
+/// Loopback TCP throughput with the packet-level check on every segment
+/// (both sockets in a restricted session, the peer allowed) against the
+/// same transfer outside restrictd's cgroups, in alternating rounds.
+fn throughput(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    const BYTES: usize = 256 << 20;
+    const ROUNDS: usize = 8;
+    let policy = Policy::parse(&synthetic_yaml(100_000, 100_000), "synthetic")?;
+    let allow_loopback = Policy::parse(
+        "kind: network_restrictions\nversion: v4\nmetadata:\n  name: lo\nspec:\n  allow:\n    - cidr: 127.0.0.0/8\n",
+        "loopback",
+    )?;
+    let mut enforcer = Kernel::load(restrictd::config::Config::default().load_options(None)?)?;
+    // The big policy loaded (LPM depth as at 100,000 CIDRs), loopback allowed.
+    enforcer.policy.set(Some(&policy))?;
+    enforcer.policy.set(Some(&allow_loopback))?;
+    enforcer.programs.attach(&root.path, None)?;
+    enforcer.sessions.add(
+        session.id,
+        SessionEntry {
+            policy_id: POLICY_FOLLOW_ACTIVE,
+            flags: SESSION_RESTRICT,
+        },
+    )?;
+    let run = || -> anyhow::Result<f64> {
+        // Sockets are judged by the cgroup they are created in: make both here.
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let mut tx = std::net::TcpStream::connect(addr)?;
+        let (mut rx, _) = listener.accept()?;
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            let mut n = 0;
+            while n < BYTES {
+                match rx.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
+        });
+        let chunk = vec![7u8; 1 << 16];
+        let t = Instant::now();
+        for _ in 0..BYTES / chunk.len() {
+            tx.write_all(&chunk)?;
+        }
+        drop(tx);
+        reader.join().expect("reader");
+        Ok(BYTES as f64 / t.elapsed().as_secs_f64() / 1e6)
+    };
+    // outside: no program runs; no-session: the programs run and find no
+    // session (what every process on a host running `serve` pays, since the
+    // programs are attached at the cgroup2 root); session: the full check.
+    let (mut outside, mut miss, mut inside) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        home.add_process(std::process::id())?;
+        outside.push(run()?);
+        root.add_process(std::process::id())?;
+        miss.push(run()?);
+        session.add_process(std::process::id())?;
+        inside.push(run()?);
+    }
+    home.add_process(std::process::id())?;
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (o, m, i) = (med(&mut outside), med(&mut miss), med(&mut inside));
+    println!();
+    println!(
+        "loopback TCP, {} MB x {ROUNDS} rounds per side, median MB/s:",
+        BYTES >> 20
+    );
+    println!(
+        "  outside {o:>7.0}   no-session {m:>7.0} (ratio {:.3})   session {i:>7.0} (ratio {:.3})",
+        m / o,
+        i / o
+    );
     Ok(())
 }
 
