@@ -17,7 +17,7 @@ use restrictd_common::{
 };
 
 #[map]
-pub static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 /// Restricted identities, by uid: what applies to a process of that user
 /// (or with that audit login uid) outside every session.
 #[map]
@@ -74,22 +74,14 @@ pub fn load_config() -> LoadConfig {
 /// cost three hash misses and a read of their login uid.
 #[inline(always)]
 pub fn current_session() -> Option<(u64, &'static SessionEntry)> {
-    let id = unsafe { bpf_get_current_cgroup_id() };
-    if let Some(s) = unsafe { SESSIONS.get(id) } {
-        return Some((id, s));
-    }
-    let level = manager_level();
-    if level != 0 {
-        let manager = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-        if manager != 0 && manager != id {
-            if let Some(s) = unsafe { SESSIONS.get(manager) } {
-                return Some((manager, s));
-            }
-        }
-    }
     let uid = bpf_get_current_uid_gid() as u32;
-    if let Some(s) = identity(uid) {
-        return Some(s);
+    let found = session_of(
+        unsafe { bpf_get_current_cgroup_id() },
+        |level| unsafe { bpf_get_current_ancestor_cgroup_id(level) },
+        uid,
+    );
+    if found.is_some() {
+        return found;
     }
     let off = load_config().kernel.task_loginuid;
     if off == 0 {
@@ -104,15 +96,33 @@ pub fn current_session() -> Option<(u64, &'static SessionEntry)> {
     identity(loginuid)
 }
 
-/// The cgroup level of user managers (0: none registered).
+/// The one lookup order, for processes (`current_session`) and sockets
+/// (`skb`): cgroup `id` in `SESSIONS`, then its ancestor at the
+/// user-manager level (`ancestor(level)`), then `uid` in `IDENTITIES`.
 #[inline(always)]
-pub fn manager_level() -> u32 {
-    RUNTIME.get(0).map(|r| r.manager_level).unwrap_or(0)
+pub fn session_of(
+    id: u64,
+    ancestor: impl FnOnce(i32) -> u64,
+    uid: u32,
+) -> Option<(u64, &'static SessionEntry)> {
+    if let Some(s) = unsafe { SESSIONS.get(id) } {
+        return Some((id, s));
+    }
+    let level = RUNTIME.get(0).map(|r| r.manager_level).unwrap_or(0);
+    if level != 0 {
+        let manager = ancestor(level as i32);
+        if manager != 0 && manager != id {
+            if let Some(s) = unsafe { SESSIONS.get(manager) } {
+                return Some((manager, s));
+            }
+        }
+    }
+    identity(uid)
 }
 
 /// The entry of a restricted identity, with its record key.
 #[inline(always)]
-pub fn identity(uid: u32) -> Option<(u64, &'static SessionEntry)> {
+fn identity(uid: u32) -> Option<(u64, &'static SessionEntry)> {
     unsafe { IDENTITIES.get(uid) }.map(|s| (IDENTITY_KEY | uid as u64, s))
 }
 

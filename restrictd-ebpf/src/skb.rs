@@ -24,7 +24,7 @@ use restrictd_common::{
 };
 
 use crate::{
-    common::{count_lost, identity, manager_level, SESSIONS},
+    common::{count_lost, session_of},
     net::{policy_allows, NETWORK_EVENTS},
 };
 
@@ -94,20 +94,11 @@ struct Packet {
 #[inline(always)]
 fn socket_session(ctx: &SkBuffContext) -> Option<(u64, &'static SessionEntry)> {
     let skb = ctx.skb.skb;
-    let id = unsafe { bpf_skb_cgroup_id(skb) };
-    if let Some(s) = unsafe { SESSIONS.get(id) } {
-        return Some((id, s));
-    }
-    let level = manager_level();
-    if level != 0 {
-        let manager = unsafe { bpf_skb_ancestor_cgroup_id(skb, level as i32) };
-        if manager != 0 && manager != id {
-            if let Some(s) = unsafe { SESSIONS.get(manager) } {
-                return Some((manager, s));
-            }
-        }
-    }
-    identity(unsafe { bpf_get_socket_uid(skb) })
+    session_of(
+        unsafe { bpf_skb_cgroup_id(skb) },
+        |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) },
+        unsafe { bpf_get_socket_uid(skb) },
+    )
 }
 
 #[inline(always)]

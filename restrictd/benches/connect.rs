@@ -62,16 +62,7 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
     );
     for n in [10usize, 1_000, 100_000] {
         let policy = Policy::parse(&synthetic_yaml(n, n), "synthetic")?;
-        let mut enforcer = Kernel::load(restrictd::config::Config::default().load_options(None)?)?;
-        enforcer.policy.set(Some(&policy))?;
-        enforcer.programs.attach(&root.path, None)?;
-        enforcer.sessions.add(
-            session.id,
-            SessionEntry {
-                policy_id: POLICY_FOLLOW_ACTIVE,
-                flags: SESSION_RESTRICT,
-            },
-        )?;
+        let enforcer = enforcer(&[&policy], root, session)?;
         // outside: no program runs. no-session: below the attach point but in
         // no session (the program runs and misses the session hash). session:
         // the full check (session hash, policy id, two LPM lookups).
@@ -146,18 +137,8 @@ fn throughput(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<
         "kind: network_restrictions\nversion: v4\nmetadata:\n  name: lo\nspec:\n  allow:\n    - cidr: 127.0.0.0/8\n",
         "loopback",
     )?;
-    let mut enforcer = Kernel::load(restrictd::config::Config::default().load_options(None)?)?;
     // The big policy loaded (LPM depth as at 100,000 CIDRs), loopback allowed.
-    enforcer.policy.set(Some(&policy))?;
-    enforcer.policy.set(Some(&allow_loopback))?;
-    enforcer.programs.attach(&root.path, None)?;
-    enforcer.sessions.add(
-        session.id,
-        SessionEntry {
-            policy_id: POLICY_FOLLOW_ACTIVE,
-            flags: SESSION_RESTRICT,
-        },
-    )?;
+    let _enforcer = enforcer(&[&policy, &allow_loopback], root, session)?;
     let run = || -> anyhow::Result<f64> {
         // Sockets are judged by the cgroup they are created in: make both here.
         let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -212,6 +193,24 @@ fn throughput(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<
         i / o
     );
     Ok(())
+}
+
+/// The programs attached at `root` with `policies` applied in turn (the
+/// last one active) and `session` registered as a restricted session.
+fn enforcer(policies: &[&Policy], root: &Cgroup, session: &Cgroup) -> anyhow::Result<Kernel> {
+    let mut e = Kernel::load(restrictd::config::Config::default().load_options(None)?)?;
+    for p in policies {
+        e.policy.set(Some(p))?;
+    }
+    e.programs.attach(&root.path, None)?;
+    e.sessions.add(
+        session.id,
+        SessionEntry {
+            policy_id: POLICY_FOLLOW_ACTIVE,
+            flags: SESSION_RESTRICT,
+        },
+    )?;
+    Ok(e)
 }
 
 fn sample(target: SocketAddr, out: &mut Vec<u64>) {

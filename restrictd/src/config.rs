@@ -237,6 +237,7 @@ impl Config {
             ("policy_file", &self.policy_file),
             ("state_dir", &self.state_dir),
             ("bpf_pin_path", &self.bpf_pin_path),
+            ("identities.state_file", &self.identities.state_file),
         ] {
             if !p.is_absolute() {
                 return Err(format!("{key} {p:?} must be absolute"));
@@ -310,6 +311,9 @@ mod tests {
             "enhanced_recording:\n  disk_include: [etc]",
             "enhanced_recording:\n  disk_exclude: [/a]\n  disk_include: [/a]",
             "enhanced_recording:\n  disk_rate_limit: -1",
+            "identities:\n  state_file: identities.json",
+            "identities:\n  exempt_user: [alice]",
+            "identities:\n  users: alice",
         ] {
             let e = Config::parse(bad, "c.yaml").unwrap_err();
             assert!(e.to_string().starts_with("c.yaml:"), "{bad}: {e}");

@@ -26,7 +26,7 @@ use crate::{
     config::Config,
     error::Error,
     events::Output,
-    identity::{Identities, Identity},
+    identity::Identities,
     lifecycle::{write_atomic, Lifecycle, StateStore},
     policy::Policy,
     recorder::Recorder,
@@ -335,11 +335,6 @@ impl Core {
         self.apply_policy(&text, &path.display().to_string())
             .map_err(|e| anyhow!("{e}; keeping the current policy"))?;
         Ok(())
-    }
-
-    /// The users restricted by identity.
-    pub fn identities(&self) -> Vec<Identity> {
-        self.identities.lock().unwrap().list()
     }
 
     pub fn status(&self) -> Status {

@@ -108,7 +108,7 @@ impl Identities {
         self.known.keys().copied().collect()
     }
 
-    pub fn list(&self) -> Vec<Identity> {
+    fn list(&self) -> Vec<Identity> {
         self.known.values().cloned().collect()
     }
 
@@ -220,6 +220,34 @@ fn uid_range(login_defs: &Path) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_list_is_an_error_naming_the_file_and_a_good_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_file = dir.path().join("identities.json");
+        let config = IdentityConfig {
+            state_file: state_file.clone(),
+            ..IdentityConfig::default()
+        };
+        fs::write(&state_file, "[{\"uid\": 1000,").unwrap();
+        let e = Identities::load(&config)
+            .err()
+            .expect("a truncated list is refused");
+        assert!(
+            format!("{e:#}").contains(&state_file.display().to_string()),
+            "{e:#}"
+        );
+        // Root and system accounts in the file are dropped, a regular uid kept.
+        let (min, _) = uid_range(Path::new("/etc/login.defs"));
+        let list = format!(
+            "[{{\"uid\":0,\"user\":\"root\",\"since\":\"t\",\"reason\":\"login\"}},\
+             {{\"uid\":1,\"user\":\"daemon\",\"since\":\"t\",\"reason\":\"login\"}},\
+             {{\"uid\":{min},\"user\":\"u\",\"since\":\"t\",\"reason\":\"login\"}}]"
+        );
+        fs::write(&state_file, list).unwrap();
+        let ids = Identities::load(&config).unwrap();
+        assert_eq!(ids.uids(), [min]);
+    }
 
     #[test]
     fn login_defs_range_with_defaults_for_missing_keys() {
