@@ -76,6 +76,11 @@ pub struct Runtime {
     /// registers for users with restricted sessions; 0: none registered.
     pub manager_level: u32,
     pub _pad: u32,
+    /// Raised after every change that can give a socket a session it did
+    /// not have (a session, identity or manager level added): the packet
+    /// programs cache "this socket has no session" per socket, valid only
+    /// for the generation it was found in.
+    pub generation: u64,
 }
 
 /// Values fixed when the object is loaded: the read-only global `LOAD_CONFIG`,

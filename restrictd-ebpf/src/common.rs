@@ -120,6 +120,12 @@ pub fn session_of(
     identity(uid)
 }
 
+/// `RUNTIME[0].generation` (see `Runtime`).
+#[inline(always)]
+pub fn generation() -> u64 {
+    RUNTIME.get(0).map(|r| r.generation).unwrap_or(0)
+}
+
 /// The entry of a restricted identity, with its record key.
 #[inline(always)]
 fn identity(uid: u32) -> Option<(u64, &'static SessionEntry)> {

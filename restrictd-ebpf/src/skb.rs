@@ -10,11 +10,13 @@
 //! then gets EPERM).
 
 use aya_ebpf::{
+    bindings::BPF_SK_STORAGE_GET_F_CREATE,
+    btf_maps::SkStorage,
     helpers::{
         bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_boot_ns,
-        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
+        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, generated::bpf_sk_storage_get,
     },
-    macros::{cgroup_skb, map},
+    macros::{btf_map, cgroup_skb, map},
     maps::LruHashMap,
     programs::SkBuffContext,
 };
@@ -24,7 +26,7 @@ use restrictd_common::{
 };
 
 use crate::{
-    common::{count_lost, session_of},
+    common::{count_lost, generation, session_of},
     net::{policy_allows, NETWORK_EVENTS},
 };
 
@@ -39,6 +41,8 @@ const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DSTOPTS: u8 = 60;
 const IPPROTO_UDPLITE: u8 = 136;
+/// Packets larger than this make a socket of no session cache that fact.
+const CACHE_FROM_BYTES: u32 = 512;
 /// Extension headers walked before the transport header; more than a
 /// sender can put before a routing header in a well-formed packet.
 const EXT_HEADERS_MAX: u32 = 8;
@@ -75,6 +79,13 @@ struct Report {
     _pad: u32,
 }
 
+/// Per socket: `generation << 1 | 1` when the socket was found to belong to
+/// no session in that `RUNTIME` generation, so that the sockets of the rest
+/// of the host pay one storage lookup per packet, not the session lookups.
+/// One 8-byte word, written whole, so a reader never sees half an update.
+#[btf_map]
+static NO_SESSION: SkStorage<u64> = SkStorage::new();
+
 #[map]
 static PACKET_REPORTS: LruHashMap<ReportKey, Report> = LruHashMap::with_max_entries(16_384, 0);
 
@@ -103,7 +114,29 @@ fn socket_session(ctx: &SkBuffContext) -> Option<(u64, &'static SessionEntry)> {
 
 #[inline(always)]
 fn check(ctx: &SkBuffContext, operation: u8) -> i32 {
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return PASS;
+    }
+    // Read before the lookups: a session added meanwhile raises it, and the
+    // cache written below is then stale from the start.
+    let none_now = generation() << 1 | 1;
+    let cached = no_session_slot(sk, 0);
+    if !cached.is_null() && unsafe { core::ptr::read_volatile(cached) } == none_now {
+        return PASS;
+    }
     let Some((key, session)) = socket_session(ctx) else {
+        // Storage costs an allocation per socket, more than a lookup saves
+        // on a short exchange (a connect, a DNS query): cache only for
+        // sockets that carry bulk data.
+        let slot = if cached.is_null() && ctx.len() > CACHE_FROM_BYTES {
+            no_session_slot(sk, BPF_SK_STORAGE_GET_F_CREATE as u64)
+        } else {
+            cached
+        };
+        if !slot.is_null() {
+            unsafe { core::ptr::write_volatile(slot, none_now) };
+        }
         return PASS;
     };
     if session.flags & SESSION_RESTRICT == 0 {
@@ -141,13 +174,22 @@ fn check(ctx: &SkBuffContext, operation: u8) -> i32 {
     DROP
 }
 
+/// The socket's `NO_SESSION` word (null if it has none and `flags` does not
+/// create it, or if the socket cannot have storage).
+#[inline(always)]
+fn no_session_slot(sk: *mut aya_ebpf::bindings::bpf_sock, flags: u64) -> *mut u64 {
+    let map = &NO_SESSION as *const SkStorage<u64> as *mut core::ffi::c_void;
+    unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), flags) }.cast()
+}
+
 /// The IP header (and the transport ports where there are any). In
-/// `cgroup_skb` programs the packet starts at the network header.
+/// `cgroup_skb` programs the packet starts at the network header. Each
+/// header is read in one helper call: on every packet of the host, calls
+/// cost more than bytes.
 #[inline(always)]
 fn parse(ctx: &SkBuffContext) -> Option<Packet> {
-    let first: u8 = ctx.load(0).ok()?;
     let mut p = Packet {
-        version: first >> 4,
+        version: 0,
         protocol: 0,
         src: [0; 16],
         dst: [0; 16],
@@ -155,42 +197,45 @@ fn parse(ctx: &SkBuffContext) -> Option<Packet> {
         dst_port: 0,
         source_routed: false,
     };
+    // Both headers are at least 20 bytes long; an IPv6 one is read whole
+    // below.
+    let h: [u8; 20] = ctx.load(0).ok()?;
+    p.version = h[0] >> 4;
     let mut off: u32;
     if p.version == 4 {
-        let ihl = ((first & 0x0f) as u32) * 4;
-        p.protocol = ctx.load(9).ok()?;
-        let src: [u8; 4] = ctx.load(12).ok()?;
-        let dst: [u8; 4] = ctx.load(16).ok()?;
-        p.src[..4].copy_from_slice(&src);
-        p.dst[..4].copy_from_slice(&dst);
+        let ihl = ((h[0] & 0x0f) as u32) * 4;
+        p.protocol = h[9];
+        p.src[..4].copy_from_slice(&h[12..16]);
+        p.dst[..4].copy_from_slice(&h[16..20]);
         // Options are where IPv4 source routing (LSRR/SSRR) lives; ordinary
         // traffic carries none.
         p.source_routed = ihl > 20;
-        let frag: u16 = u16::from_be(ctx.load(6).ok()?);
+        let frag = u16::from_be_bytes([h[6], h[7]]);
         if frag & 0x1fff != 0 {
             // A later fragment: no transport header.
             return Some(p);
         }
         off = ihl;
     } else if p.version == 6 {
-        let mut next: u8 = ctx.load(6).ok()?;
-        p.src = ctx.load(8).ok()?;
-        p.dst = ctx.load(24).ok()?;
+        let h: [u8; 40] = ctx.load(0).ok()?;
+        let mut next = h[6];
+        p.src.copy_from_slice(&h[8..24]);
+        p.dst.copy_from_slice(&h[24..40]);
         off = 40;
         let mut i = 0;
         while i < EXT_HEADERS_MAX {
             match next {
                 IPPROTO_HOPOPTS | IPPROTO_DSTOPTS | IPPROTO_ROUTING => {
                     p.source_routed |= next == IPPROTO_ROUTING;
-                    let len: u8 = ctx.load(off as usize + 1).ok()?;
-                    next = ctx.load(off as usize).ok()?;
-                    off += (len as u32 + 1) * 8;
+                    let ext: [u8; 2] = ctx.load(off as usize).ok()?;
+                    next = ext[0];
+                    off += (ext[1] as u32 + 1) * 8;
                 }
                 IPPROTO_FRAGMENT => {
-                    let frag: u16 = u16::from_be(ctx.load(off as usize + 2).ok()?);
-                    next = ctx.load(off as usize).ok()?;
+                    let ext: [u8; 4] = ctx.load(off as usize).ok()?;
+                    next = ext[0];
                     off += 8;
-                    if frag & 0xfff8 != 0 {
+                    if u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0 {
                         p.protocol = next;
                         return Some(p);
                     }

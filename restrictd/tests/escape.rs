@@ -358,3 +358,69 @@ fn the_audit_login_uid_carries_the_restriction_to_another_account() {
     assert_eq!(e["user"], user.name.as_str(), "{e}");
     assert_eq!(e["outside_session"], true, "{e}");
 }
+
+/// A process the user started before their first restricted login is
+/// restricted from that login on, and so are the sockets it already has:
+/// a UDP socket connected to a denied address while the user was free,
+/// which has already carried data (so the packet check has judged it once),
+/// can send nothing there afterwards.
+#[test]
+fn sockets_opened_before_the_first_login_are_restricted_after_it() {
+    use std::io::Write;
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.1/32"], &[])));
+    let user = User::new();
+    let sshd = Sshd::new(&bus, &user, "");
+    let sink = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let port = sink.local_addr().unwrap().port();
+    let script = format!(
+        "import os, socket, sys\n\
+         os.setgid({uid}); os.setuid({uid})\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.connect(('127.0.0.2', {port}))\n\
+         for line in sys.stdin:\n\
+         \x20   try:\n\
+         \x20       s.send(line.strip().encode() * 100); print('sent', flush=True)\n\
+         \x20   except OSError as e: print(e.strerror, flush=True)\n",
+        uid = user.uid,
+    );
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut send = |marker: &str| {
+        writeln!(stdin, "{marker}").unwrap();
+        lines.next().unwrap().unwrap()
+    };
+    // Free before the login: 1,000-byte datagrams arrive.
+    assert_eq!(send("before0123"), "sent");
+    let mut buf = [0u8; 2048];
+    let n = sink
+        .recv(&mut buf)
+        .expect("control: the free process's datagram");
+    assert!(buf[..n].starts_with(b"before0123"));
+    let out = sshd.ssh(&user, "true");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(send("after01234"), "Operation not permitted");
+    let got = sink.recv(&mut buf);
+    assert!(
+        got.is_err(),
+        "the denied address got a datagram from the old socket: {:?}",
+        got.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    wait_for("the packet-level denial", Duration::from_secs(10), || {
+        daemon.events().iter().any(|e| {
+            e["action"] == 1
+                && e["dst_port"] == port as u64
+                && e["user"] == user.name.as_str()
+                && e["outside_session"] == true
+        })
+    });
+}

@@ -368,7 +368,8 @@ impl SessionMap {
     pub fn add(&mut self, cgroup_id: u64, entry: SessionEntry) -> Result<()> {
         self.sessions
             .insert(cgroup_id, entry, 0)
-            .with_context(|| format!("registering cgroup {cgroup_id} (too many sessions?)"))
+            .with_context(|| format!("registering cgroup {cgroup_id} (too many sessions?)"))?;
+        self.update_runtime(|_| ())
     }
 
     /// Unregisters the cgroup; returns how many of its disk events the rate
@@ -391,7 +392,8 @@ impl SessionMap {
     pub fn add_identity(&mut self, uid: u32, entry: SessionEntry) -> Result<()> {
         self.identities
             .insert(uid, entry, 0)
-            .with_context(|| format!("registering identity uid {uid} (too many?)"))
+            .with_context(|| format!("registering identity uid {uid} (too many?)"))?;
+        self.update_runtime(|_| ())
     }
 
     pub fn remove_identity(&mut self, uid: u32) -> Result<()> {
@@ -414,16 +416,20 @@ impl SessionMap {
     /// Tells the programs at which cgroup level user managers sit, so that a
     /// process under a registered manager counts as in that manager's session.
     pub fn set_manager_level(&mut self, level: u32) -> Result<()> {
-        self.runtime
-            .set(
-                0,
-                Runtime {
-                    manager_level: level,
-                    _pad: 0,
-                },
-                0,
-            )
+        self.update_runtime(|r| r.manager_level = level)
             .context("setting the user manager level")
+    }
+
+    /// Changes `RUNTIME[0]` with `f` and raises its generation, after the
+    /// change it stands for is in the kernel: a packet program that cached
+    /// "no session" for a socket before the change then finds its cache
+    /// stale. Read back from the map, so a daemon reusing pinned maps keeps
+    /// counting up.
+    fn update_runtime(&mut self, f: impl FnOnce(&mut Runtime)) -> Result<()> {
+        let mut r = self.runtime.get(&0, 0).context("reading RUNTIME")?;
+        f(&mut r);
+        r.generation = r.generation.wrapping_add(1);
+        self.runtime.set(0, r, 0).context("writing RUNTIME")
     }
 }
 
