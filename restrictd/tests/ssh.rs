@@ -553,3 +553,53 @@ fn the_readme_break_glass_line_admits_only_that_user_when_restrictd_is_down() {
     assert!(breakglass, "the break-glass user logs in");
     assert!(!other, "everyone else is refused while restrictd is down");
 }
+
+/// A user crafts an argument with a newline, a fake log line, a terminal
+/// escape and a right-to-left override, to mislead whoever reads the
+/// journal. What journalctl shows (MESSAGE and the text fields) carries no
+/// control character; EVENT_JSON has the exact argument.
+#[test]
+fn crafted_arguments_cannot_forge_journal_lines() {
+    let bus = Bus::new(true);
+    let daemon = Daemon::with_journal(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let user = User::new();
+    let sshd = Sshd::new(&bus, &user, "");
+    let out = sshd.ssh(
+        &user,
+        r#"/bin/echo "forged$(printf '\n%s\033[2J\342\200\256' 'Nov 22 host restrictd: root ran /bin/true')""#,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let exact = "forged\nNov 22 host restrictd: root ran /bin/true\x1b[2J\u{202e}";
+    wait_for("the command's event", Duration::from_secs(10), || {
+        daemon.events().iter().any(|e| e["argv"][1] == exact)
+    });
+    // The private journald hands over what it got when the daemon stops.
+    let mut daemon = daemon;
+    daemon.stop();
+    let entries = daemon.journal_entries();
+    let j = entries
+        .iter()
+        .find(|j| j["PATH"] == "/bin/echo" && j["ARGV"].as_str().unwrap().contains("forged"))
+        .unwrap_or_else(|| panic!("not in the journal: {entries:?}"));
+    let message = j["MESSAGE"].as_str().unwrap();
+    assert!(
+        message.contains(
+            r"ran /bin/echo forged\x0aNov 22 host restrictd: root ran /bin/true\x1b[2J\u{202e}"
+        ),
+        "{message:?}"
+    );
+    for (k, v) in j.as_object().unwrap() {
+        if k == "EVENT_JSON" {
+            continue;
+        }
+        let v = v.as_str().unwrap_or_else(|| panic!("{k} is a blob: {v}"));
+        assert!(
+            !v.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{k} has a control character: {v:?}"
+        );
+    }
+    let argv: Vec<String> = serde_json::from_str(j["ARGV"].as_str().unwrap()).unwrap();
+    assert_eq!(argv[1], exact);
+    let ev: serde_json::Value = serde_json::from_str(j["EVENT_JSON"].as_str().unwrap()).unwrap();
+    assert_eq!(ev["argv"][1], exact);
+}

@@ -131,7 +131,7 @@ impl Event {
             (Some(u), false) => u.clone(),
             (None, _) => format!("session {}", self.sid),
         };
-        self.body.summary(&who, &self.sid)
+        escape_text(&self.body.summary(&who, &self.sid))
     }
 
     /// journald fields: every event field, UPPERCASE (`sid` as `SESSION_ID`),
@@ -163,9 +163,11 @@ impl Event {
                         })
                         .collect(),
                 };
+                // What journalctl shows: no control character, so no value
+                // can forge a line or make journald store it as a blob.
                 let val = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                    serde_json::Value::String(s) => escape_text(s),
+                    other => escape_json(&other.to_string()),
                 };
                 out.push((key, val));
             }
@@ -173,6 +175,56 @@ impl Event {
         out.push(("EVENT_JSON".to_string(), json.to_string()));
         out
     }
+}
+
+/// Whether a reader's terminal could act on `c` rather than show it: C0 and
+/// C1 controls, DEL, line and paragraph separators, and the bidirectional
+/// formatting characters that reorder what is displayed around them.
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// Text from a session (argv, paths, process names) as a person reading
+/// the log should see it: every unsafe character (`is_unsafe_char`)
+/// written as `\xNN` or `\u{NNNN}`, and a backslash as `\\`, so the
+/// escapes cannot be imitated. `EVENT_JSON` keeps the exact text.
+pub fn escape_text(s: &str) -> String {
+    if !s.chars().any(|c| c == '\\' || is_unsafe_char(c)) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if is_unsafe_char(c) && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JSON text (a field that is an array or object) with the characters
+/// JSON leaves raw but a terminal acts on (DEL, C1, bidi) as `\uNNNN`
+/// escapes, so it stays valid JSON.
+pub(crate) fn escape_json(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The current CLOCK_BOOTTIME, the clock the kernel stamps records with.
@@ -271,6 +323,50 @@ mod tests {
             sample().summary(),
             "alice: denied connect to 10.1.2.4:443 by curl (pid 42)"
         );
+    }
+
+    #[test]
+    fn text_a_person_reads_has_no_control_characters() {
+        let hostile =
+            "ls\n2026-01-01 host restrictd: alice ran /bin/true\x1b[2J\u{202e}txt.exe\\x0a\u{7f}";
+        let mut ev = sample();
+        ev.body = Body::Command(CommandBody {
+            path: format!("/tmp/{hostile}"),
+            program: "x\ty".into(),
+            argv: vec!["a".into(), hostile.into()],
+            argv_truncated: false,
+            argv_length: None,
+            pid: 1,
+            ppid: 0,
+            uid: 1000,
+            return_code: 0,
+            cgroup_id: 7,
+        });
+        let f: std::collections::HashMap<_, _> = ev.journal_fields().into_iter().collect();
+        let shown = [
+            ev.summary(),
+            f["PATH"].clone(),
+            f["PROGRAM"].clone(),
+            f["ARGV"].clone(),
+        ];
+        for s in &shown {
+            assert!(!s.chars().any(is_unsafe_char), "{s:?}");
+        }
+        assert_eq!(
+            f["PROGRAM"], "x\\x09y",
+            "escaped, and the escape cannot be typed in"
+        );
+        assert!(ev.summary().contains("\\x0a2026-01-01"), "{}", ev.summary());
+        assert!(
+            f["PATH"].contains("\\\\x0a"),
+            "a typed backslash is doubled: {}",
+            f["PATH"]
+        );
+        // ARGV stays JSON, and decodes to the exact argument.
+        let argv: Vec<String> = serde_json::from_str(&f["ARGV"]).unwrap();
+        assert_eq!(argv[1], hostile);
+        let exact: serde_json::Value = serde_json::from_str(&f["EVENT_JSON"]).unwrap();
+        assert_eq!(exact["argv"][1], hostile);
     }
 
     #[test]

@@ -166,7 +166,9 @@ fn send_syslog(
     l: &mut syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>,
     ev: &Event,
 ) -> anyhow::Result<()> {
-    let json = serde_json::to_string(ev).expect("events serialize");
+    // JSON escapes C0 controls; DEL, C1 and bidi characters too, for
+    // whoever reads the log on a terminal.
+    let json = super::escape_json(&serde_json::to_string(ev).expect("events serialize"));
     if ev.denied() {
         l.warning(json)
     } else {
