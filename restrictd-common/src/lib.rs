@@ -154,6 +154,8 @@ pub type PathKeyData = [u8; PATH_PREFIX_MAX];
 /// `PATH_RULES` values: what the longest matching prefix says.
 pub const PATH_INCLUDE: u8 = 1;
 pub const PATH_EXCLUDE: u8 = 2;
+/// Recorded, and never counted against the session's disk rate limit.
+pub const PATH_ALWAYS: u8 = 3;
 
 /// First field of every ring-buffer record: who, where and when.
 #[repr(C)]

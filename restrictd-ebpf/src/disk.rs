@@ -13,8 +13,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use restrictd_common::{
-    DiskEvent, DiskRate, PathKeyData, EVENT_DISK, MAX_SESSIONS, PATH_CAP, PATH_INCLUDE,
-    PATH_PREFIX_MAX, SESSION_RECORD_DISK,
+    DiskEvent, DiskRate, PathKeyData, EVENT_DISK, MAX_SESSIONS, PATH_ALWAYS, PATH_CAP,
+    PATH_INCLUDE, PATH_PREFIX_MAX, SESSION_RECORD_DISK,
 };
 
 use crate::{
@@ -201,14 +201,16 @@ fn exit(ctx: &TracePointContext) -> u32 {
 }
 
 /// Applies the path filter (to absolute paths; one the kernel could not
-/// resolve goes to userspace unjudged) and the session's rate limit, then
-/// sends header + path.
+/// resolve goes to userspace unjudged) and the session's rate limit (not to
+/// always recorded paths, so that a flood of other opens cannot hide
+/// them), then sends header + path.
 #[inline(always)]
 fn submit(scratch: &mut DiskScratch, cgroup_id: u64, path_len: usize) {
     let path_len = path_len & (2 * PATH_CAP - 1);
     if path_len == 0 {
         return;
     }
+    let mut always = false;
     if scratch.path[0] == b'/' {
         let n = path_len.min(PATH_PREFIX_MAX);
         scratch.key.prefix_len = 8 * n as u32;
@@ -221,10 +223,11 @@ fn submit(scratch: &mut DiskScratch, cgroup_id: u64, path_len: usize) {
         };
         match PATH_RULES.get(&scratch.key) {
             Some(&PATH_INCLUDE) => {}
+            Some(&PATH_ALWAYS) => always = true,
             _ => return,
         }
     }
-    if !within_rate(cgroup_id) {
+    if !always && !within_rate(cgroup_id) {
         return;
     }
     scratch.header.path_len = path_len as u32;

@@ -90,6 +90,10 @@ pub struct EnhancedRecording {
     pub disk_include: Vec<String>,
     /// Path prefixes whose opens are not recorded.
     pub disk_exclude: Vec<String>,
+    /// Path prefixes whose opens are always recorded: never counted against
+    /// the rate limit, never excluded. `~/X` stands for `X` in the home of
+    /// root and of every regular user (login.defs range) in /etc/passwd.
+    pub disk_always: Vec<String>,
     /// Most disk events per session per second; the rest are counted and
     /// reported in `session.end`. 0: no limit.
     pub disk_rate_limit: u32,
@@ -105,6 +109,15 @@ pub const DEFAULT_DISK_EXCLUDE: [&str; 5] = [
     "/usr/lib/locale",
     "/usr/share/locale",
 ];
+/// What an intruder reads or changes to escalate or persist.
+pub const DEFAULT_DISK_ALWAYS: [&str; 6] = [
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/root",
+    "~/.ssh",
+];
 pub const DEFAULT_DISK_RATE_LIMIT: u32 = 1000;
 /// Default size of the network event ring buffer: Teleport's 8 pages.
 pub const NETWORK_BUFFER_PAGES: u32 = 8;
@@ -116,7 +129,9 @@ pub const DISK_BUFFER_PAGES: u32 = 128;
 
 impl EnhancedRecording {
     pub fn disk_filter(&self) -> Result<crate::pathfilter::PathFilter, String> {
-        crate::pathfilter::PathFilter::new(&self.disk_include, &self.disk_exclude)
+        let homes = homes(Path::new("/etc/passwd"), Path::new("/etc/login.defs"));
+        let always = expand_homes(&self.disk_always, &homes);
+        crate::pathfilter::PathFilter::new(&self.disk_include, &self.disk_exclude, &always)
             .map_err(|m| format!("enhanced_recording.{m}"))
     }
 
@@ -134,6 +149,53 @@ impl EnhancedRecording {
         }
         f
     }
+}
+
+/// Most homes a `~/` prefix expands to: each is two entries in the kernel's
+/// 4096-entry path trie, which the other lists share.
+const MAX_HOMES: usize = 1000;
+
+/// Home directories of root and of the regular users (login.defs range) in
+/// `passwd`, without "/" and duplicates. Accounts only in NSS (LDAP, SSSD)
+/// are not listed there.
+fn homes(passwd: &Path, login_defs: &Path) -> Vec<String> {
+    let (min, max) = crate::identity::uid_range(login_defs);
+    let text = std::fs::read_to_string(passwd).unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        let (Some(uid), Some(home)) = (f.get(2).and_then(|u| u.parse::<u32>().ok()), f.get(5))
+        else {
+            continue;
+        };
+        let home = home.trim_end_matches('/');
+        if (uid == 0 || (min..=max).contains(&uid))
+            && home.starts_with('/')
+            && !out.iter().any(|h| h == home)
+        {
+            out.push(home.to_string());
+        }
+    }
+    if out.len() > MAX_HOMES {
+        log::warn!(
+            "enhanced_recording.disk_always: ~/ covers the first {MAX_HOMES} of {} home directories",
+            out.len()
+        );
+        out.truncate(MAX_HOMES);
+    }
+    out
+}
+
+/// `~/X` entries as `X` in each of `homes`; other entries as they are.
+fn expand_homes(list: &[String], homes: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in list {
+        match p.strip_prefix("~/") {
+            Some(rest) => out.extend(homes.iter().map(|h| format!("{h}/{rest}"))),
+            None => out.push(p.clone()),
+        }
+    }
+    out
 }
 
 impl Default for Config {
@@ -163,6 +225,7 @@ impl Default for EnhancedRecording {
             argv_limit: restrictd_common::ARGV_CAP as u32,
             disk_include: vec!["/".into()],
             disk_exclude: DEFAULT_DISK_EXCLUDE.iter().map(|s| s.to_string()).collect(),
+            disk_always: DEFAULT_DISK_ALWAYS.iter().map(|s| s.to_string()).collect(),
             disk_rate_limit: DEFAULT_DISK_RATE_LIMIT,
         }
     }
@@ -270,6 +333,32 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn home_prefixes_cover_root_and_regular_users_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n\
+             alice:x:1000:1000::/home/alice/:/bin/bash\nbob:x:1001:1001::/home/bob:/bin/sh\n\
+             nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\nbroken\n\
+             slash:x:1002:1002::/:/bin/sh\n",
+        )
+        .unwrap();
+        let homes = homes(&passwd, &dir.path().join("no-login.defs"));
+        assert_eq!(homes, ["/root", "/home/alice", "/home/bob"]);
+        let list = ["~/.ssh".to_string(), "/etc/shadow".to_string()];
+        assert_eq!(
+            expand_homes(&list, &homes),
+            [
+                "/root/.ssh",
+                "/home/alice/.ssh",
+                "/home/bob/.ssh",
+                "/etc/shadow"
+            ]
+        );
+    }
 
     #[test]
     fn empty_config_is_default() {

@@ -202,7 +202,7 @@ fn in_group(user: &str, uid: u32, group: &str) -> bool {
 
 /// UID_MIN and UID_MAX from login.defs (the shadow-utils defaults where
 /// the file or a key is missing).
-fn uid_range(login_defs: &Path) -> (u32, u32) {
+pub(crate) fn uid_range(login_defs: &Path) -> (u32, u32) {
     let text = fs::read_to_string(login_defs).unwrap_or_default();
     let key = |k: &str, default: u32| {
         text.lines()

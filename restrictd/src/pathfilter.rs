@@ -1,28 +1,36 @@
 //! Which file opens become `session.disk` events: path prefixes to include
 //! and to exclude, where the longest matching prefix decides and a path that
 //! matches none is not recorded. Prefixes match whole path components
-//! (`/proc` covers `/proc` and `/proc/1/stat`, not `/process`).
+//! (`/proc` covers `/proc` and `/proc/1/stat`, not `/process`). Prefixes
+//! marked always recorded (`disk_always`) are included and never counted
+//! against the rate limit; nothing inside them may be excluded.
 //!
 //! The rule entries go into the kernel's `PATH_RULES` LPM trie, which judges
 //! every absolute path before anything reaches user space. (A path the
 //! kernel could not make absolute is recorded unjudged.)
 
-use restrictd_common::{PATH_EXCLUDE, PATH_INCLUDE, PATH_PREFIX_MAX};
+use restrictd_common::{PATH_ALWAYS, PATH_EXCLUDE, PATH_INCLUDE, PATH_PREFIX_MAX};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathFilter {
-    /// (byte prefix, include?) as in the kernel trie.
-    entries: Vec<(Vec<u8>, bool)>,
+    /// (byte prefix, PATH_INCLUDE / PATH_EXCLUDE / PATH_ALWAYS) as in the
+    /// kernel trie.
+    entries: Vec<(Vec<u8>, u8)>,
 }
 
 impl PathFilter {
-    /// `include` and `exclude` are absolute path prefixes. Errors name the
-    /// offending prefix and list.
-    pub fn new(include: &[String], exclude: &[String]) -> Result<PathFilter, String> {
-        let mut entries: Vec<(Vec<u8>, bool)> = Vec::new();
+    /// `include`, `exclude` and `always` are absolute path prefixes.
+    /// Errors name the offending prefix and list.
+    pub fn new(
+        include: &[String],
+        exclude: &[String],
+        always: &[String],
+    ) -> Result<PathFilter, String> {
+        let mut entries: Vec<(Vec<u8>, u8)> = Vec::new();
         for (name, list, inc) in [
-            ("disk_include", include, true),
-            ("disk_exclude", exclude, false),
+            ("disk_always", always, PATH_ALWAYS),
+            ("disk_include", include, PATH_INCLUDE),
+            ("disk_exclude", exclude, PATH_EXCLUDE),
         ] {
             for p in list {
                 let trimmed = p.trim_end_matches('/');
@@ -45,10 +53,22 @@ impl PathFilter {
                         format!("{trimmed}\0").into_bytes(),
                     ]
                 };
+                if inc == PATH_EXCLUDE {
+                    let key = format!("{trimmed}/");
+                    if let Some((a, _)) = entries
+                        .iter()
+                        .find(|(e, k)| *k == PATH_ALWAYS && key.as_bytes().starts_with(e))
+                    {
+                        return Err(format!(
+                            "{name}: {p:?} is inside always recorded {:?} (disk_always)",
+                            String::from_utf8_lossy(a).trim_end_matches(['/', '\0'])
+                        ));
+                    }
+                }
                 for f in forms {
                     match entries.iter().find(|(e, _)| *e == f) {
                         Some((_, other)) if *other != inc => {
-                            return Err(format!("{p:?} is in both disk_include and disk_exclude"))
+                            return Err(format!("{name}: {p:?} is also in another list"))
                         }
                         Some(_) => {}
                         None => entries.push((f, inc)),
@@ -59,18 +79,16 @@ impl PathFilter {
         Ok(PathFilter { entries })
     }
 
-    /// Trie entries: (prefix bytes, PATH_INCLUDE / PATH_EXCLUDE).
+    /// Trie entries: (prefix bytes, PATH_INCLUDE / PATH_EXCLUDE / PATH_ALWAYS).
     pub fn trie_entries(&self) -> impl Iterator<Item = (&[u8], u8)> {
-        self.entries
-            .iter()
-            .map(|(p, inc)| (p.as_slice(), if *inc { PATH_INCLUDE } else { PATH_EXCLUDE }))
+        self.entries.iter().map(|(p, k)| (p.as_slice(), *k))
     }
 
     /// What the kernel's longest-prefix lookup decides for these entries,
     /// on the NUL-terminated path's first `PATH_PREFIX_MAX` bytes: a model
     /// to test the entries against.
     #[cfg(test)]
-    fn records(&self, path: &str) -> bool {
+    fn decides(&self, path: &str) -> Option<u8> {
         let mut key = path.as_bytes().to_vec();
         key.push(0);
         key.truncate(PATH_PREFIX_MAX);
@@ -78,7 +96,12 @@ impl PathFilter {
             .iter()
             .filter(|(p, _)| key.starts_with(p))
             .max_by_key(|(p, _)| p.len())
-            .is_some_and(|(_, inc)| *inc)
+            .map(|(_, k)| *k)
+    }
+
+    #[cfg(test)]
+    fn records(&self, path: &str) -> bool {
+        matches!(self.decides(path), Some(PATH_INCLUDE | PATH_ALWAYS))
     }
 }
 
@@ -88,7 +111,7 @@ mod tests {
 
     fn f(inc: &[&str], exc: &[&str]) -> PathFilter {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        PathFilter::new(&s(inc), &s(exc)).unwrap()
+        PathFilter::new(&s(inc), &s(exc), &[]).unwrap()
     }
 
     #[test]
@@ -110,10 +133,33 @@ mod tests {
     #[test]
     fn bad_prefixes_are_rejected() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(PathFilter::new(&s(&["etc"]), &[]).is_err());
-        assert!(PathFilter::new(&s(&["/a"]), &s(&["/a/"])).is_err());
+        assert!(PathFilter::new(&s(&["etc"]), &[], &[]).is_err());
+        assert!(PathFilter::new(&s(&["/a"]), &s(&["/a/"]), &[]).is_err());
         let long = format!("/{}", "x".repeat(300));
-        let e = PathFilter::new(&s(&[&long]), &[]).unwrap_err();
+        let e = PathFilter::new(&s(&[&long]), &[], &[]).unwrap_err();
         assert!(e.contains("disk_include"), "{e}");
+        let e = PathFilter::new(&[], &s(&["/root/.cache"]), &s(&["/root"])).unwrap_err();
+        assert_eq!(
+            e,
+            "disk_exclude: \"/root/.cache\" is inside always recorded \"/root\" (disk_always)"
+        );
+        assert!(PathFilter::new(&[], &s(&["/root"]), &s(&["/root"])).is_err());
+        assert!(PathFilter::new(&[], &s(&["/rootless"]), &s(&["/root"])).is_ok());
+    }
+
+    #[test]
+    fn always_recorded_paths_beat_shorter_excludes() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let d = PathFilter::new(
+            &s(&["/"]),
+            &s(&["/etc", "/home/alice"]),
+            &s(&["/etc/shadow", "/home/alice/.ssh"]),
+        )
+        .unwrap();
+        assert_eq!(d.decides("/etc/shadow"), Some(PATH_ALWAYS));
+        assert_eq!(d.decides("/etc/shadow-"), Some(PATH_EXCLUDE));
+        assert_eq!(d.decides("/home/alice/.ssh/id_ed25519"), Some(PATH_ALWAYS));
+        assert_eq!(d.decides("/home/alice/notes"), Some(PATH_EXCLUDE));
+        assert_eq!(d.decides("/usr/bin/ls"), Some(PATH_INCLUDE));
     }
 }

@@ -603,3 +603,44 @@ fn crafted_arguments_cannot_forge_journal_lines() {
     let ev: serde_json::Value = serde_json::from_str(j["EVENT_JSON"].as_str().unwrap()).unwrap();
     assert_eq!(ev["argv"][1], exact);
 }
+
+/// A user floods the recorder with thousands of junk opens to use up the
+/// session's disk rate limit, then reads their SSH keys and tries
+/// /etc/shadow. Both opens are recorded: always recorded paths are not
+/// counted against the limit, which the flood did exhaust.
+#[test]
+fn a_flood_of_opens_cannot_hide_reading_sensitive_files() {
+    // The user exists before the daemon starts: `~/.ssh` in disk_always
+    // covers the homes in /etc/passwd at start.
+    let user = User::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let sshd = Sshd::new(&bus, &user, "");
+    let out = sshd.ssh(
+        &user,
+        "python3 -c \"[open('/etc/hostname').close() for _ in range(3000)]\"; \
+         cat ~/.ssh/authorized_keys > /dev/null; cat /etc/shadow 2>/dev/null; true",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let keys = format!("/home/{}/.ssh/authorized_keys", user.name);
+    let mut events = Vec::new();
+    wait_for("the session's end", Duration::from_secs(10), || {
+        events = daemon.events();
+        events.iter().any(|e| e["event"] == "session.end")
+    });
+    let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
+    assert!(
+        end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
+        "the flood must have exhausted the rate limit: {end}"
+    );
+    let disk = |path: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "session.disk" && e["path"] == path)
+            .cloned()
+    };
+    let k = disk(&keys).unwrap_or_else(|| panic!("reading {keys} not recorded"));
+    assert_eq!(k["return_code"], 0, "{k}");
+    let s = disk("/etc/shadow").expect("the /etc/shadow attempt not recorded");
+    assert_eq!(s["return_code"], -13, "EACCES: {s}");
+}
