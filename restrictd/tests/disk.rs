@@ -136,7 +136,7 @@ fn prefix_filters_choose_what_is_recorded() {
         std::fs::write(d.join(f), f).unwrap();
     }
     let cfg = format!(
-        "enhanced_recording:\n  disk_include: [\"{k}\", \"{k}/skip/again\"]\n  disk_exclude: [\"{k}/skip\"]\n",
+        "enhanced_recording:\n  disk_always: []\n  disk_include: [\"{k}\", \"{k}/skip/again\"]\n  disk_exclude: [\"{k}/skip\"]\n",
         k = d.join("keep").display()
     );
     let sb = Sandbox::with_config(&cfg);
@@ -168,7 +168,7 @@ fn the_rate_limit_drops_and_counts_the_excess() {
     let d = real.as_path();
     std::fs::write(d.join("f"), "f").unwrap();
     let cfg = format!(
-        "enhanced_recording:\n  disk_include: [\"{}\"]\n  disk_rate_limit: 25\n",
+        "enhanced_recording:\n  disk_always: []\n  disk_include: [\"{}\"]\n  disk_rate_limit: 25\n",
         d.display()
     );
     let sb = Sandbox::with_config(&cfg);
@@ -185,7 +185,7 @@ fn the_rate_limit_drops_and_counts_the_excess() {
 
     // Without a limit, all 300.
     let cfg = format!(
-        "enhanced_recording:\n  disk_include: [\"{}\"]\n  disk_rate_limit: 0\n",
+        "enhanced_recording:\n  disk_always: []\n  disk_include: [\"{}\"]\n  disk_rate_limit: 0\n",
         d.display()
     );
     let sb = Sandbox::with_config(&cfg);
@@ -204,7 +204,7 @@ fn a_full_disk_buffer_is_counted_and_reported() {
     let long = d.join("x".repeat(200));
     std::fs::write(&long, "f").unwrap();
     let cfg = format!(
-        "enhanced_recording:\n  disk_include: [\"{}\"]\n  disk_rate_limit: 0\n  disk_buffer_size: 1\n",
+        "enhanced_recording:\n  disk_always: []\n  disk_include: [\"{}\"]\n  disk_rate_limit: 0\n  disk_buffer_size: 1\n",
         d.display()
     );
     let sb = Sandbox::with_config(&cfg);
