@@ -400,6 +400,7 @@ mod tests {
             "enhanced_recording:\n  disk_include: [etc]",
             "enhanced_recording:\n  disk_exclude: [/a]\n  disk_include: [/a]",
             "enhanced_recording:\n  disk_rate_limit: -1",
+            "enhanced_recording:\n  disk_always: /etc/shadow",
             "identities:\n  state_file: identities.json",
             "identities:\n  exempt_user: [alice]",
             "identities:\n  users: alice",
@@ -407,5 +408,33 @@ mod tests {
             let e = Config::parse(bad, "c.yaml").unwrap_err();
             assert!(e.to_string().starts_with("c.yaml:"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn bad_always_recorded_paths_are_named() {
+        for (bad, msg) in [
+            (
+                "enhanced_recording:\n  disk_always: [etc/shadow]",
+                "c.yaml: enhanced_recording.disk_always: \"etc/shadow\" is not an absolute path",
+            ),
+            // Only `~/` (every home) is understood, not `~user/`.
+            (
+                "enhanced_recording:\n  disk_always: [~alice/.ssh]",
+                "c.yaml: enhanced_recording.disk_always: \"~alice/.ssh\" is not an absolute path",
+            ),
+            (
+                "enhanced_recording:\n  disk_always: [/etc/ssh]\n  disk_exclude: [/etc/ssh/moduli]",
+                "c.yaml: enhanced_recording.disk_exclude: \"/etc/ssh/moduli\" is inside always recorded \"/etc/ssh\" (disk_always)",
+            ),
+        ] {
+            let e = Config::parse(bad, "c.yaml").unwrap_err();
+            assert_eq!(e.to_string(), msg, "{bad}");
+        }
+        // The default keeps root's ~/.ssh, and an empty list is allowed.
+        let f = Config::default().enhanced_recording.disk_filter().unwrap();
+        assert!(f
+            .trie_entries()
+            .any(|(p, k)| p == b"/root/.ssh/" && k == restrictd_common::PATH_ALWAYS));
+        Config::parse("enhanced_recording:\n  disk_always: []", "c.yaml").unwrap();
     }
 }
