@@ -207,6 +207,19 @@ pub struct DiskEvent {
     pub _pad: u32,
 }
 
+/// Events of one record key (a session's cgroup id, a user manager's, or
+/// `IDENTITY_KEY | uid`) that were not written, per event kind (`EVENT_*`
+/// indexes both arrays): `DROPPED`, a per-CPU hash the daemon reads every
+/// second and reports as that session's `session.lost`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// The ring buffer was full (or the record could not be built).
+    pub full: [u64; LOST_SLOTS as usize],
+    /// Over the session's rate limit (`disk_rate_limit`).
+    pub limited: [u64; LOST_SLOTS as usize],
+}
+
 /// Per-session disk event rate window (`DISK_RATE`, keyed by cgroup id).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -265,6 +278,7 @@ mod pod {
     unsafe impl aya::Pod for super::LoadConfig {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::DiskRate {}
+    unsafe impl aya::Pod for super::Dropped {}
     unsafe impl aya::Pod for super::RecordHeader {}
     unsafe impl aya::Pod for super::CommandEvent {}
     unsafe impl aya::Pod for super::DiskEvent {}

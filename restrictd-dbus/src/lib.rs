@@ -54,6 +54,15 @@ pub struct SessionInfo {
     pub state: String,
     /// Processes in the session now.
     pub processes: u32,
+    /// Events of the session not recorded so far, as its `session.lost`
+    /// events reported them: records the kernel could not write (ring
+    /// buffer full) per kind, disk events over `disk_rate_limit`, and
+    /// events no system log took.
+    pub lost_network: u64,
+    pub lost_command: u64,
+    pub lost_disk: u64,
+    pub disk_events_dropped: u64,
+    pub unwritten: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]

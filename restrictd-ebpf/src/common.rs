@@ -2,6 +2,7 @@
 //! configuration, record headers, reads and loss counters.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
@@ -9,11 +10,11 @@ use aya_ebpf::{
         generated::{bpf_probe_read_kernel, bpf_probe_read_user},
     },
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use restrictd_common::{
-    KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, IDENTITY_KEY, LOST_SLOTS,
-    MAX_IDENTITIES, MAX_SESSIONS,
+    Dropped, KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, IDENTITY_KEY,
+    LOST_SLOTS, MAX_IDENTITIES, MAX_SESSIONS,
 };
 
 #[map]
@@ -25,6 +26,11 @@ pub static IDENTITIES: HashMap<u32, SessionEntry> = HashMap::with_max_entries(MA
 /// Events the kernel could not deliver, per CPU, indexed by event kind.
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+/// The same per record key (session, user manager or identity), with the
+/// events a rate limit kept out: what the daemon reports per session.
+#[map]
+static DROPPED: PerCpuHashMap<u64, Dropped> =
+    PerCpuHashMap::with_max_entries(MAX_SESSIONS + MAX_IDENTITIES, BPF_F_NO_PREALLOC);
 /// `RUNTIME[0]`: what the daemon changes while programs run.
 #[map]
 static RUNTIME: Array<Runtime> = Array::with_max_entries(1, 0);
@@ -162,12 +168,39 @@ pub fn take_stash<T: Copy>(map: &LruHashMap<u64, T>) -> Option<T> {
     Some(v)
 }
 
-/// Counts a record of `kind` that could not be written.
+/// Counts a record of `kind` for record key `key` that could not be
+/// written: host-wide, and for its session.
 #[inline(always)]
-pub fn count_lost(kind: u32) {
+pub fn count_lost(kind: u32, key: u64) {
     if let Some(p) = LOST.get_ptr_mut(kind) {
         // Per-CPU slot: no other writer on this CPU while we run.
         unsafe { *p += 1 };
+    }
+    count_dropped(key, |d| {
+        &mut d.full[kind as usize & (LOST_SLOTS as usize - 1)]
+    });
+}
+
+/// Counts a record of `kind` for `key` that a rate limit kept out.
+#[inline(always)]
+pub fn count_limited(kind: u32, key: u64) {
+    count_dropped(key, |d| {
+        &mut d.limited[kind as usize & (LOST_SLOTS as usize - 1)]
+    });
+}
+
+#[inline(always)]
+fn count_dropped(key: u64, slot: impl FnOnce(&mut Dropped) -> &mut u64) {
+    match DROPPED.get_ptr_mut(key) {
+        // Per-CPU value: no other writer on this CPU while we run.
+        Some(d) => *slot(unsafe { &mut *d }) += 1,
+        None => {
+            let mut d = Dropped::default();
+            *slot(&mut d) = 1;
+            // A full map (more keys than sessions and identities together
+            // cannot be) leaves the host-wide count as the only trace.
+            let _ = DROPPED.insert(key, d, 0);
+        }
     }
 }
 

@@ -3,13 +3,12 @@
 //! result is known, then judged by the path filter and the session's rate.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
         generated::{bpf_probe_read_kernel, bpf_probe_read_user_str},
     },
     macros::{map, tracepoint},
-    maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use restrictd_common::{
@@ -19,7 +18,8 @@ use restrictd_common::{
 
 use crate::{
     common::{
-        count_lost, fill_header, load_config, read_user_u64, read_user_u8, session_with, take_stash,
+        count_limited, count_lost, fill_header, load_config, read_user_u64, read_user_u8,
+        session_with, take_stash,
     },
     path::{dir_prefix, fd_path},
 };
@@ -35,10 +35,6 @@ static PATH_RULES: LpmTrie<PathKeyData, u8> = LpmTrie::with_max_entries(4096, 0)
 /// Per-session rate window, keyed by cgroup id.
 #[map]
 static DISK_RATE: HashMap<u64, DiskRate> = HashMap::with_max_entries(MAX_SESSIONS, 0);
-/// Disk events not recorded because a session was over its rate, per CPU.
-#[map]
-static DISK_DROPPED: PerCpuHashMap<u64, u64> =
-    PerCpuHashMap::with_max_entries(MAX_SESSIONS, BPF_F_NO_PREALLOC);
 /// open(2)-family calls in flight in sessions (pid_tgid -> arguments).
 #[map]
 static OPENS: LruHashMap<u64, OpenArgs> = LruHashMap::with_max_entries(16_384, 0);
@@ -193,7 +189,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
     if n <= 0 {
         // No path to report (unreadable, or the walk failed and the string
         // did too): counted as lost rather than dropped silently.
-        count_lost(EVENT_DISK);
+        count_lost(EVENT_DISK, cgroup_id);
         return 0;
     }
     submit(scratch, cgroup_id, at + n as usize);
@@ -238,7 +234,7 @@ fn submit(scratch: &mut DiskScratch, cgroup_id: u64, path_len: usize) {
     let bytes =
         unsafe { core::slice::from_raw_parts(scratch as *const DiskScratch as *const u8, size) };
     if DISK_EVENTS.output::<[u8]>(bytes, 0).is_err() {
-        count_lost(EVENT_DISK);
+        count_lost(EVENT_DISK, cgroup_id);
     }
 }
 
@@ -271,11 +267,6 @@ fn within_rate(cgroup_id: u64) -> bool {
         st.count += 1;
         return true;
     }
-    match DISK_DROPPED.get_ptr_mut(cgroup_id) {
-        Some(d) => unsafe { *d += 1 },
-        None => {
-            let _ = DISK_DROPPED.insert(cgroup_id, 1, 0);
-        }
-    }
+    count_limited(EVENT_DISK, cgroup_id);
     false
 }

@@ -140,7 +140,7 @@ fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize) {
     let bytes =
         unsafe { core::slice::from_raw_parts(scratch as *const CommandScratch as *const u8, size) };
     if COMMAND_EVENTS.output::<[u8]>(bytes, 0).is_err() {
-        count_lost(EVENT_COMMAND);
+        count_lost(EVENT_COMMAND, scratch.header.header.cgroup_id);
     }
 }
 

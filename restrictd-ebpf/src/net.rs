@@ -246,7 +246,7 @@ fn emit(
     dst: &[u8; 16],
 ) {
     let Some(mut entry) = NETWORK_EVENTS.reserve::<NetworkEvent>(0) else {
-        count_lost(EVENT_NETWORK);
+        count_lost(EVENT_NETWORK, cgroup_id);
         return;
     };
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };

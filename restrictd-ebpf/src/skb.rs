@@ -301,7 +301,7 @@ fn report(
         }
     };
     let Some(mut entry) = NETWORK_EVENTS.reserve::<NetworkEvent>(0) else {
-        count_lost(EVENT_NETWORK);
+        count_lost(EVENT_NETWORK, key);
         return;
     };
     let mut ev = NetworkEvent {

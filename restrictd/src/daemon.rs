@@ -179,6 +179,7 @@ impl Core {
         let recorder = Arc::new(Recorder::new(
             kernel.rings,
             kernel.lost,
+            kernel.dropped,
             registry.clone(),
             Output::new(events)?,
         )?);

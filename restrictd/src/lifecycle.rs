@@ -247,21 +247,22 @@ impl Lifecycle {
             let s = s.clone();
             (s, reg.sole_user_of_manager(cgroup_id))
         };
-        let dropped = {
+        // Keys whose loss counts end with the session: its own, and its
+        // user manager's when this is the user's last session.
+        let mut keys = vec![cgroup_id];
+        {
             let mut kernel = self.kernel.lock().unwrap();
-            let mut d = kernel.remove(cgroup_id).unwrap_or_else(|e| {
+            if let Err(e) = kernel.remove(cgroup_id) {
                 log::error!("session {}: {e:#}", s.sid);
-                0
-            });
+            }
             // The user's last session: their systemd instance is free again.
             if let Some(m) = &manager {
                 match kernel.remove(m.id) {
-                    Ok(n) => d += n,
+                    Ok(()) => keys.push(m.id),
                     Err(e) => log::error!("session {}: user manager: {e:#}", s.sid),
                 }
             }
-            d
-        };
+        }
         let boot_ns = now_boot_ns();
         if s.owned {
             if let Err(e) = s.cgroup.remove() {
@@ -271,7 +272,7 @@ impl Lifecycle {
         if let Some(store) = &self.store {
             store.forget(&s.sid);
         }
-        self.recorder.session_ended(cgroup_id, boot_ns, dropped);
+        self.recorder.session_ended(cgroup_id, boot_ns, keys);
         log::info!("session {} ended", s.sid);
     }
 

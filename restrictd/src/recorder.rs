@@ -10,6 +10,7 @@
 //! Nobody else waits on a log write: submitting is a channel send.
 
 use std::{
+    collections::{HashMap, HashSet},
     os::fd::{AsFd, AsRawFd, BorrowedFd},
     sync::{mpsc, Arc, Mutex},
     thread::JoinHandle,
@@ -25,14 +26,14 @@ use nix::sys::{
 use restrictd_common::record::{decode, Record};
 
 use crate::{
-    bpf::{Lost, LostCounters},
-    events::{from_record, now_boot_ns, Output},
+    bpf::{DropCounters, Lost, LostCounters},
+    events::{from_record, now_boot_ns, Losses, Output},
     session::Registry,
 };
 
 /// How long a record waits for earlier-stamped ones before it is written.
 const HOLD: Duration = Duration::from_millis(20);
-/// How often the loss counters are read.
+/// How often the loss counters are read (per session: `session.lost`).
 const LOST_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Loss reports are rate-limited to one per this interval.
 const LOST_REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -45,7 +46,8 @@ enum Msg {
     End {
         boot_ns: u64,
         cgroup_id: u64,
-        disk_dropped: u64,
+        /// Record keys whose loss counts end with the session.
+        keys: Vec<u64>,
     },
     Stop,
 }
@@ -54,7 +56,13 @@ enum Msg {
 enum Item {
     Record(Record),
     Start(u64),
-    End(u64, u64),
+    End(u64, Vec<u64>),
+    /// What a record key lost since `since` (boot ns).
+    Lost {
+        key: u64,
+        since: u64,
+        lost: Losses,
+    },
 }
 
 struct Pending {
@@ -81,6 +89,7 @@ impl Recorder {
     pub fn new(
         rings: Vec<(String, RingBuf<MapData>)>,
         lost: LostCounters,
+        dropped: DropCounters,
         registry: Arc<Mutex<Registry>>,
         output: Output,
     ) -> Result<Recorder> {
@@ -92,7 +101,19 @@ impl Recorder {
         let lost = Arc::new(lost);
         let system_log = output.system_log_name();
         let baseline = lost.read().unwrap_or_default();
+        // Per-session counts from before this start were reported by the
+        // daemon that counted them (it reports everything when it stops).
+        let dropped_reported = dropped
+            .read_all()
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, d)| (*k, Losses::from_kernel(d)))
+            .collect();
         let writer = Writer {
+            dropped,
+            dropped_reported,
+            dropped_checked: now_boot_ns(),
+            ending: HashSet::new(),
             rings,
             rx,
             wake: wake.clone(),
@@ -144,12 +165,14 @@ impl Recorder {
     }
 
     /// Queues `session.end`: written after every record stamped before
-    /// `boot_ns`, then the session leaves the registry.
-    pub fn session_ended(&self, cgroup_id: u64, boot_ns: u64, disk_dropped: u64) {
+    /// `boot_ns` and a last `session.lost` for `keys` (the session's record
+    /// keys, whose loss counts end with it), then the session leaves the
+    /// registry.
+    pub fn session_ended(&self, cgroup_id: u64, boot_ns: u64, keys: Vec<u64>) {
         self.send(Msg::End {
             boot_ns,
             cgroup_id,
-            disk_dropped,
+            keys,
         });
     }
 
@@ -185,6 +208,13 @@ struct Writer {
     registry: Arc<Mutex<Registry>>,
     output: Output,
     lost: Arc<LostCounters>,
+    dropped: DropCounters,
+    /// Per record key: the counts already reported.
+    dropped_reported: HashMap<u64, Losses>,
+    /// When `DROPPED` was last read (the start of the next report's window).
+    dropped_checked: u64,
+    /// Keys of sessions whose end is queued: their last report comes with it.
+    ending: HashSet<u64>,
     pending: Vec<Pending>,
     seq: u64,
     reported: Lost,
@@ -230,19 +260,24 @@ impl Writer {
                     Msg::End {
                         boot_ns,
                         cgroup_id,
-                        disk_dropped,
-                    } => self.push(boot_ns, Item::End(cgroup_id, disk_dropped)),
+                        keys,
+                    } => {
+                        self.ending.extend(keys.iter().copied());
+                        self.push(boot_ns, Item::End(cgroup_id, keys));
+                    }
                     Msg::Stop => stop = true,
                 }
             }
             self.read_rings();
             if stop {
+                self.check_dropped();
                 self.write_until(u64::MAX);
                 self.check_lost(true);
                 return Ok(());
             }
             self.write_until(now_boot_ns().saturating_sub(HOLD.as_nanos() as u64));
             if self.last_check.elapsed() >= LOST_CHECK_EVERY {
+                self.check_dropped();
                 self.check_lost(false);
             }
         }
@@ -286,20 +321,81 @@ impl Writer {
         let due: Vec<Pending> = self.pending.drain(..n).collect();
         let events: Vec<_> = {
             let mut reg = self.registry.lock().unwrap();
-            due.into_iter()
-                .filter_map(|p| match p.item {
+            let mut events = Vec::with_capacity(due.len());
+            for p in due {
+                match p.item {
                     Item::Record(r) => {
                         let h = *r.header();
-                        Some(reg.stamp(h.cgroup_id, h.boot_ns, from_record(&r)))
+                        events.push(reg.stamp(h.cgroup_id, h.boot_ns, from_record(&r)));
                     }
-                    Item::Start(cg) => reg.start_event(cg, p.boot_ns),
-                    Item::End(cg, dropped) => reg.end(cg, p.boot_ns, dropped).map(|(_, ev)| ev),
-                })
-                .collect()
+                    Item::Start(cg) => events.extend(reg.start_event(cg, p.boot_ns)),
+                    Item::Lost { key, since, lost } => {
+                        events.push(reg.lost_event(key, p.boot_ns, since, lost))
+                    }
+                    Item::End(cg, keys) => {
+                        // The last counts of the session's keys, read now
+                        // that it is out of the kernel's session table.
+                        for key in keys {
+                            self.ending.remove(&key);
+                            let total = Losses::from_kernel(&self.dropped.read(key));
+                            let before = self.dropped_reported.remove(&key).unwrap_or_default();
+                            let new = total.since(&before);
+                            if new.total() > 0 {
+                                events.push(reg.lost_event(
+                                    key,
+                                    p.boot_ns,
+                                    self.dropped_checked,
+                                    new,
+                                ));
+                            }
+                            self.dropped.remove(key);
+                        }
+                        events.extend(reg.end(cg, p.boot_ns).map(|(_, ev)| ev));
+                    }
+                }
+            }
+            events
         };
         // Written without the registry lock: a login never waits on the log.
         for ev in &events {
-            self.output.emit(ev);
+            if !self.output.emit(ev) && !ev.sid.is_empty() {
+                self.registry.lock().unwrap().note_unwritten(&ev.sid);
+            }
+        }
+    }
+
+    /// Queues a `session.lost` for every record key that lost events since
+    /// the last check (one whose session is ending gets its report with
+    /// `session.end`).
+    fn check_dropped(&mut self) {
+        let now = now_boot_ns();
+        let all = match self.dropped.read_all() {
+            Ok(all) => all,
+            Err(e) => {
+                log::error!("{e:#}");
+                return;
+            }
+        };
+        let since = self.dropped_checked;
+        self.dropped_checked = now;
+        for (key, d) in all {
+            if self.ending.contains(&key) {
+                continue;
+            }
+            let total = Losses::from_kernel(&d);
+            let before = self.dropped_reported.get(&key).copied().unwrap_or_default();
+            let new = total.since(&before);
+            if new.total() > 0 {
+                self.dropped_reported.insert(key, total);
+                self.push(
+                    now,
+                    Item::Lost {
+                        key,
+                        since,
+                        lost: new,
+                    },
+                );
+            }
         }
     }
 

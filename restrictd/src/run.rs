@@ -81,6 +81,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let recorder = Arc::new(Recorder::new(
         kernel.rings,
         kernel.lost,
+        kernel.dropped,
         registry.clone(),
         output,
     )?);

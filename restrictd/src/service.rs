@@ -89,6 +89,11 @@ fn session_info(s: Session) -> SessionInfo {
         cgroup: s.cgroup.path.display().to_string(),
         cgroup_id: s.cgroup.id,
         state: if s.closed { "closed" } else { "open" }.into(),
+        lost_network: s.lost.lost_network,
+        lost_command: s.lost.lost_command,
+        lost_disk: s.lost.lost_disk,
+        disk_events_dropped: s.lost.disk_events_dropped,
+        unwritten: s.lost.unwritten,
     }
 }
 

@@ -11,7 +11,7 @@ use restrictd_common::IDENTITY_KEY;
 
 use crate::{
     cgroup::Cgroup,
-    events::{boot_ns_to_rfc3339, Body, Event, SessionEndBody, SessionStartBody},
+    events::{boot_ns_to_rfc3339, Body, Event, Losses, LostBody, SessionEndBody, SessionStartBody},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +42,9 @@ pub struct Session {
     #[serde(default)]
     pub manager: Option<Cgroup>,
     pub next_ei: u64,
+    /// Events of the session not recorded so far (reported as `session.lost`).
+    #[serde(default)]
+    pub lost: Losses,
 }
 
 impl Session {
@@ -62,6 +65,7 @@ impl Session {
             ending: false,
             manager: None,
             next_ei: 0,
+            lost: Losses::default(),
         }
     }
 }
@@ -217,14 +221,44 @@ impl Registry {
         Some(self.stamp(cgroup_id, boot_ns, body))
     }
 
-    /// Removes the session and returns its `session.end` event.
-    /// `disk_dropped`: its disk events the rate limit did not record.
-    pub fn end(
-        &mut self,
-        cgroup_id: u64,
-        boot_ns: u64,
-        disk_dropped: u64,
-    ) -> Option<(Session, Event)> {
+    /// The `session.lost` event for what record key `key` lost between
+    /// `since_ns` and `boot_ns`. The session (the key's, or for a user
+    /// manager the user's latest) counts it, and the events the kernel
+    /// dropped take its next `ei` numbers, so that the gap they leave in
+    /// `ei` is exactly theirs.
+    pub fn lost_event(&mut self, key: u64, boot_ns: u64, since_ns: u64, lost: Losses) -> Event {
+        let skey = self.managers.get(&key).copied().unwrap_or(key);
+        let n = lost.unnumbered();
+        let mut range = None;
+        if key & IDENTITY_KEY == 0 {
+            if let Some(s) = self.sessions.get_mut(&skey) {
+                s.lost.add(&lost);
+                if n > 0 {
+                    range = Some((s.next_ei, s.next_ei + n - 1));
+                    s.next_ei += n;
+                }
+            }
+        }
+        let body = Body::Lost(LostBody {
+            cgroup_id: key,
+            lost,
+            lost_ei_first: range.map(|r| r.0),
+            lost_ei_last: range.map(|r| r.1),
+            since: boot_ns_to_rfc3339(since_ns),
+        });
+        self.stamp(key, boot_ns, body)
+    }
+
+    /// An event of session `sid` that no system log took.
+    pub fn note_unwritten(&mut self, sid: &str) {
+        if let Some(s) = self.by_sid_mut(sid) {
+            s.lost.unwritten += 1;
+        }
+    }
+
+    /// Removes the session and returns its `session.end` event, with the
+    /// session's losses in total.
+    pub fn end(&mut self, cgroup_id: u64, boot_ns: u64) -> Option<(Session, Event)> {
         let s = self.sessions.get(&cgroup_id)?;
         let body = Body::SessionEnd(SessionEndBody {
             remote_addr: s.remote_host.clone(),
@@ -234,7 +268,7 @@ impl Registry {
             participants: s.user.iter().cloned().collect(),
             session_start: s.started.clone(),
             session_stop: boot_ns_to_rfc3339(boot_ns),
-            disk_events_dropped: disk_dropped,
+            lost: s.lost,
         });
         let ev = self.stamp(cgroup_id, boot_ns, body);
         let s = self.remove(cgroup_id)?;
@@ -290,11 +324,11 @@ mod tests {
         reg.insert(b);
         assert_eq!(manager_record(&mut reg, 99), sid_b);
         assert_eq!(reg.sole_user_of_manager(11), None);
-        reg.end(11, 0, 0).unwrap();
+        reg.end(11, 0).unwrap();
         assert!(reg.manager_in_use(99));
         assert_eq!(reg.sole_user_of_manager(10), Some(cg(99)));
         assert_eq!(manager_record(&mut reg, 99), sid_a);
-        reg.end(10, 0, 0).unwrap();
+        reg.end(10, 0).unwrap();
         assert!(!reg.manager_in_use(99));
         assert_eq!(manager_record(&mut reg, 99), "");
     }
@@ -308,6 +342,41 @@ mod tests {
         reg.set_manager(10, cg(100)).unwrap();
         assert!(!reg.manager_in_use(99));
         assert_eq!(manager_record(&mut reg, 100), sid);
+    }
+
+    #[test]
+    fn lost_events_take_ei_numbers_of_the_session_they_are_charged_to() {
+        let mut reg = Registry::new();
+        let a = session(10, Some(99));
+        let sid = a.sid.to_string();
+        reg.insert(a);
+        assert_eq!(manager_record(&mut reg, 10), sid); // ei 0
+        let lost = Losses {
+            lost_command: 2,
+            disk_events_dropped: 3,
+            ..Losses::default()
+        };
+        // Counted under the user manager: charged to the user's session.
+        let ev = reg.lost_event(99, 0, 0, lost);
+        assert_eq!((ev.sid.as_str(), ev.ei), (sid.as_str(), 6));
+        let Body::Lost(b) = &ev.body else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((b.lost_ei_first, b.lost_ei_last), (Some(1), Some(5)));
+        assert_eq!(reg.get_mut(10).unwrap().lost.total(), 5);
+        // Outside every session: the user's, with no ei to give.
+        let ev = reg.lost_event(IDENTITY_KEY | 1000, 0, 0, lost);
+        assert!(ev.outside_session && ev.sid.is_empty());
+        let Body::Lost(b) = &ev.body else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(b.lost_ei_first, None);
+        let (_, end) = reg.end(10, 0).unwrap();
+        assert_eq!(end.ei, 7);
+        let Body::SessionEnd(b) = &end.body else {
+            panic!("{end:?}")
+        };
+        assert_eq!((b.lost.lost_command, b.lost.disk_events_dropped), (2, 3));
     }
 
     #[test]

@@ -182,6 +182,13 @@ fn the_rate_limit_drops_and_counts_the_excess() {
     // One process: no race on the window, so the numbers are exact.
     assert_eq!(recorded + dropped, 300, "{recorded} + {dropped}");
     assert!((25..=50).contains(&recorded), "{recorded}");
+    let sid = end(&ev)["sid"].as_str().unwrap().to_string();
+    let reports = assert_ei_accounted(&ev, &sid);
+    let reported: u64 = reports
+        .iter()
+        .map(|e| e["disk_events_dropped"].as_u64().unwrap())
+        .sum();
+    assert_eq!(reported, dropped, "{reports:?}");
 
     // Without a limit, all 300.
     let cfg = format!(
@@ -223,6 +230,16 @@ fn a_full_disk_buffer_is_counted_and_reported() {
         .unwrap_or_else(|| panic!("no loss report: {err}"));
     assert!(lost > 0, "{err}");
     assert_eq!(recorded + lost, 5000, "{recorded} + {lost}: {err}");
+    // The same loss, reported as the session's, with its ei numbers.
+    let ev = sb.events();
+    let sid = end(&ev)["sid"].as_str().unwrap().to_string();
+    let reports = assert_ei_accounted(&ev, &sid);
+    let reported: usize = reports
+        .iter()
+        .map(|e| e["lost_disk"].as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(reported, lost, "{reports:?}");
+    assert_eq!(end(&ev)["lost_disk"].as_u64().unwrap() as usize, lost);
 }
 
 #[test]

@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{process::Stdio, time::Duration};
 
-use common::{policy_yaml, sshd::*, tcp_listener};
+use common::{assert_ei_accounted, policy_yaml, read_until, sshd::*, tcp_listener};
 
 #[test]
 fn ssh_login_is_restricted_recorded_and_closed_at_logout() {
@@ -643,4 +643,98 @@ fn a_flood_of_opens_cannot_hide_reading_sensitive_files() {
     assert_eq!(k["return_code"], 0, "{k}");
     let s = disk("/etc/shadow").expect("the /etc/shadow attempt not recorded");
     assert_eq!(s["return_code"], -13, "EACCES: {s}");
+}
+
+/// A user floods the recorder with junk opens past the session's disk
+/// rate limit and stays logged in. The loss is reported as an event of
+/// that session within seconds, while it runs, and shown for that session
+/// (not another login's) in `restrictctl sessions` and `status`; the lost
+/// events take `ei` numbers of their own, so that the session's `ei`
+/// values and the reported ranges together count up without a gap or a
+/// double.
+#[test]
+fn losses_are_reported_while_the_session_runs_and_only_for_it() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let sshd = Sshd::new(&bus, &user, "");
+    let mut quiet = sshd
+        .ssh_cmd(&user, "echo ready; exec cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    read_until(quiet.stdout.as_mut().unwrap(), "ready");
+    let mut flood = sshd
+        .ssh_cmd(
+            &user,
+            "python3 -c \"[open('/etc/hostname').close() for _ in range(3000)]\"; \
+             echo flooded; exec cat",
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    read_until(flood.stdout.as_mut().unwrap(), "flooded");
+    let flooded_at = std::time::Instant::now();
+
+    // The report comes while the session runs.
+    let mut reports = Vec::new();
+    wait_for("a session.lost event", Duration::from_secs(5), || {
+        reports = daemon
+            .events()
+            .into_iter()
+            .filter(|e| e["event"] == "session.lost")
+            .collect();
+        !reports.is_empty()
+    });
+    eprintln!("reported {:?} after the flood", flooded_at.elapsed());
+    let sid = reports[0]["sid"].as_str().unwrap().to_string();
+    let sessions = daemon.sessions();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    let (flooder, other): (Vec<_>, Vec<_>) = sessions.iter().partition(|s| s["sid"] == sid);
+    assert_eq!(
+        flooder.len(),
+        1,
+        "the report names a live session: {sessions:?}"
+    );
+    assert!(
+        flooder[0]["disk_events_dropped"].as_u64().unwrap() >= 1000,
+        "{sessions:?}"
+    );
+    assert_eq!(other[0]["disk_events_dropped"], 0, "{sessions:?}");
+    let status = String::from_utf8_lossy(&daemon.ctl(&["status"]).stdout).into_owned();
+    assert!(
+        status.contains(&format!("session {sid} ({})", user.name)),
+        "{status}"
+    );
+    assert!(
+        !status.contains(other[0]["sid"].as_str().unwrap()),
+        "{status}"
+    );
+
+    // End of input ends both logins (their `cat`).
+    drop(quiet.stdin.take());
+    drop(flood.stdin.take());
+    let _ = quiet.wait();
+    let _ = flood.wait();
+    let mut events = Vec::new();
+    wait_for("both sessions' ends", Duration::from_secs(10), || {
+        events = daemon.events();
+        events
+            .iter()
+            .filter(|e| e["event"] == "session.end")
+            .count()
+            == 2
+    });
+    let lost = assert_ei_accounted(&events, &sid);
+    let end = events
+        .iter()
+        .find(|e| e["event"] == "session.end" && e["sid"] == sid)
+        .unwrap();
+    let reported: u64 = lost
+        .iter()
+        .map(|e| e["disk_events_dropped"].as_u64().unwrap())
+        .sum();
+    assert_eq!(end["disk_events_dropped"], reported, "{end}");
 }

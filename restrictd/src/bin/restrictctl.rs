@@ -117,9 +117,22 @@ async fn run(cmd: Command) -> Result<(), String> {
             println!("policy:     {policy}");
             println!("system log: {}", s.system_log);
             println!(
-                "lost events: network {}, command {}, disk {}",
+                "lost events: network {}, command {}, disk {} (ring buffers full, all sessions)",
                 s.lost_network, s.lost_command, s.lost_disk
             );
+            let sessions = d.list_sessions().await.map_err(explain)?;
+            for s in sessions.iter().filter(|s| lost_total(s) > 0) {
+                println!(
+                    "  session {} ({}): network {}, command {}, disk {} lost; {} disk over disk_rate_limit; {} not taken by the system log",
+                    s.sid,
+                    s.user,
+                    s.lost_network,
+                    s.lost_command,
+                    s.lost_disk,
+                    s.disk_events_dropped,
+                    s.unwritten
+                );
+            }
         }
         Command::Sessions { json } => {
             let v = d.list_sessions().await.map_err(explain)?;
@@ -197,20 +210,26 @@ fn pam_check(pam_d: &Path, pam_conf: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Every event of the session that was not recorded, whatever the cause.
+fn lost_total(s: &SessionInfo) -> u64 {
+    s.lost_network + s.lost_command + s.lost_disk + s.disk_events_dropped + s.unwritten
+}
+
 fn print_table(v: &[SessionInfo]) {
     println!(
-        "{:<36}  {:<12} {:<15} {:<8} {:<20} {:>5}  STATE",
-        "SESSION", "USER", "FROM", "SERVICE", "STARTED", "PROCS"
+        "{:<36}  {:<12} {:<15} {:<8} {:<20} {:>5} {:>7}  STATE",
+        "SESSION", "USER", "FROM", "SERVICE", "STARTED", "PROCS", "LOST"
     );
     for s in v {
         println!(
-            "{:<36}  {:<12} {:<15} {:<8} {:<20} {:>5}  {}",
+            "{:<36}  {:<12} {:<15} {:<8} {:<20} {:>5} {:>7}  {}",
             s.sid,
             s.user,
             s.remote_host,
             s.service,
             s.started.get(..19).unwrap_or(&s.started),
             s.processes,
+            lost_total(s),
             s.state
         );
     }

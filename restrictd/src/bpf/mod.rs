@@ -27,7 +27,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use restrictd_common::{
-    DiskRate, LoadConfig, PathKeyData, Runtime, SessionEntry, ARGV_CAP, LOST_SLOTS,
+    DiskRate, Dropped, LoadConfig, PathKeyData, Runtime, SessionEntry, ARGV_CAP, LOST_SLOTS,
     PATH_PREFIX_MAX, PROGRAM_GROUPS,
 };
 
@@ -68,6 +68,7 @@ pub struct Kernel {
     /// (map name, ring) for each ring buffer in the object.
     pub rings: Vec<(String, RingBuf<MapData>)>,
     pub lost: LostCounters,
+    pub dropped: DropCounters,
     /// True when the maps were already pinned (a restart): their content is live.
     pub reused: bool,
 }
@@ -170,11 +171,11 @@ impl Kernel {
             identities: take(&mut ebpf, "IDENTITIES")?,
             runtime: take(&mut ebpf, "RUNTIME")?,
             disk_rate: take(&mut ebpf, "DISK_RATE")?,
-            disk_dropped: take(&mut ebpf, "DISK_DROPPED")?,
         };
         let policy = PolicyMaps::new(&mut ebpf, reused)?;
         Ok(Kernel {
             lost: LostCounters(take(&mut ebpf, "LOST")?),
+            dropped: DropCounters(take(&mut ebpf, "DROPPED")?),
             programs: Programs {
                 ebpf,
                 info,
@@ -361,7 +362,6 @@ pub struct SessionMap {
     identities: HashMap<MapData, u32, SessionEntry>,
     runtime: Array<MapData, Runtime>,
     disk_rate: HashMap<MapData, u64, DiskRate>,
-    disk_dropped: PerCpuHashMap<MapData, u64, u64>,
 }
 
 impl SessionMap {
@@ -372,20 +372,15 @@ impl SessionMap {
         self.update_runtime(|_| ())
     }
 
-    /// Unregisters the cgroup; returns how many of its disk events the rate
-    /// limit dropped.
-    pub fn remove(&mut self, cgroup_id: u64) -> Result<u64> {
+    /// Unregisters the cgroup. Its loss counts stay in `DROPPED` for the
+    /// recorder's last report of the session.
+    pub fn remove(&mut self, cgroup_id: u64) -> Result<()> {
         match self.sessions.remove(&cgroup_id) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(e).with_context(|| format!("unregistering cgroup {cgroup_id}")),
         }
-        let dropped = match self.disk_dropped.get(&cgroup_id, 0) {
-            Ok(per_cpu) => per_cpu.iter().sum(),
-            Err(_) => 0,
-        };
-        let _ = self.disk_dropped.remove(&cgroup_id);
         let _ = self.disk_rate.remove(&cgroup_id);
-        Ok(dropped)
+        Ok(())
     }
 
     /// Restricts the processes and sockets of `uid` outside every session.
@@ -467,6 +462,45 @@ impl LostCounters {
         }
         Ok(l)
     }
+}
+
+/// The per-CPU `DROPPED` counters: events not written, per record key.
+pub struct DropCounters(PerCpuHashMap<MapData, u64, Dropped>);
+
+impl DropCounters {
+    /// Every key's counts, summed over the CPUs.
+    pub fn read_all(&self) -> Result<std::collections::HashMap<u64, Dropped>> {
+        let mut all = std::collections::HashMap::new();
+        for item in self.0.iter() {
+            let (key, per_cpu) = item.context("reading DROPPED")?;
+            all.insert(key, sum_dropped(per_cpu.iter()));
+        }
+        Ok(all)
+    }
+
+    /// One key's counts (zero when it has none).
+    pub fn read(&self, key: u64) -> Dropped {
+        match self.0.get(&key, 0) {
+            Ok(per_cpu) => sum_dropped(per_cpu.iter()),
+            Err(_) => Dropped::default(),
+        }
+    }
+
+    /// Forgets a key whose counts have been reported for the last time.
+    pub fn remove(&mut self, key: u64) {
+        let _ = self.0.remove(&key);
+    }
+}
+
+fn sum_dropped<'a>(per_cpu: impl Iterator<Item = &'a Dropped>) -> Dropped {
+    let mut d = Dropped::default();
+    for c in per_cpu {
+        for i in 0..d.full.len() {
+            d.full[i] += c.full[i];
+            d.limited[i] += c.limited[i];
+        }
+    }
+    d
 }
 
 /// Replaces the disk filter rules in the kernel trie. The trie is small

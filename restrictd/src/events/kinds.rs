@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use restrictd_common::{
-    record::Record, CommandEvent, DiskEvent, NetworkEvent, ACTION_DENIED, EVENT_COMMAND,
+    record::Record, CommandEvent, DiskEvent, Dropped, NetworkEvent, ACTION_DENIED, EVENT_COMMAND,
     EVENT_DISK, EVENT_NETWORK, OPERATION_CONNECT, OPERATION_PACKET_IN, OPERATION_PACKET_OUT,
     OPERATION_SEND, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
 };
@@ -359,8 +359,10 @@ pub struct SessionEndBody {
     pub participants: Vec<String>,
     pub session_start: String,
     pub session_stop: String,
-    /// Disk events the per-session rate limit (`disk_rate_limit`) dropped.
-    pub disk_events_dropped: u64,
+    /// Everything the session lost, in total (each part was also reported
+    /// in a `session.lost` while the session ran).
+    #[serde(flatten)]
+    pub lost: Losses,
 }
 
 impl Kind for SessionEndBody {
@@ -372,14 +374,131 @@ impl Kind for SessionEndBody {
     };
 
     fn summary(&self, who: &str, sid: &str) -> String {
-        if self.disk_events_dropped > 0 {
-            format!(
-                "{who}: session {sid} ended ({} disk events over disk_rate_limit not recorded)",
-                self.disk_events_dropped
-            )
-        } else {
-            format!("{who}: session {sid} ended")
+        match self.lost.describe() {
+            Some(lost) => format!("{who}: session {sid} ended; events not recorded: {lost}"),
+            None => format!("{who}: session {sid} ended"),
         }
+    }
+}
+
+// ---- session.lost -----------------------------------------------------
+
+/// Events of one session that were not written, by cause and kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Losses {
+    /// Records the kernel could not write: their ring buffer was full.
+    pub lost_network: u64,
+    pub lost_command: u64,
+    pub lost_disk: u64,
+    /// Disk events over the session's `disk_rate_limit`.
+    pub disk_events_dropped: u64,
+    /// Events given an `ei` that no system log took (they went to stderr).
+    #[serde(default)]
+    pub unwritten: u64,
+}
+
+impl Losses {
+    /// The kernel's counts for one record key.
+    pub fn from_kernel(d: &Dropped) -> Losses {
+        Losses {
+            lost_network: d.full[EVENT_NETWORK as usize],
+            lost_command: d.full[EVENT_COMMAND as usize],
+            lost_disk: d.full[EVENT_DISK as usize],
+            disk_events_dropped: d.limited[EVENT_DISK as usize],
+            unwritten: 0,
+        }
+    }
+
+    /// What was counted since `before` (counters only grow).
+    pub fn since(&self, before: &Losses) -> Losses {
+        Losses {
+            lost_network: self.lost_network.saturating_sub(before.lost_network),
+            lost_command: self.lost_command.saturating_sub(before.lost_command),
+            lost_disk: self.lost_disk.saturating_sub(before.lost_disk),
+            disk_events_dropped: self
+                .disk_events_dropped
+                .saturating_sub(before.disk_events_dropped),
+            unwritten: self.unwritten.saturating_sub(before.unwritten),
+        }
+    }
+
+    pub fn add(&mut self, o: &Losses) {
+        self.lost_network += o.lost_network;
+        self.lost_command += o.lost_command;
+        self.lost_disk += o.lost_disk;
+        self.disk_events_dropped += o.disk_events_dropped;
+        self.unwritten += o.unwritten;
+    }
+
+    /// Events that never got an `ei` (all but `unwritten`).
+    pub fn unnumbered(&self) -> u64 {
+        self.lost_network + self.lost_command + self.lost_disk + self.disk_events_dropped
+    }
+
+    pub fn total(&self) -> u64 {
+        self.unnumbered() + self.unwritten
+    }
+
+    /// "3 command (buffer full), 900 disk (over disk_rate_limit)", or None.
+    pub fn describe(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.lost_command, "command (buffer full)"),
+            (self.lost_network, "network (buffer full)"),
+            (self.lost_disk, "disk (buffer full)"),
+            (self.disk_events_dropped, "disk (over disk_rate_limit)"),
+            (self.unwritten, "not taken by the system log"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
+/// `session.lost` (R1000W): events of the session that were not recorded
+/// since its previous report, written within about a second of the loss.
+/// The events the kernel counted are given the session's next `ei` numbers
+/// (`lost_ei_first`..=`lost_ei_last`), so a gap in `ei` always means
+/// missing events and this event says which.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LostBody {
+    /// The record key the kernel counted under (the session's cgroup, the
+    /// user manager's, or an identity's `1<<63 | uid`).
+    pub cgroup_id: u64,
+    #[serde(flatten)]
+    pub lost: Losses,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_ei_first: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_ei_last: Option<u64>,
+    /// The losses happened between this time and the event's `time`.
+    pub since: String,
+}
+
+impl Kind for LostBody {
+    const INFO: KindInfo = KindInfo {
+        event: "session.lost",
+        code: "R1000W",
+        message_id: "7bbc5664d4824989b16b490836ed06e2",
+        record: None,
+    };
+
+    fn summary(&self, who: &str, sid: &str) -> String {
+        let what = self.lost.describe().unwrap_or_default();
+        let place = if sid.is_empty() {
+            String::new()
+        } else {
+            format!(" session {sid}")
+        };
+        match (self.lost_ei_first, self.lost_ei_last) {
+            (Some(a), Some(b)) => format!("{who}:{place} events not recorded: {what} (ei {a}-{b})"),
+            _ => format!("{who}:{place} events not recorded: {what}"),
+        }
+    }
+
+    fn denied(&self) -> bool {
+        true
     }
 }
 

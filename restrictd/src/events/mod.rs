@@ -7,7 +7,9 @@ pub mod output;
 
 use serde::Serialize;
 
-pub use self::kinds::{CommandBody, DiskBody, NetworkBody, SessionEndBody, SessionStartBody};
+pub use self::kinds::{
+    CommandBody, DiskBody, Losses, LostBody, NetworkBody, SessionEndBody, SessionStartBody,
+};
 pub use self::output::Output;
 
 pub const SYSLOG_IDENTIFIER: &str = "restrictd";
@@ -80,6 +82,7 @@ event_kinds!(
     Network(NetworkBody),
     SessionStart(SessionStartBody),
     SessionEnd(SessionEndBody),
+    Lost(LostBody),
 );
 
 pub use self::kinds::from_record;

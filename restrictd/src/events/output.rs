@@ -98,7 +98,8 @@ impl Output {
         }
     }
 
-    pub fn emit(&mut self, ev: &Event) {
+    /// Writes `ev`; false when no system log took it (it went to stderr).
+    pub fn emit(&mut self, ev: &Event) -> bool {
         if let Some(w) = &mut self.json {
             let mut line = serde_json::to_vec(ev).expect("events serialize");
             line.push(b'\n');
@@ -115,11 +116,15 @@ impl Output {
             SystemLog::Syslog(l) => send_syslog(l, ev),
             SystemLog::None => Ok(()),
         };
-        if let Err(e) = res {
-            log::error!(
-                "system log write failed ({e}); event: {}",
-                serde_json::to_string(ev).unwrap_or_default()
-            );
+        match res {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!(
+                    "system log write failed ({e}); event: {}",
+                    serde_json::to_string(ev).unwrap_or_default()
+                );
+                false
+            }
         }
     }
 }

@@ -274,3 +274,51 @@ pub fn udp_socket(addr: &str) -> (UdpSocket, u16) {
     let port = s.local_addr().unwrap().port();
     (s, port)
 }
+
+/// Asserts that session `sid`'s events, with the `ei` ranges its
+/// `session.lost` events gave the events it lost, use every `ei` from 0 to
+/// its `session.end`'s exactly once: a gap in `ei` is exactly the lost
+/// events. Returns the `session.lost` events.
+pub fn assert_ei_accounted(events: &[serde_json::Value], sid: &str) -> Vec<serde_json::Value> {
+    let mine: Vec<_> = events.iter().filter(|e| e["sid"] == sid).collect();
+    let end = mine
+        .iter()
+        .find(|e| e["event"] == "session.end")
+        .unwrap_or_else(|| panic!("no session.end for {sid}"));
+    let lost: Vec<serde_json::Value> = mine
+        .iter()
+        .filter(|e| e["event"] == "session.lost")
+        .map(|e| (*e).clone())
+        .collect();
+    let mut eis: Vec<u64> = mine.iter().map(|e| e["ei"].as_u64().unwrap()).collect();
+    for e in &lost {
+        let kernel: u64 = [
+            "lost_network",
+            "lost_command",
+            "lost_disk",
+            "disk_events_dropped",
+        ]
+        .iter()
+        .map(|k| e[k].as_u64().unwrap())
+        .sum();
+        if kernel == 0 {
+            continue;
+        }
+        let (a, b) = (
+            e["lost_ei_first"].as_u64().unwrap(),
+            e["lost_ei_last"].as_u64().unwrap(),
+        );
+        assert_eq!(b - a + 1, kernel, "{e}");
+        eis.extend(a..=b);
+    }
+    eis.sort();
+    let want: Vec<u64> = (0..=end["ei"].as_u64().unwrap()).collect();
+    let first_off = eis.iter().zip(&want).position(|(a, b)| a != b);
+    assert!(
+        eis == want,
+        "ei values and lost ranges do not count up exactly: {} values for {}, first off at {first_off:?}",
+        eis.len(),
+        want.len()
+    );
+    lost
+}
