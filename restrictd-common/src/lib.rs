@@ -255,12 +255,46 @@ pub struct NetworkEvent {
     pub action: u8,
     /// IPPROTO_TCP / IPPROTO_UDP / ...
     pub protocol: u8,
-    /// Packet-level denials: packets of the same socket, direction, peer
-    /// and port dropped without an event since the previous one.
+    /// Denials: how many more of the same kind (`DenialKey`) this record
+    /// stands for. The first of a kind is written at once (0); later ones
+    /// are counted in `DENIALS` and the daemon writes the latest of them
+    /// once a second with the rest as `repeats`: a kind's denials are the
+    /// sum of 1 + `repeats` over its records.
     pub repeats: u32,
     /// Packet-level denials: why (`PACKET_*`); 0 for the socket hooks.
     pub reason: u32,
 }
+
+/// One kind of denial, aggregated (`DENIALS` key): the same record key,
+/// operation, protocol, peer, port and reason. The first is an event at
+/// once; the repeats are counted and reported by the daemon, once a second.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DenialKey {
+    pub key: u64,
+    pub peer: [u8; 16],
+    pub reason: u32,
+    pub port: u16,
+    pub operation: u8,
+    pub protocol: u8,
+    pub version: u8,
+    pub _pad: [u8; 7],
+}
+
+/// `DENIALS` value: the latest denial of its kind, and how many came after
+/// the first (only ever added to, atomically, by the programs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Denial {
+    pub last: NetworkEvent,
+    pub repeats: u64,
+    /// When the entry was made: a new entry for the same key (the old one
+    /// evicted) starts counting again.
+    pub first_ns: u64,
+}
+
+/// Entries of `DENIALS`: distinct kinds of denial remembered at once.
+pub const MAX_DENIALS: u32 = 16_384;
 
 /// `NetworkEvent.reason` of a packet-level denial.
 pub const PACKET_PEER_DENIED: u32 = 1;
@@ -283,4 +317,6 @@ mod pod {
     unsafe impl aya::Pod for super::CommandEvent {}
     unsafe impl aya::Pod for super::DiskEvent {}
     unsafe impl aya::Pod for super::NetworkEvent {}
+    unsafe impl aya::Pod for super::DenialKey {}
+    unsafe impl aya::Pod for super::Denial {}
 }

@@ -16,6 +16,10 @@
 //! both in the object, so adding a program needs no list elsewhere.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the BPF target has atomic add (BPF_XADD) but no
+// compare-and-swap, so `AtomicU64::fetch_add` is not offered.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod common;
 mod disk;

@@ -5,13 +5,13 @@ use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::bpf_get_socket_cookie,
     macros::{cgroup_sock_addr, map},
-    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, RingBuf},
+    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::SockAddrContext,
 };
 use restrictd_common::{
-    key, NetworkEvent, RuleValue, ACTION_DENIED, ACTION_OBSERVED, EVENT_NETWORK, MAX_RULES,
-    OPERATION_CONNECT, OPERATION_SEND, POLICY_FOLLOW_ACTIVE, POLICY_NONE, SESSION_RECORD_NETWORK,
-    SESSION_RESTRICT,
+    key, Denial, DenialKey, NetworkEvent, RuleValue, ACTION_DENIED, ACTION_OBSERVED, EVENT_NETWORK,
+    MAX_DENIALS, MAX_RULES, OPERATION_CONNECT, OPERATION_SEND, POLICY_FOLLOW_ACTIVE, POLICY_NONE,
+    SESSION_RECORD_NETWORK, SESSION_RESTRICT,
 };
 
 use crate::common::{count_lost, current_session, fill_header};
@@ -37,6 +37,13 @@ pub static NETWORK_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// send from a socket to a destination is an event, not every datagram.
 #[map]
 static SENT: LruHashMap<SentKey, u8> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Denials by kind (`DenialKey`): the first is written at once, later ones
+/// only counted here; the daemon reads the counts every second and writes
+/// one event per kind with `repeats`. A flood of denials to one place is
+/// then one event a second, not one per call or packet.
+#[map]
+static DENIALS: LruHashMap<DenialKey, Denial> = LruHashMap::with_max_entries(MAX_DENIALS, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -245,26 +252,91 @@ fn emit(
     action: u8,
     dst: &[u8; 16],
 ) {
-    let Some(mut entry) = NETWORK_EVENTS.reserve::<NetworkEvent>(0) else {
-        count_lost(EVENT_NETWORK, cgroup_id);
+    let Some(scratch) = DENIAL_SCRATCH.get_ptr_mut(0) else {
         return;
     };
+    let scratch = unsafe { &mut *scratch };
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
     let (src_addr, src_port) = source(sa, version, operation);
-    let mut ev = NetworkEvent {
-        header: Default::default(),
-        src_addr,
-        dst_addr: *dst,
-        src_port,
-        dst_port: u16::from_be(sa.user_port as u16),
-        version,
-        operation,
-        action,
-        protocol: sa.protocol as u8,
-        repeats: 0,
-        reason: 0,
-    };
+    let ev = &mut scratch.value.last;
     fill_header(&mut ev.header, EVENT_NETWORK, cgroup_id);
-    entry.write(ev);
-    entry.submit(0);
+    ev.src_addr = src_addr;
+    ev.dst_addr = *dst;
+    ev.src_port = src_port;
+    ev.dst_port = u16::from_be(sa.user_port as u16);
+    ev.version = version;
+    ev.operation = operation;
+    ev.action = action;
+    ev.protocol = sa.protocol as u8;
+    ev.repeats = 0;
+    ev.reason = 0;
+    if action == ACTION_DENIED {
+        let port = ev.dst_port;
+        report_denial(scratch, dst, port);
+    } else if NETWORK_EVENTS
+        .output::<NetworkEvent>(&scratch.value.last, 0)
+        .is_err()
+    {
+        count_lost(EVENT_NETWORK, cgroup_id);
+    }
+}
+
+/// Where a network record is built (the stack is too small for it and a
+/// `DENIALS` entry).
+#[repr(C)]
+pub struct DenialScratch {
+    key: DenialKey,
+    pub value: Denial,
+}
+
+#[map]
+static DENIAL_SCRATCH: PerCpuArray<DenialScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The per-CPU area to build a network record in (`value.last`).
+#[inline(always)]
+pub fn denial_scratch() -> Option<&'static mut DenialScratch> {
+    DENIAL_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// The denial in `s.value.last` (with its peer and the peer's port):
+/// written at once if it is the first of its kind, else counted in
+/// `DENIALS` for the daemon's once-a-second report.
+#[inline(always)]
+// The key is borrowed from the scratch area: by value it would be copied
+// onto the stack, which has no room for it.
+#[allow(clippy::needless_borrows_for_generic_args)]
+pub fn report_denial(s: &mut DenialScratch, peer: &[u8; 16], peer_port: u16) {
+    let ev = &s.value.last;
+    s.key = DenialKey {
+        key: ev.header.cgroup_id,
+        peer: *peer,
+        reason: ev.reason,
+        port: peer_port,
+        operation: ev.operation,
+        protocol: ev.protocol,
+        version: ev.version,
+        _pad: [0; 7],
+    };
+    if let Some(d) = DENIALS.get_ptr_mut(&s.key) {
+        let d = unsafe { &mut *d };
+        // Other CPUs may count the same kind at once: the count is added
+        // atomically; the latest record may mix two of them.
+        d.last = s.value.last;
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                &mut d.repeats,
+                1,
+            )
+        };
+        return;
+    }
+    s.value.repeats = 0;
+    s.value.first_ns = s.value.last.header.boot_ns;
+    let _ = DENIALS.insert(&s.key, &s.value, 0);
+    if NETWORK_EVENTS
+        .output::<NetworkEvent>(&s.value.last, 0)
+        .is_err()
+    {
+        count_lost(EVENT_NETWORK, s.value.last.header.cgroup_id);
+    }
 }

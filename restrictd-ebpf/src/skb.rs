@@ -13,21 +13,20 @@ use aya_ebpf::{
     bindings::BPF_SK_STORAGE_GET_F_CREATE,
     btf_maps::SkStorage,
     helpers::{
-        bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_boot_ns,
-        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, generated::bpf_sk_storage_get,
+        bpf_get_socket_uid, bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
+        generated::bpf_sk_storage_get,
     },
-    macros::{btf_map, cgroup_skb, map},
-    maps::LruHashMap,
+    macros::{btf_map, cgroup_skb},
     programs::SkBuffContext,
 };
 use restrictd_common::{
-    key, NetworkEvent, SessionEntry, ACTION_DENIED, EVENT_NETWORK, OPERATION_PACKET_IN,
-    OPERATION_PACKET_OUT, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED, SESSION_RESTRICT,
+    key, SessionEntry, ACTION_DENIED, EVENT_NETWORK, OPERATION_PACKET_IN, OPERATION_PACKET_OUT,
+    PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED, SESSION_RESTRICT,
 };
 
 use crate::{
-    common::{count_lost, generation, session_of},
-    net::{policy_allows, NETWORK_EVENTS},
+    common::{generation, session_of},
+    net::{denial_scratch, policy_allows, report_denial},
 };
 
 const PASS: i32 = 1;
@@ -46,9 +45,6 @@ const CACHE_FROM_BYTES: u32 = 512;
 /// Extension headers walked before the transport header; more than a
 /// sender can put before a routing header in a well-formed packet.
 const EXT_HEADERS_MAX: u32 = 8;
-/// One packet-level event per socket, direction, peer and port per second;
-/// the drops in between are counted in the next one (`repeats`).
-const REPORT_INTERVAL_NS: u64 = 1_000_000_000;
 
 #[cgroup_skb(egress)]
 pub fn packet_out(ctx: SkBuffContext) -> i32 {
@@ -60,34 +56,12 @@ pub fn packet_in(ctx: SkBuffContext) -> i32 {
     check(&ctx, OPERATION_PACKET_IN)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ReportKey {
-    cookie: u64,
-    peer: [u8; 16],
-    port: u16,
-    protocol: u8,
-    operation: u8,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Report {
-    last_ns: u64,
-    suppressed: u32,
-    _pad: u32,
-}
-
 /// Per socket: `generation << 1 | 1` when the socket was found to belong to
 /// no session in that `RUNTIME` generation, so that the sockets of the rest
 /// of the host pay one storage lookup per packet, not the session lookups.
 /// One 8-byte word, written whole, so a reader never sees half an update.
 #[btf_map]
 static NO_SESSION: SkStorage<u64> = SkStorage::new();
-
-#[map]
-static PACKET_REPORTS: LruHashMap<ReportKey, Report> = LruHashMap::with_max_entries(16_384, 0);
 
 /// What the packet says, as far as the check needs it.
 struct Packet {
@@ -256,8 +230,8 @@ fn parse(ctx: &SkBuffContext) -> Option<Packet> {
     Some(p)
 }
 
-/// A denial event, at most one per socket, direction, peer and port per
-/// `REPORT_INTERVAL_NS`, carrying the count of the drops it stands for.
+/// A denial event: the first of its kind (session, direction, peer, port,
+/// protocol, reason) at once, the rest counted for the daemon's report.
 #[inline(always)]
 fn report(
     ctx: &SkBuffContext,
@@ -268,62 +242,28 @@ fn report(
     peer: &[u8; 16],
     peer_port: u16,
 ) {
-    let skb = ctx.skb.skb;
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let rk = ReportKey {
-        cookie: unsafe { bpf_get_socket_cookie(skb as *mut _) },
-        peer: *peer,
-        port: peer_port,
-        protocol: p.protocol,
-        operation,
-        _pad: 0,
-    };
-    let repeats = match PACKET_REPORTS.get_ptr_mut(rk) {
-        Some(r) => {
-            let r = unsafe { &mut *r };
-            if now.wrapping_sub(r.last_ns) < REPORT_INTERVAL_NS {
-                r.suppressed = r.suppressed.saturating_add(1);
-                return;
-            }
-            let n = r.suppressed;
-            r.last_ns = now;
-            r.suppressed = 0;
-            n
-        }
-        None => {
-            let r = Report {
-                last_ns: now,
-                suppressed: 0,
-                _pad: 0,
-            };
-            let _ = PACKET_REPORTS.insert(rk, r, 0);
-            0
-        }
-    };
-    let Some(mut entry) = NETWORK_EVENTS.reserve::<NetworkEvent>(0) else {
-        count_lost(EVENT_NETWORK, key);
+    let Some(s) = denial_scratch() else {
         return;
     };
-    let mut ev = NetworkEvent {
-        header: Default::default(),
-        src_addr: p.src,
-        dst_addr: p.dst,
-        src_port: p.src_port,
-        dst_port: p.dst_port,
-        version: p.version,
-        operation,
-        action: ACTION_DENIED,
-        protocol: p.protocol,
-        repeats,
-        reason,
-    };
+    let skb = ctx.skb.skb;
+    let ev = &mut s.value.last;
+    ev.src_addr = p.src;
+    ev.dst_addr = p.dst;
+    ev.src_port = p.src_port;
+    ev.dst_port = p.dst_port;
+    ev.version = p.version;
+    ev.operation = operation;
+    ev.action = ACTION_DENIED;
+    ev.protocol = p.protocol;
+    ev.repeats = 0;
+    ev.reason = reason;
     // Packets are sent and received outside the owner's context (softirq,
     // timers, kernel workers): the record names the socket's owner, and no
     // process.
+    ev.header = Default::default();
     ev.header.kind = EVENT_NETWORK;
     ev.header.uid = unsafe { bpf_get_socket_uid(skb) };
     ev.header.cgroup_id = key;
-    ev.header.boot_ns = now;
-    entry.write(ev);
-    entry.submit(0);
+    ev.header.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    report_denial(s, peer, peer_port);
 }

@@ -178,8 +178,7 @@ impl Core {
         let registry = Arc::new(Mutex::new(Registry::new()));
         let recorder = Arc::new(Recorder::new(
             kernel.rings,
-            kernel.lost,
-            kernel.dropped,
+            kernel.counters,
             registry.clone(),
             Output::new(events)?,
         )?);

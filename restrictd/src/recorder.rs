@@ -23,10 +23,13 @@ use nix::sys::{
     epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout},
     eventfd::{EfdFlags, EventFd},
 };
-use restrictd_common::record::{decode, Record};
+use restrictd_common::{
+    record::{decode, Record},
+    DenialKey,
+};
 
 use crate::{
-    bpf::{DropCounters, Lost, LostCounters},
+    bpf::{Counters, DenialCounts, DropCounters, Lost, LostCounters},
     events::{from_record, now_boot_ns, Losses, Output},
     session::Registry,
 };
@@ -88,8 +91,7 @@ impl Recorder {
     /// of the daemon).
     pub fn new(
         rings: Vec<(String, RingBuf<MapData>)>,
-        lost: LostCounters,
-        dropped: DropCounters,
+        counters: Counters,
         registry: Arc<Mutex<Registry>>,
         output: Output,
     ) -> Result<Recorder> {
@@ -98,6 +100,11 @@ impl Recorder {
             EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .context("creating the recorder's eventfd")?,
         );
+        let Counters {
+            lost,
+            dropped,
+            denials,
+        } = counters;
         let lost = Arc::new(lost);
         let system_log = output.system_log_name();
         let baseline = lost.read().unwrap_or_default();
@@ -109,7 +116,17 @@ impl Recorder {
             .iter()
             .map(|(k, d)| (*k, Losses::from_kernel(d)))
             .collect();
+        // Repeats counted before this start were reported by the daemon
+        // that counted them.
+        let denials_reported = denials
+            .read_all()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, d)| (k, (d.first_ns, d.repeats)))
+            .collect();
         let writer = Writer {
+            denials,
+            denials_reported,
             dropped,
             dropped_reported,
             dropped_checked: now_boot_ns(),
@@ -208,6 +225,9 @@ struct Writer {
     registry: Arc<Mutex<Registry>>,
     output: Output,
     lost: Arc<LostCounters>,
+    denials: DenialCounts,
+    /// Per kind of denial: the entry's `first_ns` and the repeats reported.
+    denials_reported: HashMap<DenialKey, (u64, u64)>,
     dropped: DropCounters,
     /// Per record key: the counts already reported.
     dropped_reported: HashMap<u64, Losses>,
@@ -270,6 +290,7 @@ impl Writer {
             }
             self.read_rings();
             if stop {
+                self.check_denials();
                 self.check_dropped();
                 self.write_until(u64::MAX);
                 self.check_lost(true);
@@ -277,6 +298,7 @@ impl Writer {
             }
             self.write_until(now_boot_ns().saturating_sub(HOLD.as_nanos() as u64));
             if self.last_check.elapsed() >= LOST_CHECK_EVERY {
+                self.check_denials();
                 self.check_dropped();
                 self.check_lost(false);
             }
@@ -320,7 +342,8 @@ impl Writer {
         }
         let due: Vec<Pending> = self.pending.drain(..n).collect();
         let events: Vec<_> = {
-            let mut reg = self.registry.lock().unwrap();
+            let registry = self.registry.clone();
+            let mut reg = registry.lock().unwrap();
             let mut events = Vec::with_capacity(due.len());
             for p in due {
                 match p.item {
@@ -335,6 +358,11 @@ impl Writer {
                     Item::End(cg, keys) => {
                         // The last counts of the session's keys, read now
                         // that it is out of the kernel's session table.
+                        for r in self.denial_reports(Some(&keys), p.boot_ns) {
+                            let h = *r.header();
+                            events.push(reg.stamp(h.cgroup_id, h.boot_ns, from_record(&r)));
+                        }
+                        self.denials.remove_keys(&keys);
                         for key in keys {
                             self.ending.remove(&key);
                             let total = Losses::from_kernel(&self.dropped.read(key));
@@ -362,6 +390,56 @@ impl Writer {
                 self.registry.lock().unwrap().note_unwritten(&ev.sid);
             }
         }
+    }
+
+    /// Queues a report of every kind of denial repeated since the last
+    /// check (those of ending sessions come with their end).
+    fn check_denials(&mut self) {
+        let now = now_boot_ns();
+        for r in self.denial_reports(None, now) {
+            self.push(now, Item::Record(r));
+        }
+    }
+
+    /// Reports, stamped `at`, of the denials repeated since the last
+    /// check: all but those of ending sessions, or only those of `keys`.
+    /// Each is the kind's latest denial with `repeats` the new count.
+    fn denial_reports(&mut self, keys: Option<&[u64]>, at: u64) -> Vec<Record> {
+        let all = match self.denials.read_all() {
+            Ok(all) => all,
+            Err(e) => {
+                log::error!("{e:#}");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        let mut seen = HashMap::with_capacity(all.len());
+        for (k, d) in all {
+            let mine = match keys {
+                Some(keys) => keys.contains(&k.key),
+                None => !self.ending.contains(&k.key),
+            };
+            let before = match self.denials_reported.get(&k) {
+                Some(&(first, n)) if first == d.first_ns => n,
+                _ => 0,
+            };
+            if !mine {
+                seen.insert(k, (d.first_ns, before));
+                continue;
+            }
+            if d.repeats > before {
+                let mut ev = d.last;
+                // This denial and `repeats` more since the previous report.
+                ev.repeats = u32::try_from(d.repeats - before - 1).unwrap_or(u32::MAX);
+                ev.header.boot_ns = at;
+                out.push(Record::Network(ev));
+            }
+            seen.insert(k, (d.first_ns, d.repeats));
+        }
+        // Kinds no longer in the kernel (evicted, or their session ended)
+        // are forgotten with it.
+        self.denials_reported = seen;
+        out
     }
 
     /// Queues a `session.lost` for every record key that lost events since

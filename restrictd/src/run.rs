@@ -80,8 +80,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let registry = Arc::new(Mutex::new(Registry::new()));
     let recorder = Arc::new(Recorder::new(
         kernel.rings,
-        kernel.lost,
-        kernel.dropped,
+        kernel.counters,
         registry.clone(),
         output,
     )?);

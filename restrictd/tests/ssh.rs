@@ -5,7 +5,7 @@ mod common;
 
 use std::{process::Stdio, time::Duration};
 
-use common::{assert_ei_accounted, policy_yaml, read_until, sshd::*, tcp_listener};
+use common::{assert_ei_accounted, policy_yaml, read_until, sshd::*, tcp_listener, udp_socket};
 
 #[test]
 fn ssh_login_is_restricted_recorded_and_closed_at_logout() {
@@ -737,4 +737,83 @@ fn losses_are_reported_while_the_session_runs_and_only_for_it() {
         .map(|e| e["disk_events_dropped"].as_u64().unwrap())
         .sum();
     assert_eq!(end["disk_events_dropped"], reported, "{end}");
+}
+
+/// A user floods one denied host with datagrams for three seconds, then
+/// runs a command and tries another denied host. The flood is a handful of
+/// events whose counts add up to exactly the sends that failed (the
+/// listener got none of them), and the command and the other denial after
+/// it are recorded: the flood hides nothing and nothing is reported lost.
+#[test]
+fn a_denial_flood_is_aggregated_with_exact_counts_and_hides_nothing() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let (flooded, port) = udp_socket("127.0.0.2");
+    let (_other, other_port) = tcp_listener("127.0.0.3");
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.1/32"], &[])));
+    let sshd = Sshd::new(&bus, &user, "");
+    let flood = format!(
+        "python3 -c \"\nimport socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         n = 0\nend = time.monotonic() + 3\nwhile time.monotonic() < end:\n    try:\n        \
+         s.sendto(b'x', ('127.0.0.2', {port}))\n    except PermissionError:\n        n += 1\n\
+         print('denied', n)\n\"; /bin/echo after-the-flood; {}; true",
+        probe_cmd("tcp", "127.0.0.3", other_port)
+    );
+    let out = sshd.ssh(&user, &flood);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let denied: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("denied "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(denied > 10_000, "a flood: {denied}");
+    flooded.set_nonblocking(true).unwrap();
+    assert!(
+        flooded.recv(&mut [0u8; 16]).is_err(),
+        "a denied datagram arrived"
+    );
+
+    let mut events = Vec::new();
+    wait_for("the session's end", Duration::from_secs(10), || {
+        events = daemon.events();
+        events.iter().any(|e| e["event"] == "session.end")
+    });
+    let reports: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "session.network"
+                && e["action"] == 1
+                && e["dst_addr"] == "127.0.0.2"
+                && e["dst_port"] == port
+        })
+        .collect();
+    let counted: u64 = reports
+        .iter()
+        .map(|e| 1 + e["repeats"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, denied, "over {} events", reports.len());
+    assert!(
+        (2..=8).contains(&reports.len()),
+        "about one event a second: {}",
+        reports.len()
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "session.command" && e["argv"][1] == "after-the-flood"),
+        "the command after the flood is recorded"
+    );
+    assert!(
+        events.iter().any(|e| e["event"] == "session.network"
+            && e["action"] == 1
+            && e["dst_addr"] == "127.0.0.3"),
+        "the other denial after the flood is recorded"
+    );
+    assert!(
+        !events.iter().any(|e| e["event"] == "session.lost"),
+        "nothing lost"
+    );
+    let sid = reports[0]["sid"].as_str().unwrap().to_string();
+    assert_ei_accounted(&events, &sid);
 }

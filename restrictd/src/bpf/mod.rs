@@ -27,8 +27,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use restrictd_common::{
-    DiskRate, Dropped, LoadConfig, PathKeyData, Runtime, SessionEntry, ARGV_CAP, LOST_SLOTS,
-    PATH_PREFIX_MAX, PROGRAM_GROUPS,
+    Denial, DenialKey, DiskRate, Dropped, LoadConfig, PathKeyData, Runtime, SessionEntry, ARGV_CAP,
+    LOST_SLOTS, PATH_PREFIX_MAX, PROGRAM_GROUPS,
 };
 
 use self::object::ObjectInfo;
@@ -67,8 +67,8 @@ pub struct Kernel {
     pub policy: PolicyMaps,
     /// (map name, ring) for each ring buffer in the object.
     pub rings: Vec<(String, RingBuf<MapData>)>,
-    pub lost: LostCounters,
-    pub dropped: DropCounters,
+    /// What the recorder reads besides the rings.
+    pub counters: Counters,
     /// True when the maps were already pinned (a restart): their content is live.
     pub reused: bool,
 }
@@ -174,8 +174,11 @@ impl Kernel {
         };
         let policy = PolicyMaps::new(&mut ebpf, reused)?;
         Ok(Kernel {
-            lost: LostCounters(take(&mut ebpf, "LOST")?),
-            dropped: DropCounters(take(&mut ebpf, "DROPPED")?),
+            counters: Counters {
+                lost: LostCounters(take(&mut ebpf, "LOST")?),
+                dropped: DropCounters(take(&mut ebpf, "DROPPED")?),
+                denials: DenialCounts(take(&mut ebpf, "DENIALS")?),
+            },
             programs: Programs {
                 ebpf,
                 info,
@@ -461,6 +464,39 @@ impl LostCounters {
             *v = self.0.get(&(i as u32), 0)?.iter().sum();
         }
         Ok(l)
+    }
+}
+
+/// The counters the recorder reports from.
+pub struct Counters {
+    pub lost: LostCounters,
+    pub dropped: DropCounters,
+    pub denials: DenialCounts,
+}
+
+/// `DENIALS`: repeated denials, counted by kind.
+pub struct DenialCounts(HashMap<MapData, DenialKey, Denial>);
+
+impl DenialCounts {
+    /// Every kind of denial the kernel remembers, with its count.
+    pub fn read_all(&self) -> Result<Vec<(DenialKey, Denial)>> {
+        // An entry evicted meanwhile ends the walk early or is skipped:
+        // what is read is what the next walk compares against.
+        Ok(self.0.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// Forgets the denials counted under `keys` (their session ended and
+    /// they are reported).
+    pub fn remove_keys(&mut self, keys: &[u64]) {
+        let gone: Vec<DenialKey> = self
+            .0
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| keys.contains(&k.key))
+            .collect();
+        for k in gone {
+            let _ = self.0.remove(&k);
+        }
     }
 }
 

@@ -205,8 +205,11 @@ pub struct NetworkBody {
     /// Packets: why dropped, "peer_denied" or "source_routed".
     #[serde(skip_serializing_if = "str::is_empty")]
     pub reason: &'static str,
-    /// Packets: the same drop (socket, direction, peer, port) repeated this
-    /// many times since the previous event, without an event of its own.
+    /// Denials: how many more of the same kind (session, operation,
+    /// protocol, peer, port, reason) since the previous event for it, which
+    /// had no event of their own; this event is the latest of them. The
+    /// first of a kind is an event at once, repeats are written once a
+    /// second.
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub repeats: u32,
 }
@@ -285,15 +288,19 @@ impl Kind for NetworkBody {
             };
             let repeats = match self.repeats {
                 0 => String::new(),
-                n => format!(", {n} more dropped since the last report"),
+                n => format!(", and {n} more since the last report"),
             };
             return format!(
                 "{who}: {verdict} {} {op} {peer}{why}{repeats}",
                 self.protocol_name()
             );
         }
+        let repeats = match self.repeats {
+            0 => String::new(),
+            n => format!(", and {n} more since the last report"),
+        };
         format!(
-            "{who}: {verdict} {op} {peer} by {} (pid {})",
+            "{who}: {verdict} {op} {peer} by {} (pid {}){repeats}",
             self.program, self.pid
         )
     }
