@@ -220,6 +220,20 @@ pub struct Dropped {
     pub limited: [u64; LOST_SLOTS as usize],
 }
 
+/// A record key's records of each kind in the current one-second window,
+/// counted while their ring buffer is over half full (`SHARES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShareWindow {
+    pub window_start: u64,
+    pub count: [u64; LOST_SLOTS as usize],
+}
+
+/// Records of one kind a record key may write per second while the ring
+/// buffer is over half full: a flood is cut to this, while every quieter
+/// session keeps writing into the half left free.
+pub const SHARE_PER_SECOND: u64 = 64;
+
 /// Per-session disk event rate window (`DISK_RATE`, keyed by cgroup id).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

@@ -56,12 +56,15 @@ pub struct SessionInfo {
     pub processes: u32,
     /// Events of the session not recorded so far, as its `session.lost`
     /// events reported them: records the kernel could not write (ring
-    /// buffer full) per kind, disk events over `disk_rate_limit`, and
-    /// events no system log took.
+    /// buffer full) per kind, records kept out by a limit (disk:
+    /// `disk_rate_limit`; every kind: the session's share of a ring buffer
+    /// over half full), and events no system log took.
     pub lost_network: u64,
     pub lost_command: u64,
     pub lost_disk: u64,
     pub disk_events_dropped: u64,
+    pub command_events_dropped: u64,
+    pub network_events_dropped: u64,
     pub unwritten: u64,
 }
 

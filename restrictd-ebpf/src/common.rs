@@ -3,6 +3,7 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
@@ -10,11 +11,11 @@ use aya_ebpf::{
         generated::{bpf_probe_read_kernel, bpf_probe_read_user},
     },
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use restrictd_common::{
-    Dropped, KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, IDENTITY_KEY,
-    LOST_SLOTS, MAX_IDENTITIES, MAX_SESSIONS,
+    Dropped, KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, ShareWindow,
+    IDENTITY_KEY, LOST_SLOTS, MAX_IDENTITIES, MAX_SESSIONS, SHARE_PER_SECOND,
 };
 
 #[map]
@@ -31,6 +32,11 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
 #[map]
 static DROPPED: PerCpuHashMap<u64, Dropped> =
     PerCpuHashMap::with_max_entries(MAX_SESSIONS + MAX_IDENTITIES, BPF_F_NO_PREALLOC);
+/// Per record key: its records in the current second, counted while a
+/// ring buffer is over half full (`within_share`).
+#[map]
+static SHARES: LruHashMap<u64, ShareWindow> =
+    LruHashMap::with_max_entries(MAX_SESSIONS + MAX_IDENTITIES, 0);
 /// `RUNTIME[0]`: what the daemon changes while programs run.
 #[map]
 static RUNTIME: Array<Runtime> = Array::with_max_entries(1, 0);
@@ -179,6 +185,47 @@ pub fn count_lost(kind: u32, key: u64) {
     count_dropped(key, |d| {
         &mut d.full[kind as usize & (LOST_SLOTS as usize - 1)]
     });
+}
+
+/// Whether a record of `kind` for `key` may go into `ring`. While the ring
+/// is at most half full, always: the writer keeps up. Over half, a key
+/// gets `SHARE_PER_SECOND` records of a kind per second, so that one
+/// session's flood cannot fill the ring and starve the others, whose
+/// records go into the half it leaves; the excess is counted as kept out
+/// (`count_limited`) and reported as the flooding session's loss. `slot`
+/// is the counter used: the kind's, or 0 for always recorded paths, so
+/// that a flood of other opens does not use up their share. Without
+/// atomic compare-and-swap, CPUs writing at the same instant may both pass
+/// on one count: the share can be exceeded slightly.
+#[inline(always)]
+pub fn within_share(ring: &RingBuf, kind: u32, slot: u32, key: u64) -> bool {
+    let used = ring.query(BPF_RB_AVAIL_DATA as u64);
+    let size = ring.query(BPF_RB_RING_SIZE as u64);
+    if used.saturating_mul(2) <= size {
+        return true;
+    }
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let slot = slot as usize & (LOST_SLOTS as usize - 1);
+    let Some(w) = SHARES.get_ptr_mut(key) else {
+        let mut w = ShareWindow {
+            window_start: now,
+            count: [0; LOST_SLOTS as usize],
+        };
+        w.count[slot] = 1;
+        let _ = SHARES.insert(key, w, 0);
+        return true;
+    };
+    let w = unsafe { &mut *w };
+    if now.wrapping_sub(w.window_start) >= 1_000_000_000 {
+        w.window_start = now;
+        w.count = [0; LOST_SLOTS as usize];
+    }
+    if w.count[slot] < SHARE_PER_SECOND {
+        w.count[slot] += 1;
+        return true;
+    }
+    count_limited(kind, key);
+    false
 }
 
 /// Counts a record of `kind` for `key` that a rate limit kept out.

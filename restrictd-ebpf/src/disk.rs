@@ -19,7 +19,7 @@ use restrictd_common::{
 use crate::{
     common::{
         count_limited, count_lost, fill_header, load_config, read_user_u64, read_user_u8,
-        session_with, take_stash,
+        session_with, take_stash, within_share,
     },
     path::{dir_prefix, fd_path},
 };
@@ -233,6 +233,14 @@ fn submit(scratch: &mut DiskScratch, cgroup_id: u64, path_len: usize) {
     }
     let bytes =
         unsafe { core::slice::from_raw_parts(scratch as *const DiskScratch as *const u8, size) };
+    if !within_share(
+        &DISK_EVENTS,
+        EVENT_DISK,
+        if always { 0 } else { EVENT_DISK },
+        cgroup_id,
+    ) {
+        return;
+    }
     if DISK_EVENTS.output::<[u8]>(bytes, 0).is_err() {
         count_lost(EVENT_DISK, cgroup_id);
     }

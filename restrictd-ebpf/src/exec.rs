@@ -22,7 +22,7 @@ use restrictd_common::{
 use crate::{
     common::{
         count_lost, fill_header, load_config, opaque, read_kernel, read_user_u64, session_with,
-        take_stash,
+        take_stash, within_share,
     },
     path::dir_prefix,
 };
@@ -139,8 +139,12 @@ fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize) {
     }
     let bytes =
         unsafe { core::slice::from_raw_parts(scratch as *const CommandScratch as *const u8, size) };
+    let key = scratch.header.header.cgroup_id;
+    if !within_share(&COMMAND_EVENTS, EVENT_COMMAND, EVENT_COMMAND, key) {
+        return;
+    }
     if COMMAND_EVENTS.output::<[u8]>(bytes, 0).is_err() {
-        count_lost(EVENT_COMMAND, scratch.header.header.cgroup_id);
+        count_lost(EVENT_COMMAND, key);
     }
 }
 

@@ -14,7 +14,7 @@ use restrictd_common::{
     SESSION_RECORD_NETWORK, SESSION_RESTRICT,
 };
 
-use crate::common::{count_lost, current_session, fill_header};
+use crate::common::{count_lost, current_session, fill_header, within_share};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -273,9 +273,10 @@ fn emit(
     if action == ACTION_DENIED {
         let port = ev.dst_port;
         report_denial(scratch, dst, port);
-    } else if NETWORK_EVENTS
-        .output::<NetworkEvent>(&scratch.value.last, 0)
-        .is_err()
+    } else if within_share(&NETWORK_EVENTS, EVENT_NETWORK, EVENT_NETWORK, cgroup_id)
+        && NETWORK_EVENTS
+            .output::<NetworkEvent>(&scratch.value.last, 0)
+            .is_err()
     {
         count_lost(EVENT_NETWORK, cgroup_id);
     }
@@ -333,10 +334,12 @@ pub fn report_denial(s: &mut DenialScratch, peer: &[u8; 16], peer_port: u16) {
     s.value.repeats = 0;
     s.value.first_ns = s.value.last.header.boot_ns;
     let _ = DENIALS.insert(&s.key, &s.value, 0);
-    if NETWORK_EVENTS
-        .output::<NetworkEvent>(&s.value.last, 0)
-        .is_err()
+    let key = s.value.last.header.cgroup_id;
+    if within_share(&NETWORK_EVENTS, EVENT_NETWORK, EVENT_NETWORK, key)
+        && NETWORK_EVENTS
+            .output::<NetworkEvent>(&s.value.last, 0)
+            .is_err()
     {
-        count_lost(EVENT_NETWORK, s.value.last.header.cgroup_id);
+        count_lost(EVENT_NETWORK, key);
     }
 }

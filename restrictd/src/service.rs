@@ -93,6 +93,8 @@ fn session_info(s: Session) -> SessionInfo {
         lost_command: s.lost.lost_command,
         lost_disk: s.lost.lost_disk,
         disk_events_dropped: s.lost.disk_events_dropped,
+        command_events_dropped: s.lost.command_events_dropped,
+        network_events_dropped: s.lost.network_events_dropped,
         unwritten: s.lost.unwritten,
     }
 }

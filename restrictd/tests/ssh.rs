@@ -817,3 +817,73 @@ fn a_denial_flood_is_aggregated_with_exact_counts_and_hides_nothing() {
     let sid = reports[0]["sid"].as_str().unwrap().to_string();
     assert_ei_accounted(&events, &sid);
 }
+
+/// One login floods the network ring buffer with distinct denials (a scan
+/// of every port of a denied host) while another login of the same user
+/// makes 30 denials of its own. The flood is cut to its share once the
+/// buffer is half full and reported as that session's loss; the other
+/// session's denials are all recorded and it loses nothing.
+#[test]
+fn one_sessions_flood_cannot_starve_another() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    // A small buffer (16 KiB, some 150 records), so the flood outruns the
+    // writer for certain.
+    let daemon = Daemon::with_config(
+        &bus,
+        Some(&policy_yaml(&["127.0.0.1/32"], &[])),
+        "enhanced_recording:\n  network_buffer_size: 4\n",
+    );
+    let sshd = Sshd::new(&bus, &user, "");
+    let scan = "python3 -u -c \"\nimport socket, time\nprint('flooding')\n\
+                end = time.monotonic() + 4\nport = 1\nwhile time.monotonic() < end:\n    \
+                s = socket.socket()\n    try:\n        s.connect(('127.0.0.2', port))\n    \
+                except OSError:\n        pass\n    s.close()\n    port = port % 65535 + 1\n\"";
+    let mut flood = sshd
+        .ssh_cmd(&user, scan)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    read_until(flood.stdout.as_mut().unwrap(), "flooding");
+    let quiet = "python3 -c \"\nimport socket, time\nfor i in range(30):\n    \
+                 s = socket.socket()\n    try:\n        s.connect(('127.0.0.3', 20000 + i))\n    \
+                 except PermissionError:\n        print('denied')\n    s.close()\n    \
+                 time.sleep(0.05)\n\"; echo $RESTRICTD_SESSION_ID";
+    let out = sshd.ssh(&user, quiet);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(stdout.matches("denied").count(), 30, "{stdout}");
+    let quiet_sid = stdout.lines().last().unwrap().trim().to_string();
+    assert!(flood.wait().unwrap().success());
+
+    let mut events = Vec::new();
+    wait_for("both sessions' ends", Duration::from_secs(20), || {
+        events = daemon.events();
+        events
+            .iter()
+            .filter(|e| e["event"] == "session.end")
+            .count()
+            == 2
+    });
+    let quiet_denials = events
+        .iter()
+        .filter(|e| e["sid"] == quiet_sid && e["action"] == 1 && e["dst_addr"] == "127.0.0.3")
+        .count();
+    assert_eq!(quiet_denials, 30, "the quiet session's denials");
+    assert!(
+        assert_ei_accounted(&events, &quiet_sid).is_empty(),
+        "the quiet session lost nothing"
+    );
+    let flood_sid = events
+        .iter()
+        .find(|e| e["event"] == "session.start" && e["sid"] != quiet_sid)
+        .unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shed: u64 = assert_ei_accounted(&events, &flood_sid)
+        .iter()
+        .map(|e| e["network_events_dropped"].as_u64().unwrap())
+        .sum();
+    assert!(shed > 0, "the flood was cut to its share");
+}

@@ -123,12 +123,14 @@ async fn run(cmd: Command) -> Result<(), String> {
             let sessions = d.list_sessions().await.map_err(explain)?;
             for s in sessions.iter().filter(|s| lost_total(s) > 0) {
                 println!(
-                    "  session {} ({}): network {}, command {}, disk {} lost; {} disk over disk_rate_limit; {} not taken by the system log",
+                    "  session {} ({}): buffer full: network {}, command {}, disk {}; over a limit: network {}, command {}, disk {}; not taken by the system log: {}",
                     s.sid,
                     s.user,
                     s.lost_network,
                     s.lost_command,
                     s.lost_disk,
+                    s.network_events_dropped,
+                    s.command_events_dropped,
                     s.disk_events_dropped,
                     s.unwritten
                 );
@@ -212,7 +214,13 @@ fn pam_check(pam_d: &Path, pam_conf: &Path) -> ExitCode {
 
 /// Every event of the session that was not recorded, whatever the cause.
 fn lost_total(s: &SessionInfo) -> u64 {
-    s.lost_network + s.lost_command + s.lost_disk + s.disk_events_dropped + s.unwritten
+    s.lost_network
+        + s.lost_command
+        + s.lost_disk
+        + s.disk_events_dropped
+        + s.command_events_dropped
+        + s.network_events_dropped
+        + s.unwritten
 }
 
 fn print_table(v: &[SessionInfo]) {

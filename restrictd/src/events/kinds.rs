@@ -397,8 +397,15 @@ pub struct Losses {
     pub lost_network: u64,
     pub lost_command: u64,
     pub lost_disk: u64,
-    /// Disk events over the session's `disk_rate_limit`.
+    /// Disk events over the session's `disk_rate_limit`, or over its share
+    /// of a ring buffer more than half full.
     pub disk_events_dropped: u64,
+    /// Command and network events over the session's share of a ring
+    /// buffer more than half full (a flood from that session).
+    #[serde(default)]
+    pub command_events_dropped: u64,
+    #[serde(default)]
+    pub network_events_dropped: u64,
     /// Events given an `ei` that no system log took (they went to stderr).
     #[serde(default)]
     pub unwritten: u64,
@@ -412,6 +419,8 @@ impl Losses {
             lost_command: d.full[EVENT_COMMAND as usize],
             lost_disk: d.full[EVENT_DISK as usize],
             disk_events_dropped: d.limited[EVENT_DISK as usize],
+            command_events_dropped: d.limited[EVENT_COMMAND as usize],
+            network_events_dropped: d.limited[EVENT_NETWORK as usize],
             unwritten: 0,
         }
     }
@@ -425,6 +434,12 @@ impl Losses {
             disk_events_dropped: self
                 .disk_events_dropped
                 .saturating_sub(before.disk_events_dropped),
+            command_events_dropped: self
+                .command_events_dropped
+                .saturating_sub(before.command_events_dropped),
+            network_events_dropped: self
+                .network_events_dropped
+                .saturating_sub(before.network_events_dropped),
             unwritten: self.unwritten.saturating_sub(before.unwritten),
         }
     }
@@ -434,12 +449,19 @@ impl Losses {
         self.lost_command += o.lost_command;
         self.lost_disk += o.lost_disk;
         self.disk_events_dropped += o.disk_events_dropped;
+        self.command_events_dropped += o.command_events_dropped;
+        self.network_events_dropped += o.network_events_dropped;
         self.unwritten += o.unwritten;
     }
 
     /// Events that never got an `ei` (all but `unwritten`).
     pub fn unnumbered(&self) -> u64 {
-        self.lost_network + self.lost_command + self.lost_disk + self.disk_events_dropped
+        self.lost_network
+            + self.lost_command
+            + self.lost_disk
+            + self.disk_events_dropped
+            + self.command_events_dropped
+            + self.network_events_dropped
     }
 
     pub fn total(&self) -> u64 {
@@ -452,7 +474,12 @@ impl Losses {
             (self.lost_command, "command (buffer full)"),
             (self.lost_network, "network (buffer full)"),
             (self.lost_disk, "disk (buffer full)"),
-            (self.disk_events_dropped, "disk (over disk_rate_limit)"),
+            (
+                self.disk_events_dropped,
+                "disk (over disk_rate_limit or its share)",
+            ),
+            (self.command_events_dropped, "command (over its share)"),
+            (self.network_events_dropped, "network (over its share)"),
             (self.unwritten, "not taken by the system log"),
         ]
         .iter()

@@ -297,6 +297,8 @@ pub fn assert_ei_accounted(events: &[serde_json::Value], sid: &str) -> Vec<serde
             "lost_command",
             "lost_disk",
             "disk_events_dropped",
+            "command_events_dropped",
+            "network_events_dropped",
         ]
         .iter()
         .map(|k| e[k].as_u64().unwrap())

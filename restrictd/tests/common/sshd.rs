@@ -141,16 +141,21 @@ pub struct Daemon {
 impl Daemon {
     /// `policy`: YAML for the policy file, or None for no policy.
     pub fn new(bus: &Bus, policy: Option<&str>) -> Daemon {
-        Daemon::build(bus, policy, false)
+        Daemon::build(bus, policy, false, "")
+    }
+
+    /// As `new`, with `extra` appended to its configuration file.
+    pub fn with_config(bus: &Bus, policy: Option<&str>, extra: &str) -> Daemon {
+        Daemon::build(bus, policy, false, extra)
     }
 
     /// As `new`, with a private standalone journald that the daemon writes
     /// to; `journal_entries()` reads it after `stop()`.
     pub fn with_journal(bus: &Bus, policy: Option<&str>) -> Daemon {
-        Daemon::build(bus, policy, true)
+        Daemon::build(bus, policy, true, "")
     }
 
-    fn build(bus: &Bus, policy: Option<&str>, with_journal: bool) -> Daemon {
+    fn build(bus: &Bus, policy: Option<&str>, with_journal: bool, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let name = unique("restrictd-test-");
         let policy_file = dir.path().join("policy.yaml");
@@ -163,7 +168,7 @@ impl Daemon {
             &config,
             format!(
                 "root_path: /{name}\npolicy_file: {}\nstate_dir: {}\nbpf_pin_path: {}\n\
-                 identities:\n  state_file: {}\n",
+                 identities:\n  state_file: {}\n{extra}",
                 policy_file.display(),
                 dir.path().join("state").display(),
                 pin_dir.display(),
