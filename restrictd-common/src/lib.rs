@@ -98,7 +98,17 @@ pub struct LoadConfig {
     pub disk_rate: u32,
     /// Kernel struct layout, from the kernel's BTF.
     pub kernel: KernelOffsets,
+    /// 1: opens of character devices are not recorded.
+    /// (With the 29 fields above, the array below starts 8-aligned with no
+    /// padding: `load_config_has_no_padding` checks it.)
+    pub disk_exclude_devices: u32,
+    /// Superblock magic numbers of the filesystems whose opens are not
+    /// recorded (0: unused slot).
+    pub disk_exclude_fs: [u64; FS_EXCLUDE_MAX],
 }
+
+/// Most filesystems `disk_exclude_filesystems` can name.
+pub const FS_EXCLUDE_MAX: usize = 32;
 
 /// Byte offsets of the kernel struct members the programs follow to name
 /// files and directories. They differ between kernels, so the loader reads
@@ -127,6 +137,18 @@ pub struct KernelOffsets {
     /// `task_struct.loginuid` (the audit login uid); 0 when the kernel has
     /// no audit support, and the programs then match by uid only.
     pub task_loginuid: u32,
+    /// What a file is: `file.f_inode`, `inode.i_mode`, `inode.i_sb`,
+    /// `super_block.s_magic`.
+    pub file_f_inode: u32,
+    pub inode_i_mode: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_magic: u32,
+    /// Whose mount namespace a task is in: `task_struct.nsproxy`,
+    /// `nsproxy.mnt_ns`, `mnt_namespace.user_ns`, `user_namespace.level`.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_user_ns: u32,
+    pub user_ns_level: u32,
 }
 
 /// Event kinds: `RecordHeader.kind`, and the index of their `LOST` counter.
@@ -333,4 +355,18 @@ mod pod {
     unsafe impl aya::Pod for super::NetworkEvent {}
     unsafe impl aya::Pod for super::DenialKey {}
     unsafe impl aya::Pod for super::Denial {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `LoadConfig` is copied byte for byte into the object: padding
+    /// would be bytes no field defines.
+    #[test]
+    fn load_config_has_no_padding() {
+        let fields = 4 * 4 + core::mem::size_of::<KernelOffsets>() + 4 + 8 * FS_EXCLUDE_MAX;
+        assert_eq!(core::mem::size_of::<LoadConfig>(), fields);
+        assert_eq!(core::mem::size_of::<KernelOffsets>() % 4, 0);
+    }
 }

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use restrictd_common::{
     Dropped, KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, ShareWindow,
-    IDENTITY_KEY, LOST_SLOTS, MAX_IDENTITIES, MAX_SESSIONS, SHARE_PER_SECOND,
+    FS_EXCLUDE_MAX, IDENTITY_KEY, LOST_SLOTS, MAX_IDENTITIES, MAX_SESSIONS, SHARE_PER_SECOND,
 };
 
 #[map]
@@ -66,7 +66,17 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
         dentry_name: 0,
         qstr_name: 0,
         task_loginuid: 0,
+        file_f_inode: 0,
+        inode_i_mode: 0,
+        inode_i_sb: 0,
+        sb_s_magic: 0,
+        task_nsproxy: 0,
+        nsproxy_mnt_ns: 0,
+        mnt_ns_user_ns: 0,
+        user_ns_level: 0,
     },
+    disk_exclude_devices: 0,
+    disk_exclude_fs: [0; FS_EXCLUDE_MAX],
 };
 
 /// The load-time configuration. The volatile read keeps the compiler from

@@ -21,7 +21,7 @@ use crate::{
         count_limited, count_lost, fill_header, load_config, read_user_u64, read_user_u8,
         session_with, take_stash, within_share,
     },
-    path::{dir_prefix, fd_path},
+    path::{dir_prefix, excluded_by_kind, fd_file, fd_path, in_users_mount_ns},
 };
 
 /// Size set by the loader (`disk_buffer_size`).
@@ -154,8 +154,12 @@ fn exit(ctx: &TracePointContext) -> u32 {
 
     // A successful open names the file by its real path: the new fd's
     // f_path, walked like a directory (symlinks and ".." resolved, so a
-    // link to /etc/shadow is reported as /etc/shadow).
+    // link to /etc/shadow is reported as /etc/shadow). Devices and
+    // pseudo-filesystems are left out first, by what the file is.
     if ret >= 0 {
+        if fd_file(ret as i32).is_some_and(excluded_by_kind) {
+            return 0;
+        }
         if let Some(p) = unsafe { fd_path(scratch.path.as_mut_ptr(), Some(ret as i32)) } {
             let len = if p == 0 {
                 scratch.path[0] = b'/';
@@ -220,6 +224,9 @@ fn submit(scratch: &mut DiskScratch, cgroup_id: u64, path_len: usize) {
         match PATH_RULES.get(&scratch.key) {
             Some(&PATH_INCLUDE) => {}
             Some(&PATH_ALWAYS) => always = true,
+            // In a mount namespace the user made, any file can be bound to
+            // any path: no path is left out there.
+            _ if in_users_mount_ns() => {}
             _ => return,
         }
     }

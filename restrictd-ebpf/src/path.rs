@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::PerCpuArray,
 };
-use restrictd_common::{DIR_DEPTH_MAX, PATH_CAP};
+use restrictd_common::{DIR_DEPTH_MAX, FS_EXCLUDE_MAX, PATH_CAP};
 
 use crate::common::{load_config, read_kernel, read_ptr};
 
@@ -48,11 +48,19 @@ pub unsafe fn dir_prefix(buf: *mut u8, fd: Option<i32>) -> usize {
 #[inline(always)]
 fn struct_path(fd: Option<i32>) -> Option<u64> {
     let o = load_config().kernel;
-    let task = unsafe { bpf_get_current_task_btf() } as u64;
     let Some(fd) = fd else {
+        let task = unsafe { bpf_get_current_task_btf() } as u64;
         let fs = read_ptr(task, o.task_fs);
         return (fs != 0).then_some(fs + o.fs_pwd as u64);
     };
+    fd_file(fd).map(|file| file + o.file_f_path as u64)
+}
+
+/// The current task's `struct file` open as `fd`.
+#[inline(always)]
+pub fn fd_file(fd: i32) -> Option<u64> {
+    let o = load_config().kernel;
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
     let files = read_ptr(task, o.task_files);
     let fdt = if files != 0 {
         read_ptr(files, o.files_fdt)
@@ -68,7 +76,74 @@ fn struct_path(fd: Option<i32>) -> Option<u64> {
     }
     let fds = read_ptr(fdt, o.fdtable_fd);
     let file = read_ptr(fds + 8 * fd as u64, 0);
-    (file != 0).then_some(file + o.file_f_path as u64)
+    (file != 0).then_some(file)
+}
+
+/// Whether opens of `file` are left out by what it is: a character device
+/// (`disk_exclude_devices`) or a file of an excluded filesystem type
+/// (`disk_exclude_fs`: proc, sysfs, ...). A property of the file, which no
+/// path, bind mount or namespace changes.
+#[inline(always)]
+pub fn excluded_by_kind(file: u64) -> bool {
+    let c = load_config();
+    let o = c.kernel;
+    let inode = read_ptr(file, o.file_f_inode);
+    if inode == 0 {
+        return false;
+    }
+    if c.disk_exclude_devices != 0 {
+        let mode = unsafe { read_kernel((inode + o.inode_i_mode as u64) as *const u16) };
+        if mode.is_some_and(|m| m & S_IFMT == S_IFCHR) {
+            return true;
+        }
+    }
+    let sb = read_ptr(inode, o.inode_i_sb);
+    if sb == 0 {
+        return false;
+    }
+    let magic = read_ptr(sb, o.sb_s_magic);
+    let mut i = 0;
+    while i < FS_EXCLUDE_MAX {
+        let m = c.disk_exclude_fs[i];
+        if m == 0 {
+            break;
+        }
+        if m == magic {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+const S_IFMT: u16 = 0o170000;
+const S_IFCHR: u16 = 0o020000;
+
+/// Whether the current task is in a mount namespace that an unprivileged
+/// user could have made (one owned by a user namespace below the initial
+/// one): there a path can be anything the user bound to it, so path
+/// exclusions do not apply.
+#[inline(always)]
+pub fn in_users_mount_ns() -> bool {
+    let o = load_config().kernel;
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let nsproxy = read_ptr(task, o.task_nsproxy);
+    let mnt_ns = if nsproxy != 0 {
+        read_ptr(nsproxy, o.nsproxy_mnt_ns)
+    } else {
+        0
+    };
+    let user_ns = if mnt_ns != 0 {
+        read_ptr(mnt_ns, o.mnt_ns_user_ns)
+    } else {
+        0
+    };
+    if user_ns == 0 {
+        // Unreadable: the stricter answer.
+        return true;
+    }
+    let level = unsafe { read_kernel((user_ns + o.user_ns_level as u64) as *const i32) };
+    level != Some(0)
 }
 
 /// Writes the absolute path of the cwd (`fd` None) or of the file open as

@@ -179,6 +179,14 @@ impl Btf {
             qstr_name: m("qstr", "name")?,
             // Only with CONFIG_AUDIT; without it, identities match by uid.
             task_loginuid: m("task_struct", "loginuid").unwrap_or(0),
+            file_f_inode: m("file", "f_inode")?,
+            inode_i_mode: m("inode", "i_mode")?,
+            inode_i_sb: m("inode", "i_sb")?,
+            sb_s_magic: m("super_block", "s_magic")?,
+            task_nsproxy: m("task_struct", "nsproxy")?,
+            nsproxy_mnt_ns: m("nsproxy", "mnt_ns")?,
+            mnt_ns_user_ns: m("mnt_namespace", "user_ns")?,
+            user_ns_level: m("user_namespace", "level")?,
         })
     }
 
@@ -235,6 +243,9 @@ mod tests {
             ("file", "f_flags"),
             ("path", "dentry"),
             ("task_struct", "fs"),
+            ("super_block", "s_magic"),
+            ("mnt_namespace", "user_ns"),
+            ("user_namespace", "level"),
         ] {
             assert_eq!(
                 btf.member_offset(s, m).unwrap() * 8,

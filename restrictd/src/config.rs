@@ -88,8 +88,14 @@ pub struct EnhancedRecording {
     /// Path prefixes whose opens are recorded (longest match wins, see
     /// `pathfilter`).
     pub disk_include: Vec<String>,
-    /// Path prefixes whose opens are not recorded.
+    /// Path prefixes whose opens are not recorded (in the host's mount
+    /// namespaces; in one a user made, every path is recorded).
     pub disk_exclude: Vec<String>,
+    /// Filesystem types whose files' opens are not recorded (by the file's
+    /// superblock, whatever its path): names from `FILESYSTEMS`.
+    pub disk_exclude_filesystems: Vec<String>,
+    /// Opens of character devices (/dev/null, ttys) are not recorded.
+    pub disk_exclude_devices: bool,
     /// Path prefixes whose opens are always recorded: never counted against
     /// the rate limit, never excluded. `~/X` stands for `X` in the home of
     /// root and of every regular user (login.defs range) in /etc/passwd.
@@ -99,15 +105,60 @@ pub struct EnhancedRecording {
     pub disk_rate_limit: u32,
 }
 
-/// Opens that would drown the files a user actually touched: the
-/// pseudo-filesystems (every `ps`, every redirection to /dev/null) and the
-/// locale files every program probes at start (some 60 opens per `cat`).
-pub const DEFAULT_DISK_EXCLUDE: [&str; 5] = [
-    "/proc",
-    "/sys",
-    "/dev",
-    "/usr/lib/locale",
-    "/usr/share/locale",
+/// Opens that would drown the files a user actually touched: the locale
+/// files every program probes at start (some 60 opens per `cat`).
+pub const DEFAULT_DISK_EXCLUDE: [&str; 2] = ["/usr/lib/locale", "/usr/share/locale"];
+
+/// Filesystem types `disk_exclude_filesystems` can name, with their
+/// superblock magic numbers (linux/magic.h).
+pub const FILESYSTEMS: [(&str, u64); 22] = [
+    ("proc", 0x9fa0),
+    ("sysfs", 0x6265_6572),
+    ("devpts", 0x1cd1),
+    ("cgroup", 0x0027_e0eb),
+    ("cgroup2", 0x6367_7270),
+    ("debugfs", 0x6462_6720),
+    ("tracefs", 0x7472_6163),
+    ("securityfs", 0x7363_6673),
+    ("bpf", 0xcafe_4a11),
+    ("configfs", 0x6265_6570),
+    ("pstore", 0x6165_676c),
+    ("efivarfs", 0xde5e_81e4),
+    ("binfmt_misc", 0x4249_4e4d),
+    ("nsfs", 0x6e73_6673),
+    ("pipefs", 0x5049_5045),
+    ("sockfs", 0x534f_434b),
+    ("anon_inodefs", 0x0904_1934),
+    ("selinuxfs", 0xf97c_ff8c),
+    ("fusectl", 0x6573_5543),
+    ("mqueue", 0x1980_0202),
+    ("hugetlbfs", 0x9584_58f6),
+    ("tmpfs", 0x0102_1994),
+];
+
+/// The pseudo-filesystems: kernel state, not files a user keeps (every
+/// `ps` reads /proc). /dev itself (devtmpfs) is a tmpfs, where users can
+/// keep files; its device nodes are left out by `disk_exclude_devices`.
+pub const DEFAULT_DISK_EXCLUDE_FILESYSTEMS: [&str; 19] = [
+    "proc",
+    "sysfs",
+    "devpts",
+    "cgroup",
+    "cgroup2",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "bpf",
+    "configfs",
+    "pstore",
+    "efivarfs",
+    "binfmt_misc",
+    "nsfs",
+    "pipefs",
+    "sockfs",
+    "anon_inodefs",
+    "selinuxfs",
+    "fusectl",
 ];
 /// What an intruder reads or changes to escalate or persist.
 pub const DEFAULT_DISK_ALWAYS: [&str; 6] = [
@@ -133,6 +184,33 @@ impl EnhancedRecording {
         let always = expand_homes(&self.disk_always, &homes);
         crate::pathfilter::PathFilter::new(&self.disk_include, &self.disk_exclude, &always)
             .map_err(|m| format!("enhanced_recording.{m}"))
+    }
+
+    /// The superblock magic numbers of `disk_exclude_filesystems`.
+    pub fn excluded_filesystems(&self) -> Result<Vec<u64>, String> {
+        if self.disk_exclude_filesystems.len() > restrictd_common::FS_EXCLUDE_MAX {
+            return Err(format!(
+                "enhanced_recording.disk_exclude_filesystems: {} entries, at most {}",
+                self.disk_exclude_filesystems.len(),
+                restrictd_common::FS_EXCLUDE_MAX
+            ));
+        }
+        self.disk_exclude_filesystems
+            .iter()
+            .map(|name| {
+                FILESYSTEMS
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, m)| *m)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = FILESYSTEMS.iter().map(|(n, _)| *n).collect();
+                        format!(
+                            "enhanced_recording.disk_exclude_filesystems: unknown filesystem {name:?} (known: {})",
+                            known.join(", ")
+                        )
+                    })
+            })
+            .collect()
     }
 
     /// Session flags for the BPF programs.
@@ -225,6 +303,11 @@ impl Default for EnhancedRecording {
             argv_limit: restrictd_common::ARGV_CAP as u32,
             disk_include: vec!["/".into()],
             disk_exclude: DEFAULT_DISK_EXCLUDE.iter().map(|s| s.to_string()).collect(),
+            disk_exclude_filesystems: DEFAULT_DISK_EXCLUDE_FILESYSTEMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            disk_exclude_devices: true,
             disk_always: DEFAULT_DISK_ALWAYS.iter().map(|s| s.to_string()).collect(),
             disk_rate_limit: DEFAULT_DISK_RATE_LIMIT,
         }
@@ -248,6 +331,8 @@ impl Config {
             argv_limit: er.argv_limit,
             disk_filter: er.disk_filter().map_err(anyhow::Error::msg)?,
             disk_rate_limit: er.disk_rate_limit,
+            disk_exclude_fs: er.excluded_filesystems().map_err(anyhow::Error::msg)?,
+            disk_exclude_devices: er.disk_exclude_devices,
             pin_dir,
         })
     }
@@ -319,6 +404,7 @@ impl Config {
             }
         }
         er.disk_filter()?;
+        er.excluded_filesystems()?;
         if er.argv_limit == 0 || er.argv_limit as usize > restrictd_common::ARGV_CAP {
             return Err(format!(
                 "enhanced_recording.argv_limit is {}: it must be from 1 to {} bytes",
@@ -408,6 +494,40 @@ mod tests {
             let e = Config::parse(bad, "c.yaml").unwrap_err();
             assert!(e.to_string().starts_with("c.yaml:"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn excluded_filesystems_are_known_names() {
+        let e = Config::parse(
+            "enhanced_recording:\n  disk_exclude_filesystems: [proc, ext4]",
+            "c.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "c.yaml: enhanced_recording.disk_exclude_filesystems: unknown filesystem \"ext4\" (known: proc, sysfs,"
+            ),
+            "{e}"
+        );
+        let c = Config::parse(
+            "enhanced_recording:\n  disk_exclude_filesystems: [proc, tmpfs]",
+            "c",
+        )
+        .unwrap();
+        assert_eq!(
+            c.enhanced_recording.excluded_filesystems().unwrap(),
+            [0x9fa0, 0x0102_1994]
+        );
+        // Every default is a known name.
+        assert_eq!(
+            Config::default()
+                .enhanced_recording
+                .excluded_filesystems()
+                .unwrap()
+                .len(),
+            DEFAULT_DISK_EXCLUDE_FILESYSTEMS.len()
+        );
     }
 
     #[test]

@@ -887,3 +887,81 @@ fn one_sessions_flood_cannot_starve_another() {
         .sum();
     assert!(shed > 0, "the flood was cut to its share");
 }
+
+/// A user tries to read a file where the recorder does not look: a copy in
+/// /dev/shm (under /dev, a tmpfs), their home bound under /dev/shm and a
+/// file bound over an excluded locale path, both in a mount namespace of
+/// their own (`unshare -Urm`). All three reads are recorded; what is left
+/// out is what a file is (a device, /proc), not where it appears.
+#[test]
+fn files_cannot_hide_under_device_or_excluded_paths() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let sshd = Sshd::new(&bus, &user, "");
+    let script = r#"set -e
+        s=$RESTRICTD_SESSION_ID
+        echo s3cret > ~/secret
+        cp ~/secret /dev/shm/$s.copy; cat /dev/shm/$s.copy > /dev/null
+        mkdir /dev/shm/$s.d
+        unshare -Urm sh -c "mount --bind $HOME /dev/shm/$s.d && cat /dev/shm/$s.d/secret > /dev/null"
+        unshare -Urm sh -c "mount --bind $HOME/secret /usr/lib/locale/C.utf8/LC_PAPER && cat /usr/lib/locale/C.utf8/LC_PAPER > /dev/null"
+        head -c1 /usr/lib/locale/C.utf8/LC_PAPER > /dev/null
+        cat /proc/self/status > /dev/null
+        rm /dev/shm/$s.copy; rmdir /dev/shm/$s.d
+        echo sid=$s"#;
+    let out = sshd.ssh(&user, script);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sid="))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut events = Vec::new();
+    wait_for("the session's end", Duration::from_secs(10), || {
+        events = daemon.events();
+        events.iter().any(|e| e["event"] == "session.end")
+    });
+    let opened = |program: &str, path: &str| {
+        events.iter().any(|e| {
+            e["event"] == "session.disk"
+                && e["sid"] == sid
+                && e["program"] == program
+                && e["path"] == path
+                && e["return_code"] == 0
+        })
+    };
+    assert!(
+        opened("cat", &format!("/dev/shm/{sid}.copy")),
+        "a copy in /dev/shm"
+    );
+    assert!(
+        opened("cat", &format!("/dev/shm/{sid}.d/secret")),
+        "the home bound under /dev/shm"
+    );
+    let paths: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "session.disk" && e["program"] == "cat")
+        .map(|e| format!("{} {}", e["path"], e["return_code"]))
+        .collect();
+    assert!(
+        opened("cat", "/usr/lib/locale/C.utf8/LC_PAPER"),
+        "a file bound over an excluded path in the user's mount namespace: {paths:?}"
+    );
+    assert!(
+        !opened("head", "/usr/lib/locale/C.utf8/LC_PAPER"),
+        "the excluded path itself, in the host's mount namespace, is not recorded"
+    );
+    let noise: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "session.disk")
+        .filter_map(|e| e["path"].as_str())
+        .filter(|p| p.starts_with("/proc/") || *p == "/dev/null" || p.starts_with("/dev/pts"))
+        .collect();
+    assert!(
+        noise.is_empty(),
+        "devices and /proc are left out: {noise:?}"
+    );
+}

@@ -48,6 +48,10 @@ pub struct LoadOptions {
     pub disk_filter: PathFilter,
     /// Disk events per session per second; 0: unlimited.
     pub disk_rate_limit: u32,
+    /// Superblock magic numbers of filesystems whose opens are not recorded.
+    pub disk_exclude_fs: Vec<u64>,
+    /// Opens of character devices are not recorded.
+    pub disk_exclude_devices: bool,
     /// Bytes of argv a command event carries at most (≤ ARGV_CAP).
     pub argv_limit: u32,
     /// Session flags whose program groups are loaded and attached.
@@ -118,6 +122,14 @@ impl Kernel {
             argv_limit: opts.argv_limit.min(ARGV_CAP as u32),
             disk_rate: opts.disk_rate_limit,
             kernel: crate::btf::Btf::from_sys_fs()?.kernel_offsets()?,
+            disk_exclude_devices: opts.disk_exclude_devices as u32,
+            disk_exclude_fs: {
+                let mut a = [0u64; restrictd_common::FS_EXCLUDE_MAX];
+                for (slot, m) in a.iter_mut().zip(&opts.disk_exclude_fs) {
+                    *slot = *m;
+                }
+                a
+            },
         };
         crate::tracefs::check_syscall_layout()?;
         loader.override_global("LOAD_CONFIG", &config, true);
