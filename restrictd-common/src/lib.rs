@@ -149,6 +149,14 @@ pub struct KernelOffsets {
     pub nsproxy_mnt_ns: u32,
     pub mnt_ns_user_ns: u32,
     pub user_ns_level: u32,
+    /// The running program: `task_struct.mm`, `mm_struct.exe_file`,
+    /// `inode.i_ino`, `inode.i_nlink`, `super_block.s_dev`.
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_nlink: u32,
+    pub sb_s_dev: u32,
+    pub _pad: u32,
 }
 
 /// Event kinds: `RecordHeader.kind`, and the index of their `LOST` counter.
@@ -194,8 +202,20 @@ pub struct RecordHeader {
     /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME. Records of all rings are
     /// written in this order, and converted to wall time in userspace.
     pub boot_ns: u64,
+    /// The process's name, which it chooses itself.
     pub comm: [u8; 16],
+    /// The program the process runs (`mm->exe_file`), which it cannot
+    /// choose: its inode and device (kernel `dev_t`, major << 20 | minor);
+    /// 0 for packets, sent without a process.
+    pub exe_ino: u64,
+    pub exe_dev: u32,
+    /// `EXE_*` bits.
+    pub exe_flags: u32,
 }
+
+/// `RecordHeader.exe_flags`: the program's file has no name left (deleted,
+/// or a memfd).
+pub const EXE_UNLINKED: u32 = 1;
 
 /// A `session.command` record. It is followed, in the same record, by
 /// `path_len` bytes of path (NUL-terminated) and `argv_len` bytes of
@@ -212,7 +232,9 @@ pub struct CommandEvent {
     /// Size of the whole argument area in the process; larger than
     /// `argv_len` when the arguments were cut at the limit.
     pub argv_total: u32,
-    pub _pad: u32,
+    /// Bytes of the real path of the program now running (NUL-terminated,
+    /// between the path and argv); 0 for a failed exec.
+    pub exe_len: u32,
 }
 
 /// A `session.disk` record, followed in the same record by `path_len` bytes
@@ -314,7 +336,11 @@ pub struct DenialKey {
     pub operation: u8,
     pub protocol: u8,
     pub version: u8,
-    pub _pad: [u8; 7],
+    // Scalar padding: a byte array would be zeroed with a memset call,
+    // a BPF subprogram older verifiers charge stack and time for.
+    pub _pad0: u8,
+    pub _pad1: u16,
+    pub _pad2: u32,
 }
 
 /// `DENIALS` value: the latest denial of its kind, and how many came after

@@ -12,8 +12,9 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Network(NetworkEvent),
-    /// Header, path (without its NUL) and the raw NUL-separated argv bytes.
-    Command(CommandEvent, Vec<u8>, Vec<u8>),
+    /// Header, path as given and the program's real path (without their
+    /// NULs), and the raw NUL-separated argv bytes.
+    Command(CommandEvent, Vec<u8>, Vec<u8>, Vec<u8>),
     /// Header and path (without its NUL).
     Disk(DiskEvent, Vec<u8>),
 }
@@ -118,8 +119,14 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EVENT_NETWORK => fixed(bytes, kind).map(Record::Network),
         EVENT_COMMAND => {
             let h: CommandEvent = fixed(bytes, kind)?;
-            let [path, argv] = tail::<CommandEvent, 2>(bytes, kind, [h.path_len, h.argv_len])?;
-            Ok(Record::Command(h, strip_nul(path), argv.to_vec()))
+            let [path, exe, argv] =
+                tail::<CommandEvent, 3>(bytes, kind, [h.path_len, h.exe_len, h.argv_len])?;
+            Ok(Record::Command(
+                h,
+                strip_nul(path),
+                strip_nul(exe),
+                argv.to_vec(),
+            ))
         }
         EVENT_DISK => {
             let h: DiskEvent = fixed(bytes, kind)?;
@@ -144,13 +151,19 @@ mod tests {
         let mut h = CommandEvent::default();
         h.header.kind = EVENT_COMMAND;
         h.path_len = 5;
+        h.exe_len = 9;
         h.argv_len = 6;
         let mut b = bytes(&h);
-        b.extend_from_slice(b"/bin\0ls\0-l\0\0");
+        b.extend_from_slice(b"/bin\0/usr/bin\0ls\0-l\0\0");
         let r = decode(&b).unwrap();
         assert_eq!(
             r,
-            Record::Command(h, b"/bin".to_vec(), b"ls\0-l\0".to_vec())
+            Record::Command(
+                h,
+                b"/bin".to_vec(),
+                b"/usr/bin".to_vec(),
+                b"ls\0-l\0".to_vec()
+            )
         );
     }
 
@@ -172,6 +185,7 @@ mod tests {
         let mut h = CommandEvent::default();
         h.header.kind = EVENT_COMMAND;
         h.path_len = u32::MAX;
+        h.exe_len = u32::MAX;
         h.argv_len = u32::MAX;
         assert!(matches!(
             decode(&bytes(&h)),

@@ -15,7 +15,8 @@ use aya_ebpf::{
 };
 use restrictd_common::{
     Dropped, KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, ShareWindow,
-    FS_EXCLUDE_MAX, IDENTITY_KEY, LOST_SLOTS, MAX_IDENTITIES, MAX_SESSIONS, SHARE_PER_SECOND,
+    EXE_UNLINKED, FS_EXCLUDE_MAX, IDENTITY_KEY, LOST_SLOTS, MAX_IDENTITIES, MAX_SESSIONS,
+    SHARE_PER_SECOND,
 };
 
 #[map]
@@ -74,6 +75,12 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
         nsproxy_mnt_ns: 0,
         mnt_ns_user_ns: 0,
         user_ns_level: 0,
+        task_mm: 0,
+        mm_exe_file: 0,
+        inode_i_ino: 0,
+        inode_i_nlink: 0,
+        sb_s_dev: 0,
+        _pad: 0,
     },
     disk_exclude_devices: 0,
     disk_exclude_fs: [0; FS_EXCLUDE_MAX],
@@ -172,6 +179,40 @@ pub fn fill_header(h: &mut RecordHeader, kind: u32, cgroup_id: u64) {
     h.cgroup_id = cgroup_id;
     h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let o = load_config().kernel;
+    let exe = current_exe();
+    let inode = if exe != 0 {
+        read_ptr(exe, o.file_f_inode)
+    } else {
+        0
+    };
+    h.exe_ino = 0;
+    h.exe_dev = 0;
+    h.exe_flags = 0;
+    if inode != 0 {
+        h.exe_ino = read_ptr(inode, o.inode_i_ino);
+        let sb = read_ptr(inode, o.inode_i_sb);
+        if sb != 0 {
+            h.exe_dev = unsafe { read_kernel((sb + o.sb_s_dev as u64) as *const u32) }.unwrap_or(0);
+        }
+        let nlink = unsafe { read_kernel((inode + o.inode_i_nlink as u64) as *const u32) };
+        if nlink == Some(0) {
+            h.exe_flags |= EXE_UNLINKED;
+        }
+    }
+}
+
+/// The current task's running program (`task->mm->exe_file`), or 0 (a
+/// kernel thread has no mm).
+#[inline(always)]
+pub fn current_exe() -> u64 {
+    let o = load_config().kernel;
+    let task = unsafe { bpf_get_current_task() };
+    let mm = read_ptr(task, o.task_mm);
+    if mm == 0 {
+        return 0;
+    }
+    read_ptr(mm, o.mm_exe_file)
 }
 
 /// What a syscall's entry stashed for the current thread in `map`, taken
@@ -216,19 +257,21 @@ pub fn within_share(ring: &RingBuf, kind: u32, slot: u32, key: u64) -> bool {
     }
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let slot = slot as usize & (LOST_SLOTS as usize - 1);
+    if SHARES.get_ptr_mut(key).is_none() {
+        // By reference: the map reads the static itself, no stack copy.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = SHARES.insert(key, &ZERO_SHARE, 0);
+    }
     let Some(w) = SHARES.get_ptr_mut(key) else {
-        let mut w = ShareWindow {
-            window_start: now,
-            count: [0; LOST_SLOTS as usize],
-        };
-        w.count[slot] = 1;
-        let _ = SHARES.insert(key, w, 0);
         return true;
     };
     let w = unsafe { &mut *w };
     if now.wrapping_sub(w.window_start) >= 1_000_000_000 {
         w.window_start = now;
-        w.count = [0; LOST_SLOTS as usize];
+        // One store each: a loop or array assignment becomes a memset call.
+        for c in w.count.iter_mut() {
+            unsafe { core::ptr::write_volatile(c, 0) };
+        }
     }
     if w.count[slot] < SHARE_PER_SECOND {
         w.count[slot] += 1;
@@ -247,19 +290,28 @@ pub fn count_limited(kind: u32, key: u64) {
 }
 
 #[inline(always)]
-fn count_dropped(key: u64, slot: impl FnOnce(&mut Dropped) -> &mut u64) {
-    match DROPPED.get_ptr_mut(key) {
-        // Per-CPU value: no other writer on this CPU while we run.
-        Some(d) => *slot(unsafe { &mut *d }) += 1,
-        None => {
-            let mut d = Dropped::default();
-            *slot(&mut d) = 1;
-            // A full map (more keys than sessions and identities together
-            // cannot be) leaves the host-wide count as the only trace.
-            let _ = DROPPED.insert(key, d, 0);
-        }
+fn count_dropped(key: u64, slot: impl Fn(&mut Dropped) -> &mut u64) {
+    if DROPPED.get_ptr_mut(key).is_none() {
+        // From a static: a zeroed value built on the stack is a memset call.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = DROPPED.insert(key, &ZERO_DROPPED, 0);
+    }
+    // Per-CPU value: no other writer on this CPU while we run. A full map
+    // (more keys than sessions and identities together cannot be) leaves
+    // the host-wide count as the only trace.
+    if let Some(d) = DROPPED.get_ptr_mut(key) {
+        *slot(unsafe { &mut *d }) += 1;
     }
 }
+
+static ZERO_DROPPED: Dropped = Dropped {
+    full: [0; LOST_SLOTS as usize],
+    limited: [0; LOST_SLOTS as usize],
+};
+static ZERO_SHARE: ShareWindow = ShareWindow {
+    window_start: 0,
+    count: [0; LOST_SLOTS as usize],
+};
 
 /// Hides what LLVM knows of a value's range, so that a mask or check it would
 /// drop as redundant reaches the verifier, which may not have derived the

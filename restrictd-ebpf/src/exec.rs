@@ -24,7 +24,7 @@ use crate::{
         count_lost, fill_header, load_config, opaque, read_kernel, read_user_u64, session_with,
         take_stash, within_share,
     },
-    path::dir_prefix,
+    path::{dir_prefix, exe_path},
 };
 
 /// Size set by the loader (`command_buffer_size`).
@@ -45,7 +45,10 @@ static EXECS: LruHashMap<u64, ExecArgs> = LruHashMap::with_max_entries(16_384, 0
 #[repr(C)]
 struct CommandScratch {
     header: CommandEvent,
-    data: [u8; 2 * PATH_CAP + 2 * ARGV_CAP],
+    /// Path (< 2 × PATH_CAP after the mask), then the program's real path
+    /// (< PATH_CAP; a walk needs PATH_CAP + NAME_MAX of room), then argv.
+    /// A per-CPU value may not exceed 32 KiB.
+    data: [u8; 3 * PATH_CAP + 2 * ARGV_CAP],
 }
 
 /// What sys_enter_execve(at) leaves for sys_exit_*: the user pointers, to
@@ -92,7 +95,7 @@ fn start(scratch: &mut CommandScratch, cgroup_id: u64, return_code: i32) {
     h.path_len = 0;
     h.argv_len = 0;
     h.argv_total = 0;
-    h._pad = 0;
+    h.exe_len = 0;
 }
 
 #[inline(always)]
@@ -131,7 +134,7 @@ fn write_path(scratch: &mut CommandScratch, first: u8, read: impl Fn(*mut u8) ->
 #[inline(always)]
 fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize) {
     let size = core::mem::size_of::<CommandEvent>()
-        + (argv_off & (2 * PATH_CAP - 1))
+        + (argv_off & (4 * PATH_CAP - 1))
         + (argv_len & (2 * ARGV_CAP - 1));
     let size = opaque(size);
     if size > core::mem::size_of::<CommandScratch>() {
@@ -169,6 +172,16 @@ pub fn cmd_exec(ctx: TracePointContext) -> u32 {
     let path_len = write_path(scratch, first, |dst| unsafe {
         bpf_probe_read_kernel_str(dst as *mut _, PATH_CAP as u32, src as *const _)
     });
+    // The program now running, by its real path: the name given may be a
+    // symlink, /dev/fd/N or a memfd's.
+    let exe_off = path_len & (2 * PATH_CAP - 1);
+    let exe_len = match unsafe { exe_path(scratch.data.as_mut_ptr().add(exe_off)) } {
+        // The last component was written with its NUL.
+        Some(p) if p > 0 => p + 1,
+        _ => 0,
+    };
+    scratch.header.exe_len = exe_len as u32;
+    let path_len = exe_off + (exe_len & (PATH_CAP - 1));
 
     // The System V initial stack: argc, argv[argc], NULL, envp[], NULL.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
@@ -176,7 +189,10 @@ pub fn cmd_exec(ctx: TracePointContext) -> u32 {
     let argc = read_user_u64(sp).unwrap_or(0);
     let argv0 = read_user_u64(sp + 8).unwrap_or(0);
     let envp0 = read_user_u64(sp + 8 * (argc + 2)).unwrap_or(0);
-    let argv_off = path_len & (2 * PATH_CAP - 1);
+    let argv_off = path_len & (4 * PATH_CAP - 1);
+    if argv_off >= 3 * PATH_CAP {
+        return 0;
+    }
     let mut total = 0u64;
     if argc > 0 && argv0 != 0 {
         total = if envp0 > argv0 {

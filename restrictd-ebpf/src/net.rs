@@ -282,6 +282,33 @@ fn emit(
     }
 }
 
+/// Makes `d` the latest denial of its kind: what differs between two
+/// denials of one kind (who, when, from where). Field by field: a whole
+/// record copy becomes a memmove call (a BPF subprogram).
+#[inline(always)]
+fn latest(d: &mut NetworkEvent, ev: &NetworkEvent) {
+    let (h, n) = (&mut d.header, &ev.header);
+    h.pid = n.pid;
+    h.uid = n.uid;
+    h.boot_ns = n.boot_ns;
+    h.exe_ino = n.exe_ino;
+    h.exe_dev = n.exe_dev;
+    h.exe_flags = n.exe_flags;
+    copy16(&mut h.comm, &n.comm);
+    copy16(&mut d.src_addr, &ev.src_addr);
+    d.src_port = ev.src_port;
+}
+
+/// 16 bytes as two 8-byte moves.
+#[inline(always)]
+pub fn copy16(dst: &mut [u8; 16], src: &[u8; 16]) {
+    let (d, s) = (dst.as_mut_ptr() as *mut u64, src.as_ptr() as *const u64);
+    unsafe {
+        core::ptr::write_unaligned(d, core::ptr::read_unaligned(s));
+        core::ptr::write_unaligned(d.add(1), core::ptr::read_unaligned(s.add(1)));
+    }
+}
+
 /// Where a network record is built (the stack is too small for it and a
 /// `DENIALS` entry).
 #[repr(C)]
@@ -316,13 +343,15 @@ pub fn report_denial(s: &mut DenialScratch, peer: &[u8; 16], peer_port: u16) {
         operation: ev.operation,
         protocol: ev.protocol,
         version: ev.version,
-        _pad: [0; 7],
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     };
     if let Some(d) = DENIALS.get_ptr_mut(&s.key) {
         let d = unsafe { &mut *d };
         // Other CPUs may count the same kind at once: the count is added
         // atomically; the latest record may mix two of them.
-        d.last = s.value.last;
+        latest(&mut d.last, &s.value.last);
         unsafe {
             core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
                 &mut d.repeats,

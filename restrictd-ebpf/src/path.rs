@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use restrictd_common::{DIR_DEPTH_MAX, FS_EXCLUDE_MAX, PATH_CAP};
 
-use crate::common::{load_config, read_kernel, read_ptr};
+use crate::common::{current_exe, load_config, read_kernel, read_ptr};
 
 /// Longest name of one path component, with its NUL.
 pub const NAME_MAX: u32 = 256;
@@ -154,9 +154,27 @@ pub fn in_users_mount_ns() -> bool {
 /// `buf` points into a map value with at least PATH_CAP + NAME_MAX bytes.
 #[inline(always)]
 pub unsafe fn fd_path(buf: *mut u8, fd: Option<i32>) -> Option<usize> {
+    unsafe { walk_path(buf, struct_path(fd)?) }
+}
+
+/// As `fd_path`, for the program the current task runs (`mm->exe_file`).
+///
+/// # Safety
+/// As `fd_path`.
+#[inline(always)]
+pub unsafe fn exe_path(buf: *mut u8) -> Option<usize> {
+    let exe = current_exe();
+    if exe == 0 {
+        return None;
+    }
+    unsafe { walk_path(buf, exe + load_config().kernel.file_f_path as u64) }
+}
+
+/// As `fd_path`, for the `struct path` at `path`.
+#[inline(always)]
+unsafe fn walk_path(buf: *mut u8, path: u64) -> Option<usize> {
     let walk = unsafe { &mut *WALK.get_ptr_mut(0)? };
     let o = load_config().kernel;
-    let path = struct_path(fd)?;
     let mut vfsmnt = read_ptr(path, o.path_mnt);
     let mut dentry = read_ptr(path, o.path_dentry);
     if vfsmnt == 0 || dentry == 0 {
@@ -182,6 +200,10 @@ pub unsafe fn fd_path(buf: *mut u8, fd: Option<i32>) -> Option<usize> {
         } else {
             let parent = read_ptr(dentry, o.dentry_parent);
             if parent == dentry || parent == 0 {
+                // A dentry of no directory (a memfd's "memfd:NAME", a
+                // pipe's): its own name is the whole path.
+                walk.comps[i & (WALK_STEPS - 1)] = dentry;
+                i += 1;
                 done = true;
                 break;
             }

@@ -26,7 +26,7 @@ use restrictd_common::{
 
 use crate::{
     common::{generation, session_of},
-    net::{denial_scratch, policy_allows, report_denial},
+    net::{copy16, denial_scratch, policy_allows, report_denial},
 };
 
 const PASS: i32 = 1;
@@ -260,10 +260,17 @@ fn report(
     // Packets are sent and received outside the owner's context (softirq,
     // timers, kernel workers): the record names the socket's owner, and no
     // process.
-    ev.header = Default::default();
-    ev.header.kind = EVENT_NETWORK;
-    ev.header.uid = unsafe { bpf_get_socket_uid(skb) };
-    ev.header.cgroup_id = key;
-    ev.header.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    // Field by field: a whole header assigned becomes a memset call.
+    let h = &mut ev.header;
+    h.kind = EVENT_NETWORK;
+    h.pid = 0;
+    h.uid = unsafe { bpf_get_socket_uid(skb) };
+    h._pad = 0;
+    h.cgroup_id = key;
+    h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    copy16(&mut h.comm, &[0; 16]);
+    h.exe_ino = 0;
+    h.exe_dev = 0;
+    h.exe_flags = 0;
     report_denial(s, peer, peer_port);
 }

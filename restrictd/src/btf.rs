@@ -187,6 +187,12 @@ impl Btf {
             nsproxy_mnt_ns: m("nsproxy", "mnt_ns")?,
             mnt_ns_user_ns: m("mnt_namespace", "user_ns")?,
             user_ns_level: m("user_namespace", "level")?,
+            task_mm: m("task_struct", "mm")?,
+            mm_exe_file: m("mm_struct", "exe_file")?,
+            inode_i_ino: m("inode", "i_ino")?,
+            inode_i_nlink: m("inode", "i_nlink")?,
+            sb_s_dev: m("super_block", "s_dev")?,
+            _pad: 0,
         })
     }
 

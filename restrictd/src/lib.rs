@@ -8,7 +8,8 @@
 //! - `lifecycle`: opening, closing and ending sessions (serve and run);
 //! - `identity`: which users are restricted outside their sessions too;
 //! - `events`: the event kinds, their JSON form and their outputs;
-//! - `recorder`: kernel rings -> time order -> session stamp -> outputs;
+//! - `recorder`: kernel rings -> time order -> session stamp -> outputs
+//!   (`exes`: naming the programs that network and disk records carry);
 //! - `run`: `restrictd run`, one restricted session around a command;
 //! - `daemon`: `restrictd serve`'s core; `service`: its D-Bus front end;
 //! - `error`: the core's error type;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod exes;
 pub mod identity;
 pub mod lifecycle;
 pub mod pamconf;

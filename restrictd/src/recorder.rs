@@ -30,7 +30,8 @@ use restrictd_common::{
 
 use crate::{
     bpf::{Counters, DenialCounts, DropCounters, Lost, LostCounters},
-    events::{from_record, now_boot_ns, Losses, Output},
+    events::{from_record, now_boot_ns, Exe, Losses, Output},
+    exes::ExeNames,
     session::Registry,
 };
 
@@ -60,6 +61,8 @@ enum Item {
     Record(Record),
     Start(u64),
     End(u64, Vec<u64>),
+    /// The writer's own report of repeated denials (`DENIALS`).
+    Report(Record),
     /// What a record key lost since `since` (boot ns).
     Lost {
         key: u64,
@@ -125,6 +128,7 @@ impl Recorder {
             .map(|(k, d)| (k, (d.first_ns, d.repeats)))
             .collect();
         let writer = Writer {
+            exes: ExeNames::default(),
             denials,
             denials_reported,
             dropped,
@@ -225,6 +229,7 @@ struct Writer {
     registry: Arc<Mutex<Registry>>,
     output: Output,
     lost: Arc<LostCounters>,
+    exes: ExeNames,
     denials: DenialCounts,
     /// Per kind of denial: the entry's `first_ns` and the repeats reported.
     denials_reported: HashMap<DenialKey, (u64, u64)>,
@@ -347,20 +352,50 @@ impl Writer {
             let mut events = Vec::with_capacity(due.len());
             for p in due {
                 match p.item {
-                    Item::Record(r) => {
+                    Item::Record(r) | Item::Report(r) => {
                         let h = *r.header();
-                        events.push(reg.stamp(h.cgroup_id, h.boot_ns, from_record(&r)));
+                        let body = self.body(&r);
+                        events.push(reg.stamp(h.cgroup_id, h.boot_ns, body));
                     }
                     Item::Start(cg) => events.extend(reg.start_event(cg, p.boot_ns)),
                     Item::Lost { key, since, lost } => {
                         events.push(reg.lost_event(key, p.boot_ns, since, lost))
                     }
                     Item::End(cg, keys) => {
+                        // Reports of the session's keys queued after its
+                        // end was stamped (a check that ran before the end
+                        // reached this thread) come before it, as of now.
+                        let (early, rest): (Vec<Pending>, Vec<Pending>) =
+                            std::mem::take(&mut self.pending)
+                                .into_iter()
+                                .partition(|q| match &q.item {
+                                    Item::Lost { key, .. } => keys.contains(key),
+                                    Item::Report(r) => keys.contains(&r.header().cgroup_id),
+                                    _ => false,
+                                });
+                        self.pending = rest;
+                        for q in early {
+                            match q.item {
+                                Item::Lost { key, since, lost } => {
+                                    events.push(reg.lost_event(key, p.boot_ns, since, lost))
+                                }
+                                Item::Report(mut r) => {
+                                    if let Record::Network(n) = &mut r {
+                                        n.header.boot_ns = p.boot_ns;
+                                    }
+                                    let h = *r.header();
+                                    let body = self.body(&r);
+                                    events.push(reg.stamp(h.cgroup_id, h.boot_ns, body));
+                                }
+                                _ => {}
+                            }
+                        }
                         // The last counts of the session's keys, read now
                         // that it is out of the kernel's session table.
                         for r in self.denial_reports(Some(&keys), p.boot_ns) {
                             let h = *r.header();
-                            events.push(reg.stamp(h.cgroup_id, h.boot_ns, from_record(&r)));
+                            let body = self.body(&r);
+                            events.push(reg.stamp(h.cgroup_id, h.boot_ns, body));
                         }
                         self.denials.remove_keys(&keys);
                         for key in keys {
@@ -392,12 +427,28 @@ impl Writer {
         }
     }
 
+    /// The event body of a record, with the program named: command records
+    /// name theirs (and teach `exes`), others are named from `exes`.
+    fn body(&mut self, r: &Record) -> crate::events::Body {
+        let h = r.header();
+        let mut body = from_record(r);
+        if let Record::Command(_, _, exe, _) = r {
+            self.exes
+                .learn(h.exe_dev, h.exe_ino, &String::from_utf8_lossy(exe));
+        } else if let Some(e) = body.exe_mut() {
+            if let Some(name) = self.exes.name(h.pid, h.exe_dev, h.exe_ino) {
+                *e = Exe::new(name, h.exe_flags);
+            }
+        }
+        body
+    }
+
     /// Queues a report of every kind of denial repeated since the last
     /// check (those of ending sessions come with their end).
     fn check_denials(&mut self) {
         let now = now_boot_ns();
         for r in self.denial_reports(None, now) {
-            self.push(now, Item::Record(r));
+            self.push(now, Item::Report(r));
         }
     }
 

@@ -827,12 +827,14 @@ fn a_denial_flood_is_aggregated_with_exact_counts_and_hides_nothing() {
 fn one_sessions_flood_cannot_starve_another() {
     let user = User::new();
     let bus = Bus::new(true);
-    // A small buffer (16 KiB, some 150 records), so the flood outruns the
-    // writer for certain.
+    // A 64 KiB buffer (some 580 records): the flood outruns the writer
+    // for certain, and the half it leaves holds the quiet session's
+    // records through a few seconds of the writer not running (the test
+    // host is busy with other tests).
     let daemon = Daemon::with_config(
         &bus,
         Some(&policy_yaml(&["127.0.0.1/32"], &[])),
-        "enhanced_recording:\n  network_buffer_size: 4\n",
+        "enhanced_recording:\n  network_buffer_size: 16\n",
     );
     let sshd = Sshd::new(&bus, &user, "");
     let scan = "python3 -u -c \"\nimport socket, time\nprint('flooding')\n\
@@ -964,4 +966,73 @@ fn files_cannot_hide_under_device_or_excluded_paths() {
         noise.is_empty(),
         "devices and /proc are left out: {noise:?}"
     );
+}
+
+/// A user runs programs under names that are not theirs: a symlink named
+/// `ls` to echo, a binary executed through its file descriptor, a memfd
+/// called `sshd`, and a process that renames itself `sshd` before a denied
+/// connect. Each event names the program that really ran, beside the name
+/// the user gave.
+#[test]
+fn programs_are_named_by_what_runs_not_by_what_the_user_calls_them() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.1/32"], &[])));
+    let sshd = Sshd::new(&bus, &user, "");
+    let script = r#"set -e
+        ln -s /bin/echo ~/ls; ~/ls via-symlink
+        python3 -c "import os; fd = os.open('/bin/true', os.O_RDONLY); os.execve(fd, ['true', 'via-fd'], {})"
+        python3 -c "
+import os
+fd = os.memfd_create('sshd')
+os.write(fd, open('/bin/true', 'rb').read())
+os.execve(fd, ['sshd', 'from-memfd'], {})"
+        python3 -c "
+import ctypes, socket
+ctypes.CDLL(None).prctl(15, b'sshd', 0, 0, 0)
+try:
+    socket.create_connection(('127.0.0.2', 9), timeout=2)
+except PermissionError:
+    print('denied')"
+        echo sid=$RESTRICTD_SESSION_ID"#;
+    let out = sshd.ssh(&user, script);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("denied"), "{stdout}");
+    let mut events = Vec::new();
+    wait_for("the session's end", Duration::from_secs(10), || {
+        events = daemon.events();
+        events.iter().any(|e| e["event"] == "session.end")
+    });
+    let command = |arg: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "session.command" && e["argv"][1] == arg)
+            .unwrap_or_else(|| panic!("no command with {arg}"))
+            .clone()
+    };
+    let echo = std::fs::canonicalize("/bin/echo").unwrap();
+    let truth = std::fs::canonicalize("/bin/true").unwrap();
+    let c = command("via-symlink");
+    assert_eq!(c["path"], format!("/home/{}/ls", user.name), "{c}");
+    assert_eq!(c["exe"], echo.to_str().unwrap(), "{c}");
+    let c = command("via-fd");
+    assert!(c["path"].as_str().unwrap().starts_with("/dev/fd/"), "{c}");
+    assert_eq!(c["exe"], truth.to_str().unwrap(), "{c}");
+    let c = command("from-memfd");
+    assert_eq!(c["exe"], "/memfd:sshd", "{c}");
+    assert_eq!(
+        (c["exe_memfd"].as_bool(), c["exe_unlinked"].as_bool()),
+        (Some(true), Some(true)),
+        "{c}"
+    );
+    let d = events
+        .iter()
+        .find(|e| {
+            e["event"] == "session.network" && e["action"] == 1 && e["dst_addr"] == "127.0.0.2"
+        })
+        .expect("the denial");
+    assert_eq!(d["program"], "sshd", "{d}");
+    let exe = d["exe"].as_str().unwrap_or_else(|| panic!("no exe: {d}"));
+    assert!(exe.contains("/python3"), "{d}");
 }

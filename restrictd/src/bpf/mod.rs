@@ -148,6 +148,7 @@ impl Kernel {
         let mut loaded = 0;
         for (name, prog) in ebpf.programs_mut() {
             let refused = || format!("the kernel refused BPF program {name}");
+            let started = std::time::Instant::now();
             match prog {
                 Program::CgroupSockAddr(p) => p.load().with_context(refused)?,
                 Program::CgroupSkb(p) => p.load().with_context(refused)?,
@@ -157,6 +158,7 @@ impl Kernel {
                 Program::TracePoint(_) => continue,
                 _ => bail!("BPF program {name}: a program type restrictd does not attach"),
             }
+            log::debug!("BPF program {name} verified in {:?}", started.elapsed());
             loaded += 1;
         }
         log::debug!("{loaded} BPF programs loaded");

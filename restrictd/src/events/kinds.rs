@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use restrictd_common::{
     record::Record, CommandEvent, DiskEvent, Dropped, NetworkEvent, ACTION_DENIED, EVENT_COMMAND,
-    EVENT_DISK, EVENT_NETWORK, OPERATION_CONNECT, OPERATION_PACKET_IN, OPERATION_PACKET_OUT,
-    OPERATION_SEND, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
+    EVENT_DISK, EVENT_NETWORK, EXE_UNLINKED, OPERATION_CONNECT, OPERATION_PACKET_IN,
+    OPERATION_PACKET_OUT, OPERATION_SEND, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
 };
 use serde::Serialize;
 
@@ -18,8 +18,52 @@ use super::{comm_to_string, Body, Kind, KindInfo};
 pub fn from_record(r: &Record) -> Body {
     match r {
         Record::Network(k) => Body::Network(NetworkBody::from_kernel(k)),
-        Record::Command(h, path, argv) => Body::Command(CommandBody::from_kernel(h, path, argv)),
+        Record::Command(h, path, exe, argv) => {
+            Body::Command(CommandBody::from_kernel(h, path, exe, argv))
+        }
         Record::Disk(h, path) => Body::Disk(DiskBody::from_kernel(h, path)),
+    }
+}
+
+/// The program a process runs, which it cannot choose (unlike `program`,
+/// its self-chosen name).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Exe {
+    /// Its real path (symlinks resolved); "" when it could not be named.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub exe: String,
+    /// The file has no name left: deleted since it was started, or a memfd.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exe_unlinked: bool,
+    /// A memfd (`memfd_create`): a program that never was a file on disk;
+    /// `exe` is then "/memfd:NAME", NAME chosen by its creator.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exe_memfd: bool,
+}
+
+impl Exe {
+    pub fn new(path: String, flags: u32) -> Exe {
+        let unlinked = flags & EXE_UNLINKED != 0;
+        Exe {
+            exe_memfd: unlinked && path.starts_with("/memfd:"),
+            exe: path,
+            exe_unlinked: unlinked,
+        }
+    }
+
+    /// " [/usr/bin/curl]" after a process name, when the program is known
+    /// and its file name is not the process name (which the process sets).
+    fn after(&self, program: &str) -> String {
+        let base = self.exe.rsplit('/').next().unwrap_or("");
+        if self.exe.is_empty() || base.starts_with(program) && !self.exe_memfd {
+            return String::new();
+        }
+        let unlinked = if self.exe_unlinked && !self.exe_memfd {
+            " (deleted)"
+        } else {
+            ""
+        };
+        format!(" [{}{unlinked}]", self.exe)
     }
 }
 
@@ -28,9 +72,14 @@ pub fn from_record(r: &Record) -> Body {
 /// `session.command` (T4000I): one exec, successful or not.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CommandBody {
-    /// The executed file, absolute: a relative name is joined, in the
-    /// kernel, to the process's working directory.
+    /// The executed file as the caller named it, absolute: a relative name
+    /// is joined, in the kernel, to the process's working directory.
     pub path: String,
+    /// What runs now, by its real path (`exe`): `path` through symlinks
+    /// and /dev/fd/N, a memfd flagged as such; for a script, the
+    /// interpreter. Absent for a failed exec.
+    #[serde(flatten)]
+    pub exe: Exe,
     pub program: String,
     /// The complete argument vector, argv[0] included, up to `argv_limit` bytes.
     pub argv: Vec<String>,
@@ -48,7 +97,7 @@ pub struct CommandBody {
 }
 
 impl CommandBody {
-    pub fn from_kernel(h: &CommandEvent, path: &[u8], argv: &[u8]) -> CommandBody {
+    pub fn from_kernel(h: &CommandEvent, path: &[u8], exe: &[u8], argv: &[u8]) -> CommandBody {
         let truncated = h.argv_total > h.argv_len;
         let argv = argv
             .strip_suffix(&[0])
@@ -59,6 +108,7 @@ impl CommandBody {
             .collect();
         CommandBody {
             path: clean_path(path),
+            exe: Exe::new(clean_path(exe), h.header.exe_flags),
             program: comm_to_string(&h.header.comm),
             argv,
             argv_truncated: truncated,
@@ -95,7 +145,21 @@ impl Kind for CommandBody {
             args.push('…');
         }
         if self.return_code == 0 {
-            format!("{who} ran {}{args}", self.path)
+            // The same file by another name only through merged /usr
+            // (/bin -> /usr/bin): not worth a word.
+            let same = self.exe.exe == self.path
+                || self.exe.exe.strip_prefix("/usr") == Some(self.path.as_str());
+            let exe = if self.exe.exe.is_empty() || same {
+                String::new()
+            } else {
+                let unlinked = if self.exe.exe_unlinked && !self.exe.exe_memfd {
+                    " (deleted)"
+                } else {
+                    ""
+                };
+                format!(" [{}{unlinked}]", self.exe.exe)
+            };
+            format!("{who} ran {}{exe}{args}", self.path)
         } else {
             format!(
                 "{who} failed to run {}{args} ({})",
@@ -123,6 +187,9 @@ pub struct DiskBody {
     pub pid: u32,
     pub uid: u32,
     pub program: String,
+    /// The program that opened it (named by the recorder, see `Exe`).
+    #[serde(flatten)]
+    pub exe: Exe,
     pub cgroup_id: u64,
 }
 
@@ -135,6 +202,7 @@ impl DiskBody {
             pid: h.header.pid,
             uid: h.header.uid,
             program: comm_to_string(&h.header.comm),
+            exe: Exe::default(),
             cgroup_id: h.header.cgroup_id,
         }
     }
@@ -188,6 +256,9 @@ pub struct NetworkBody {
     pub pid: u32,
     pub cgroup_id: u64,
     pub program: String,
+    /// The program that made the call (named by the recorder, see `Exe`).
+    #[serde(flatten)]
+    pub exe: Exe,
     pub src_addr: String,
     /// 0 (omitted) when the socket had no local port yet.
     #[serde(skip_serializing_if = "is_zero")]
@@ -227,6 +298,7 @@ impl NetworkBody {
             pid: k.header.pid,
             cgroup_id: k.header.cgroup_id,
             program: comm_to_string(&k.header.comm),
+            exe: Exe::default(),
             src_addr: addr(&k.src_addr).to_string(),
             src_port: k.src_port,
             dst_addr: addr(&k.dst_addr).to_string(),
@@ -300,8 +372,10 @@ impl Kind for NetworkBody {
             n => format!(", and {n} more since the last report"),
         };
         format!(
-            "{who}: {verdict} {op} {peer} by {} (pid {}){repeats}",
-            self.program, self.pid
+            "{who}: {verdict} {op} {peer} by {}{} (pid {}){repeats}",
+            self.program,
+            self.exe.after(&self.program),
+            self.pid
         )
     }
 

@@ -8,7 +8,7 @@ pub mod output;
 use serde::Serialize;
 
 pub use self::kinds::{
-    CommandBody, DiskBody, Losses, LostBody, NetworkBody, SessionEndBody, SessionStartBody,
+    CommandBody, DiskBody, Exe, Losses, LostBody, NetworkBody, SessionEndBody, SessionStartBody,
 };
 pub use self::output::Output;
 
@@ -86,6 +86,18 @@ event_kinds!(
 );
 
 pub use self::kinds::from_record;
+
+impl Body {
+    /// The program of an event whose record carries only its inode, for
+    /// the recorder to name (`exes`).
+    pub fn exe_mut(&mut self) -> Option<&mut Exe> {
+        match self {
+            Body::Disk(b) => Some(&mut b.exe),
+            Body::Network(b) => Some(&mut b.exe),
+            _ => None,
+        }
+    }
+}
 
 /// The journald MESSAGE_ID of the event kind named `event` ("session.disk").
 pub fn message_id(event: &str) -> Option<&'static str> {
@@ -280,6 +292,7 @@ mod tests {
                 pid: 42,
                 cgroup_id: 7,
                 program: "curl".into(),
+                exe: Exe::default(),
                 src_addr: "0.0.0.0".into(),
                 src_port: 0,
                 dst_addr: "10.1.2.4".into(),
@@ -328,6 +341,39 @@ mod tests {
         );
     }
 
+    /// A process may call itself anything; the program it runs is named
+    /// beside the name whenever the two differ.
+    #[test]
+    fn a_process_name_cannot_hide_the_program() {
+        let mut ev = sample();
+        let Body::Network(b) = &mut ev.body else {
+            unreachable!()
+        };
+        b.program = "sshd".into();
+        b.exe = Exe::new("/home/alice/.x/tool".into(), 0);
+        assert_eq!(
+            ev.summary(),
+            "alice: denied connect to 10.1.2.4:443 by sshd [/home/alice/.x/tool] (pid 42)"
+        );
+        let Body::Network(b) = &mut ev.body else {
+            unreachable!()
+        };
+        b.exe = Exe::new("/memfd:sshd".into(), restrictd_common::EXE_UNLINKED);
+        assert!(ev.summary().contains("by sshd [/memfd:sshd] (pid"));
+        let f: std::collections::HashMap<_, _> = ev.journal_fields().into_iter().collect();
+        assert_eq!(
+            (f["EXE_MEMFD"].as_str(), f["EXE_UNLINKED"].as_str()),
+            ("true", "true")
+        );
+        // The same name: nothing added.
+        let Body::Network(b) = &mut ev.body else {
+            unreachable!()
+        };
+        b.program = "curl".into();
+        b.exe = Exe::new("/usr/bin/curl".into(), 0);
+        assert!(ev.summary().ends_with("by curl (pid 42)"));
+    }
+
     #[test]
     fn text_a_person_reads_has_no_control_characters() {
         let hostile =
@@ -335,6 +381,7 @@ mod tests {
         let mut ev = sample();
         ev.body = Body::Command(CommandBody {
             path: format!("/tmp/{hostile}"),
+            exe: Exe::default(),
             program: "x\ty".into(),
             argv: vec!["a".into(), hostile.into()],
             argv_truncated: false,

@@ -1,0 +1,93 @@
+//! Names of the programs processes run, for records that carry only the
+//! program's inode (network and disk records: walking the program's path
+//! in the kernel on every connect would cost more than the connect). A
+//! command record carries both the inode and the real path the kernel
+//! walked, so every program started in a session is named from there; one
+//! started before (sshd itself) is named from `/proc/PID/exe` while the
+//! process runs, if that is still the same file.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    os::unix::fs::MetadataExt,
+};
+
+/// Programs remembered; the oldest is forgotten first.
+const CAPACITY: usize = 4096;
+
+#[derive(Default)]
+pub struct ExeNames {
+    /// (kernel dev_t, inode) -> real path.
+    names: HashMap<(u32, u64), String>,
+    order: VecDeque<(u32, u64)>,
+}
+
+impl ExeNames {
+    /// The program with this inode on this device is at `path`.
+    pub fn learn(&mut self, dev: u32, ino: u64, path: &str) {
+        if ino == 0 || path.is_empty() {
+            return;
+        }
+        if self.names.insert((dev, ino), path.to_string()).is_none() {
+            self.order.push_back((dev, ino));
+            if self.order.len() > CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.names.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The path of the program `pid` ran (inode `ino` on `dev`), if known.
+    pub fn name(&mut self, pid: u32, dev: u32, ino: u64) -> Option<String> {
+        if ino == 0 {
+            return None;
+        }
+        if let Some(p) = self.names.get(&(dev, ino)) {
+            return Some(p.clone());
+        }
+        let link = format!("/proc/{pid}/exe");
+        let md = std::fs::metadata(&link).ok()?;
+        if md.ino() != ino || md.dev() != user_dev(dev) {
+            return None; // another process now, or another program
+        }
+        let target = std::fs::read_link(&link).ok()?;
+        let target = target.to_string_lossy();
+        let path = target.strip_suffix(" (deleted)").unwrap_or(&target);
+        self.learn(dev, ino, path);
+        Some(path.to_string())
+    }
+}
+
+/// A kernel `dev_t` (major << 20 | minor) as `stat` reports it.
+fn user_dev(kdev: u32) -> u64 {
+    libc::makedev(kdev >> 20, kdev & 0xf_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_program_is_named_only_if_it_is_the_same_file() {
+        let me = std::fs::metadata("/proc/self/exe").unwrap();
+        let (major, minor) = (libc::major(me.dev()), libc::minor(me.dev()));
+        let kdev = (major << 20) | minor;
+        let pid = std::process::id();
+        let mut n = ExeNames::default();
+        let real = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(
+            n.name(pid, kdev, me.ino()).as_deref(),
+            Some(real.to_str().unwrap())
+        );
+        // Another inode: not this process's program.
+        let mut fresh = ExeNames::default();
+        assert_eq!(fresh.name(pid, kdev, me.ino() + 1), None);
+        // Learned names come first, and the oldest go beyond the capacity.
+        n.learn(1, 5, "/usr/bin/x");
+        assert_eq!(n.name(0, 1, 5).as_deref(), Some("/usr/bin/x"));
+        for i in 0..CAPACITY as u64 {
+            n.learn(2, 100 + i, "/y");
+        }
+        assert_eq!(n.name(0, 1, 5), None);
+    }
+}
