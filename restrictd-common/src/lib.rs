@@ -235,7 +235,16 @@ pub struct CommandEvent {
     /// Bytes of the real path of the program now running (NUL-terminated,
     /// between the path and argv); 0 for a failed exec.
     pub exe_len: u32,
+    /// Arguments longer than `ARGV_CAP` come in `parts` records: this one
+    /// (part 0) with the path, then parts 1.. with the same header and only
+    /// the next `ARGV_CAP` bytes of argv each. The recorder joins them.
+    pub part: u32,
+    pub parts: u32,
 }
+
+/// Most bytes of argv a command event can carry (`argv_limit`), in
+/// `ARGV_CAP` parts.
+pub const ARGV_LIMIT_MAX: usize = 16 * ARGV_CAP;
 
 /// A `session.disk` record, followed in the same record by `path_len` bytes
 /// of path (NUL-terminated).

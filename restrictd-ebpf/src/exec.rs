@@ -16,7 +16,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use restrictd_common::{
-    CommandEvent, ARGV_CAP, EVENT_COMMAND, FAILED_ARGS_MAX, PATH_CAP, SESSION_RECORD_COMMANDS,
+    CommandEvent, ARGV_CAP, ARGV_LIMIT_MAX, EVENT_COMMAND, FAILED_ARGS_MAX, PATH_CAP,
+    SESSION_RECORD_COMMANDS,
 };
 
 use crate::{
@@ -96,13 +97,16 @@ fn start(scratch: &mut CommandScratch, cgroup_id: u64, return_code: i32) {
     h.argv_len = 0;
     h.argv_total = 0;
     h.exe_len = 0;
+    h.part = 0;
+    h.parts = 1;
 }
 
+/// Bytes of argv recorded at most (`argv_limit`), over all parts.
 #[inline(always)]
 fn argv_limit() -> u64 {
     let l = load_config().argv_limit as u64;
-    if l == 0 || l > ARGV_CAP as u64 {
-        ARGV_CAP as u64
+    if l == 0 || l > ARGV_LIMIT_MAX as u64 {
+        ARGV_LIMIT_MAX as u64
     } else {
         l
     }
@@ -132,23 +136,27 @@ fn write_path(scratch: &mut CommandScratch, first: u8, read: impl Fn(*mut u8) ->
 
 /// Sends header + path + argv from the scratch area.
 #[inline(always)]
-fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize) {
+/// `kind`: what a loss of this record counts as (`EVENT_COMMAND`, or 0 for
+/// a later part of argv, which is not an event: its command shows the cut).
+fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize, kind: u32) -> bool {
     let size = core::mem::size_of::<CommandEvent>()
         + (argv_off & (4 * PATH_CAP - 1))
         + (argv_len & (2 * ARGV_CAP - 1));
     let size = opaque(size);
     if size > core::mem::size_of::<CommandScratch>() {
-        return;
+        return false;
     }
     let bytes =
         unsafe { core::slice::from_raw_parts(scratch as *const CommandScratch as *const u8, size) };
     let key = scratch.header.header.cgroup_id;
-    if !within_share(&COMMAND_EVENTS, EVENT_COMMAND, EVENT_COMMAND, key) {
-        return;
+    if !within_share(&COMMAND_EVENTS, kind, EVENT_COMMAND, key) {
+        return false;
     }
     if COMMAND_EVENTS.output::<[u8]>(bytes, 0).is_err() {
-        count_lost(EVENT_COMMAND, key);
+        count_lost(kind, key);
+        return false;
     }
+    true
 }
 
 /// A successful exec, seen once the new program is in place: its argument
@@ -211,8 +219,8 @@ pub fn cmd_exec(ctx: TracePointContext) -> u32 {
             }
         };
     }
-    let len = total.min(argv_limit());
-    let len = (len as usize) & (2 * ARGV_CAP - 1);
+    let want = total.min(argv_limit());
+    let len = (want.min(ARGV_CAP as u64) as usize) & (2 * ARGV_CAP - 1);
     if len > 0 && len <= ARGV_CAP {
         // LLVM turns the check above into one on `len - 1`, which bounds
         // another register than the size passed below; older verifiers (6.1)
@@ -226,7 +234,46 @@ pub fn cmd_exec(ctx: TracePointContext) -> u32 {
         }
     }
     scratch.header.argv_total = total as u32;
-    submit(scratch, argv_off, scratch.header.argv_len as usize);
+    let parts = want.div_ceil(ARGV_CAP as u64).max(1) as u32;
+    scratch.header.parts = parts;
+    if !submit(
+        scratch,
+        argv_off,
+        scratch.header.argv_len as usize,
+        EVENT_COMMAND,
+    ) {
+        return 0;
+    }
+    // The rest of argv, ARGV_CAP bytes a record, from the start of the
+    // scratch area (the first record is already in the ring).
+    let mut part = 1u32;
+    while part < (ARGV_LIMIT_MAX / ARGV_CAP) as u32 {
+        if part >= parts {
+            break;
+        }
+        let off = part as u64 * ARGV_CAP as u64;
+        let len = (want - off).min(ARGV_CAP as u64) as usize;
+        let len = opaque(len) & (2 * ARGV_CAP - 1);
+        if len == 0 || len > ARGV_CAP {
+            break;
+        }
+        let dst = scratch.data.as_mut_ptr();
+        if unsafe { bpf_probe_read_user(dst as *mut _, len as u32, (argv0 + off) as *const _) } != 0
+        {
+            break;
+        }
+        let h = &mut scratch.header;
+        h.part = part;
+        h.path_len = 0;
+        h.exe_len = 0;
+        h.argv_len = len as u32;
+        // A part lost is not an event lost (kind 0): the command shows
+        // the cut instead.
+        if !submit(scratch, 0, len, 0) {
+            break;
+        }
+        part += 1;
+    }
     0
 }
 
@@ -286,7 +333,8 @@ fn failed(ctx: &TracePointContext) -> u32 {
         bpf_probe_read_user_str(dst as *mut _, PATH_CAP as u32, args.filename as *const _)
     });
     let argv_off = path_len & (2 * PATH_CAP - 1);
-    let limit = argv_limit() as usize;
+    // One record: the arguments of a failed exec are read one by one.
+    let limit = argv_limit().min(ARGV_CAP as u64) as usize;
     let mut pos = 0usize;
     let mut total = 0u64;
     let mut i = 0u32;
@@ -313,6 +361,6 @@ fn failed(ctx: &TracePointContext) -> u32 {
     }
     scratch.header.argv_len = pos as u32;
     scratch.header.argv_total = total as u32;
-    submit(scratch, argv_off, pos);
+    submit(scratch, argv_off, pos, EVENT_COMMAND);
     0
 }

@@ -83,7 +83,8 @@ pub struct EnhancedRecording {
     pub disk_buffer_size: u32,
     /// Size of the network event ring buffer, in pages (a power of two).
     pub network_buffer_size: u32,
-    /// Bytes of arguments kept per command; longer ones are cut and flagged.
+    /// Bytes of arguments kept per command (up to 128 KiB, in 8 KiB
+    /// records); longer ones are cut and flagged with their true length.
     pub argv_limit: u32,
     /// Path prefixes whose opens are recorded (longest match wins, see
     /// `pathfilter`).
@@ -170,6 +171,10 @@ pub const DEFAULT_DISK_ALWAYS: [&str; 6] = [
     "~/.ssh",
 ];
 pub const DEFAULT_DISK_RATE_LIMIT: u32 = 1000;
+/// 32 KiB: padding a command line with junk to push its point past what is
+/// recorded takes more than a screenful; and four of them fit the default
+/// command ring a quarter each.
+pub const DEFAULT_ARGV_LIMIT: u32 = 32 * 1024;
 /// Default size of the network event ring buffer: Teleport's 8 pages.
 pub const NETWORK_BUFFER_PAGES: u32 = 8;
 /// Default size of the command event ring buffer, in pages. Teleport uses 8;
@@ -300,7 +305,7 @@ impl Default for EnhancedRecording {
             command_buffer_size: COMMAND_BUFFER_PAGES,
             disk_buffer_size: DISK_BUFFER_PAGES,
             network_buffer_size: NETWORK_BUFFER_PAGES,
-            argv_limit: restrictd_common::ARGV_CAP as u32,
+            argv_limit: DEFAULT_ARGV_LIMIT,
             disk_include: vec!["/".into()],
             disk_exclude: DEFAULT_DISK_EXCLUDE.iter().map(|s| s.to_string()).collect(),
             disk_exclude_filesystems: DEFAULT_DISK_EXCLUDE_FILESYSTEMS
@@ -405,11 +410,23 @@ impl Config {
         }
         er.disk_filter()?;
         er.excluded_filesystems()?;
-        if er.argv_limit == 0 || er.argv_limit as usize > restrictd_common::ARGV_CAP {
+        if er.argv_limit == 0 || er.argv_limit as usize > restrictd_common::ARGV_LIMIT_MAX {
             return Err(format!(
                 "enhanced_recording.argv_limit is {}: it must be from 1 to {} bytes",
                 er.argv_limit,
-                restrictd_common::ARGV_CAP
+                restrictd_common::ARGV_LIMIT_MAX
+            ));
+        }
+        // One command may take at most a quarter of its ring buffer, so
+        // that a long argv cannot crowd out the others.
+        let page = 4096u64;
+        let need = (4 * er.argv_limit as u64)
+            .div_ceil(page)
+            .next_power_of_two();
+        if (er.command_buffer_size as u64) < need {
+            return Err(format!(
+                "enhanced_recording.argv_limit {} needs command_buffer_size of at least {need} pages (4 × argv_limit); it is {}",
+                er.argv_limit, er.command_buffer_size
             ));
         }
         Ok(())
@@ -480,7 +497,8 @@ mod tests {
             "enhanced_recording:\n  network_buffer_size: 0",
             "enhanced_recording:\n  command_buffer_size: 12",
             "enhanced_recording:\n  argv_limit: 0",
-            "enhanced_recording:\n  argv_limit: 100000",
+            "enhanced_recording:\n  argv_limit: 200000",
+            "enhanced_recording:\n  argv_limit: 131072",
             "enhanced_recording:\n  command_event: true",
             "enhanced_recording:\n  disk_buffer_size: 100",
             "enhanced_recording:\n  disk_include: [etc]",

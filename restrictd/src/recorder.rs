@@ -37,6 +37,9 @@ use crate::{
 
 /// How long a record waits for earlier-stamped ones before it is written.
 const HOLD: Duration = Duration::from_millis(20);
+/// How long a command's later argv parts are waited for (they are written
+/// by the same program run, microseconds apart).
+const PARTS_WAIT: Duration = Duration::from_millis(5);
 /// How often the loss counters are read (per session: `session.lost`).
 const LOST_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Loss reports are rate-limited to one per this interval.
@@ -129,6 +132,7 @@ impl Recorder {
             .collect();
         let writer = Writer {
             exes: ExeNames::default(),
+            assembling: HashMap::new(),
             denials,
             denials_reported,
             dropped,
@@ -230,6 +234,9 @@ struct Writer {
     output: Output,
     lost: Arc<LostCounters>,
     exes: ExeNames,
+    /// Commands waiting for more argv parts, by (pid, stamp): the record so
+    /// far and the next part expected.
+    assembling: HashMap<(u32, u64), (Record, u32)>,
     denials: DenialCounts,
     /// Per kind of denial: the entry's `first_ns` and the repeats reported.
     denials_reported: HashMap<DenialKey, (u64, u64)>,
@@ -330,9 +337,59 @@ impl Writer {
             }
         }
         for r in got {
-            let t = r.header().boot_ns;
-            self.push(t, Item::Record(r));
+            if let Some(r) = self.join_parts(r) {
+                let t = r.header().boot_ns;
+                self.push(t, Item::Record(r));
+            }
         }
+        // A command still missing parts well after its stamp lost them (a
+        // full buffer or the session's share): written with what came, its
+        // argv marked cut. Still within HOLD, so in time order.
+        let now = now_boot_ns();
+        let stale: Vec<(u32, u64)> = self
+            .assembling
+            .keys()
+            .filter(|(_, t)| now.saturating_sub(*t) > PARTS_WAIT.as_nanos() as u64)
+            .copied()
+            .collect();
+        for k in stale {
+            if let Some((r, _)) = self.assembling.remove(&k) {
+                self.push(k.1, Item::Record(r));
+            }
+        }
+    }
+
+    /// A command record whose argv comes in parts is held until its last
+    /// part has been appended; other records pass through.
+    fn join_parts(&mut self, r: Record) -> Option<Record> {
+        let Record::Command(h, _, _, argv) = &r else {
+            return Some(r);
+        };
+        let key = (h.header.pid, h.header.boot_ns);
+        if h.part == 0 {
+            if h.parts <= 1 {
+                return Some(r);
+            }
+            self.assembling.insert(key, (r, 1));
+            return None;
+        }
+        // A later part: appended in order; one whose predecessor is
+        // missing ends the argv there (the record shows it cut).
+        let (part, parts) = (h.part, h.parts);
+        let more = argv.clone();
+        let (first, next) = self.assembling.get_mut(&key)?;
+        if part != *next {
+            return None;
+        }
+        if let Record::Command(fh, _, _, fargv) = first {
+            fargv.extend_from_slice(&more);
+            fh.argv_len += more.len() as u32;
+        }
+        *next += 1;
+        if *next < parts {
+            return None;
+        }
+        self.assembling.remove(&key).map(|(r, _)| r)
     }
 
     /// Writes, in time order, everything stamped at or before `cutoff`.

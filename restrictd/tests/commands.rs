@@ -207,23 +207,59 @@ fn a_full_buffer_is_counted_and_reported_and_normal_runs_lose_nothing() {
     assert_eq!(n, 200);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("lost"));
 
-    // A one-page buffer cannot hold a 6 KiB argv: each such exec is lost, counted, reported.
-    let sb = Sandbox::with_config("enhanced_recording:\n  command_buffer_size: 1\n");
-    let script = "big=$(printf '%6000s' '' | tr ' ' y); for i in 1 2 3; do /bin/true $big; done";
-    let out = sb.run(None, &["/bin/sh", "-c", script]);
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(" 3 command,") && err.contains(" 0 network"),
-        "{err}"
+    // A one-page buffer and a writer that does not run (stopped): what
+    // the buffer cannot take is counted and reported as the session's
+    // loss, exactly, with the ei numbers it would have had.
+    let sb =
+        Sandbox::with_config("enhanced_recording:\n  command_buffer_size: 1\n  argv_limit: 1024\n");
+    let dir = sb.dir.path().display().to_string();
+    let script = format!(
+        // Shell builtins only, so that the 200 execs are the only ones
+        // while the writer is stopped.
+        ": > {dir}/ready; while [ ! -e {dir}/go ]; do :; done; \
+         i=0; while [ $i -lt 200 ]; do /bin/true $i; i=$((i+1)); done; : > {dir}/done; \
+         while [ ! -e {dir}/end ]; do :; done"
     );
-    assert_eq!(
-        commands(&sb.events())
+    let mut child = sb
+        .run_cmd(None, &["/bin/sh", "-c", &script])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let wait = |f: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !sb.dir.path().join(f).exists() {
+            assert!(std::time::Instant::now() < deadline, "no {f}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait("ready");
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();
+    std::fs::write(sb.dir.path().join("go"), "").unwrap();
+    wait("done");
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT).unwrap();
+    std::fs::write(sb.dir.path().join("end"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ev = sb.events();
+    let recorded = commands(&ev)
+        .iter()
+        .filter(|e| e["path"] == "/bin/true")
+        .count();
+    let sid = ev.iter().find(|e| e["event"] == "session.end").unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reports = assert_ei_accounted(&ev, &sid);
+    let sum = |k: &str| -> usize {
+        reports
             .iter()
-            .filter(|e| e["path"] == "/bin/true")
-            .count(),
-        0
-    );
+            .map(|e| e[k].as_u64().unwrap() as usize)
+            .sum()
+    };
+    let (lost, shed) = (sum("lost_command"), sum("command_events_dropped"));
+    assert!(recorded < 200, "the writer was stopped: {recorded}");
+    assert_eq!(recorded + lost + shed, 200, "{recorded} + {lost} + {shed}");
 }
 
 #[test]

@@ -1036,3 +1036,61 @@ except PermissionError:
     let exe = d["exe"].as_str().unwrap_or_else(|| panic!("no exe: {d}"));
     assert!(exe.contains("/python3"), "{d}");
 }
+
+/// A user pads a command line with 100 KB of junk before what it really
+/// does, to push that past the recorded part. With `argv_limit: 131072`
+/// the whole command line is recorded (in 8 KiB records, joined again);
+/// past the limit it is cut and flagged with its true length.
+#[test]
+fn padding_cannot_push_a_command_past_what_is_recorded() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::with_config(
+        &bus,
+        Some(&policy_yaml(&["127.0.0.0/8"], &[])),
+        "enhanced_recording:\n  argv_limit: 131072\n  command_buffer_size: 128\n",
+    );
+    let sshd = Sshd::new(&bus, &user, "");
+    let script = r#"pad=$(head -c 100000 /dev/zero | tr '\0' x)
+        /bin/echo "$pad" the-real-payload > /dev/null
+        /bin/echo "$pad" "$pad" past-the-limit > /dev/null"#;
+    let out = sshd.ssh(&user, script);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut events = Vec::new();
+    wait_for("the session's end", Duration::from_secs(10), || {
+        events = daemon.events();
+        events.iter().any(|e| e["event"] == "session.end")
+    });
+    let echo = |n: usize| {
+        events
+            .iter()
+            .find(|e| {
+                e["event"] == "session.command"
+                    && e["path"] == "/bin/echo"
+                    && e["argv"].as_array().map(|a| a.len()) == Some(n)
+            })
+            .unwrap_or_else(|| panic!("no echo with {n} arguments"))
+            .clone()
+    };
+    let e = echo(3);
+    assert_eq!(e["argv"][1].as_str().unwrap().len(), 100_000);
+    assert_eq!(e["argv"][2], "the-real-payload");
+    assert!(
+        e.get("argv_truncated").is_none(),
+        "whole: {}",
+        e["argv_length"]
+    );
+    // 10 + 100001 + 100001 + 15 bytes: cut at 131072, with its length.
+    let e = events
+        .iter()
+        .find(|e| e["event"] == "session.command" && e["argv_truncated"] == true)
+        .expect("the command past the limit");
+    assert_eq!(e["argv_length"], 10 + 2 * 100_001 + 15);
+    let kept: usize = e["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().len() + 1)
+        .sum();
+    assert_eq!(kept, 131_072 + 1, "the limit, cut mid-argument");
+}

@@ -27,8 +27,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use restrictd_common::{
-    Denial, DenialKey, DiskRate, Dropped, LoadConfig, PathKeyData, Runtime, SessionEntry, ARGV_CAP,
-    LOST_SLOTS, PATH_PREFIX_MAX, PROGRAM_GROUPS,
+    Denial, DenialKey, DiskRate, Dropped, LoadConfig, PathKeyData, Runtime, SessionEntry,
+    ARGV_LIMIT_MAX, LOST_SLOTS, PATH_PREFIX_MAX, PROGRAM_GROUPS,
 };
 
 use self::object::ObjectInfo;
@@ -52,7 +52,7 @@ pub struct LoadOptions {
     pub disk_exclude_fs: Vec<u64>,
     /// Opens of character devices are not recorded.
     pub disk_exclude_devices: bool,
-    /// Bytes of argv a command event carries at most (≤ ARGV_CAP).
+    /// Bytes of argv a command event carries at most (≤ ARGV_LIMIT_MAX).
     pub argv_limit: u32,
     /// Session flags whose program groups are loaded and attached.
     pub recording: u32,
@@ -119,7 +119,7 @@ impl Kernel {
         let config = LoadConfig {
             fork_child_pid_offset: field_offset("sched_process_fork", "child_pid")?,
             exec_filename_offset: field_offset("sched_process_exec", "filename")?,
-            argv_limit: opts.argv_limit.min(ARGV_CAP as u32),
+            argv_limit: opts.argv_limit.min(ARGV_LIMIT_MAX as u32),
             disk_rate: opts.disk_rate_limit,
             kernel: crate::btf::Btf::from_sys_fs()?.kernel_offsets()?,
             disk_exclude_devices: opts.disk_exclude_devices as u32,
