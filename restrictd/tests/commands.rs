@@ -220,7 +220,7 @@ fn a_full_buffer_is_counted_and_reported_and_normal_runs_lose_nothing() {
          i=0; while [ $i -lt 200 ]; do /bin/true $i; i=$((i+1)); done; : > {dir}/done; \
          while [ ! -e {dir}/end ]; do :; done"
     );
-    let mut child = sb
+    let child = sb
         .run_cmd(None, &["/bin/sh", "-c", &script])
         .stderr(std::process::Stdio::piped())
         .spawn()
