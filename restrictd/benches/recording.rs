@@ -1,6 +1,8 @@
 //! Exec storm and file-open storm inside one `restrictd run` session with the
-//! default ring buffers: operations per second with recording on and off, and
-//! whether every operation was recorded (target: 0 lost, ratio ≥ 0.9).
+//! default ring buffers: operations per second with recording on and off,
+//! whether every operation was recorded, and the event writer's CPU time per
+//! event; next to libbpf-tools' execsnoop and opensnoop tracing the same
+//! storm (scripts/bench.sh installs them).
 //! Run as root: `cargo bench -p restrictd --bench recording` (or scripts/bench.sh).
 
 use std::{
@@ -86,6 +88,7 @@ fn main() {
             && l.contains("\"/bin/true\"")
     };
     row("on", &on, on.count(is_exec), 0, on.lost_command);
+    let snoop = peer("/usr/sbin/execsnoop", dir.path(), &["storm", &workers.to_string()]);
     row(
         "no disk",
         &cmd_only,
@@ -93,12 +96,23 @@ fn main() {
         0,
         cmd_only.lost_command,
     );
+    if let Some(s) = &snoop {
+        row("execsnoop", s, s.count(|l| l.contains("storm-marker")), 0, 0);
+    }
     row("off", &off, 0, 0, 0);
     println!(
-        "throughput ratio on/off: {:.3} (all events), {:.3} (commands and network only)\n",
+        "throughput ratio on/off: {:.3} (all events), {:.3} (commands and network only)",
         on.rate() / off.rate(),
         cmd_only.rate() / off.rate()
     );
+    if let Some(s) = &snoop {
+        println!(
+            "execsnoop/off: {:.3}; restrictd on / execsnoop: {:.3}",
+            s.rate() / off.rate(),
+            on.rate() / s.rate()
+        );
+    }
+    println!();
 
     let file = dir.path().join("open-storm-file");
     std::fs::write(&file, "x").unwrap();
@@ -126,12 +140,56 @@ fn main() {
         unlimited.dropped,
         unlimited.lost_disk,
     );
+    let snoop = peer("/usr/sbin/opensnoop", dir.path(), &args);
+    if let Some(s) = &snoop {
+        row("opensnoop", s, s.count(|l| l.contains(&f)), 0, 0);
+    }
     row("off", &off, 0, 0, 0);
     println!(
         "throughput ratio on/off: {:.3} (rate-limited), {:.3} (unlimited)",
         limited.rate() / off.rate(),
         unlimited.rate() / off.rate()
     );
+    if let Some(s) = &snoop {
+        println!(
+            "opensnoop/off: {:.3}; restrictd on / opensnoop: {:.3}",
+            s.rate() / off.rate(),
+            limited.rate() / s.rate()
+        );
+    }
+}
+
+/// The same storm with recording off, traced by `tool` (a libbpf-tools
+/// program writing one line per event to a file); its CPU time is the
+/// writer CPU. None when the tool is not installed.
+fn peer(tool: &str, dir: &std::path::Path, args: &[&str]) -> Option<Run> {
+    if !std::path::Path::new(tool).exists() {
+        println!("({tool} not installed: scripts/bench.sh installs libbpf-tools)");
+        return None;
+    }
+    let out_path = dir.join("peer.out");
+    // Reaped with wait4 below, for its resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(tool)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its programs load and attach in well under this.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut run = storm(dir, "enabled: false", args);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // SIGINT: the tools flush their output and exit.
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; status and usage are plain out-params.
+    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    run.events = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let lines = run.events.lines().count() as u64;
+    run.writer_cpu = Some((t(usage.ru_utime) + t(usage.ru_stime), lines));
+    Some(run)
 }
 
 /// One storm's results.
@@ -143,6 +201,8 @@ struct Run {
     lost_disk: u64,
     /// Disk events dropped by the rate limit (session.end).
     dropped: u64,
+    /// The event writer's CPU time and the events it wrote.
+    writer_cpu: Option<(Duration, u64)>,
 }
 
 impl Run {
@@ -157,13 +217,14 @@ impl Run {
 
 fn header(what: &str) {
     println!(
-        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}",
         "recording",
         what,
         format!("{what}/s"),
         "recorded",
         "rate-drop",
-        "lost"
+        "lost",
+        "writer µs/evt"
     );
 }
 
@@ -171,16 +232,22 @@ fn header(what: &str) {
 fn row(name: &str, r: &Run, recorded: u64, dropped: u64, lost: u64) {
     let recording = name != "off";
     let dash = |v: String| if recording { v } else { "-".into() };
+    let cpu = match r.writer_cpu {
+        Some((cpu, n)) if n > 0 => format!("{:.1}", cpu.as_secs_f64() * 1e6 / n as f64),
+        _ => "-".into(),
+    };
     println!(
-        "{:>10} {:>10} {:>10.0} {:>10} {:>10} {:>10}",
+        "{:>10} {:>10} {:>10.0} {:>10} {:>10} {:>10} {:>14}",
         name,
         r.executed,
         r.rate(),
         dash(recorded.to_string()),
         dash(dropped.to_string()),
         dash(lost.to_string()),
+        cpu,
     );
-    if recording && recorded + dropped + lost != r.executed {
+    let peer = name.ends_with("snoop");
+    if recording && !peer && recorded + dropped + lost != r.executed {
         println!(
             "           (unaccounted: {} executed, {recorded} recorded + {dropped} dropped + {lost} lost)",
             r.executed
@@ -201,6 +268,7 @@ fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
     let events = dir.join("events.jsonl");
     let _ = std::fs::remove_file(&events);
     let out = Command::new(RESTRICTD)
+        .env("RUST_LOG", "info")
         .args(["run", "--config"])
         .arg(&config)
         .arg("--events")
@@ -235,11 +303,19 @@ fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
         .and_then(|v| v["disk_events_dropped"].as_u64())
         .unwrap_or(0);
     let _ = std::fs::remove_dir(restrictd::cgroup::find_cgroup2_mount().unwrap().join(&root));
+    // "event writer: N events, 1.2s CPU (x µs per event)"
+    let writer_cpu = stderr.lines().find_map(|l| {
+        let rest = l.split("event writer: ").nth(1)?;
+        let n: u64 = rest.split_whitespace().next()?.parse().ok()?;
+        let us: f64 = rest.split('(').nth(1)?.split_whitespace().next()?.parse().ok()?;
+        Some((Duration::from_secs_f64(us * n as f64 / 1e6), n))
+    });
     Run {
         executed,
         events,
         lost_command: lost("command"),
         lost_disk: lost("disk"),
         dropped,
+        writer_cpu,
     }
 }

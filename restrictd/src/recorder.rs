@@ -147,6 +147,7 @@ impl Recorder {
             lost: lost.clone(),
             pending: Vec::new(),
             seq: 0,
+            written: 0,
             reported: baseline,
             last_report: None,
             last_check: Instant::now(),
@@ -249,6 +250,8 @@ struct Writer {
     ending: HashSet<u64>,
     pending: Vec<Pending>,
     seq: u64,
+    /// Events written (for the CPU-per-event figure at stop).
+    written: u64,
     reported: Lost,
     last_report: Option<Instant>,
     last_check: Instant,
@@ -306,6 +309,13 @@ impl Writer {
                 self.check_dropped();
                 self.write_until(u64::MAX);
                 self.check_lost(true);
+                let cpu = thread_cpu();
+                log::info!(
+                    "event writer: {} events, {:?} CPU ({:.1} µs per event)",
+                    self.written,
+                    cpu,
+                    cpu.as_secs_f64() * 1e6 / self.written.max(1) as f64
+                );
                 return Ok(());
             }
             self.write_until(now_boot_ns().saturating_sub(HOLD.as_nanos() as u64));
@@ -477,6 +487,7 @@ impl Writer {
             events
         };
         // Written without the registry lock: a login never waits on the log.
+        self.written += events.len() as u64;
         for ev in &events {
             if !self.output.emit(ev) && !ev.sid.is_empty() {
                 self.registry.lock().unwrap().note_unwritten(&ev.sid);
@@ -603,4 +614,12 @@ impl Writer {
             self.last_report = Some(Instant::now());
         }
     }
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32))
+        .unwrap_or_default()
 }
