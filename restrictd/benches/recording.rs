@@ -88,7 +88,11 @@ fn main() {
             && l.contains("\"/bin/true\"")
     };
     row("on", &on, on.count(is_exec), 0, on.lost_command);
-    let snoop = peer("/usr/sbin/execsnoop", dir.path(), &["storm", &workers.to_string()]);
+    let snoop = peer(
+        "/usr/sbin/execsnoop",
+        dir.path(),
+        &["storm", &workers.to_string()],
+    );
     row(
         "no disk",
         &cmd_only,
@@ -97,7 +101,13 @@ fn main() {
         cmd_only.lost_command,
     );
     if let Some(s) = &snoop {
-        row("execsnoop", s, s.count(|l| l.contains("storm-marker")), 0, 0);
+        row(
+            "execsnoop",
+            s,
+            s.count(|l| l.contains("storm-marker")),
+            0,
+            0,
+        );
     }
     row("off", &off, 0, 0, 0);
     println!(
@@ -307,7 +317,13 @@ fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
     let writer_cpu = stderr.lines().find_map(|l| {
         let rest = l.split("event writer: ").nth(1)?;
         let n: u64 = rest.split_whitespace().next()?.parse().ok()?;
-        let us: f64 = rest.split('(').nth(1)?.split_whitespace().next()?.parse().ok()?;
+        let us: f64 = rest
+            .split('(')
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
         Some((Duration::from_secs_f64(us * n as f64 / 1e6), n))
     });
     Run {

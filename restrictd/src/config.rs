@@ -269,6 +269,29 @@ fn homes(passwd: &Path, login_defs: &Path) -> Vec<String> {
     out
 }
 
+impl EnhancedRecording {
+    /// The always recorded paths `~/X` stands for in `home` (a user's home
+    /// not in /etc/passwd when the daemon started: added at their login).
+    pub fn always_in_home(&self, home: &str) -> Option<crate::pathfilter::PathFilter> {
+        let home = home.trim_end_matches('/');
+        if !home.starts_with('/') || !self.disk_events || !self.enabled {
+            return None;
+        }
+        let mine: Vec<String> = self
+            .disk_always
+            .iter()
+            .filter_map(|p| p.strip_prefix("~/"))
+            .map(|rest| format!("{home}/{rest}"))
+            .collect();
+        if mine.is_empty() {
+            return None;
+        }
+        crate::pathfilter::PathFilter::new(&[], &[], &mine)
+            .map_err(|m| log::error!("enhanced_recording.{m} (home {home})"))
+            .ok()
+    }
+}
+
 /// `~/X` entries as `X` in each of `homes`; other entries as they are.
 fn expand_homes(list: &[String], homes: &[String]) -> Vec<String> {
     let mut out = Vec::new();

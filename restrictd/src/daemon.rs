@@ -21,7 +21,7 @@ use restrictd_common::{SessionEntry, POLICY_FOLLOW_ACTIVE};
 use uuid::Uuid;
 
 use crate::{
-    bpf::{Kernel, Lost, PolicyMaps, Programs},
+    bpf::{Kernel, Lost, PathRules, PolicyMaps, Programs},
     cgroup::{self, Cgroup},
     config::Config,
     error::Error,
@@ -62,6 +62,9 @@ pub struct Core {
     _programs: Programs,
     identities: Mutex<Identities>,
     policy_maps: Mutex<PolicyMaps>,
+    /// The disk filter, and the homes whose `~/` always recorded paths it
+    /// has (the ones in /etc/passwd at start are there from the load).
+    path_rules: Mutex<(PathRules, std::collections::HashSet<String>)>,
     /// The active policy and the text it was read from.
     policy: Mutex<Option<(Policy, String)>>,
 }
@@ -201,6 +204,7 @@ impl Core {
             _programs: kernel.programs,
             identities: Mutex::new(identities),
             policy_maps: Mutex::new(kernel.policy),
+            path_rules: Mutex::new((kernel.path_rules, std::collections::HashSet::new())),
             policy: Mutex::new(policy),
         });
         // Sessions first, then the writer: records queued while restrictd
@@ -208,6 +212,30 @@ impl Core {
         core.lifecycle.restore()?;
         core.recorder.start()?;
         Ok(core)
+    }
+
+    /// Makes `~/` always recorded paths (`~/.ssh`) cover the home of `login`
+    /// from this login on: a user added after the daemon started, or known
+    /// only through NSS (LDAP, SSSD), is not in what /etc/passwd listed
+    /// then. A failure is logged; the login goes on.
+    fn cover_home(&self, login: &str) {
+        let Ok(Some(user)) = nix::unistd::User::from_name(login) else {
+            return;
+        };
+        let home = user.dir.display().to_string();
+        let mut rules = self.path_rules.lock().unwrap();
+        if rules.1.contains(&home) {
+            return;
+        }
+        let Some(filter) = self.config.enhanced_recording.always_in_home(&home) else {
+            return;
+        };
+        match rules.0.add(&filter) {
+            Ok(()) => {
+                rules.1.insert(home);
+            }
+            Err(e) => log::error!("always recorded paths in {home}: {e:#}"),
+        }
     }
 
     /// Puts process `pid` (the caller) into a new session.
@@ -238,6 +266,7 @@ impl Core {
                 );
             }
         }
+        self.cover_home(&req.login);
         let sid = Uuid::new_v4();
         let rel = cgroup_of_pid(pid)?;
         let mut manager = None;

@@ -615,9 +615,23 @@ fn a_flood_of_opens_cannot_hide_reading_sensitive_files() {
     let user = User::new();
     let bus = Bus::new(true);
     let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
-    let sshd = Sshd::new(&bus, &user, "");
+    flood_then_read_secrets(&bus, &daemon, &user);
+}
+
+/// The same for a user created after the daemon started: their `~/.ssh` is
+/// covered from their first login.
+#[test]
+fn a_user_added_later_has_their_ssh_directory_always_recorded() {
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let user = User::new();
+    flood_then_read_secrets(&bus, &daemon, &user);
+}
+
+fn flood_then_read_secrets(bus: &Bus, daemon: &Daemon, user: &User) {
+    let sshd = Sshd::new(bus, user, "");
     let out = sshd.ssh(
-        &user,
+        user,
         "python3 -c \"[open('/etc/hostname').close() for _ in range(3000)]\"; \
          cat ~/.ssh/authorized_keys > /dev/null; cat /etc/shadow 2>/dev/null; true",
     );

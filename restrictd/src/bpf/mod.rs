@@ -73,6 +73,8 @@ pub struct Kernel {
     pub rings: Vec<(String, RingBuf<MapData>)>,
     /// What the recorder reads besides the rings.
     pub counters: Counters,
+    /// The disk filter, for always recorded paths added at run time.
+    pub path_rules: PathRules,
     /// True when the maps were already pinned (a restart): their content is live.
     pub reused: bool,
 }
@@ -180,6 +182,7 @@ impl Kernel {
             .collect::<Result<Vec<_>>>()?;
         let mut path_rules: LpmTrie<MapData, PathKeyData, u8> = take(&mut ebpf, "PATH_RULES")?;
         set_path_rules(&mut path_rules, &opts.disk_filter)?;
+        let path_rules = PathRules(path_rules);
         let sessions = SessionMap {
             sessions: take(&mut ebpf, "SESSIONS")?,
             identities: take(&mut ebpf, "IDENTITIES")?,
@@ -188,6 +191,7 @@ impl Kernel {
         };
         let policy = PolicyMaps::new(&mut ebpf, reused)?;
         Ok(Kernel {
+            path_rules,
             counters: Counters {
                 lost: LostCounters(take(&mut ebpf, "LOST")?),
                 dropped: DropCounters(take(&mut ebpf, "DROPPED")?),
@@ -478,6 +482,26 @@ impl LostCounters {
             *v = self.0.get(&(i as u32), 0)?.iter().sum();
         }
         Ok(l)
+    }
+}
+
+/// The disk filter's trie, after load.
+pub struct PathRules(LpmTrie<MapData, PathKeyData, u8>);
+
+impl PathRules {
+    /// Adds (or overwrites with) the entries of `filter`: always recorded
+    /// paths of a home first seen at a login, which no exclude may hide.
+    pub fn add(&mut self, filter: &PathFilter) -> Result<()> {
+        use aya::maps::lpm_trie::Key;
+        for (prefix, action) in filter.trie_entries() {
+            let mut data = [0u8; PATH_PREFIX_MAX];
+            data[..prefix.len()].copy_from_slice(prefix);
+            let key = Key::new(8 * prefix.len() as u32, data);
+            self.0.insert(&key, action, 0).with_context(|| {
+                format!("disk filter rule {:?}", String::from_utf8_lossy(prefix))
+            })?;
+        }
+        Ok(())
     }
 }
 
