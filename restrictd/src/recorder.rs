@@ -531,12 +531,13 @@ impl Writer {
                 return Vec::new();
             }
         };
+        let ending = self.registry.lock().unwrap().ending_keys();
         let mut out = Vec::new();
         let mut seen = HashMap::with_capacity(all.len());
         for (k, d) in all {
             let mine = match keys {
                 Some(keys) => keys.contains(&k.key),
-                None => !self.ending.contains(&k.key),
+                None => !self.ending.contains(&k.key) && !ending.contains(&k.key),
             };
             let before = match self.denials_reported.get(&k) {
                 Some(&(first, n)) if first == d.first_ns => n,
@@ -573,10 +574,11 @@ impl Writer {
                 return;
             }
         };
+        let ending = self.registry.lock().unwrap().ending_keys();
         let since = self.dropped_checked;
         self.dropped_checked = now;
         for (key, d) in all {
-            if self.ending.contains(&key) {
+            if self.ending.contains(&key) || ending.contains(&key) {
                 continue;
             }
             let total = Losses::from_kernel(&d);

@@ -139,6 +139,21 @@ impl Registry {
         (!shared).then(|| m.clone())
     }
 
+    /// Record keys (session cgroups, and the user managers only they use)
+    /// of sessions whose end is decided: their last reports come with
+    /// their `session.end`, not before it from a periodic check that could
+    /// be written after it.
+    pub fn ending_keys(&self) -> std::collections::HashSet<u64> {
+        let mut out = std::collections::HashSet::new();
+        for s in self.sessions.values().filter(|s| s.ending) {
+            out.insert(s.cgroup.id);
+            if let Some(m) = self.sole_user_of_manager(s.cgroup.id) {
+                out.insert(m.id);
+            }
+        }
+        out
+    }
+
     /// True while some session has this user manager.
     pub fn manager_in_use(&self, manager_id: u64) -> bool {
         self.managers.contains_key(&manager_id)
