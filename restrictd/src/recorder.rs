@@ -531,7 +531,12 @@ impl Writer {
                 return Vec::new();
             }
         };
-        let ending = self.registry.lock().unwrap().ending_keys();
+        // Only for the periodic check: at a session's end the registry is
+        // already held by the caller.
+        let ending = match keys {
+            Some(_) => HashSet::new(),
+            None => self.registry.lock().unwrap().ending_keys(),
+        };
         let mut out = Vec::new();
         let mut seen = HashMap::with_capacity(all.len());
         for (k, d) in all {
