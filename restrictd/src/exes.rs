@@ -9,16 +9,22 @@
 use std::{
     collections::{HashMap, VecDeque},
     os::unix::fs::MetadataExt,
+    time::{Duration, Instant},
 };
 
 /// Programs remembered; the oldest is forgotten first.
 const CAPACITY: usize = 4096;
+/// A program `/proc` could not name is not asked about again for this long
+/// (each event of it would cost two system calls otherwise).
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct ExeNames {
     /// (kernel dev_t, inode) -> real path.
     names: HashMap<(u32, u64), String>,
     order: VecDeque<(u32, u64)>,
+    /// Programs `/proc` could not name, and when.
+    unnamed: HashMap<(u32, u64), Instant>,
 }
 
 impl ExeNames {
@@ -45,17 +51,36 @@ impl ExeNames {
         if let Some(p) = self.names.get(&(dev, ino)) {
             return Some(p.clone());
         }
-        let link = format!("/proc/{pid}/exe");
-        let md = std::fs::metadata(&link).ok()?;
-        if md.ino() != ino || md.dev() != user_dev(dev) {
-            return None; // another process now, or another program
+        if self
+            .unnamed
+            .get(&(dev, ino))
+            .is_some_and(|t| t.elapsed() < RETRY_AFTER)
+        {
+            return None;
         }
-        let target = std::fs::read_link(&link).ok()?;
+        let Some(target) = from_proc(pid, dev, ino) else {
+            if self.unnamed.len() >= CAPACITY {
+                self.unnamed.clear();
+            }
+            self.unnamed.insert((dev, ino), Instant::now());
+            return None;
+        };
         let target = target.to_string_lossy();
         let path = target.strip_suffix(" (deleted)").unwrap_or(&target);
         self.learn(dev, ino, path);
         Some(path.to_string())
     }
+}
+
+/// `/proc/PID/exe` if it is the program with this inode on this device
+/// (the process may have exited, or run another program now).
+fn from_proc(pid: u32, dev: u32, ino: u64) -> Option<std::path::PathBuf> {
+    let link = format!("/proc/{pid}/exe");
+    let md = std::fs::metadata(&link).ok()?;
+    if md.ino() != ino || md.dev() != user_dev(dev) {
+        return None;
+    }
+    std::fs::read_link(&link).ok()
 }
 
 /// A kernel `dev_t` (major << 20 | minor) as `stat` reports it.
