@@ -209,7 +209,8 @@ struct Run {
     /// Lost because a ring buffer was full, as restrictd reported it.
     lost_command: u64,
     lost_disk: u64,
-    /// Disk events dropped by the rate limit (session.end).
+    /// Disk events kept out by the rate limit or the session's share of
+    /// the ring (session.end's disk_events_dropped).
     dropped: u64,
     /// The event writer's CPU time and the events it wrote.
     writer_cpu: Option<(Duration, u64)>,
@@ -232,7 +233,7 @@ fn header(what: &str) {
         what,
         format!("{what}/s"),
         "recorded",
-        "rate-drop",
+        "kept out",
         "lost",
         "writer µs/evt"
     );
@@ -243,7 +244,9 @@ fn row(name: &str, r: &Run, recorded: u64, dropped: u64, lost: u64) {
     let recording = name != "off";
     let dash = |v: String| if recording { v } else { "-".into() };
     let cpu = match r.writer_cpu {
-        Some((cpu, n)) if n > 0 => format!("{:.1}", cpu.as_secs_f64() * 1e6 / n as f64),
+        Some((cpu, n)) if n > 0 && recording => {
+            format!("{:.1}", cpu.as_secs_f64() * 1e6 / n as f64)
+        }
         _ => "-".into(),
     };
     println!(
