@@ -65,6 +65,8 @@ fn main() {
         * 2;
     let dir = tempfile::tempdir().unwrap();
 
+    outside_cost(dir.path());
+
     println!("exec storm: /bin/true from {workers} threads for {SECONDS} s in one session");
     header("execs");
     let off = storm(
@@ -167,6 +169,71 @@ fn main() {
             limited.rate() / s.rate()
         );
     }
+}
+
+/// What a process outside every session pays while restrictd records:
+/// syscall tracepoints put every system call of every process on the
+/// kernel's slow path while they are attached, and the open tracepoints
+/// run a session lookup for every open on the host.
+fn outside_cost(dir: &std::path::Path) {
+    let file = dir.join("outside-file");
+    std::fs::write(&file, "x").unwrap();
+    let cpath = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    let measure = || {
+        let mut best = (f64::MAX, f64::MAX);
+        for _ in 0..5 {
+            let n = 1_000_000;
+            let t = Instant::now();
+            for _ in 0..n {
+                // SAFETY: no arguments, no memory.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+            best.0 = best.0.min(t.elapsed().as_nanos() as f64 / n as f64);
+            let n = 100_000;
+            let t = Instant::now();
+            for _ in 0..n {
+                // SAFETY: a NUL-terminated path; the fd is closed at once.
+                let fd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY) };
+                unsafe { libc::close(fd) };
+            }
+            best.1 = best.1.min(t.elapsed().as_nanos() as f64 / n as f64);
+        }
+        best
+    };
+    let without = measure();
+    // A restrictd instance with recording on, its programs attached, while
+    // this process (in no session) measures again.
+    let config = dir.join("outside.yaml");
+    let root = format!("restrictd-bench-{}", std::process::id());
+    std::fs::write(&config, format!("root_path: /{root}\n")).unwrap();
+    // Its session waits for `done`, so that it ends, and cleans up, by itself.
+    let done = dir.join("outside-done");
+    let wait = format!("while [ ! -e {} ]; do sleep 0.2; done", done.display());
+    let mut daemon = Command::new(RESTRICTD)
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--", "/bin/sh", "-c", &wait])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let with = measure();
+    std::fs::write(&done, "").unwrap();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir(restrictd::cgroup::find_cgroup2_mount().unwrap().join(&root));
+    println!("a process outside every session, best of 5 rounds, ns per call:");
+    println!(
+        "  getppid():     {:>7.0} without restrictd, {:>7.0} while it records ({:+.0})",
+        without.0,
+        with.0,
+        with.0 - without.0
+    );
+    println!(
+        "  open+close:    {:>7.0} without restrictd, {:>7.0} while it records ({:+.0})\n",
+        without.1,
+        with.1,
+        with.1 - without.1
+    );
 }
 
 /// The same storm with recording off, traced by `tool` (a libbpf-tools
