@@ -108,13 +108,6 @@ fn cgroup_of_pid(pid: u32) -> Result<String> {
         .ok_or_else(|| anyhow!("process {pid} has no cgroup v2 entry"))
 }
 
-fn uid_of(login: &str) -> Option<u32> {
-    nix::unistd::User::from_name(login)
-        .ok()
-        .flatten()
-        .map(|u| u.uid.as_raw())
-}
-
 /// What the kernel gets for a new session: the active policy, the
 /// configured recording.
 pub fn session_entry(config: &Config) -> SessionEntry {
@@ -214,15 +207,12 @@ impl Core {
         Ok(core)
     }
 
-    /// Makes `~/` always recorded paths (`~/.ssh`) cover the home of `login`
-    /// from this login on: a user added after the daemon started, or known
-    /// only through NSS (LDAP, SSSD), is not in what /etc/passwd listed
-    /// then. A failure is logged; the login goes on.
-    fn cover_home(&self, login: &str) {
-        let Ok(Some(user)) = nix::unistd::User::from_name(login) else {
-            return;
-        };
-        let home = user.dir.display().to_string();
+    /// Makes `~/` always recorded paths (`~/.ssh`) cover `home` (of a user
+    /// logging in) from this login on: a user added after the daemon
+    /// started, or known only through NSS (LDAP, SSSD), is not in what
+    /// /etc/passwd listed then. A failure is logged; the login goes on.
+    fn cover_home(&self, home: &str) {
+        let home = home.to_string();
         let mut rules = self.path_rules.lock().unwrap();
         if rules.1.contains(&home) {
             return;
@@ -244,12 +234,15 @@ impl Core {
         check_field("remote_host", &req.remote_host, false)?;
         check_field("service", &req.service, false)?;
         check_field("tty", &req.tty, false)?;
-        if uid_of(&req.login) != Some(req.uid) {
+        // One lookup (NSS may ask a directory server) for the uid check and
+        // the home directory.
+        let user = nix::unistd::User::from_name(&req.login).ok().flatten();
+        let Some(user) = user.filter(|u| u.uid.as_raw() == req.uid) else {
             return Err(Error::InvalidArgs(format!(
                 "uid {} is not the uid of user {:?}",
                 req.uid, req.login
             )));
-        }
+        };
         if pid <= 1 {
             return Err(Error::InvalidArgs(format!("cannot restrict pid {pid}")));
         }
@@ -266,7 +259,7 @@ impl Core {
                 );
             }
         }
-        self.cover_home(&req.login);
+        self.cover_home(&user.dir.display().to_string());
         let sid = Uuid::new_v4();
         let rel = cgroup_of_pid(pid)?;
         let mut manager = None;

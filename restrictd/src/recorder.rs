@@ -64,8 +64,6 @@ enum Item {
     Record(Record),
     Start(u64),
     End(u64, Vec<u64>),
-    /// The writer's own report of repeated denials (`DENIALS`).
-    Report(Record),
     /// What a record key lost since `since` (boot ns).
     Lost {
         key: u64,
@@ -138,7 +136,6 @@ impl Recorder {
             dropped,
             dropped_reported,
             dropped_checked: now_boot_ns(),
-            ending: HashSet::new(),
             rings,
             rx,
             wake: wake.clone(),
@@ -246,8 +243,6 @@ struct Writer {
     dropped_reported: HashMap<u64, Losses>,
     /// When `DROPPED` was last read (the start of the next report's window).
     dropped_checked: u64,
-    /// Keys of sessions whose end is queued: their last report comes with it.
-    ending: HashSet<u64>,
     pending: Vec<Pending>,
     seq: u64,
     /// Events written (for the CPU-per-event figure at stop).
@@ -296,10 +291,7 @@ impl Writer {
                         boot_ns,
                         cgroup_id,
                         keys,
-                    } => {
-                        self.ending.extend(keys.iter().copied());
-                        self.push(boot_ns, Item::End(cgroup_id, keys));
-                    }
+                    } => self.push(boot_ns, Item::End(cgroup_id, keys)),
                     Msg::Stop => stop = true,
                 }
             }
@@ -419,7 +411,7 @@ impl Writer {
             let mut events = Vec::with_capacity(due.len());
             for p in due {
                 match p.item {
-                    Item::Record(r) | Item::Report(r) => {
+                    Item::Record(r) => {
                         let h = *r.header();
                         let body = self.body(&r);
                         events.push(reg.stamp(h.cgroup_id, h.boot_ns, body));
@@ -429,34 +421,6 @@ impl Writer {
                         events.push(reg.lost_event(key, p.boot_ns, since, lost))
                     }
                     Item::End(cg, keys) => {
-                        // Reports of the session's keys queued after its
-                        // end was stamped (a check that ran before the end
-                        // reached this thread) come before it, as of now.
-                        let (early, rest): (Vec<Pending>, Vec<Pending>) =
-                            std::mem::take(&mut self.pending)
-                                .into_iter()
-                                .partition(|q| match &q.item {
-                                    Item::Lost { key, .. } => keys.contains(key),
-                                    Item::Report(r) => keys.contains(&r.header().cgroup_id),
-                                    _ => false,
-                                });
-                        self.pending = rest;
-                        for q in early {
-                            match q.item {
-                                Item::Lost { key, since, lost } => {
-                                    events.push(reg.lost_event(key, p.boot_ns, since, lost))
-                                }
-                                Item::Report(mut r) => {
-                                    if let Record::Network(n) = &mut r {
-                                        n.header.boot_ns = p.boot_ns;
-                                    }
-                                    let h = *r.header();
-                                    let body = self.body(&r);
-                                    events.push(reg.stamp(h.cgroup_id, h.boot_ns, body));
-                                }
-                                _ => {}
-                            }
-                        }
                         // The last counts of the session's keys, read now
                         // that it is out of the kernel's session table.
                         for r in self.denial_reports(Some(&keys), p.boot_ns) {
@@ -466,7 +430,6 @@ impl Writer {
                         }
                         self.denials.remove_keys(&keys);
                         for key in keys {
-                            self.ending.remove(&key);
                             let total = Losses::from_kernel(&self.dropped.read(key));
                             let before = self.dropped_reported.remove(&key).unwrap_or_default();
                             let new = total.since(&before);
@@ -516,7 +479,7 @@ impl Writer {
     fn check_denials(&mut self) {
         let now = now_boot_ns();
         for r in self.denial_reports(None, now) {
-            self.push(now, Item::Report(r));
+            self.push(now, Item::Record(r));
         }
     }
 
@@ -542,7 +505,7 @@ impl Writer {
         for (k, d) in all {
             let mine = match keys {
                 Some(keys) => keys.contains(&k.key),
-                None => !self.ending.contains(&k.key) && !ending.contains(&k.key),
+                None => !ending.contains(&k.key),
             };
             let before = match self.denials_reported.get(&k) {
                 Some(&(first, n)) if first == d.first_ns => n,
@@ -583,7 +546,7 @@ impl Writer {
         let since = self.dropped_checked;
         self.dropped_checked = now;
         for (key, d) in all {
-            if self.ending.contains(&key) || ending.contains(&key) {
+            if ending.contains(&key) {
                 continue;
             }
             let total = Losses::from_kernel(&d);

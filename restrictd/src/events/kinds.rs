@@ -58,6 +58,11 @@ impl Exe {
         if self.exe.is_empty() || base.starts_with(program) && !self.exe_memfd {
             return String::new();
         }
+        self.label()
+    }
+
+    /// " [/usr/bin/x]", " [/usr/bin/x (deleted)]".
+    fn label(&self) -> String {
         let unlinked = if self.exe_unlinked && !self.exe_memfd {
             " (deleted)"
         } else {
@@ -152,12 +157,7 @@ impl Kind for CommandBody {
             let exe = if self.exe.exe.is_empty() || same {
                 String::new()
             } else {
-                let unlinked = if self.exe.exe_unlinked && !self.exe.exe_memfd {
-                    " (deleted)"
-                } else {
-                    ""
-                };
-                format!(" [{}{unlinked}]", self.exe.exe)
+                self.exe.label()
             };
             format!("{who} ran {}{exe}{args}", self.path)
         } else {
