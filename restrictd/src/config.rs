@@ -560,6 +560,23 @@ mod tests {
             c.enhanced_recording.excluded_filesystems().unwrap(),
             [0x9fa0, 0x0102_1994]
         );
+        // More than the kernel's table holds, and a switch that is not one.
+        let many = format!(
+            "enhanced_recording:\n  disk_exclude_filesystems: [{}]",
+            vec!["proc"; restrictd_common::FS_EXCLUDE_MAX + 1].join(", ")
+        );
+        let e = Config::parse(&many, "c.yaml").unwrap_err().to_string();
+        assert!(
+            e.contains("disk_exclude_filesystems: 33 entries, at most 32"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "enhanced_recording:\n  disk_exclude_devices: maybe",
+            "c.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("c.yaml:2:"), "{e}");
         // Every default is a known name.
         assert_eq!(
             Config::default()
