@@ -20,6 +20,8 @@ pub mod record;
 pub const MAX_RULES: u32 = 1 << 20;
 /// Upper bound on concurrently restricted cgroups.
 pub const MAX_SESSIONS: u32 = 65_536;
+/// Upper bound on session leaders followed across cgroup moves (`LEADERS`).
+pub const MAX_LEADERS: u32 = 16_384;
 /// Upper bound on restricted identities (uids) in `IDENTITIES`.
 pub const MAX_IDENTITIES: u32 = 65_536;
 /// `RecordHeader.cgroup_id` of a record from a process outside any session
@@ -36,12 +38,18 @@ pub const SESSION_RECORD_NETWORK: u32 = 1 << 2;
 /// `SessionEntry.flags`: record file opens (`session.disk`).
 pub const SESSION_RECORD_DISK: u32 = 1 << 3;
 
+/// `PROGRAM_GROUPS` flag of a group that is always loaded and attached.
+pub const GROUP_ALWAYS: u32 = u32::MAX;
+
 /// Tracepoint programs are grouped by the prefix of their name; a group is
-/// loaded and attached when the configuration turns its recording on.
-/// (cgroup `sock_addr` programs are always attached: they enforce.)
-pub const PROGRAM_GROUPS: [(&str, u32); 2] = [
+/// loaded and attached when the configuration turns its recording on, or
+/// always (`GROUP_ALWAYS`: `follow_` keeps a session's restriction on its
+/// leader when another PAM module moves it). (cgroup programs are always
+/// attached: they enforce.)
+pub const PROGRAM_GROUPS: [(&str, u32); 3] = [
     ("cmd_", SESSION_RECORD_COMMANDS),
     ("disk_", SESSION_RECORD_DISK),
+    ("follow_", GROUP_ALWAYS),
 ];
 
 /// `SessionEntry.policy_id` value meaning "use the host-wide active policy".
@@ -96,10 +104,15 @@ pub struct LoadConfig {
     pub argv_limit: u32,
     /// Most disk events per session per second; 0: no limit.
     pub disk_rate: u32,
+    /// `cgroup/cgroup_attach_task` field offsets (tracefs).
+    pub attach_dst_root_offset: u32,
+    pub attach_dst_id_offset: u32,
+    pub attach_pid_offset: u32,
+    pub _pad: u32,
     /// Kernel struct layout, from the kernel's BTF.
     pub kernel: KernelOffsets,
     /// 1: opens of character devices are not recorded.
-    /// (With the 29 fields above, the array below starts 8-aligned with no
+    /// (With the 33 fields above, the array below starts 8-aligned with no
     /// padding: `load_config_has_no_padding` checks it.)
     pub disk_exclude_devices: u32,
     /// Superblock magic numbers of the filesystems whose opens are not
@@ -400,7 +413,7 @@ mod tests {
     /// would be bytes no field defines.
     #[test]
     fn load_config_has_no_padding() {
-        let fields = 4 * 4 + core::mem::size_of::<KernelOffsets>() + 4 + 8 * FS_EXCLUDE_MAX;
+        let fields = 8 * 4 + core::mem::size_of::<KernelOffsets>() + 4 + 8 * FS_EXCLUDE_MAX;
         assert_eq!(core::mem::size_of::<LoadConfig>(), fields);
         assert_eq!(core::mem::size_of::<KernelOffsets>() % 4, 0);
     }

@@ -12,6 +12,8 @@ use aya_ebpf::{
     },
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::TracePointContext,
+    EbpfContext,
 };
 use restrictd_common::{
     Dropped, KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, ShareWindow,
@@ -20,7 +22,7 @@ use restrictd_common::{
 };
 
 #[map]
-static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+pub static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 /// Restricted identities, by uid: what applies to a process of that user
 /// (or with that audit login uid) outside every session.
 #[map]
@@ -49,6 +51,10 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
     exec_filename_offset: 0,
     argv_limit: 0,
     disk_rate: 0,
+    attach_dst_root_offset: 0,
+    attach_dst_id_offset: 0,
+    attach_pid_offset: 0,
+    _pad: 0,
     kernel: KernelOffsets {
         task_fs: 0,
         task_files: 0,
@@ -155,6 +161,20 @@ pub fn generation() -> u64 {
     RUNTIME.get(0).map(|r| r.generation).unwrap_or(0)
 }
 
+/// Raises `RUNTIME[0].generation` after a session was added here in the
+/// kernel (see `Runtime`).
+#[inline(always)]
+pub fn raise_generation() {
+    if let Some(r) = RUNTIME.get_ptr_mut(0) {
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                &mut (*r).generation,
+                1,
+            )
+        };
+    }
+}
+
 /// The entry of a restricted identity, with its record key.
 #[inline(always)]
 fn identity(uid: u32) -> Option<(u64, &'static SessionEntry)> {
@@ -213,6 +233,15 @@ pub fn current_exe() -> u64 {
         return 0;
     }
     read_ptr(mm, o.mm_exe_file)
+}
+
+/// Reads a tracepoint record field at an offset known only at run time
+/// (from tracefs). The mask bounds it for the verifier; tracepoint records
+/// are far smaller.
+#[inline(always)]
+pub fn ctx_field<T: Copy>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+    let p = unsafe { (ctx.as_ptr() as *const u8).add((offset & 0x3ff) as usize) };
+    unsafe { read_kernel(p as *const T) }
 }
 
 /// What a syscall's entry stashed for the current thread in `map`, taken

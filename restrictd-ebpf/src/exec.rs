@@ -22,8 +22,8 @@ use restrictd_common::{
 
 use crate::{
     common::{
-        count_lost, fill_header, load_config, opaque, read_kernel, read_user_u64, session_with,
-        take_stash, within_share,
+        count_lost, ctx_field, fill_header, load_config, opaque, read_kernel, read_user_u64,
+        session_with, take_stash, within_share,
     },
     path::{dir_prefix, exe_path},
 };
@@ -64,14 +64,6 @@ struct ExecArgs {
 #[inline(always)]
 fn recording() -> Option<u64> {
     session_with(SESSION_RECORD_COMMANDS)
-}
-
-/// Reads a field at an offset known only at run time (from tracefs). The
-/// mask bounds it for the verifier; tracepoint records are far smaller.
-#[inline(always)]
-fn ctx_field<T: Copy>(ctx: &TracePointContext, offset: u32) -> Option<T> {
-    let p = unsafe { (ctx.as_ptr() as *const u8).add((offset & 0x3ff) as usize) };
-    unsafe { read_kernel(p as *const T) }
 }
 
 #[tracepoint(category = "sched", name = "sched_process_fork")]

@@ -5,6 +5,8 @@
 //!   judging every packet of a restricted socket by the addresses in it;
 //! - `exec`: command records from the exec and fork tracepoints;
 //! - `disk`: file-open records from the open syscall tracepoints;
+//! - `follow`: a session leader moved by another PAM module keeps its
+//!   restriction in its new cgroup;
 //! - `path`: the walk that names a file or directory from kernel structs;
 //! - `common`: what every program shares (the session lookup, record
 //!   headers, the load-time configuration, reads, loss counters).
@@ -24,6 +26,7 @@
 mod common;
 mod disk;
 mod exec;
+mod follow;
 mod net;
 mod path;
 mod skb;

@@ -174,6 +174,90 @@ impl Cgroup {
     }
 }
 
+/// Wakes a thread when a watched cgroup's `cgroup.events` changes (the
+/// kernel notifies on "populated" going from 1 to 0, among others), so a
+/// session ends when its last process exits rather than at the next poll.
+pub struct CgroupWatch {
+    inotify: nix::sys::inotify::Inotify,
+}
+
+impl CgroupWatch {
+    pub fn new() -> Result<CgroupWatch> {
+        let inotify = nix::sys::inotify::Inotify::init(nix::sys::inotify::InitFlags::IN_CLOEXEC)
+            .context("inotify_init (watching session cgroups)")?;
+        Ok(CgroupWatch { inotify })
+    }
+
+    /// Watches `cgroup`; the watch goes away with the directory.
+    pub fn add(&self, cgroup: &Cgroup) -> Result<nix::sys::inotify::WatchDescriptor> {
+        let path = cgroup.path.join("cgroup.events");
+        self.inotify
+            .add_watch(&path, nix::sys::inotify::AddWatchFlags::IN_MODIFY)
+            .with_context(|| format!("watching {}", path.display()))
+    }
+
+    pub fn remove(&self, wd: nix::sys::inotify::WatchDescriptor) {
+        // Gone with its directory already: nothing to do.
+        let _ = self.inotify.rm_watch(wd);
+    }
+
+    /// Blocks until some watched cgroup changed.
+    pub fn wait(&self) -> Result<()> {
+        loop {
+            match self.inotify.read_events() {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("reading inotify events"),
+            }
+        }
+    }
+}
+
+/// A process held by a pidfd, so that its pid cannot be mistaken for a
+/// later process's (pids are reused).
+pub struct Pidfd {
+    pub pid: u32,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Pidfd {
+    pub fn open(pid: u32) -> Result<Pidfd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("pidfd_open({pid})"));
+        }
+        // SAFETY: a new fd that nothing else owns.
+        Ok(Pidfd {
+            pid,
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) },
+        })
+    }
+
+    /// False once the process has exited.
+    pub fn alive(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        // A pidfd is readable when its process has exited.
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
+    }
+
+    /// The process's cgroup v2 path (relative to the cgroup2 mount), read
+    /// from /proc and checked to belong to this very process.
+    pub fn cgroup(&self) -> Option<String> {
+        let text = fs::read_to_string(format!("/proc/{}/cgroup", self.pid)).ok()?;
+        let rel = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))?
+            .to_string();
+        // Still alive after the read: the pid was not reused meanwhile.
+        self.alive().then_some(rel)
+    }
+}
+
 /// The cgroup that session cgroups are created under: `cgroup_path` (or the
 /// detected mount) joined with `root_path`.
 pub fn session_root(cgroup_path: Option<&Path>, root_path: &str) -> Result<Cgroup> {

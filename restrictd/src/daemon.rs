@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::{
     bpf::{Kernel, Lost, PathRules, PolicyMaps, Programs},
-    cgroup::{self, Cgroup},
+    cgroup::{self, Cgroup, CgroupWatch},
     config::Config,
     error::Error,
     events::Output,
@@ -84,7 +84,7 @@ fn check_field(name: &str, v: &str, required: bool) -> Result<(), Error> {
 
 /// A logind session scope (`.../session-N.scope`) is restricted in place, so
 /// that logind keeps tracking and terminating it.
-fn is_logind_scope(rel: &str) -> bool {
+pub(crate) fn is_logind_scope(rel: &str) -> bool {
     rel.rsplit('/')
         .next()
         .is_some_and(|leaf| leaf.starts_with("session-") && leaf.ends_with(".scope"))
@@ -94,7 +94,7 @@ fn is_logind_scope(rel: &str) -> bool {
 /// `/user.slice/user-1000.slice/session-3.scope` ->
 /// `/user.slice/user-1000.slice/user@1000.service`. None if it is not
 /// running (no logind user manager on this host).
-fn user_manager(mount: &Path, scope_rel: &str, uid: u32) -> Option<Cgroup> {
+pub(crate) fn user_manager(mount: &Path, scope_rel: &str, uid: u32) -> Option<Cgroup> {
     let slice = Path::new(scope_rel.trim_start_matches('/')).parent()?;
     Cgroup::open(&mount.join(slice).join(format!("user@{uid}.service"))).ok()
 }
@@ -169,7 +169,7 @@ impl Core {
         kernel.programs.attach(&mount, Some(&config.bpf_pin_path))?;
         kernel
             .programs
-            .attach_recording(Some(&config.bpf_pin_path))?;
+            .attach_tracepoints(Some(&config.bpf_pin_path))?;
 
         let registry = Arc::new(Mutex::new(Registry::new()));
         let recorder = Arc::new(Recorder::new(
@@ -178,6 +178,7 @@ impl Core {
             registry.clone(),
             Output::new(events)?,
         )?);
+        let watch = Arc::new(CgroupWatch::new()?);
         let lifecycle = Lifecycle::new(
             registry,
             kernel.sessions,
@@ -185,7 +186,8 @@ impl Core {
             recorder.clone(),
             mount.clone(),
             session_entry(&config),
-        );
+        )
+        .with_watch(watch.clone());
         let identities = Identities::load(&config.identities)?;
         lifecycle.set_identities(&identities.uids())?;
         let core = Arc::new(Core {
@@ -204,6 +206,22 @@ impl Core {
         // was away belong to them.
         core.lifecycle.restore()?;
         core.recorder.start()?;
+        // Session ends (and leaders moved on) as they happen; the sweep
+        // stays as a backstop.
+        let c = Arc::downgrade(&core);
+        std::thread::Builder::new()
+            .name("cgroup-watch".into())
+            .spawn(move || loop {
+                if let Err(e) = watch.wait() {
+                    log::error!("{e:#}; session ends are found by the 1 s sweep only");
+                    return;
+                }
+                match c.upgrade() {
+                    Some(core) => core.lifecycle.end_finished(),
+                    None => return,
+                }
+            })
+            .context("starting the cgroup watch thread")?;
         Ok(core)
     }
 
@@ -368,7 +386,8 @@ impl Core {
         }
     }
 
-    /// Once a second: user managers that restarted, sessions that ended.
+    /// Once a second: user managers that restarted, sessions that ended
+    /// (and leaders moved on) that the cgroup watch did not report.
     pub fn sweep(&self) {
         self.lifecycle.refresh_managers();
         self.lifecycle.end_finished();

@@ -9,6 +9,7 @@
 //! log write (the recorder writes; submitting to it is a channel send).
 
 use std::{
+    collections::HashMap,
     fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     bpf::SessionMap,
-    cgroup::Cgroup,
+    cgroup::{Cgroup, CgroupWatch, Pidfd},
     error::Error,
     events::now_boot_ns,
     recorder::Recorder,
@@ -92,6 +93,12 @@ pub struct Lifecycle {
     mount: PathBuf,
     /// What the kernel gets for every session: policy and recording flags.
     entry: SessionEntry,
+    /// Leaders of sessions in restrictd's own cgroups, by sid, followed
+    /// until logout in case a later PAM module moves them (`follow`).
+    leaders: Mutex<HashMap<Uuid, Pidfd>>,
+    /// Session cgroups' `cgroup.events`, so that ends are noticed at once.
+    watch: Option<Arc<CgroupWatch>>,
+    watches: Mutex<HashMap<Uuid, nix::sys::inotify::WatchDescriptor>>,
 }
 
 impl Lifecycle {
@@ -110,6 +117,42 @@ impl Lifecycle {
             recorder,
             mount,
             entry,
+            leaders: Mutex::new(HashMap::new()),
+            watch: None,
+            watches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Session cgroups are watched with `watch` (the caller waits on it and
+    /// then calls `follow` and `end_finished`).
+    pub fn with_watch(mut self, watch: Arc<CgroupWatch>) -> Lifecycle {
+        self.watch = Some(watch);
+        self
+    }
+
+    fn watch_session(&self, s: &Session) {
+        let Some(w) = &self.watch else { return };
+        match w.add(&s.cgroup) {
+            Ok(wd) => {
+                if let Some(old) = self.watches.lock().unwrap().insert(s.sid, wd) {
+                    w.remove(old);
+                }
+            }
+            // The sweep still finds its end, within a second.
+            Err(e) => log::warn!("session {}: {e:#}", s.sid),
+        }
+    }
+
+    fn unwatch_session(&self, sid: &Uuid) {
+        if let (Some(w), Some(wd)) = (&self.watch, self.watches.lock().unwrap().remove(sid)) {
+            w.remove(wd);
+        }
+    }
+
+    /// Stops following the leader of session `sid`.
+    fn unfollow(&self, sid: &Uuid) {
+        if let Some(p) = self.leaders.lock().unwrap().remove(sid) {
+            self.kernel.lock().unwrap().unfollow_leader(p.pid);
         }
     }
 
@@ -147,6 +190,13 @@ impl Lifecycle {
     pub fn open(&self, s: Session, place: impl FnOnce() -> Result<()>) -> Result<Uuid, Error> {
         let boot_ns = now_boot_ns();
         let cg = s.cgroup.clone();
+        // A leader in restrictd's own cgroup may be moved on by a later PAM
+        // module; the kernel follows it by pid, this pidfd tells the pid's
+        // process from a later one.
+        let leader = match s.owned && s.leader_pid > 1 {
+            true => Some(Pidfd::open(s.leader_pid)?),
+            false => None,
+        };
         let mut reg = self.registry.lock().unwrap();
         if reg.all().any(|o| o.cgroup.id == cg.id) {
             return Err(Error::InvalidArgs(format!(
@@ -163,10 +213,17 @@ impl Lifecycle {
                     Some(m) => register_manager(&mut kernel, &self.mount, m, self.entry),
                     None => Ok(()),
                 })
+                .and_then(|_| match &leader {
+                    Some(p) => kernel.follow_leader(p.pid, cg.id),
+                    None => Ok(()),
+                })
         };
         if let Err(e) = registered.and_then(|_| place()) {
             let mut kernel = self.kernel.lock().unwrap();
             let _ = kernel.remove(cg.id);
+            if let Some(p) = &leader {
+                kernel.unfollow_leader(p.pid);
+            }
             if let Some(m) = &s.manager {
                 if !reg.manager_in_use(m.id) {
                     let _ = kernel.remove(m.id);
@@ -177,6 +234,10 @@ impl Lifecycle {
         let sid = s.sid;
         reg.insert(s.clone());
         drop(reg);
+        if let Some(p) = leader {
+            self.leaders.lock().unwrap().insert(sid, p);
+        }
+        self.watch_session(&s);
         self.save(&s);
         self.recorder.session_started(cg.id, boot_ns);
         Ok(sid)
@@ -193,8 +254,108 @@ impl Lifecycle {
             s.closed = true;
             s.clone()
         };
+        // The login's PAM stack is done with the leader.
+        self.unfollow(&snapshot.sid);
         self.save(&snapshot);
         Ok(())
+    }
+
+    /// Sessions whose leader a later PAM module moved to another cgroup
+    /// (pam_systemd's logind scope, when the PAM line comes before it) go
+    /// with it: the new cgroup becomes the session's (the kernel
+    /// registered it at the move, `follow.rs`; registered here if that was
+    /// missed), with its user manager if it is a logind scope; the old one
+    /// stays registered until the session ends. Leaders that exited are
+    /// no longer followed.
+    pub fn follow(&self) {
+        // (sid, session key, leader pid, the leader's cgroup now)
+        let mut moved: Vec<(Uuid, u64, u32, String)> = Vec::new();
+        {
+            let mut leaders = self.leaders.lock().unwrap();
+            let mut gone = Vec::new();
+            let reg = self.registry.lock().unwrap();
+            for (sid, p) in leaders.iter() {
+                let Some(s) = reg.by_sid(&sid.to_string()).filter(|s| !s.ending) else {
+                    gone.push(*sid);
+                    continue;
+                };
+                match p.cgroup() {
+                    None => gone.push(*sid),
+                    Some(rel) => {
+                        if self.mount.join(rel.trim_start_matches('/')) != s.cgroup.path {
+                            moved.push((*sid, s.cgroup.id, p.pid, rel));
+                        }
+                    }
+                }
+            }
+            drop(reg);
+            for sid in gone {
+                if let Some(p) = leaders.remove(&sid) {
+                    self.kernel.lock().unwrap().unfollow_leader(p.pid);
+                }
+            }
+        }
+        for (sid, from, pid, rel) in moved {
+            self.follow_one(sid, from, pid, &rel);
+        }
+    }
+
+    fn follow_one(&self, sid: Uuid, from: u64, pid: u32, rel: &str) {
+        let path = self.mount.join(rel.trim_start_matches('/'));
+        let to = match Cgroup::open(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "session {sid}: its leader {pid} moved to {}: {e:#}",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let mut reg = self.registry.lock().unwrap();
+        let Some(s) = reg.get_mut(from).filter(|s| !s.ending) else {
+            return;
+        };
+        let manager = if crate::daemon::is_logind_scope(rel) {
+            s.uid
+                .and_then(|uid| crate::daemon::user_manager(&self.mount, rel, uid))
+        } else {
+            None
+        };
+        let registered = {
+            let mut kernel = self.kernel.lock().unwrap();
+            let added = match kernel.contains(to.id) {
+                true => Ok(()),
+                false => kernel.add(to.id, self.entry),
+            };
+            added
+                .and_then(|_| match &manager {
+                    Some(m) => register_manager(&mut kernel, &self.mount, m, self.entry),
+                    None => Ok(()),
+                })
+                .and_then(|_| kernel.follow_leader(pid, to.id))
+        };
+        if let Err(e) = registered {
+            // The user's identity still restricts the new cgroup's
+            // processes; the session's own cgroup ends with the sweep.
+            log::error!(
+                "session {sid}: following its leader {pid} to {}: {e:#}",
+                path.display()
+            );
+            return;
+        }
+        let Some(s) = reg.follow(from, to.clone(), manager) else {
+            return;
+        };
+        drop(reg);
+        self.watch_session(&s);
+        self.save(&s);
+        log::warn!(
+            "session {sid}: its leader (pid {pid}) was moved to cgroup {} by a PAM module after \
+             pam_restrict.so; the session follows it (put pam_restrict.so after pam_systemd: \
+             restrictctl pam-check)",
+            to.path.display()
+        );
     }
 
     pub fn find(&self, sid: &str) -> Option<Session> {
@@ -213,14 +374,24 @@ impl Lifecycle {
         self.len() == 0
     }
 
-    /// Ends every session whose cgroup is empty or gone.
+    /// Ends every session whose cgroup is empty or gone, unless its leader
+    /// lives on elsewhere (moved by a later PAM module: `follow` takes the
+    /// session there).
     pub fn end_finished(&self) {
+        self.follow();
+        let leaders: Vec<Uuid> = {
+            let l = self.leaders.lock().unwrap();
+            l.iter()
+                .filter(|(_, p)| p.alive())
+                .map(|(sid, _)| *sid)
+                .collect()
+        };
         let done: Vec<u64> = self
             .registry
             .lock()
             .unwrap()
             .all()
-            .filter(|s| !s.ending)
+            .filter(|s| !s.ending && !leaders.contains(&s.sid))
             .filter(|s| !s.cgroup.path.exists() || !s.cgroup.populated().unwrap_or(true))
             .map(|s| s.cgroup.id)
             .collect();
@@ -247,13 +418,19 @@ impl Lifecycle {
             let s = s.clone();
             (s, reg.sole_user_of_manager(cgroup_id))
         };
-        // Keys whose loss counts end with the session: its own, and its
-        // user manager's when this is the user's last session.
+        self.unfollow(&s.sid);
+        self.unwatch_session(&s.sid);
+        // Keys whose loss counts end with the session: its own (and those
+        // of the cgroups it was followed out of), and its user manager's
+        // when this is the user's last session.
         let mut keys = vec![cgroup_id];
+        keys.extend(s.followed_from.iter().map(|c| c.id));
         {
             let mut kernel = self.kernel.lock().unwrap();
-            if let Err(e) = kernel.remove(cgroup_id) {
-                log::error!("session {}: {e:#}", s.sid);
+            for id in &keys {
+                if let Err(e) = kernel.remove(*id) {
+                    log::error!("session {}: {e:#}", s.sid);
+                }
             }
             // The user's last session: their systemd instance is free again.
             if let Some(m) = &manager {
@@ -264,8 +441,9 @@ impl Lifecycle {
             }
         }
         let boot_ns = now_boot_ns();
-        if s.owned {
-            if let Err(e) = s.cgroup.remove() {
+        let own = s.owned.then_some(&s.cgroup);
+        for c in own.into_iter().chain(&s.followed_from) {
+            if let Err(e) = c.remove() {
                 log::error!("session {}: {e:#}", s.sid);
             }
         }
@@ -350,6 +528,7 @@ impl Lifecycle {
                     s.sid,
                     s.cgroup.path.display()
                 );
+                self.watch_session(&s);
                 kept.push(s.clone());
             } else {
                 gone.push(s.cgroup.id);

@@ -1,5 +1,6 @@
 //! Reading the host's PAM configuration for lines that name `pam_restrict.so`
-//! and would deny every login once the module file is gone (package removal).
+//! and would deny every login once the module file is gone (package removal),
+//! and for session stacks where it runs before `pam_systemd.so`.
 //!
 //! Linux-PAM turns a module that cannot be loaded into `PAM_MODULE_UNKNOWN`
 //! and then applies the line's control to it: `required` fails the stack (a
@@ -78,6 +79,122 @@ pub fn scan_text(file: &Path, text: &str, with_service: bool) -> Vec<ModuleLine>
         logical.clear();
     }
     out
+}
+
+/// A `pam_restrict.so` line that runs before `pam_systemd.so` in a
+/// service's session stack: logind then moves the login out of the cgroup
+/// restrictd made for it. The session follows its leader into logind's
+/// scope (`follow.rs`, `Lifecycle::follow`); the warning says where the
+/// line belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderWarning {
+    /// The service file whose stack it is.
+    pub service: PathBuf,
+    /// Where the pam_restrict.so line is (file, 1-based line).
+    pub file: PathBuf,
+    pub line: usize,
+    /// Where the later pam_systemd.so line is.
+    pub systemd_file: PathBuf,
+    pub systemd_line: usize,
+}
+
+/// Every service in `pam_d` whose session stack (with `@include`,
+/// `include` and `substack` followed) runs pam_restrict.so before
+/// pam_systemd.so.
+pub fn order_warnings(pam_d: &Path) -> Vec<OrderWarning> {
+    let mut files: Vec<PathBuf> = fs::read_dir(pam_d)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let mut stack = Vec::new();
+        session_stack(pam_d, &f, 0, &mut stack);
+        let Some(r) = stack.iter().position(|m| m.name == MODULE) else {
+            continue;
+        };
+        if let Some(sd) = stack[r..].iter().find(|m| m.name == "pam_systemd.so") {
+            out.push(OrderWarning {
+                service: f.clone(),
+                file: stack[r].file.clone(),
+                line: stack[r].line,
+                systemd_file: sd.file.clone(),
+                systemd_line: sd.line,
+            });
+        }
+    }
+    out
+}
+
+/// One module of a session stack, where it is written.
+struct StackModule {
+    name: String,
+    file: PathBuf,
+    line: usize,
+}
+
+/// Appends the session modules of `file`, in order, following includes
+/// (at most 8 deep: PAM itself refuses deeper or circular ones).
+fn session_stack(pam_d: &Path, file: &Path, depth: usize, out: &mut Vec<StackModule>) {
+    if depth > 8 {
+        return;
+    }
+    let Ok(text) = fs::read_to_string(file) else {
+        return;
+    };
+    let mut logical = String::new();
+    let mut first = 0;
+    for (i, raw) in text.lines().enumerate() {
+        if logical.is_empty() {
+            first = i + 1;
+        }
+        let raw = raw.split('#').next().unwrap_or_default();
+        if let Some(cont) = raw.strip_suffix('\\') {
+            logical.push_str(cont);
+            logical.push(' ');
+            continue;
+        }
+        logical.push_str(raw);
+        let words: Vec<&str> = logical.split_whitespace().collect();
+        let target = |name: &str| match name.starts_with('/') {
+            true => PathBuf::from(name),
+            false => pam_d.join(name),
+        };
+        match words.as_slice() {
+            ["@include", name, ..] => session_stack(pam_d, &target(name), depth + 1, out),
+            [ty, rest @ ..] if ty.trim_start_matches('-') == "session" => {
+                // The control is one word or a bracketed list.
+                let after = match rest.first() {
+                    Some(c) if c.starts_with('[') => {
+                        let end = rest.iter().position(|w| w.ends_with(']')).unwrap_or(0);
+                        &rest[end + 1..]
+                    }
+                    Some(_) => &rest[1..],
+                    None => &[][..],
+                };
+                let control = rest.first().copied().unwrap_or_default();
+                match (control, after.first()) {
+                    ("include" | "substack", _) => {
+                        if let Some(name) = rest.get(1) {
+                            session_stack(pam_d, &target(name), depth + 1, out);
+                        }
+                    }
+                    (_, Some(module)) => out.push(StackModule {
+                        name: module.rsplit('/').next().unwrap_or_default().to_string(),
+                        file: file.to_path_buf(),
+                        line: first,
+                    }),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        logical.clear();
+    }
 }
 
 /// None if the line does not name the module; else whether a missing module
@@ -175,6 +292,46 @@ mod tests {
         assert_eq!(v[0].line, 2);
         assert_eq!(v[0].text, "session required pam_restrict.so");
         assert!(v[0].locks_out);
+    }
+
+    #[test]
+    fn a_line_before_pam_systemd_in_the_session_stack_is_found_through_includes() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |name: &str, text: &str| fs::write(d.path().join(name), text).unwrap();
+        w(
+            "common-session",
+            "session [default=1] pam_permit.so\nsession optional pam_systemd.so\n",
+        );
+        // Before the include that brings pam_systemd: reported.
+        w(
+            "sshd",
+            "@include common-auth\nsession required pam_restrict.so\n@include common-session\n",
+        );
+        // After it, and in another service with a bracketed control: fine.
+        w(
+            "login",
+            "@include common-session\nsession [success=ok default=bad] pam_restrict.so\n",
+        );
+        // Through `session include` and a continuation line: reported.
+        w(
+            "su",
+            "session \\\n required pam_restrict.so\nsession include common-session\n",
+        );
+        let v = order_warnings(d.path());
+        let found: Vec<(String, usize, usize)> = v
+            .iter()
+            .map(|o| {
+                let name = o
+                    .service
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                (name, o.line, o.systemd_line)
+            })
+            .collect();
+        assert_eq!(found, [("sshd".into(), 2, 2), ("su".into(), 1, 2)]);
+        assert!(v.iter().all(|o| o.systemd_file.ends_with("common-session")));
     }
 
     #[test]

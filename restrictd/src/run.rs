@@ -75,7 +75,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let mut kernel = Kernel::load(config.load_options(None)?)?;
     kernel.policy.set(policy.as_ref())?;
     kernel.programs.attach(&root.path, None)?;
-    kernel.programs.attach_recording(None)?;
+    kernel.programs.attach_tracepoints(None)?;
 
     let registry = Arc::new(Mutex::new(Registry::new()));
     let recorder = Arc::new(Recorder::new(

@@ -41,6 +41,12 @@ pub struct Session {
     /// and recorded; their events are attributed to the user's latest session.
     #[serde(default)]
     pub manager: Option<Cgroup>,
+    /// Cgroups the session was in before its leader was moved out of them
+    /// (by a PAM module after pam_restrict.so, such as pam_systemd): still
+    /// registered, since processes and sockets made there keep them, and
+    /// removed with the session (restrictd made them).
+    #[serde(default)]
+    pub followed_from: Vec<Cgroup>,
     pub next_ei: u64,
     /// Events of the session not recorded so far (reported as `session.lost`).
     #[serde(default)]
@@ -64,6 +70,7 @@ impl Session {
             closed: false,
             ending: false,
             manager: None,
+            followed_from: Vec::new(),
             next_ei: 0,
             lost: Losses::default(),
         }
@@ -75,6 +82,8 @@ pub struct Registry {
     sessions: HashMap<u64, Session>,
     /// User manager cgroup id -> the session its events are attributed to.
     managers: HashMap<u64, u64>,
+    /// Cgroup a session was followed out of -> the session's cgroup now.
+    aliases: HashMap<u64, u64>,
     hostname: String,
 }
 
@@ -89,6 +98,7 @@ impl Registry {
         Registry {
             sessions: HashMap::new(),
             managers: HashMap::new(),
+            aliases: HashMap::new(),
             hostname: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
@@ -99,11 +109,45 @@ impl Registry {
         if let Some(m) = &s.manager {
             self.managers.insert(m.id, s.cgroup.id);
         }
+        for old in &s.followed_from {
+            self.aliases.insert(old.id, s.cgroup.id);
+        }
         self.sessions.insert(s.cgroup.id, s);
+    }
+
+    /// The session key a record key stands for: a cgroup the session was
+    /// followed out of, or a user manager's (the user's latest session).
+    fn resolve(&self, id: u64) -> u64 {
+        self.aliases
+            .get(&id)
+            .or_else(|| self.managers.get(&id))
+            .copied()
+            .unwrap_or(id)
+    }
+
+    /// Moves session `cgroup_id` to cgroup `to` (its leader was moved
+    /// there), with `manager` if `to` is a logind scope; records of the old
+    /// cgroup still count as the session's. Returns the updated session.
+    pub fn follow(
+        &mut self,
+        cgroup_id: u64,
+        to: Cgroup,
+        manager: Option<Cgroup>,
+    ) -> Option<Session> {
+        let mut s = self.remove(cgroup_id)?;
+        let from = std::mem::replace(&mut s.cgroup, to);
+        s.followed_from.push(from);
+        s.owned = false;
+        if manager.is_some() {
+            s.manager = manager;
+        }
+        self.insert(s.clone());
+        Some(s)
     }
 
     pub fn remove(&mut self, cgroup_id: u64) -> Option<Session> {
         let s = self.sessions.remove(&cgroup_id)?;
+        self.aliases.retain(|_, to| *to != cgroup_id);
         if let Some(m) = &s.manager {
             if self.managers.get(&m.id) == Some(&cgroup_id) {
                 // Hand the manager to another session of the user, if any.
@@ -147,6 +191,7 @@ impl Registry {
         let mut out = std::collections::HashSet::new();
         for s in self.sessions.values().filter(|s| s.ending) {
             out.insert(s.cgroup.id);
+            out.extend(s.followed_from.iter().map(|c| c.id));
             if let Some(m) = self.sole_user_of_manager(s.cgroup.id) {
                 out.insert(m.id);
             }
@@ -191,7 +236,7 @@ impl Registry {
     /// cgroup goes to the user's latest session; one whose session is gone
     /// is still written, with an empty sid, never dropped.
     pub fn stamp(&mut self, cgroup_id: u64, boot_ns: u64, body: Body) -> Event {
-        let key = self.managers.get(&cgroup_id).copied().unwrap_or(cgroup_id);
+        let key = self.resolve(cgroup_id);
         let outside_session = cgroup_id & IDENTITY_KEY != 0;
         let (sid, ei, user, login) = match self.sessions.get_mut(&key) {
             // A restricted identity's process outside every session: the
@@ -223,7 +268,7 @@ impl Registry {
     }
 
     pub fn start_event(&mut self, cgroup_id: u64, boot_ns: u64) -> Option<Event> {
-        let s = self.sessions.get(&cgroup_id)?;
+        let s = self.sessions.get(&self.resolve(cgroup_id))?;
         let body = Body::SessionStart(SessionStartBody {
             remote_addr: s.remote_host.clone(),
             service: s.service.clone(),
@@ -242,7 +287,7 @@ impl Registry {
     /// dropped take its next `ei` numbers, so that the gap they leave in
     /// `ei` is exactly theirs.
     pub fn lost_event(&mut self, key: u64, boot_ns: u64, since_ns: u64, lost: Losses) -> Event {
-        let skey = self.managers.get(&key).copied().unwrap_or(key);
+        let skey = self.resolve(key);
         let n = lost.unnumbered();
         let mut range = None;
         if key & IDENTITY_KEY == 0 {
@@ -392,6 +437,25 @@ mod tests {
             panic!("{end:?}")
         };
         assert_eq!((b.lost.lost_command, b.lost.disk_events_dropped), (2, 3));
+    }
+
+    #[test]
+    fn a_followed_session_keeps_the_records_of_the_cgroup_it_left() {
+        let mut reg = Registry::new();
+        let a = session(10, None);
+        let sid = a.sid.to_string();
+        reg.insert(a);
+        let s = reg.follow(10, cg(30), Some(cg(99))).unwrap();
+        assert_eq!((s.cgroup.id, s.owned), (30, false));
+        // session.start was queued under the old cgroup id.
+        assert_eq!(reg.start_event(10, 0).unwrap().sid, sid);
+        assert_eq!(manager_record(&mut reg, 10), sid);
+        assert_eq!(manager_record(&mut reg, 30), sid);
+        assert_eq!(manager_record(&mut reg, 99), sid);
+        reg.get_mut(30).unwrap().ending = true;
+        assert!(reg.ending_keys().contains(&10));
+        reg.end(30, 0).unwrap();
+        assert_eq!(manager_record(&mut reg, 10), "");
     }
 
     #[test]

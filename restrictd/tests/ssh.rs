@@ -1108,3 +1108,132 @@ fn padding_cannot_push_a_command_past_what_is_recorded() {
         .sum();
     assert_eq!(kept, 131_072 + 1, "the limit, cut mid-argument");
 }
+
+/// The PAM line placed before a module that moves the login to another
+/// cgroup, as pam_systemd has logind do (here pam_exec moves sshd's
+/// `[priv]` into a `session-N.scope` made by the test). The user is
+/// exempt from identity restriction, so only the session can restrict
+/// them: the shell, forked after the move, is still restricted (the denied
+/// listener gets nothing), its events carry the session id, and the
+/// session ends at logout, not when restrictd's own cgroup emptied.
+#[test]
+fn a_pam_module_after_the_line_that_moves_the_login_cannot_free_it() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let (allowed, pa) = tcp_listener("127.0.0.1");
+    let (denied, pd) = tcp_listener("127.0.0.2");
+    denied.set_nonblocking(true).unwrap();
+    let daemon = Daemon::with_config(
+        &bus,
+        Some(&policy_yaml(&["127.0.0.1"], &[])),
+        &format!("  exempt_users: [{}]\n", user.name),
+    );
+    let scope = daemon.root.join(format!(
+        "user.slice/user-{}.slice/session-77.scope",
+        user.uid
+    ));
+    std::fs::create_dir_all(&scope).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mover = dir.path().join("move-to-scope");
+    std::fs::write(
+        &mover,
+        format!("#!/bin/sh\necho $PPID > {}/cgroup.procs\n", scope.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&mover, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sshd = Sshd::with_session_after(
+        &bus,
+        &user,
+        "fail=closed",
+        &format!("session required pam_exec.so {}\n", mover.display()),
+    );
+    let out = sshd.ssh(
+        &user,
+        &format!(
+            "echo sid=$RESTRICTD_SESSION_ID; grep ^0:: /proc/self/cgroup; {}; {}; true",
+            probe_cmd("tcp", "127.0.0.1", pa),
+            probe_cmd("tcp", "127.0.0.2", pd)
+        ),
+    );
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}\nsshd: {}", text(&out), sshd.log());
+    let lines: Vec<&str> = s.lines().collect();
+    let sid = lines[0].strip_prefix("sid=").unwrap().to_string();
+    assert!(
+        lines[1].ends_with("/session-77.scope"),
+        "the later module moved the login: {s}"
+    );
+    assert_eq!(
+        &lines[2..],
+        ["ok", "EPERM"],
+        "{s}\ndaemon: {}",
+        daemon.log()
+    );
+    assert!(
+        denied.accept().is_err(),
+        "the denied listener got a connection"
+    );
+    drop(allowed);
+    let events = daemon.wait_end(&sid);
+    let denial = events
+        .iter()
+        .find(|e| e["event"] == "session.network" && e["dst_port"] == pd)
+        .unwrap_or_else(|| panic!("denial not recorded: {events:?}"));
+    assert_eq!(denial["sid"], sid.as_str(), "{denial}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "session.command" && e["sid"] == sid.as_str()),
+        "{events:?}"
+    );
+    let end = events
+        .iter()
+        .position(|e| e["event"] == "session.end" && e["sid"] == sid.as_str())
+        .unwrap();
+    let last_cmd = events
+        .iter()
+        .rposition(|e| e["event"] == "session.command" && e["sid"] == sid.as_str())
+        .unwrap();
+    assert!(last_cmd < end, "the session ended before its commands");
+    assert!(
+        daemon.log().contains("the session follows it"),
+        "{}",
+        daemon.log()
+    );
+}
+
+/// A session ends when its last process exits, not at the next poll: a
+/// process left behind after logout writes the time and exits; the
+/// session's `session.end` is stamped within 100 ms of that.
+#[test]
+fn a_session_ends_within_100_ms_of_its_last_process() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, None);
+    let sshd = Sshd::new(&bus, &user, "");
+    let out = sshd.ssh(
+        &user,
+        "echo $RESTRICTD_SESSION_ID; \
+         setsid -f sh -c 'sleep 1.5; date +%s.%N > ~/left-at' </dev/null >/dev/null 2>&1",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let sid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let events = daemon.wait_end(&sid);
+    let left: f64 = std::fs::read_to_string(format!("/home/{}/left-at", user.name))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let end = events
+        .iter()
+        .find(|e| e["event"] == "session.end" && e["sid"] == sid.as_str())
+        .unwrap();
+    let ended = chrono::DateTime::parse_from_rfc3339(end["time"].as_str().unwrap()).unwrap();
+    let ended = ended.timestamp() as f64 + ended.timestamp_subsec_nanos() as f64 / 1e9;
+    let latency_ms = (ended - left) * 1000.0;
+    eprintln!("session.end {latency_ms:.1} ms after the last process's last write");
+    assert!(
+        (0.0..100.0).contains(&latency_ms),
+        "session.end {latency_ms:.1} ms after the last process exited"
+    );
+}

@@ -38,7 +38,8 @@ enum Command {
     },
     /// List the PAM lines that name pam_restrict.so and say whether each
     /// would deny every login if the module were removed; exits 1 if any
-    /// would. Needs no daemon. The packages run it before removal.
+    /// would. Warns about lines that run before pam_systemd.so. Needs no
+    /// daemon. The packages run it before removal.
     PamCheck {
         /// Directory of per-service PAM files.
         #[arg(long, default_value = "/etc/pam.d")]
@@ -190,6 +191,22 @@ fn pam_check(pam_d: &Path, pam_conf: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A warning, not a failure: restrictd follows the session into logind's
+    // scope, and the packages' removal check must not stop on it.
+    for o in pamconf::order_warnings(pam_d) {
+        println!(
+            "{}:{}: warning: in service {}, {} runs before pam_systemd.so ({}:{})\n    \
+             logind then moves the login into its scope; restrictd registers the scope at \
+             the move and the session follows it, but the line belongs after pam_systemd.so \
+             (after @include common-session), where the session starts in the scope.",
+            o.file.display(),
+            o.line,
+            o.service.file_name().unwrap_or_default().to_string_lossy(),
+            pamconf::MODULE,
+            o.systemd_file.display(),
+            o.systemd_line
+        );
+    }
     if lines.is_empty() {
         println!("no PAM configuration names {}", pamconf::MODULE);
         return ExitCode::SUCCESS;

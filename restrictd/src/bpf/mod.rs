@@ -28,7 +28,7 @@ use aya::{
 };
 use restrictd_common::{
     Denial, DenialKey, DiskRate, Dropped, LoadConfig, PathKeyData, Runtime, SessionEntry,
-    ARGV_LIMIT_MAX, LOST_SLOTS, PATH_PREFIX_MAX, PROGRAM_GROUPS,
+    ARGV_LIMIT_MAX, GROUP_ALWAYS, LOST_SLOTS, PATH_PREFIX_MAX, PROGRAM_GROUPS,
 };
 
 use self::object::ObjectInfo;
@@ -89,18 +89,20 @@ where
     T::try_from(m).with_context(|| format!("BPF map {name}"))
 }
 
-/// A field's offset in a `sched` tracepoint record, as this kernel lays it out.
-fn field_offset(tracepoint: &str, field: &str) -> Result<u32> {
-    let off = crate::tracefs::field_offset("sched", tracepoint, field)?;
-    u32::try_from(off).with_context(|| format!("sched/{tracepoint} field {field} at offset {off}"))
+/// A field's offset in a tracepoint record, as this kernel lays it out.
+fn field_offset(category: &str, tracepoint: &str, field: &str) -> Result<u32> {
+    let off = crate::tracefs::field_offset(category, tracepoint, field)?;
+    u32::try_from(off)
+        .with_context(|| format!("{category}/{tracepoint} field {field} at offset {off}"))
 }
 
-/// The session flag of the group a tracepoint program belongs to.
-fn group_of(program: &str) -> Result<u32> {
+/// Whether the group a tracepoint program belongs to is wanted with the
+/// recording flags `recording`.
+fn group_wanted(program: &str, recording: u32) -> Result<bool> {
     PROGRAM_GROUPS
         .iter()
         .find(|(prefix, _)| program.starts_with(prefix))
-        .map(|(_, flag)| *flag)
+        .map(|(_, flag)| *flag == GROUP_ALWAYS || flag & recording != 0)
         .ok_or_else(|| anyhow!("BPF program {program} has no group prefix (PROGRAM_GROUPS)"))
 }
 
@@ -119,8 +121,12 @@ impl Kernel {
             loader.map_max_entries(ring, pages * page);
         }
         let config = LoadConfig {
-            fork_child_pid_offset: field_offset("sched_process_fork", "child_pid")?,
-            exec_filename_offset: field_offset("sched_process_exec", "filename")?,
+            fork_child_pid_offset: field_offset("sched", "sched_process_fork", "child_pid")?,
+            exec_filename_offset: field_offset("sched", "sched_process_exec", "filename")?,
+            attach_dst_root_offset: field_offset("cgroup", "cgroup_attach_task", "dst_root")?,
+            attach_dst_id_offset: field_offset("cgroup", "cgroup_attach_task", "dst_id")?,
+            attach_pid_offset: field_offset("cgroup", "cgroup_attach_task", "pid")?,
+            _pad: 0,
             argv_limit: opts.argv_limit.min(ARGV_LIMIT_MAX as u32),
             disk_rate: opts.disk_rate_limit,
             kernel: crate::btf::Btf::from_sys_fs()?.kernel_offsets()?,
@@ -154,7 +160,7 @@ impl Kernel {
             match prog {
                 Program::CgroupSockAddr(p) => p.load().with_context(refused)?,
                 Program::CgroupSkb(p) => p.load().with_context(refused)?,
-                Program::TracePoint(p) if group_of(name)? & opts.recording != 0 => {
+                Program::TracePoint(p) if group_wanted(name, opts.recording)? => {
                     p.load().with_context(refused)?
                 }
                 Program::TracePoint(_) => continue,
@@ -185,6 +191,7 @@ impl Kernel {
         let path_rules = PathRules(path_rules);
         let sessions = SessionMap {
             sessions: take(&mut ebpf, "SESSIONS")?,
+            leaders: take(&mut ebpf, "LEADERS")?,
             identities: take(&mut ebpf, "IDENTITIES")?,
             runtime: take(&mut ebpf, "RUNTIME")?,
             disk_rate: take(&mut ebpf, "DISK_RATE")?,
@@ -313,16 +320,16 @@ impl Programs {
         Ok(())
     }
 
-    /// Attaches the loaded recording programs to their tracepoints (they see
-    /// every exec or open on the host and return at once for processes
-    /// outside sessions). A tracepoint this kernel lacks (open(2) on arm64)
-    /// is skipped. With `pin_dir`, the links are pinned so recording goes on
-    /// while the daemon restarts.
-    pub fn attach_recording(&mut self, pin_dir: Option<&Path>) -> Result<()> {
+    /// Attaches the loaded tracepoint programs: recording (they see every
+    /// exec or open on the host and return at once for processes outside
+    /// sessions) and following session leaders. A tracepoint this kernel
+    /// lacks (open(2) on arm64) is skipped. With `pin_dir`, the links are
+    /// pinned so they go on while the daemon restarts.
+    pub fn attach_tracepoints(&mut self, pin_dir: Option<&Path>) -> Result<()> {
         let events = crate::tracefs::root()?.join("events");
         let mut wanted = Vec::new();
         for (name, prog) in self.ebpf.programs() {
-            if !matches!(prog, Program::TracePoint(_)) || group_of(name)? & self.recording == 0 {
+            if !matches!(prog, Program::TracePoint(_)) || !group_wanted(name, self.recording)? {
                 continue;
             }
             let tracepoints = self.info.tracepoints(name);
@@ -380,6 +387,8 @@ impl Programs {
 /// beside it.
 pub struct SessionMap {
     sessions: HashMap<MapData, u64, SessionEntry>,
+    /// Session leader tgid -> its session's cgroup id (`follow.rs`).
+    leaders: HashMap<MapData, u32, u64>,
     identities: HashMap<MapData, u32, SessionEntry>,
     runtime: Array<MapData, Runtime>,
     disk_rate: HashMap<MapData, u64, DiskRate>,
@@ -402,6 +411,24 @@ impl SessionMap {
         }
         let _ = self.disk_rate.remove(&cgroup_id);
         Ok(())
+    }
+
+    /// Whether cgroup `id` is registered (the kernel registers the cgroup a
+    /// session leader is moved to).
+    pub fn contains(&self, cgroup_id: u64) -> bool {
+        self.sessions.get(&cgroup_id, 0).is_ok()
+    }
+
+    /// From now on, when process `pid` is moved to another cgroup, that
+    /// cgroup gets the entry of `cgroup_id` in the kernel at once.
+    pub fn follow_leader(&mut self, pid: u32, cgroup_id: u64) -> Result<()> {
+        self.leaders
+            .insert(pid, cgroup_id, 0)
+            .with_context(|| format!("following session leader {pid} (too many logins?)"))
+    }
+
+    pub fn unfollow_leader(&mut self, pid: u32) {
+        let _ = self.leaders.remove(&pid);
     }
 
     /// Restricts the processes and sockets of `uid` outside every session.

@@ -140,22 +140,23 @@ impl Drop for Sandbox {
 /// Kills whatever runs in the session cgroups below `root` and removes them
 /// and `root` (test cleanup, also after a failed test).
 pub fn remove_cgroup_tree(root: &Path) {
+    // cgroup.kill kills the whole subtree; then remove it leaves first.
+    let _ = fs::write(root.join("cgroup.kill"), "1");
     if let Ok(rd) = fs::read_dir(root) {
         for cg in rd
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| p.is_dir())
         {
-            let _ = fs::write(cg.join("cgroup.kill"), "1");
-            for _ in 0..200 {
-                if fs::remove_dir(&cg).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            remove_cgroup_tree(&cg);
         }
     }
-    let _ = fs::remove_dir(root);
+    for _ in 0..200 {
+        if fs::remove_dir(root).is_ok() || !root.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A network_restrictions policy with these lists.

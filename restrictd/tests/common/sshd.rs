@@ -264,6 +264,19 @@ impl Daemon {
         super::read_events(&self.journal)
     }
 
+    /// Waits (10 s at most) for session `sid`'s `session.end` in the
+    /// events file; returns every event then.
+    pub fn wait_end(&self, sid: &str) -> Vec<serde_json::Value> {
+        let mut events = Vec::new();
+        wait_for("session.end", Duration::from_secs(10), || {
+            events = self.events();
+            events
+                .iter()
+                .any(|e| e["event"] == "session.end" && e["sid"] == sid)
+        });
+        events
+    }
+
     pub fn sessions(&self) -> Vec<serde_json::Value> {
         let out = self.ctl(&["sessions", "--json"]);
         assert!(
@@ -378,10 +391,15 @@ pub struct Sshd {
 impl Sshd {
     /// `module_args`: the pam_restrict arguments, e.g. "fail=closed timeout=2000".
     pub fn new(bus: &Bus, user: &User, module_args: &str) -> Sshd {
+        Sshd::with_session_after(bus, user, module_args, "")
+    }
+
+    /// As `new`, with `after` (PAM session lines) after the module's line.
+    pub fn with_session_after(bus: &Bus, user: &User, module_args: &str, after: &str) -> Sshd {
         let dir = tempfile::tempdir().unwrap();
         let service = unique("sshd-rdtest-");
         let pam = format!(
-            "account required pam_permit.so\nsession required {} {module_args}\n",
+            "account required pam_permit.so\nsession required {} {module_args}\n{after}",
             pam_module().display()
         );
         fs::write(format!("/etc/pam.d/{service}"), pam).unwrap();
