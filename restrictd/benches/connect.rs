@@ -231,7 +231,7 @@ fn enforcer(policies: &[&Policy], root: &Cgroup, session: &Cgroup) -> anyhow::Re
     for p in policies {
         e.policy.set(Some(p))?;
     }
-    e.programs.attach(&root.path, None)?;
+    e.programs.attach(&root.path)?;
     e.sessions.add(
         session.id,
         SessionEntry {

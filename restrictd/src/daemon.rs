@@ -164,12 +164,6 @@ impl Core {
         if kernel.reused {
             kernel.policy.purge_inactive()?;
         }
-        // At the cgroup2 root: a restricted identity's processes and
-        // sockets are anywhere on the host, not only in sessions.
-        kernel.programs.attach(&mount, Some(&config.bpf_pin_path))?;
-        kernel
-            .programs
-            .attach_tracepoints(Some(&config.bpf_pin_path))?;
 
         let registry = Arc::new(Mutex::new(Registry::new()));
         let recorder = Arc::new(Recorder::new(
@@ -188,23 +182,45 @@ impl Core {
             session_entry(&config),
         )
         .with_watch(watch.clone());
+        // Identities and sessions go into the maps before this version's
+        // programs attach: with new maps (another version ran before), the
+        // old programs keep enforcing until the new ones do, with the same
+        // sessions.
         let identities = Identities::load(&config.identities)?;
         lifecycle.set_identities(&identities.uids())?;
+        lifecycle.restore(!kernel.reused)?;
+        let mut programs = kernel.programs;
+        // At the cgroup2 root: a restricted identity's processes and
+        // sockets are anywhere on the host, not only in sessions.
+        programs.attach(&mount)?;
+        programs.attach_tracepoints()?;
+        let version = programs.version().unwrap_or_default();
+        match programs.retire_others() {
+            Ok(old) if !old.is_empty() => log::info!(
+                "kernel state {version} replaces {} (programs and maps of another restrictd version or configuration)",
+                old.join(", ")
+            ),
+            Ok(_) => log::info!(
+                "kernel state {version} ({})",
+                if kernel.reused { "reused" } else { "new" }
+            ),
+            // Both versions enforce (every attached program must allow).
+            Err(e) => log::error!("retiring other kernel state versions: {e:#}"),
+        }
         let core = Arc::new(Core {
             config,
             mount,
             root,
             lifecycle,
             recorder,
-            _programs: kernel.programs,
+            _programs: programs,
             identities: Mutex::new(identities),
             policy_maps: Mutex::new(kernel.policy),
             path_rules: Mutex::new((kernel.path_rules, std::collections::HashSet::new())),
             policy: Mutex::new(policy),
         });
-        // Sessions first, then the writer: records queued while restrictd
+        // Sessions were restored above: records queued while restrictd
         // was away belong to them.
-        core.lifecycle.restore()?;
         core.recorder.start()?;
         // Session ends (and leaders moved on) as they happen; the sweep
         // stays as a backstop.

@@ -504,10 +504,11 @@ impl Lifecycle {
     }
 
     /// At daemon start: takes back the saved sessions whose cgroups still
-    /// exist with the same id and are still registered in the kernel; the
-    /// others ended while restrictd was away and are ended now. Returns the
-    /// sessions taken back.
-    pub fn restore(&self) -> Result<Vec<Session>> {
+    /// exist with the same id and are still registered in the kernel (or,
+    /// with `fresh_maps`, the maps of another version, which this start
+    /// replaces: registered again); the others ended while restrictd was
+    /// away and are ended now. Returns the sessions taken back.
+    pub fn restore(&self, fresh_maps: bool) -> Result<Vec<Session>> {
         let Some(store) = &self.store else {
             return Ok(vec![]);
         };
@@ -518,7 +519,14 @@ impl Lifecycle {
         for mut s in store.load_all() {
             s.ending = false;
             let same = Cgroup::open(&s.cgroup.path).is_ok_and(|c| c.id == s.cgroup.id);
-            if same && live.contains(&s.cgroup.id) {
+            if same && fresh_maps {
+                let mut kernel = self.kernel.lock().unwrap();
+                let again = std::iter::once(&s.cgroup).chain(&s.followed_from);
+                for c in again.filter(|c| Cgroup::open(&c.path).is_ok_and(|o| o.id == c.id)) {
+                    kernel.add(c.id, self.entry)?;
+                }
+            }
+            if same && (fresh_maps || live.contains(&s.cgroup.id)) {
                 // Pinned from before, unless it restarted meanwhile (refresh_managers' turn).
                 if let Some(m) = &s.manager {
                     register_manager(&mut self.kernel.lock().unwrap(), &self.mount, m, self.entry)?;

@@ -74,8 +74,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let root = cgroup::session_root(Some(&mount), &config.root_path)?;
     let mut kernel = Kernel::load(config.load_options(None)?)?;
     kernel.policy.set(policy.as_ref())?;
-    kernel.programs.attach(&root.path, None)?;
-    kernel.programs.attach_tracepoints(None)?;
+    kernel.programs.attach(&root.path)?;
+    kernel.programs.attach_tracepoints()?;
 
     let registry = Arc::new(Mutex::new(Registry::new()));
     let recorder = Arc::new(Recorder::new(

@@ -1237,3 +1237,82 @@ fn a_session_ends_within_100_ms_of_its_last_process() {
         "session.end {latency_ms:.1} ms after the last process exited"
     );
 }
+
+/// The pinned programs and maps are versioned: a daemon whose kernel state
+/// differs (here a changed ring buffer size, as an upgrade changes the
+/// object) starts with new maps filled from its own state, attaches its
+/// programs, then retires the old ones. A session probing a denied host
+/// every 50 ms throughout never gets through (the user is exempt from
+/// identity restriction, so only the session restricts them), is recorded
+/// by the new programs afterwards, and one version is left pinned.
+#[test]
+fn a_new_kernel_state_version_takes_over_running_sessions_without_a_gap() {
+    use std::io::{BufRead, BufReader};
+    let user = User::new();
+    let bus = Bus::new(true);
+    let (denied, pd) = tcp_listener("127.0.0.2");
+    denied.set_nonblocking(true).unwrap();
+    let mut daemon = Daemon::with_config(
+        &bus,
+        Some(&policy_yaml(&["127.0.0.1"], &[])),
+        &format!("  exempt_users: [{}]\n", user.name),
+    );
+    let versions = |d: &Daemon| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&d.pin_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = versions(&daemon);
+    assert_eq!(before.len(), 1, "one version pinned: {before:?}");
+    let sshd = Sshd::new(&bus, &user, "");
+    let stop = daemon.dir.path().join("stop");
+    let script = format!(
+        "echo sid=$RESTRICTD_SESSION_ID; while [ ! -e {stop} ]; do {p}; sleep 0.05; done; \
+         cat /etc/hostname > /dev/null",
+        stop = stop.display(),
+        p = probe_cmd("tcp", "127.0.0.2", pd),
+    );
+    let mut child = sshd
+        .ssh_cmd(&user, &script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let sid = line.trim().strip_prefix("sid=").unwrap().to_string();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "EPERM");
+
+    daemon.stop();
+    let mut config = std::fs::read_to_string(&daemon.config).unwrap();
+    config.push_str("enhanced_recording:\n  network_buffer_size: 16\n");
+    std::fs::write(&daemon.config, config).unwrap();
+    daemon.start();
+    let after = versions(&daemon);
+    assert_eq!(after.len(), 1, "the old version is retired: {after:?}");
+    assert_ne!(after, before, "a changed buffer size is another version");
+    assert_eq!(daemon.sessions()[0]["sid"], sid.as_str());
+    assert!(daemon.log().contains("replaces"), "{}", daemon.log());
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&stop, "").unwrap();
+    let rest: Vec<String> = out.lines().map(|l| l.unwrap()).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(rest.len() >= 3, "the probe ran across the switch: {rest:?}");
+    assert!(rest.iter().all(|l| l == "EPERM"), "{rest:?}");
+    assert!(
+        denied.accept().is_err(),
+        "the denied listener got a connection"
+    );
+    let events = daemon.wait_end(&sid);
+    assert!(
+        events.iter().any(|e| e["event"] == "session.command"
+            && e["sid"] == sid.as_str()
+            && e["path"] == "/usr/bin/cat"),
+        "recorded by the new version: {events:?}"
+    );
+}

@@ -142,34 +142,30 @@ impl Kernel {
         crate::tracefs::check_syscall_layout()?;
         loader.override_global("LOAD_CONFIG", &config, true);
         let mut reused = false;
-        if let Some(dir) = &opts.pin_dir {
-            check_bpffs(dir)?;
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut pin = None;
+        if let Some(root) = &opts.pin_dir {
+            check_bpffs(root)?;
+            let dir = root.join(state_version(&opts, &config));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             reused = dir.join("SESSIONS").exists();
             for name in &info.maps {
                 loader.map_pin_path(name, dir.join(name));
             }
+            pin = Some(dir);
         }
         let mut ebpf = loader.load(OBJECT).context(
             "loading restrictd's BPF object (needs root, and a kernel with BPF and cgroup v2)",
         )?;
-        let mut loaded = 0;
-        for (name, prog) in ebpf.programs_mut() {
-            let refused = || format!("the kernel refused BPF program {name}");
-            let started = std::time::Instant::now();
-            match prog {
-                Program::CgroupSockAddr(p) => p.load().with_context(refused)?,
-                Program::CgroupSkb(p) => p.load().with_context(refused)?,
-                Program::TracePoint(p) if group_wanted(name, opts.recording)? => {
-                    p.load().with_context(refused)?
-                }
-                Program::TracePoint(_) => continue,
-                _ => bail!("BPF program {name}: a program type restrictd does not attach"),
+        // Programs are verified when attached, and only if not already
+        // attached by this same version (a restart skips the verifier).
+        for (name, prog) in ebpf.programs() {
+            if !matches!(
+                prog,
+                Program::CgroupSockAddr(_) | Program::CgroupSkb(_) | Program::TracePoint(_)
+            ) {
+                bail!("BPF program {name}: a program type restrictd does not attach");
             }
-            log::debug!("BPF program {name} verified in {:?}", started.elapsed());
-            loaded += 1;
         }
-        log::debug!("{loaded} BPF programs loaded");
 
         let rings = info
             .maps
@@ -208,6 +204,7 @@ impl Kernel {
                 ebpf,
                 info,
                 recording: opts.recording,
+                pin,
             },
             sessions,
             policy,
@@ -217,11 +214,36 @@ impl Kernel {
     }
 }
 
-/// The loaded programs: attaching them.
+/// The programs: verifying and attaching them.
 pub struct Programs {
     ebpf: Ebpf,
     info: ObjectInfo,
     recording: u32,
+    /// This version's pin directory (`pin_dir/<state version>`).
+    pin: Option<PathBuf>,
+}
+
+/// The version of the kernel state this build makes with these options:
+/// the object (programs and map layouts) and what the loader fixes in it
+/// (ring sizes, `LOAD_CONFIG`). Pins live under `pin_dir/<version>`, so a
+/// restart of the same version reuses its maps and links, and any other
+/// version (an upgrade, a downgrade, a changed buffer size) gets new ones
+/// that the daemon fills from its own state (`Kernel::retire_others`).
+fn state_version(opts: &LoadOptions, config: &LoadConfig) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    OBJECT.hash(&mut h);
+    opts.ring_pages.hash(&mut h);
+    // SAFETY: LoadConfig is plain #[repr(C)] data with no padding
+    // (`load_config_has_no_padding`).
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            config as *const LoadConfig as *const u8,
+            std::mem::size_of::<LoadConfig>(),
+        )
+    };
+    bytes.hash(&mut h);
+    format!("v{:016x}", h.finish())
 }
 
 impl Programs {
@@ -256,12 +278,15 @@ impl Programs {
     /// process exits; programs already pinned there for this cgroup (by a
     /// previous run) are left in place: they use the same pinned maps, so
     /// there is no moment without enforcement.
-    pub fn attach(&mut self, cgroup_dir: &Path, pin_dir: Option<&Path>) -> Result<()> {
+    pub fn attach(&mut self, cgroup_dir: &Path) -> Result<()> {
         let dir = File::open(cgroup_dir)
             .with_context(|| format!("opening cgroup {}", cgroup_dir.display()))?;
         let cgroup_id = std::os::unix::fs::MetadataExt::ino(&dir.metadata()?);
         for (name, direction) in self.cgroup_programs()? {
-            let pin = pin_dir.map(|d| d.join(format!("link-{cgroup_id}-{name}")));
+            let pin = self
+                .pin
+                .as_ref()
+                .map(|d| d.join(format!("link-{cgroup_id}-{name}")));
             let what = || format!("attaching {name} to cgroup {}", cgroup_dir.display());
             // On 5.7+ aya attaches with a BPF link, which the kernel always
             // adds in multi mode and which refuses explicit flags (EINVAL),
@@ -306,6 +331,7 @@ impl Programs {
         if pin.as_ref().is_some_and(|p| p.exists()) {
             return Ok(());
         }
+        self.verify(name)?;
         let prog: &mut P = self
             .ebpf
             .program_mut(name)
@@ -325,7 +351,7 @@ impl Programs {
     /// sessions) and following session leaders. A tracepoint this kernel
     /// lacks (open(2) on arm64) is skipped. With `pin_dir`, the links are
     /// pinned so they go on while the daemon restarts.
-    pub fn attach_tracepoints(&mut self, pin_dir: Option<&Path>) -> Result<()> {
+    pub fn attach_tracepoints(&mut self) -> Result<()> {
         let events = crate::tracefs::root()?.join("events");
         let mut wanted = Vec::new();
         for (name, prog) in self.ebpf.programs() {
@@ -347,7 +373,10 @@ impl Programs {
             }
         }
         for (name, category, tracepoint) in wanted {
-            let pin = pin_dir.map(|d| d.join(format!("link-tp-{tracepoint}")));
+            let pin = self
+                .pin
+                .as_ref()
+                .map(|d| d.join(format!("link-tp-{tracepoint}")));
             self.attach_one(&name, pin, |prog: &mut TracePoint, keep| {
                 let id = prog.attach(&category, &tracepoint).with_context(|| {
                     format!("attaching {name} to tracepoint {category}/{tracepoint}")
@@ -365,11 +394,58 @@ impl Programs {
         Ok(())
     }
 
+    /// This version's programs are attached (`attach`, `attach_tracepoints`):
+    /// detaches what other versions (or the unversioned layout of earlier
+    /// releases) left pinned and frees their maps. Returns the versions
+    /// removed.
+    pub fn retire_others(&self) -> Result<Vec<String>> {
+        let Some(dir) = &self.pin else {
+            return Ok(vec![]);
+        };
+        let root = dir.parent().expect("a version directory has a parent");
+        let others: Vec<String> = std::fs::read_dir(root)
+            .with_context(|| format!("reading {}", root.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path() != *dir)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        remove_pins_except(root, Some(dir))?;
+        Ok(others)
+    }
+
+    /// This version's name (`None` without pins).
+    pub fn version(&self) -> Option<String> {
+        let dir = self.pin.as_ref()?;
+        Some(dir.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// Loads program `name` into the kernel (the verifier runs), once.
+    fn verify(&mut self, name: &str) -> Result<()> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("BPF object has no program {name}"))?;
+        if prog.fd().is_ok() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let refused = || format!("the kernel refused BPF program {name}");
+        match prog {
+            Program::CgroupSockAddr(p) => p.load().with_context(refused)?,
+            Program::CgroupSkb(p) => p.load().with_context(refused)?,
+            Program::TracePoint(p) => p.load().with_context(refused)?,
+            _ => bail!("BPF program {name}: a program type restrictd does not attach"),
+        }
+        log::debug!("BPF program {name} verified in {:?}", started.elapsed());
+        Ok(())
+    }
+
     /// Per enforcing program (both levels): (name, runs, total run time) as the kernel
     /// counts them while BPF statistics are enabled (`aya::sys::enable_stats`).
     pub fn stats(&self) -> Result<Vec<(String, u64, std::time::Duration)>> {
         self.ebpf
             .programs()
+            .filter(|(_, p)| p.fd().is_ok())
             .filter_map(|(name, p)| match p {
                 Program::CgroupSockAddr(p) => Some((name, p.info())),
                 Program::CgroupSkb(p) => Some((name, p.info())),
@@ -653,23 +729,37 @@ fn check_bpffs(dir: &Path) -> Result<()> {
     )
 }
 
-/// Detaches everything a daemon pinned under `pin_dir` and deletes its maps:
-/// links are unpinned (the kernel detaches a link when its last reference
-/// goes), then the map pins are removed.
+/// Detaches everything a daemon pinned under `pin_dir` (every version) and
+/// deletes its maps: links are unpinned (the kernel detaches a link when
+/// its last reference goes), then the map pins are removed.
 pub fn remove_pins(pin_dir: &Path) -> Result<()> {
-    let Ok(rd) = std::fs::read_dir(pin_dir) else {
+    if !pin_dir.exists() {
         return Ok(());
+    }
+    remove_pins_except(pin_dir, None)?;
+    std::fs::remove_dir(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
+}
+
+/// Removes what is pinned in `dir` and its subdirectories, except `keep`.
+fn remove_pins_except(dir: &Path, keep: Option<&Path>) -> Result<()> {
+    let rd = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut entries: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| Some(p.as_path()) != keep)
+        .collect();
+    let is_link = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link-"))
     };
-    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     // Links first, so nothing uses the maps while they go.
-    entries.sort_by_key(|p| {
-        !p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("link-"))
-    });
+    entries.sort_by_key(|p| !is_link(p));
     for p in entries {
-        if p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("link-"))
-        {
+        if p.is_dir() {
+            remove_pins_except(&p, None)?;
+            std::fs::remove_dir(&p).with_context(|| format!("removing {}", p.display()))?;
+            continue;
+        }
+        if is_link(&p) {
             if let Ok(link) = PinnedLink::from_pin(&p) {
                 drop(link.unpin());
                 continue;
@@ -677,7 +767,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
         }
         std::fs::remove_file(&p).with_context(|| format!("removing pin {}", p.display()))?;
     }
-    std::fs::remove_dir(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
+    Ok(())
 }
 
 fn page_size() -> u32 {
