@@ -237,6 +237,29 @@ check "still restricted after the restart" 'grep -qx "TCP 127.0.0.9 22 EPERM" "$
 check "still recorded after the restart" 'wait_events $MID_CMD $sid8 PATH=/usr/bin/cat'
 check "its end recorded after the restart" 'wait_events $MID_END $sid8'
 
+step "8b. a changed buffer size is another kernel state version: it replaces the old one under a running session"
+state_of() { as_root restrictctl status | sed -n 's/.*(kernel state \(v[0-9a-f]*\)).*/\1/p'; }
+state_before=$(state_of)
+as_root rm -f /tmp/go8b
+login_as alice 'echo SID=$RESTRICTD_SESSION_ID; echo READY; while [ ! -e /tmp/go8b ]; do vmnet tcp 127.0.0.9 22; sleep 0.2; done; cat /etc/os-release >/dev/null' >"$RUN/s8b" 2>&1 &
+wait_for "$RUN/s8b" READY
+sid8b=$(sid_of "$RUN/s8b")
+as_root "cp /etc/restrictd/restrictd.yaml /root/restrictd.yaml.orig && printf 'enhanced_recording:\n  network_buffer_size: 16\n' >> /etc/restrictd/restrictd.yaml"
+check "systemctl restart restrictd with the new size" 'as_root systemctl restart restrictd'
+state_after=$(state_of)
+echo "    kernel state $state_before -> $state_after"
+check "restrictctl status shows another kernel state" '[ -n "$state_before" ] && [ -n "$state_after" ] && [ "$state_before" != "$state_after" ]'
+check "one kernel state is left pinned" '[ "$(as_root ls /sys/fs/bpf/restrictd)" = "$state_after" ]'
+check "the session is taken over" 'as_root restrictctl sessions | grep -q "$sid8b"'
+sleep 1
+as_root touch /tmp/go8b
+wait || true
+check "probes ran across the switch" '[ "$(grep -c "^TCP 127.0.0.9 22" "$RUN/s8b")" -ge 5 ]'
+check "every probe was denied, before, during and after" '! grep "^TCP 127.0.0.9 22" "$RUN/s8b" | grep -vq EPERM'
+check "recorded by the new version" 'wait_events $MID_CMD $sid8b PATH=/usr/bin/cat'
+as_root "cp /root/restrictd.yaml.orig /etc/restrictd/restrictd.yaml && systemctl restart restrictd"
+check "back to the first kernel state" '[ "$(state_of)" = "$state_before" ]'
+
 step "9. restrictd stopped and not startable: new logins are denied (fail=closed)"
 as_root systemctl mask --runtime restrictd >/dev/null 2>&1
 as_root systemctl stop restrictd

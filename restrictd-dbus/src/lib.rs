@@ -71,6 +71,8 @@ pub struct SessionInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct Status {
     pub version: String,
+    /// The pinned programs' and maps' version (see ARCHITECTURE.md).
+    pub kernel_state: String,
     pub sessions: u32,
     /// Name of the active policy; empty when none (everything allowed).
     pub policy: String,

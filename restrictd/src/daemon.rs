@@ -46,6 +46,8 @@ pub struct Login {
 /// What `status` reports.
 #[derive(Debug, Clone)]
 pub struct Status {
+    /// The version of the pinned programs and maps.
+    pub kernel_state: String,
     pub sessions: usize,
     pub policy: String,
     pub system_log: &'static str,
@@ -59,7 +61,7 @@ pub struct Core {
     pub lifecycle: Lifecycle,
     recorder: Arc<Recorder>,
     /// Kept so that the pinned links' programs stay loaded with it.
-    _programs: Programs,
+    programs: Programs,
     identities: Mutex<Identities>,
     policy_maps: Mutex<PolicyMaps>,
     /// The disk filter, and the homes whose `~/` always recorded paths it
@@ -213,7 +215,7 @@ impl Core {
             root,
             lifecycle,
             recorder,
-            _programs: programs,
+            programs: programs,
             identities: Mutex::new(identities),
             policy_maps: Mutex::new(kernel.policy),
             path_rules: Mutex::new((kernel.path_rules, std::collections::HashSet::new())),
@@ -395,6 +397,7 @@ impl Core {
 
     pub fn status(&self) -> Status {
         Status {
+            kernel_state: self.programs.version().unwrap_or_default(),
             sessions: self.lifecycle.len(),
             policy: self.policy().0,
             system_log: self.recorder.system_log_name(),

@@ -104,6 +104,7 @@ fn status(core: &Core) -> Status {
     let st = core.status();
     Status {
         version: env!("CARGO_PKG_VERSION").into(),
+        kernel_state: st.kernel_state,
         sessions: st.sessions as u32,
         policy: st.policy,
         system_log: st.system_log.into(),

@@ -108,7 +108,7 @@ async fn run(cmd: Command) -> Result<(), String> {
     match cmd {
         Command::Status => {
             let s = d.status().await.map_err(explain)?;
-            println!("restrictd {}", s.version);
+            println!("restrictd {} (kernel state {})", s.version, s.kernel_state);
             println!("sessions:   {}", s.sessions);
             let policy = if s.policy.is_empty() {
                 "none (all destinations allowed)".to_string()
