@@ -215,7 +215,7 @@ impl Core {
             root,
             lifecycle,
             recorder,
-            programs: programs,
+            programs,
             identities: Mutex::new(identities),
             policy_maps: Mutex::new(kernel.policy),
             path_rules: Mutex::new((kernel.path_rules, std::collections::HashSet::new())),
