@@ -1,7 +1,10 @@
 //! Added login latency: pam_open_session + pam_close_session through
 //! pam_restrict.so against a running restrictd (private bus and daemon, as in
 //! the tests), p50/p99 over 1,000 logins, alone and with 200 sessions held
-//! open; then restrictd's RSS with 1,000 open sessions.
+//! open; then restrictd's RSS with 1,000 open sessions; then the same
+//! while a 100,000-CIDR policy is replaced in a loop and an exec storm runs
+//! in an SSH session; then real `ssh` logins through sshd with and without
+//! the PAM line, interleaved.
 //! Run as root with `scripts/bench.sh` (it builds the release PAM module
 //! this loads first); see BENCHMARKS.md.
 
@@ -17,7 +20,7 @@ use std::{
 
 use common::{
     policy_yaml,
-    sshd::{wait_for, Bus, Daemon, PamService},
+    sshd::{wait_for, Bus, Daemon, PamService, Sshd, User},
 };
 
 #[repr(C)]
@@ -143,6 +146,111 @@ fn main() {
         drop(h.stdin.take());
         let _ = h.wait();
     }
+
+    let user = User::new();
+    let with = Sshd::new(&bus, &user, "");
+    under_load(&daemon, &svc.name, &with, &user);
+
+    // What a user waits for: a whole ssh login, with and without the line,
+    // alternating so that machine noise hits both alike.
+    let without = Sshd::with_session(&bus, &user, "session required pam_permit.so\n");
+    let n = 150;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        a.push(ssh_login(&with, &user));
+        b.push(ssh_login(&without, &user));
+    }
+    let (a, b) = (percentiles(a), percentiles(b));
+    println!();
+    println!("ssh USER@127.0.0.1 true through a real sshd, {n} logins each, interleaved");
+    println!("{:>22} {:>9} {:>9} {:>9}", "", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "{:>22} {:>9.2} {:>9.2} {:>9.2}",
+        "with the PAM line", a.0, a.1, a.2
+    );
+    println!("{:>22} {:>9.2} {:>9.2} {:>9.2}", "without", b.0, b.1, b.2);
+    println!("added at p50: {:.2} ms", a.0 - b.0);
+}
+
+/// Login latency while the policy is replaced in a loop (100,000 CIDRs,
+/// two versions alternating, through `restrictctl policy apply`) and an
+/// exec storm runs in an SSH session: a login must not wait for either.
+fn under_load(daemon: &Daemon, service: &str, sshd: &Sshd, user: &User) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let files: Vec<std::path::PathBuf> = (0..2u32)
+        .map(|v| {
+            let deny: Vec<String> = (0..100_000u32)
+                .map(|i| {
+                    format!(
+                        "10.{}.{}.{}/32",
+                        v * 100 + i / 65536,
+                        (i / 256) % 256,
+                        i % 256
+                    )
+                })
+                .collect();
+            let deny: Vec<&str> = deny.iter().map(String::as_str).collect();
+            let path = daemon.dir.path().join(format!("big{v}.yaml"));
+            std::fs::write(&path, policy_yaml(&["0.0.0.0/0"], &deny)).unwrap();
+            path
+        })
+        .collect();
+    let stop = AtomicBool::new(false);
+    let applied = AtomicUsize::new(0);
+    let mut storm = sshd
+        .ssh_cmd(
+            user,
+            "end=$((SECONDS+120)); while [ $SECONDS -lt $end ]; do /bin/true; done",
+        )
+        .spawn()
+        .unwrap();
+    let (p50, p99, max) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let f = files[i % 2].display().to_string();
+                let out = daemon.ctl(&["policy", "apply", &f]);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                applied.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        });
+        // Let the first apply start before measuring.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let r = measure(service, 500);
+        stop.store(true, Ordering::Relaxed);
+        r
+    });
+    let _ = storm.kill();
+    let _ = storm.wait();
+    println!();
+    println!(
+        "500 logins while a 100,000-CIDR policy was replaced {} times and an exec storm ran in an SSH session",
+        applied.load(Ordering::Relaxed)
+    );
+    println!("{:>14} {:>9} {:>9} {:>9}", "", "p50 ms", "p99 ms", "max ms");
+    println!("{:>14} {p50:>9.2} {p99:>9.2} {max:>9.2}", "under load");
+}
+
+fn ssh_login(sshd: &Sshd, user: &User) -> f64 {
+    let t = Instant::now();
+    let out = sshd.ssh(user, "true");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    (v[n / 2], v[n * 99 / 100], v[n - 1])
 }
 
 /// Each open_session moves this process into the new session's cgroup (as
@@ -158,7 +266,7 @@ fn measure(service: &str, n: usize) -> (f64, f64, f64) {
     let mount = restrictd::cgroup::find_cgroup2_mount().unwrap();
     let home = restrictd::cgroup::Cgroup::open(&mount.join(home.trim_start_matches('/'))).unwrap();
     let pam = Pam::start(service, "nobody");
-    let mut v: Vec<f64> = (0..n)
+    let v: Vec<f64> = (0..n)
         .map(|_| {
             let t = Instant::now();
             pam.open();
@@ -167,8 +275,7 @@ fn measure(service: &str, n: usize) -> (f64, f64, f64) {
         })
         .collect();
     home.add_process(std::process::id()).unwrap();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[n / 2], v[n * 99 / 100], v[n - 1])
+    percentiles(v)
 }
 
 fn hold(service: &str, bus: &str) -> Child {

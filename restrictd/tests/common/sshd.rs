@@ -396,12 +396,19 @@ impl Sshd {
 
     /// As `new`, with `after` (PAM session lines) after the module's line.
     pub fn with_session_after(bus: &Bus, user: &User, module_args: &str, after: &str) -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
-        let service = unique("sshd-rdtest-");
-        let pam = format!(
-            "account required pam_permit.so\nsession required {} {module_args}\n{after}",
+        let session = format!(
+            "session required {} {module_args}\n{after}",
             pam_module().display()
         );
+        Sshd::with_session(bus, user, &session)
+    }
+
+    /// With `session` as the PAM session stack (no pam_restrict.so unless
+    /// it names it).
+    pub fn with_session(bus: &Bus, user: &User, session: &str) -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let service = unique("sshd-rdtest-");
+        let pam = format!("account required pam_permit.so\n{session}");
         fs::write(format!("/etc/pam.d/{service}"), pam).unwrap();
         let host_key = dir.path().join("host_key");
         assert!(Command::new("ssh-keygen")
