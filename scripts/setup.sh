@@ -4,6 +4,7 @@
 set -euo pipefail
 
 BPF_LINKER_VERSION=0.10.4
+CARGO_FUZZ_VERSION=0.13.1
 APT_PACKAGES=(
   build-essential pkg-config libpam0g-dev   # pam_restrict links libpam
   iproute2 bpftool                          # netns test hosts; attach checks
@@ -76,6 +77,12 @@ done
 if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
   log "installing bpf-linker $BPF_LINKER_VERSION"
   cargo install bpf-linker --version "$BPF_LINKER_VERSION" --locked --force
+fi
+
+# The fuzzer driver (scripts/fuzz.sh, part of the test command).
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --force
 fi
 
 # Debugfs carries tracepoint formats on kernels where tracefs is not mounted.
