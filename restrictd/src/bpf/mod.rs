@@ -110,6 +110,8 @@ impl Kernel {
     /// Loads the object and runs the verifier on every program that the
     /// options need; nothing is attached yet.
     pub fn load(opts: LoadOptions) -> Result<Kernel> {
+        check_kernel()?;
+        raise_memlock();
         let info = ObjectInfo::parse(OBJECT)?;
         let mut loader = EbpfLoader::new();
         // The object has no CO-RE relocations (Rust BPF has none): skip
@@ -770,7 +772,62 @@ fn remove_pins_except(dir: &Path, keep: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// The newest BPF feature the programs use, and the kernel that added it;
+/// the programs also need ring buffers (5.8) and `bpf_get_current_task_btf`
+/// (5.11), and read x86-64's `pt_regs`.
+const MIN_KERNEL: (u32, u32) = (5, 15);
+const MIN_KERNEL_WHY: &str =
+    "bpf_task_pt_regs (5.15), bpf_get_current_task_btf (5.11), BPF ring buffers (5.8)";
+
+/// Refuses, naming what is missing, a kernel too old for the programs
+/// (the verifier's own refusal would only say "unknown func").
+fn check_kernel() -> Result<()> {
+    let uname = nix::sys::utsname::uname().context("uname")?;
+    let release = uname.release().to_string_lossy().into_owned();
+    match kernel_version(&release) {
+        Some(v) if v < MIN_KERNEL => bail!(
+            "Linux {release} is too old: restrictd needs {}.{} or later for {MIN_KERNEL_WHY}",
+            MIN_KERNEL.0,
+            MIN_KERNEL.1
+        ),
+        // An unparsable release: let the verifier decide.
+        _ => Ok(()),
+    }
+}
+
+/// "6.1.0-18-amd64" -> (6, 1).
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, whose default
+/// (8 MiB) is far below restrictd's maps; later ones use the memory cgroup.
+/// Raised anyway, so an old kernel fails on what it lacks, not on memlock.
+fn raise_memlock() {
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        log::debug!("raising RLIMIT_MEMLOCK: {e}");
+    }
+}
+
 fn page_size() -> u32 {
     // SAFETY: sysconf has no preconditions.
     (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_parse_to_major_minor() {
+        assert_eq!(kernel_version("6.1.0-18-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5.15.0"), Some((5, 15)));
+        assert_eq!(kernel_version("6.18"), Some((6, 18)));
+        assert!(kernel_version("5.10.209-1").unwrap() < MIN_KERNEL);
+        assert_eq!(kernel_version("weird"), None);
+    }
 }
