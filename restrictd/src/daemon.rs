@@ -144,7 +144,7 @@ impl Core {
                 "kernel.unprivileged_bpf_disabled is 0: unprivileged users can use bpf(2); set it to 1 or 2"
             );
         }
-        let store = StateStore::new(config.state_dir.join("sessions"))?;
+        let store = StateStore::new(config.state_dir.join("sessions"));
 
         // A policy that does not load stops the daemon: sessions already running
         // stay restricted by the pinned maps, new logins are refused (fail=closed).
@@ -178,7 +178,7 @@ impl Core {
         let lifecycle = Lifecycle::new(
             registry,
             kernel.sessions,
-            Some(store),
+            store,
             recorder.clone(),
             mount.clone(),
             session_entry(&config),
@@ -188,7 +188,10 @@ impl Core {
         // programs attach: with new maps (another version ran before), the
         // old programs keep enforcing until the new ones do, with the same
         // sessions.
-        let identities = Identities::load(&config.identities)?;
+        let mut identities = Identities::load(&config.identities)?;
+        if identities.lost_state() {
+            identities.adopt(&lifecycle.kernel_identities()?);
+        }
         lifecycle.set_identities(&identities.uids())?;
         lifecycle.restore(!kernel.reused)?;
         let mut programs = kernel.programs;

@@ -43,6 +43,9 @@ pub struct Identities {
     uid_range: (u32, u32),
     state_file: PathBuf,
     known: BTreeMap<u32, Identity>,
+    /// The state file could not be parsed (moved aside): the kernel's list
+    /// is the best record left (`adopt`).
+    lost_state: bool,
 }
 
 impl Identities {
@@ -54,18 +57,32 @@ impl Identities {
             uid_range: uid_range(Path::new("/etc/login.defs")),
             state_file: config.state_file.clone(),
             known: BTreeMap::new(),
+            lost_state: false,
         };
         if !config.enabled {
             return Ok(ids);
         }
         match fs::read(&ids.state_file) {
             Ok(data) => {
-                let list: Vec<Identity> = serde_json::from_slice(&data).with_context(|| {
-                    format!(
-                        "{}: unreadable list of restricted identities",
-                        ids.state_file.display()
-                    )
-                })?;
+                // A corrupt list must neither stop the daemon (every login
+                // would be refused) nor free anyone: it is kept for a look,
+                // and the kernel's list (`adopt`) stands in for it.
+                let list: Vec<Identity> = match serde_json::from_slice(&data) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let aside = ids.state_file.with_extension("json.corrupt");
+                        let kept = fs::rename(&ids.state_file, &aside)
+                            .map(|_| format!("moved to {}", aside.display()))
+                            .unwrap_or_else(|e| format!("could not be moved aside: {e}"));
+                        log::error!(
+                            "{}: unreadable list of restricted identities ({e}); {kept}; \
+                             keeping the identities restricted in the kernel",
+                            ids.state_file.display()
+                        );
+                        ids.lost_state = true;
+                        Vec::new()
+                    }
+                };
                 for i in list {
                     if let Err(why) = ids.eligible(i.uid, &i.user) {
                         log::info!(
@@ -99,8 +116,42 @@ impl Identities {
                 reason: "config".into(),
             });
         }
-        ids.save()?;
+        ids.save_or_log();
         Ok(ids)
+    }
+
+    /// True when the state file was unreadable at load.
+    pub fn lost_state(&self) -> bool {
+        self.lost_state
+    }
+
+    /// Takes `uids` (what the kernel still restricts) into the list, after
+    /// the state file was lost.
+    pub fn adopt(&mut self, uids: &[u32]) {
+        for &uid in uids {
+            let user = crate::session::user_name(uid);
+            if self.eligible(uid, &user).is_err() {
+                continue;
+            }
+            self.known.entry(uid).or_insert_with(|| Identity {
+                uid,
+                user,
+                since: now(),
+                reason: "kernel (state file was unreadable)".into(),
+            });
+        }
+        self.save_or_log();
+    }
+
+    /// A list that cannot be saved (state directory full or read-only)
+    /// still restricts in the kernel; it is saved again with the next
+    /// change. Refusing logins for it would lock users out for a disk.
+    fn save_or_log(&self) {
+        if let Err(e) = self.save() {
+            log::error!(
+                "{e:#}; the restriction holds until a reboot, and is saved with the next change"
+            );
+        }
     }
 
     /// The uids to restrict in the kernel.
@@ -131,7 +182,7 @@ impl Identities {
                 reason: "login".into(),
             },
         );
-        self.save()?;
+        self.save_or_log();
         Ok(true)
     }
 

@@ -35,9 +35,17 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    pub fn new(dir: PathBuf) -> Result<StateStore> {
-        fs::create_dir_all(&dir).map_err(|e| anyhow!("creating {}: {e}", dir.display()))?;
-        Ok(StateStore { dir })
+    /// None (logged) when the directory cannot be made: sessions are then
+    /// not saved, and a restarted daemon does not find them (they stay
+    /// restricted by the pinned maps), but logins go on.
+    pub fn new(dir: PathBuf) -> Option<StateStore> {
+        match fs::create_dir_all(&dir) {
+            Ok(()) => Some(StateStore { dir }),
+            Err(e) => {
+                log::error!("creating {}: {e}; sessions are not saved", dir.display());
+                None
+            }
+        }
     }
 
     fn save(&self, s: &Session) {
@@ -169,6 +177,11 @@ impl Lifecycle {
             kernel.add_identity(uid, self.entry)?;
         }
         Ok(())
+    }
+
+    /// The uids the kernel restricts by identity now.
+    pub fn kernel_identities(&self) -> Result<Vec<u32>> {
+        self.kernel.lock().unwrap().identities()
     }
 
     /// Restricts `uid` outside its sessions too.

@@ -1316,3 +1316,123 @@ fn a_new_kernel_state_version_takes_over_running_sessions_without_a_gap() {
         "recorded by the new version: {events:?}"
     );
 }
+
+/// Faults in restrictd's own state: with its identities list and a
+/// session's state file corrupted while it is stopped, the daemon starts
+/// again; the running session and the user's processes outside it stay
+/// restricted (the kernel's list stands in for the lost one, which is kept
+/// aside); with the identities file's directory read-only, a new user's
+/// first login is still admitted and restricted.
+#[test]
+fn corrupt_or_unwritable_state_neither_stops_the_daemon_nor_frees_anyone() {
+    use std::io::{BufRead, BufReader};
+    let user = User::new();
+    let bus = Bus::new(true);
+    let (denied, pd) = tcp_listener("127.0.0.2");
+    denied.set_nonblocking(true).unwrap();
+    let mut daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.1"], &[])));
+    let sshd = Sshd::new(&bus, &user, "");
+    let go = daemon.dir.path().join("go");
+    let script = format!(
+        "echo sid=$RESTRICTD_SESSION_ID; while [ ! -e {go} ]; do sleep 0.05; done; {p}",
+        go = go.display(),
+        p = probe_cmd("tcp", "127.0.0.2", pd),
+    );
+    let mut child = sshd
+        .ssh_cmd(&user, &script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let sid = line.trim().strip_prefix("sid=").unwrap().to_string();
+
+    daemon.stop();
+    let ids = daemon.dir.path().join("identities.json");
+    std::fs::write(&ids, "{ not json").unwrap();
+    let saved = daemon.dir.path().join(format!("state/sessions/{sid}.json"));
+    assert!(saved.exists());
+    std::fs::write(&saved, "\0\0garbage").unwrap();
+    daemon.start();
+    assert!(daemon.ctl(&["status"]).status.success());
+    assert!(
+        daemon
+            .log()
+            .contains("unreadable list of restricted identities"),
+        "{}",
+        daemon.log()
+    );
+    let kept = std::fs::read_to_string(&ids).unwrap();
+    assert!(kept.contains(&format!("\"uid\": {}", user.uid)), "{kept}");
+    assert!(daemon.dir.path().join("identities.json.corrupt").exists());
+
+    // The session (which the daemon no longer knows) and a process of the
+    // user outside it.
+    std::fs::write(&go, "").unwrap();
+    let rest: Vec<String> = out.lines().map(|l| l.unwrap()).collect();
+    let _ = child.wait();
+    assert_eq!(rest, ["EPERM"], "the session is still restricted");
+    let outside = user.run(
+        &[
+            "python3",
+            &common::probe(),
+            "tcp",
+            "127.0.0.2",
+            &pd.to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&outside.stdout).trim(),
+        "EPERM",
+        "the user is still restricted outside sessions"
+    );
+    assert!(
+        denied.accept().is_err(),
+        "the denied listener got a connection"
+    );
+
+    // The identities file cannot be written: a new user's first login is
+    // admitted, and restricted as a session.
+    let ro = daemon.dir.path();
+    let mount = |args: &[&str]| {
+        assert!(std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .unwrap()
+            .success())
+    };
+    mount(&[
+        "--bind",
+        &ro.display().to_string(),
+        &ro.display().to_string(),
+    ]);
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(ro.to_path_buf());
+    mount(&["-o", "remount,ro,bind", &ro.display().to_string()]);
+    let second = User::new();
+    let sshd2 = Sshd::new(&bus, &second, "fail=closed");
+    let out = sshd2.ssh(
+        &second,
+        &format!(
+            "echo $RESTRICTD_SESSION_ID; {}",
+            probe_cmd("tcp", "127.0.0.2", pd)
+        ),
+    );
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 2, "{}\n{}", text(&out), daemon.log());
+    assert_eq!(lines[0].len(), 36, "a session: {s}");
+    assert_eq!(lines[1], "EPERM", "{s}");
+    assert!(
+        daemon.log().contains("saving restricted identities"),
+        "{}",
+        daemon.log()
+    );
+}
