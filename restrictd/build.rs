@@ -4,6 +4,8 @@
 fn main() {
     let nightly = include_str!("../BPF_NIGHTLY").trim();
     println!("cargo:rerun-if-changed=../BPF_NIGHTLY");
+    // The VM tests' second build (another map layout, restrictd-ebpf's follow.rs).
+    println!("cargo:rerun-if-env-changed=RESTRICTD_TEST_LAYOUT");
     // The object is built from the eBPF crate and the ABI crate it uses;
     // aya-build watches only the former.
     println!(

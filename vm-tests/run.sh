@@ -20,11 +20,24 @@ fi
 [ "${SKIP_SETUP:-}" = 1 ] || scripts/setup.sh
 packaging/build.sh >/dev/null
 DEB=$(ls target/packages/restrictd_*_amd64.deb)
+# A second build whose kernel state has another map layout (one map one
+# entry larger), packed as a newer version of the same package: step 8c
+# upgrades to it and downgrades from it under a running session.
+DEB2_DIR=$(mktemp -d /tmp/restrictd-deb2.XXXXXX)
+RESTRICTD_TEST_LAYOUT=1 cargo build --release --quiet -p restrictd
+dpkg-deb -R "$DEB" "$DEB2_DIR/pkg"
+install -m 0755 target/release/restrictd "$DEB2_DIR/pkg/usr/sbin/restrictd"
+strip --strip-unneeded "$DEB2_DIR/pkg/usr/sbin/restrictd"
+sed -i 's/^Version: .*/&+layout2/' "$DEB2_DIR/pkg/DEBIAN/control"
+(cd "$DEB2_DIR/pkg" && find usr lib -type f -exec md5sum {} + > DEBIAN/md5sums)
+dpkg-deb -b "$DEB2_DIR/pkg" "$DEB2_DIR/restrictd-layout2.deb" >/dev/null
+DEB2=$DEB2_DIR/restrictd-layout2.deb
 IMG=$(vm-tests/image.sh)
 RUN=$(mktemp -d /tmp/restrictd-vm.XXXXXX)
 source vm-tests/lib.sh
 cleanup() {
     vm_stop
+    rm -rf "$DEB2_DIR"
     if [ "${KEEP_VM_LOGS:-}" = 1 ]; then echo "vm-tests: logs in $RUN" >&2; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
@@ -259,6 +272,31 @@ check "every probe was denied, before, during and after" '! grep "^TCP 127.0.0.9
 check "recorded by the new version" 'wait_events $MID_CMD $sid8b PATH=/usr/bin/cat'
 as_root "cp /root/restrictd.yaml.orig /etc/restrictd/restrictd.yaml && systemctl restart restrictd"
 check "back to the first kernel state" '[ "$(state_of)" = "$state_before" ]'
+
+step "8c. upgrade to a build whose map layout differs, under a running session; then downgrade"
+state1=$(state_of)
+as_root rm -f /tmp/go8c
+login_as alice 'echo SID=$RESTRICTD_SESSION_ID; echo READY; while [ ! -e /tmp/go8c ]; do vmnet tcp 127.0.0.9 22; sleep 0.2; done; cat /etc/os-release >/dev/null' >"$RUN/s8c" 2>&1 &
+wait_for "$RUN/s8c" READY
+sid8c=$(sid_of "$RUN/s8c")
+copy_to_guest "$DEB2" /tmp/restrictd-layout2.deb
+copy_to_guest "$DEB" /tmp/restrictd-1.deb
+check "dpkg -i the newer build (upgrade)" 'as_root dpkg -i /tmp/restrictd-layout2.deb'
+state2=$(state_of)
+echo "    kernel state $state1 -> $state2"
+check "restrictctl status shows the new build's kernel state" '[ -n "$state2" ] && [ "$state2" != "$state1" ]'
+check "only the new kernel state is pinned" '[ "$(as_root ls /sys/fs/bpf/restrictd)" = "$state2" ]'
+check "the upgraded daemon took the session over" 'as_root restrictctl sessions | grep -q "$sid8c"'
+sleep 1
+check "dpkg -i the older build (downgrade)" 'as_root dpkg -i /tmp/restrictd-1.deb'
+check "restrictctl status shows the first kernel state again" '[ "$(state_of)" = "$state1" ]'
+check "the downgraded daemon took the session over" 'as_root restrictctl sessions | grep -q "$sid8c"'
+sleep 1
+as_root touch /tmp/go8c
+wait || true
+check "probes ran across both switches" '[ "$(grep -c "^TCP 127.0.0.9 22" "$RUN/s8c")" -ge 5 ]'
+check "every probe was denied, through the upgrade and the downgrade" '! grep "^TCP 127.0.0.9 22" "$RUN/s8c" | grep -vq EPERM'
+check "the session is recorded after the downgrade" 'wait_events $MID_CMD $sid8c PATH=/usr/bin/cat'
 
 step "9. restrictd stopped and not startable: new logins are denied (fail=closed)"
 as_root systemctl mask --runtime restrictd >/dev/null 2>&1

@@ -20,7 +20,14 @@ use crate::common::{ctx_field, load_config, raise_generation, SESSIONS};
 /// their session is registered under; written by the daemon from login to
 /// logout.
 #[map]
-static LEADERS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_LEADERS, 0);
+static LEADERS: HashMap<u32, u64> = HashMap::with_max_entries(LEADERS_MAX, 0);
+
+/// The VM tests build a second object with another map layout (this map
+/// one entry larger), to upgrade to and downgrade from under a session.
+const LEADERS_MAX: u32 = match option_env!("RESTRICTD_TEST_LAYOUT") {
+    Some(_) => MAX_LEADERS + 1,
+    None => MAX_LEADERS,
+};
 
 /// `BPF_NOEXIST`: a cgroup already registered keeps its entry.
 const NOEXIST: u64 = 1;
