@@ -17,7 +17,7 @@ else
 fi
 for t in policy config pam_args record; do
     corpus=target/fuzz-corpus/$t
-    mkdir -p "$corpus"
+    mkdir -p "$corpus" "fuzz/seeds/$t"
     echo "== fuzz $t (${budget[*]})"
     # -s none: the targets are safe Rust; coverage guidance is what matters,
     # and the build is faster without AddressSanitizer.
