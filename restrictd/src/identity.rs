@@ -273,7 +273,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_unreadable_list_is_an_error_naming_the_file_and_a_good_one_is_kept() {
+    fn an_unreadable_list_is_moved_aside_and_the_kernels_stands_in() {
         let dir = tempfile::tempdir().unwrap();
         let state_file = dir.path().join("identities.json");
         let config = IdentityConfig {
@@ -281,15 +281,20 @@ mod tests {
             ..IdentityConfig::default()
         };
         fs::write(&state_file, "[{\"uid\": 1000,").unwrap();
-        let e = Identities::load(&config)
-            .err()
-            .expect("a truncated list is refused");
-        assert!(
-            format!("{e:#}").contains(&state_file.display().to_string()),
-            "{e:#}"
+        let mut ids = Identities::load(&config).expect("a truncated list does not stop the daemon");
+        assert!(ids.lost_state());
+        assert_eq!(
+            fs::read_to_string(dir.path().join("identities.json.corrupt")).unwrap(),
+            "[{\"uid\": 1000,"
         );
-        // Root and system accounts in the file are dropped, a regular uid kept.
         let (min, _) = uid_range(Path::new("/etc/login.defs"));
+        // What the kernel still restricts; root never is.
+        ids.adopt(&[0, min]);
+        assert_eq!(ids.uids(), [min]);
+        assert!(fs::read_to_string(&state_file)
+            .unwrap()
+            .contains(&format!("\"uid\": {min}")));
+        // Root and system accounts in the file are dropped, a regular uid kept.
         let list = format!(
             "[{{\"uid\":0,\"user\":\"root\",\"since\":\"t\",\"reason\":\"login\"}},\
              {{\"uid\":1,\"user\":\"daemon\",\"since\":\"t\",\"reason\":\"login\"}},\
