@@ -194,6 +194,7 @@ impl Core {
         }
         lifecycle.set_identities(&identities.uids())?;
         lifecycle.restore(!kernel.reused)?;
+        lifecycle.remove_orphans(&root);
         let mut programs = kernel.programs;
         // At the cgroup2 root: a restricted identity's processes and
         // sockets are anywhere on the host, not only in sessions.

@@ -231,7 +231,15 @@ impl Lifecycle {
                     None => Ok(()),
                 })
         };
-        if let Err(e) = registered.and_then(|_| place()) {
+        let placed = registered.and_then(|_| place());
+        // Fault injection for the tests: the daemon dies between placing
+        // the login and saving it (`remove_orphans` cleans up after it).
+        if placed.is_ok()
+            && std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| v == "open-after-place")
+        {
+            std::process::abort();
+        }
+        if let Err(e) = placed {
             let mut kernel = self.kernel.lock().unwrap();
             let _ = kernel.remove(cg.id);
             if let Some(p) = &leader {
@@ -560,6 +568,55 @@ impl Lifecycle {
             self.end(id);
         }
         Ok(kept)
+    }
+
+    /// At daemon start, after `restore`: session cgroups under `root` that
+    /// no saved session names were left by a daemon that died during a
+    /// login (after making the cgroup, before saving the session; the login
+    /// was refused). An empty one is unregistered and removed; one with
+    /// processes stays registered, so they stay restricted, and is
+    /// reported.
+    pub fn remove_orphans(&self, root: &Cgroup) {
+        let Ok(rd) = fs::read_dir(&root.path) else {
+            return;
+        };
+        let known: std::collections::HashSet<PathBuf> = self
+            .registry
+            .lock()
+            .unwrap()
+            .all()
+            .flat_map(|s| {
+                std::iter::once(s.cgroup.path.clone())
+                    .chain(s.followed_from.iter().map(|c| c.path.clone()))
+            })
+            .collect();
+        for path in rd.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let is_session = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| Uuid::parse_str(n).is_ok());
+            if !is_session || !path.is_dir() || known.contains(&path) {
+                continue;
+            }
+            let Ok(cg) = Cgroup::open(&path) else {
+                continue;
+            };
+            if cg.populated().unwrap_or(true) {
+                log::warn!(
+                    "{}: a session cgroup no saved session names, with processes; left registered (restricted)",
+                    path.display()
+                );
+                continue;
+            }
+            let _ = self.kernel.lock().unwrap().remove(cg.id);
+            match cg.remove() {
+                Ok(()) => log::info!(
+                    "{}: removed (left by a daemon stopped during a login)",
+                    path.display()
+                ),
+                Err(e) => log::error!("{e:#}"),
+            }
+        }
     }
 
     /// Saves every session (their event counters) for the next start.

@@ -1436,3 +1436,160 @@ fn corrupt_or_unwritable_state_neither_stops_the_daemon_nor_frees_anyone() {
         daemon.log()
     );
 }
+
+/// The daemon dies in the middle of a login: after the session's cgroup is
+/// made and sshd's process moved into it, before the session is saved or
+/// the login answered (injected with RESTRICTD_FAULT). The login is refused
+/// (fail=closed), so nothing runs unrestricted; the next daemon removes the
+/// cgroup left behind and admits and restricts the next login.
+#[test]
+fn the_daemon_dying_during_a_login_refuses_it_and_leaves_nothing_behind() {
+    let bus = Bus::new(true);
+    let (denied, pd) = tcp_listener("127.0.0.2");
+    denied.set_nonblocking(true).unwrap();
+    let mut daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.1"], &[])));
+    let user = User::new();
+    let sshd = Sshd::new(&bus, &user, "fail=closed");
+    daemon.stop();
+    daemon
+        .env
+        .push(("RESTRICTD_FAULT".into(), "open-after-place".into()));
+    daemon.start();
+    let script = format!("echo inside; {}", probe_cmd("tcp", "127.0.0.2", pd));
+    let out = sshd.ssh(&user, &script);
+    assert!(
+        !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("inside"),
+        "the login must be refused: {}",
+        text(&out)
+    );
+    wait_for("the daemon to die", Duration::from_secs(10), || {
+        !daemon.running()
+    });
+    let sessions_left = |d: &Daemon| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&d.root)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.len() == 36)
+            })
+            .collect()
+    };
+    assert_eq!(sessions_left(&daemon).len(), 1, "the dead daemon's cgroup");
+
+    daemon.stop();
+    daemon.env.clear();
+    daemon.start();
+    assert!(sessions_left(&daemon).is_empty(), "{}", daemon.log());
+    assert!(daemon
+        .log()
+        .contains("left by a daemon stopped during a login"));
+    let out = sshd.ssh(
+        &user,
+        &format!(
+            "echo $RESTRICTD_SESSION_ID; {}; true",
+            probe_cmd("tcp", "127.0.0.2", pd)
+        ),
+    );
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", text(&out));
+    assert_eq!(lines[0].len(), 36, "{s}");
+    assert_eq!(lines[1], "EPERM", "{s}");
+    assert!(
+        denied.accept().is_err(),
+        "the denied listener got a connection"
+    );
+}
+
+/// The daemon dies while it writes a 100,000-CIDR policy, with the new
+/// allow rules in the kernel and the deny rules not yet (injected with
+/// RESTRICTD_FAULT). A session probing a host both policies deny is
+/// refused throughout; the restarted daemon enforces the old policy, whole
+/// (the policy file was not replaced), and a second apply then takes.
+#[test]
+fn the_daemon_dying_during_a_policy_apply_leaves_the_old_policy_whole() {
+    use std::io::{BufRead, BufReader};
+    let bus = Bus::new(true);
+    let (denied, pd) = tcp_listener("127.0.0.2");
+    denied.set_nonblocking(true).unwrap();
+    let (_third, p3) = tcp_listener("127.0.0.3");
+    let mut daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &["127.0.0.2"])));
+    let user = User::new();
+    let sshd = Sshd::new(&bus, &user, "");
+    let go = daemon.dir.path().join("go");
+    let script = format!(
+        "echo up; while [ ! -e {go} ]; do echo \"2 $({p})\"; sleep 0.05; done; echo \"3 $({p3})\"",
+        go = go.display(),
+        p = probe_cmd("tcp", "127.0.0.2", pd),
+        p3 = probe_cmd("tcp", "127.0.0.3", p3),
+    );
+    let mut child = sshd
+        .ssh_cmd(&user, &script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+
+    // The new policy allows 127.0.0.0/8 and 100,000 more networks, and
+    // denies 127.0.0.2 and 127.0.0.3.
+    let mut allow: Vec<String> = (0..100_000u32)
+        .map(|i| format!("10.{}.{}.{}/32", i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+    allow.push("127.0.0.0/8".into());
+    let allow: Vec<&str> = allow.iter().map(String::as_str).collect();
+    let big = daemon.dir.path().join("big.yaml");
+    std::fs::write(
+        &big,
+        policy_yaml(&allow, &["127.0.0.2", "127.0.0.3"]).replace("name: test", "name: big"),
+    )
+    .unwrap();
+    daemon.stop();
+    daemon
+        .env
+        .push(("RESTRICTD_FAULT".into(), "policy-mid-write:big".into()));
+    daemon.start();
+    let apply = daemon.ctl(&["policy", "apply", &big.display().to_string()]);
+    assert!(!apply.status.success(), "the daemon died during the apply");
+    wait_for("the daemon to die", Duration::from_secs(10), || {
+        !daemon.running()
+    });
+    daemon.stop();
+    daemon.env.clear();
+    daemon.start();
+    let shown = String::from_utf8_lossy(&daemon.ctl(&["policy", "show"]).stdout).to_string();
+    assert!(shown.contains("name: test"), "the old policy: {shown}");
+    // The old policy: 127.0.0.3 allowed. Then the apply again: denied.
+    std::fs::write(&go, "").unwrap();
+    let rest: Vec<String> = out.lines().map(|l| l.unwrap()).collect();
+    let _ = child.wait();
+    let (last, probes) = rest.split_last().unwrap();
+    assert!(
+        probes.len() >= 3 && probes.iter().all(|l| l == "2 EPERM"),
+        "127.0.0.2 refused before, during and after: {rest:?}"
+    );
+    assert_eq!(last, "3 ok", "the old policy allows 127.0.0.3");
+    let apply = daemon.ctl(&["policy", "apply", &big.display().to_string()]);
+    assert!(
+        apply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    let out = sshd.ssh(
+        &user,
+        &format!("{}; true", probe_cmd("tcp", "127.0.0.3", p3)),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "EPERM",
+        "{}",
+        text(&out)
+    );
+    assert!(
+        denied.accept().is_err(),
+        "the denied listener got a connection"
+    );
+}

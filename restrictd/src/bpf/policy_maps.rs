@@ -126,6 +126,15 @@ impl PolicyMaps {
             &allow6,
             insert,
         )?;
+        // Fault injection for the tests: the daemon dies with the new allow
+        // rules of policy NAME written and its deny rules not (the old
+        // policy is active).
+        if insert
+            && std::env::var("RESTRICTD_FAULT")
+                .is_ok_and(|v| v.strip_prefix("policy-mid-write:") == Some(policy.name.as_str()))
+        {
+            std::process::abort();
+        }
         both(&mut self.deny_v4, &deny4, &mut self.deny_v6, &deny6, insert)
     }
 }

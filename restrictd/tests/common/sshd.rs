@@ -136,6 +136,8 @@ pub struct Daemon {
     bus: String,
     with_journal: bool,
     child: Option<Child>,
+    /// Extra environment for the daemon's next `start`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -188,6 +190,7 @@ impl Daemon {
             bus: bus.address.clone(),
             with_journal,
             child: None,
+            env: Vec::new(),
         };
         d.start();
         d
@@ -208,6 +211,7 @@ impl Daemon {
             .arg("--events")
             .arg(&self.events)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(
                 fs::File::options()
@@ -232,6 +236,13 @@ impl Daemon {
             );
             let _ = c.wait();
         }
+    }
+
+    /// True while the daemon process runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// SIGKILL: a crash.
