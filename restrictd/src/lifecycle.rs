@@ -479,6 +479,7 @@ impl Lifecycle {
     /// login that restrictd does not see, such as the console) has a new
     /// cgroup: register it, so its units do not escape the user's sessions.
     pub fn refresh_managers(&self) {
+        self.find_new_managers();
         let moved: Vec<(Session, Cgroup)> = self
             .registry
             .lock()
@@ -521,6 +522,52 @@ impl Lifecycle {
                 now.path.display(),
                 now.id
             );
+        }
+    }
+
+    /// A session in a logind scope whose user manager did not run yet when
+    /// the session began (or followed its leader into the scope: the
+    /// user's first login starts the manager) gets it registered once it
+    /// runs, so that `systemd-run --user` units stay in the session.
+    fn find_new_managers(&self) {
+        let found: Vec<(u64, Cgroup)> = self
+            .registry
+            .lock()
+            .unwrap()
+            .all()
+            .filter(|s| s.manager.is_none() && !s.owned && !s.ending)
+            .filter_map(|s| {
+                let rel = s.cgroup.path.strip_prefix(&self.mount).ok()?.to_str()?;
+                if !crate::daemon::is_logind_scope(rel) {
+                    return None;
+                }
+                let m = crate::daemon::user_manager(&self.mount, rel, s.uid?)?;
+                Some((s.cgroup.id, m))
+            })
+            .collect();
+        for (id, m) in found {
+            let mut reg = self.registry.lock().unwrap();
+            let registered = register_manager(
+                &mut self.kernel.lock().unwrap(),
+                &self.mount,
+                &m,
+                self.entry,
+            );
+            if let Err(e) = registered {
+                log::error!("user manager {}: {e:#}", m.path.display());
+                continue;
+            }
+            let updated = reg.set_manager(id, m.clone());
+            drop(reg);
+            if let Some(s) = updated {
+                self.save(&s);
+                log::info!(
+                    "session {}: user manager {} registered (cgroup {})",
+                    s.sid,
+                    m.path.display(),
+                    m.id
+                );
+            }
         }
     }
 

@@ -1593,3 +1593,103 @@ fn the_daemon_dying_during_a_policy_apply_leaves_the_old_policy_whole() {
         "the denied listener got a connection"
     );
 }
+
+/// With the PAM line before the module that moves the login into a logind
+/// scope (as in the test above), the user's systemd instance may start
+/// after the session began (a first login starts it). Once it runs, it is
+/// registered with the session: a process of the user in it is restricted
+/// as the session (the user is exempt from identity restriction, so only
+/// the session restricts them) and recorded under its id.
+#[test]
+fn a_user_manager_that_starts_after_the_session_is_registered_with_it() {
+    use std::io::{BufRead, BufReader};
+    let user = User::new();
+    let bus = Bus::new(true);
+    let (denied, pd) = tcp_listener("127.0.0.2");
+    denied.set_nonblocking(true).unwrap();
+    let daemon = Daemon::with_config(
+        &bus,
+        Some(&policy_yaml(&["127.0.0.1"], &[])),
+        &format!("  exempt_users: [{}]\n", user.name),
+    );
+    let slice = daemon
+        .root
+        .join(format!("user.slice/user-{}.slice", user.uid));
+    let scope = slice.join("session-78.scope");
+    std::fs::create_dir_all(&scope).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mover = dir.path().join("move-to-scope");
+    std::fs::write(
+        &mover,
+        format!("#!/bin/sh\necho $PPID > {}/cgroup.procs\n", scope.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&mover, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sshd = Sshd::with_session_after(
+        &bus,
+        &user,
+        "",
+        &format!("session required pam_exec.so {}\n", mover.display()),
+    );
+    let go = dir.path().join("go");
+    let mut child = sshd
+        .ssh_cmd(
+            &user,
+            &format!(
+                "echo sid=$RESTRICTD_SESSION_ID; while [ ! -e {} ]; do sleep 0.05; done",
+                go.display()
+            ),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let sid = line.trim().strip_prefix("sid=").unwrap().to_string();
+
+    // The user's manager starts now.
+    let manager = slice.join(format!("user@{}.service", user.uid));
+    std::fs::create_dir(&manager).unwrap();
+    wait_for(
+        "the manager's registration",
+        Duration::from_secs(10),
+        || daemon.log().contains("registered (cgroup"),
+    );
+    // A process of the user in it: moved there before it runs the probe.
+    let mut unit = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "read _; exec runuser -u {} -- {}",
+                user.name,
+                probe_cmd("tcp", "127.0.0.2", pd)
+            ),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(manager.join("cgroup.procs"), unit.id().to_string()).unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = unit.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+    }
+    let out = unit.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "EPERM");
+    assert!(
+        denied.accept().is_err(),
+        "the denied listener got a connection"
+    );
+    std::fs::write(&go, "").unwrap();
+    let _ = child.wait();
+    let events = daemon.wait_end(&sid);
+    assert!(
+        events.iter().any(|e| e["event"] == "session.network"
+            && e["dst_port"] == pd
+            && e["sid"] == sid.as_str()),
+        "the manager's denial is the session's: {events:?}"
+    );
+}
