@@ -329,8 +329,31 @@ impl User {
     pub fn new() -> User {
         require_root();
         let name = unique("rdt");
+        // Never a uid another test of this run had: every test daemon's
+        // programs see the whole host, and one still running would restrict
+        // a reused uid of a user it admitted (useradd hands out the lowest
+        // free uid, so a deleted user's uid comes back at once).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let base = 20_000 + std::process::id() % 20_000;
+        let uid = loop {
+            let n = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let taken = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n))
+                .ok()
+                .flatten()
+                .is_some();
+            if !taken {
+                break n;
+            }
+        };
         let st = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", &name])
+            .args([
+                "--create-home",
+                "--shell",
+                "/bin/sh",
+                "--uid",
+                &uid.to_string(),
+                &name,
+            ])
             .status()
             .unwrap();
         assert!(st.success(), "useradd {name}");
