@@ -475,24 +475,35 @@ impl Lifecycle {
         log::info!("session {} ended", s.sid);
     }
 
-    /// A user manager that was stopped and started again (by root, or by a
-    /// login that restrictd does not see, such as the console) has a new
-    /// cgroup: register it, so its units do not escape the user's sessions.
+    /// Keeps each session's user manager registered as it is now: one that
+    /// was stopped and started again (by root, or by a login restrictd does
+    /// not see, such as the console) has a new cgroup; one that did not run
+    /// yet when a session in a logind scope began (a first login, or a
+    /// session that followed its leader into the scope) runs now. Either is
+    /// registered, so its units (`systemd-run --user`) stay in the session.
     pub fn refresh_managers(&self) {
-        self.find_new_managers();
-        let moved: Vec<(Session, Cgroup)> = self
+        let changed: Vec<(Session, Cgroup)> = self
             .registry
             .lock()
             .unwrap()
             .all()
+            .filter(|s| !s.ending)
             .filter_map(|s| {
-                let m = s.manager.as_ref()?;
-                let now = Cgroup::open(&m.path).ok()?;
-                (now.id != m.id).then(|| (s.clone(), now))
+                let now = match &s.manager {
+                    Some(m) => Cgroup::open(&m.path).ok()?,
+                    None if !s.owned => {
+                        let rel = s.cgroup.path.strip_prefix(&self.mount).ok()?.to_str()?;
+                        if !crate::daemon::is_logind_scope(rel) {
+                            return None;
+                        }
+                        crate::daemon::user_manager(&self.mount, rel, s.uid?)?
+                    }
+                    None => return None,
+                };
+                (s.manager.as_ref().map(|m| m.id) != Some(now.id)).then(|| (s.clone(), now))
             })
             .collect();
-        for (s, now) in moved {
-            let old = s.manager.clone().expect("filtered on a manager");
+        for (s, now) in changed {
             let mut reg = self.registry.lock().unwrap();
             let registered = register_manager(
                 &mut self.kernel.lock().unwrap(),
@@ -509,65 +520,26 @@ impl Lifecycle {
                 continue;
             }
             let updated = reg.set_manager(s.cgroup.id, now.clone());
-            if !reg.manager_in_use(old.id) {
-                let _ = self.kernel.lock().unwrap().remove(old.id);
+            if let Some(old) = &s.manager {
+                if !reg.manager_in_use(old.id) {
+                    let _ = self.kernel.lock().unwrap().remove(old.id);
+                }
             }
             drop(reg);
             if let Some(s) = updated {
                 self.save(&s);
             }
+            let what = if s.manager.is_some() {
+                "restarted"
+            } else {
+                "started"
+            };
             log::info!(
-                "session {}: user manager {} restarted, now cgroup {}",
+                "session {}: user manager {} {what}, now cgroup {}",
                 s.sid,
                 now.path.display(),
                 now.id
             );
-        }
-    }
-
-    /// A session in a logind scope whose user manager did not run yet when
-    /// the session began (or followed its leader into the scope: the
-    /// user's first login starts the manager) gets it registered once it
-    /// runs, so that `systemd-run --user` units stay in the session.
-    fn find_new_managers(&self) {
-        let found: Vec<(u64, Cgroup)> = self
-            .registry
-            .lock()
-            .unwrap()
-            .all()
-            .filter(|s| s.manager.is_none() && !s.owned && !s.ending)
-            .filter_map(|s| {
-                let rel = s.cgroup.path.strip_prefix(&self.mount).ok()?.to_str()?;
-                if !crate::daemon::is_logind_scope(rel) {
-                    return None;
-                }
-                let m = crate::daemon::user_manager(&self.mount, rel, s.uid?)?;
-                Some((s.cgroup.id, m))
-            })
-            .collect();
-        for (id, m) in found {
-            let mut reg = self.registry.lock().unwrap();
-            let registered = register_manager(
-                &mut self.kernel.lock().unwrap(),
-                &self.mount,
-                &m,
-                self.entry,
-            );
-            if let Err(e) = registered {
-                log::error!("user manager {}: {e:#}", m.path.display());
-                continue;
-            }
-            let updated = reg.set_manager(id, m.clone());
-            drop(reg);
-            if let Some(s) = updated {
-                self.save(&s);
-                log::info!(
-                    "session {}: user manager {} registered (cgroup {})",
-                    s.sid,
-                    m.path.display(),
-                    m.id
-                );
-            }
         }
     }
 

@@ -53,6 +53,24 @@ pub fn scan(pam_conf: &Path, pam_d: &Path) -> std::io::Result<Vec<ModuleLine>> {
 
 /// `with_service`: pam.conf lines start with the service name.
 pub fn scan_text(file: &Path, text: &str, with_service: bool) -> Vec<ModuleLine> {
+    logical_lines(text)
+        .into_iter()
+        .filter_map(|(line, logical)| {
+            let locks_out = judge(&logical, with_service)?;
+            Some(ModuleLine {
+                file: file.to_path_buf(),
+                line,
+                text: logical.split_whitespace().collect::<Vec<_>>().join(" "),
+                locks_out,
+            })
+        })
+        .collect()
+}
+
+/// The logical lines of a PAM file, comments cut, with the 1-based number
+/// of each one's first physical line: a trailing backslash continues a
+/// line (pam.conf(5)).
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let mut logical = String::new();
     let mut first = 0;
@@ -61,22 +79,13 @@ pub fn scan_text(file: &Path, text: &str, with_service: bool) -> Vec<ModuleLine>
             first = i + 1;
         }
         let raw = raw.split('#').next().unwrap_or_default();
-        // A trailing backslash continues the line (pam.conf(5)).
         if let Some(cont) = raw.strip_suffix('\\') {
             logical.push_str(cont);
             logical.push(' ');
             continue;
         }
         logical.push_str(raw);
-        if let Some(locks_out) = judge(&logical, with_service) {
-            out.push(ModuleLine {
-                file: file.to_path_buf(),
-                line: first,
-                text: logical.split_whitespace().collect::<Vec<_>>().join(" "),
-                locks_out,
-            });
-        }
-        logical.clear();
+        out.push((first, std::mem::take(&mut logical)));
     }
     out
 }
@@ -146,19 +155,7 @@ fn session_stack(pam_d: &Path, file: &Path, depth: usize, out: &mut Vec<StackMod
     let Ok(text) = fs::read_to_string(file) else {
         return;
     };
-    let mut logical = String::new();
-    let mut first = 0;
-    for (i, raw) in text.lines().enumerate() {
-        if logical.is_empty() {
-            first = i + 1;
-        }
-        let raw = raw.split('#').next().unwrap_or_default();
-        if let Some(cont) = raw.strip_suffix('\\') {
-            logical.push_str(cont);
-            logical.push(' ');
-            continue;
-        }
-        logical.push_str(raw);
+    for (first, logical) in logical_lines(&text) {
         let words: Vec<&str> = logical.split_whitespace().collect();
         let target = |name: &str| match name.starts_with('/') {
             true => PathBuf::from(name),
@@ -193,7 +190,6 @@ fn session_stack(pam_d: &Path, file: &Path, depth: usize, out: &mut Vec<StackMod
             }
             _ => {}
         }
-        logical.clear();
     }
 }
 

@@ -1109,6 +1109,39 @@ fn padding_cannot_push_a_command_past_what_is_recorded() {
     assert_eq!(kept, 131_072 + 1, "the limit, cut mid-argument");
 }
 
+/// An sshd whose PAM stack runs, after the module's line (`module_args`),
+/// pam_exec moving sshd's `[priv]` into `session-N.scope` under a fake
+/// logind slice in the daemon's cgroup root, as pam_systemd has logind do.
+/// The directory holds the mover script.
+fn sshd_moving_logins_to_a_scope(
+    bus: &Bus,
+    daemon: &Daemon,
+    user: &User,
+    module_args: &str,
+    n: u32,
+) -> (tempfile::TempDir, Sshd) {
+    let scope = daemon.root.join(format!(
+        "user.slice/user-{}.slice/session-{n}.scope",
+        user.uid
+    ));
+    std::fs::create_dir_all(&scope).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mover = dir.path().join("move-to-scope");
+    std::fs::write(
+        &mover,
+        format!("#!/bin/sh\necho $PPID > {}/cgroup.procs\n", scope.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&mover, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sshd = Sshd::with_session_after(
+        bus,
+        user,
+        module_args,
+        &format!("session required pam_exec.so {}\n", mover.display()),
+    );
+    (dir, sshd)
+}
+
 /// The PAM line placed before a module that moves the login to another
 /// cgroup, as pam_systemd has logind do (here pam_exec moves sshd's
 /// `[priv]` into a `session-N.scope` made by the test). The user is
@@ -1128,25 +1161,7 @@ fn a_pam_module_after_the_line_that_moves_the_login_cannot_free_it() {
         Some(&policy_yaml(&["127.0.0.1"], &[])),
         &format!("  exempt_users: [{}]\n", user.name),
     );
-    let scope = daemon.root.join(format!(
-        "user.slice/user-{}.slice/session-77.scope",
-        user.uid
-    ));
-    std::fs::create_dir_all(&scope).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mover = dir.path().join("move-to-scope");
-    std::fs::write(
-        &mover,
-        format!("#!/bin/sh\necho $PPID > {}/cgroup.procs\n", scope.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&mover, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let sshd = Sshd::with_session_after(
-        &bus,
-        &user,
-        "fail=closed",
-        &format!("session required pam_exec.so {}\n", mover.display()),
-    );
+    let (_dir, sshd) = sshd_moving_logins_to_a_scope(&bus, &daemon, &user, "fail=closed", 77);
     let out = sshd.ssh(
         &user,
         &format!(
@@ -1615,22 +1630,7 @@ fn a_user_manager_that_starts_after_the_session_is_registered_with_it() {
     let slice = daemon
         .root
         .join(format!("user.slice/user-{}.slice", user.uid));
-    let scope = slice.join("session-78.scope");
-    std::fs::create_dir_all(&scope).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mover = dir.path().join("move-to-scope");
-    std::fs::write(
-        &mover,
-        format!("#!/bin/sh\necho $PPID > {}/cgroup.procs\n", scope.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&mover, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let sshd = Sshd::with_session_after(
-        &bus,
-        &user,
-        "",
-        &format!("session required pam_exec.so {}\n", mover.display()),
-    );
+    let (dir, sshd) = sshd_moving_logins_to_a_scope(&bus, &daemon, &user, "", 78);
     let go = dir.path().join("go");
     let mut child = sshd
         .ssh_cmd(
@@ -1655,7 +1655,7 @@ fn a_user_manager_that_starts_after_the_session_is_registered_with_it() {
     wait_for(
         "the manager's registration",
         Duration::from_secs(10),
-        || daemon.log().contains("registered (cgroup"),
+        || daemon.log().contains("started, now cgroup"),
     );
     // A process of the user in it: moved there before it runs the probe.
     let mut unit = std::process::Command::new("sh")
