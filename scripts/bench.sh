@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # All benchmarks, one command (root): network restriction cost and policy
 # load time, login latency and daemon memory, exec and open storms with
-# recording, beside libbpf-tools' execsnoop and opensnoop. Prints numbers; see
+# recording, beside libbpf-tools' execsnoop and opensnoop and auditd. Prints numbers; see
 # BENCHMARKS.md for how to read them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The peers the recording benchmark runs beside restrictd (execsnoop,
-# opensnoop); not needed for anything else.
-if ! dpkg-query -W -f='${Status}' libbpf-tools 2>/dev/null | grep -q 'install ok installed'; then
+# opensnoop, auditd); not needed for anything else.
+missing=()
+for p in libbpf-tools auditd; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libbpf-tools >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 # The login benchmark loads target/release/libpam_restrict.so.

@@ -46,7 +46,7 @@ import json, sys
 events = [json.loads(l) for l in open(sys.argv[1])]
 for e in events:
     if e["event"] == "session.command":
-        print("  command  %-6s %s" % (e["return_code"], " ".join(e["argv"])))
+        print("  command  %-6s %s" % (e["return_code"], " ".join([e["path"]] + e["argv"])))
     elif e["event"] == "session.network":
         verdict = "DENIED" if e["action"] == 1 else "allowed"
         print("  network  %-7s %s -> %s:%s" % (verdict, e["program"], e["dst_addr"], e["dst_port"]))

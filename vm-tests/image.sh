@@ -36,6 +36,36 @@ debootstrap --variant=minbase \
     exit 1
 }
 
+# A second kernel for the tests (run.sh step 13): Debian's backports kernel,
+# beside bookworm's 6.1. apt and the kernel's initramfs hook need /proc,
+# /sys, /dev and name resolution in the chroot, for this step only.
+log "adding the bookworm-backports kernel"
+printf 'deb %s bookworm-backports main\n' "$mirror" >"$root/etc/apt/sources.list.d/backports.list"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+for m in proc sys dev; do mount --bind "/$m" "$root/$m"; done
+# On failure: detach the bind mounts first, and never remove the tree while
+# one is still attached (that would remove the host's /dev).
+unbind() {
+    local m
+    for m in dev sys proc; do umount -l "$root/$m" 2>/dev/null || true; done
+    for m in dev sys proc; do
+        if mountpoint -q "$root/$m"; then
+            echo "image: $root/$m still mounted; leaving $work" >&2
+            return
+        fi
+    done
+    rm -rf "$work"
+}
+trap unbind EXIT
+if ! { chroot "$root" apt-get update -q &&
+    DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -q --no-install-recommends \
+        -t bookworm-backports linux-image-amd64 && chroot "$root" apt-get clean; } >"$work/backports.log" 2>&1; then
+    tail -30 "$work/backports.log" >&2
+    exit 1
+fi
+for m in dev sys proc; do umount "$root/$m"; done
+rm -f "$root/etc/resolv.conf" "$root/etc/apt/sources.list.d/backports.list"
+
 log "configuring"
 echo restrictd-vm >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 restrictd-vm\n::1 localhost\n' >"$root/etc/hosts"
@@ -58,15 +88,22 @@ chroot "$root" chown -R alice:alice /home/alice/.ssh
 chroot "$root" passwd -d root >/dev/null
 printf 'UseDNS no\nPermitRootLogin prohibit-password\n' >"$root/etc/ssh/sshd_config.d/vm-tests.conf"
 
-cp "$root"/boot/vmlinuz-* "$work/vmlinuz"
-cp "$root"/boot/initrd.img-* "$work/initrd.img"
-chmod 644 "$work/vmlinuz" "$work/initrd.img"
+# bookworm's kernel is the older one, the backports kernel the newer.
+kernels=$(cd "$root/boot" && ls -v vmlinuz-* | sed 's/^vmlinuz-//')
+[ "$(wc -l <<<"$kernels")" = 2 ] || { echo "image: expected two kernels, got: $kernels" >&2; exit 1; }
+k1=$(head -1 <<<"$kernels")
+k2=$(tail -1 <<<"$kernels")
+cp "$root/boot/vmlinuz-$k1" "$work/vmlinuz"
+cp "$root/boot/initrd.img-$k1" "$work/initrd.img"
+cp "$root/boot/vmlinuz-$k2" "$work/vmlinuz-bpo"
+cp "$root/boot/initrd.img-$k2" "$work/initrd.img-bpo"
+chmod 644 "$work"/vmlinuz* "$work"/initrd.img*
 
 log "making the ext4 image"
 mkfs.ext4 -q -L root -d "$root" "$work/rootfs.img" 3G
 
 mkdir -p "$dir"
-mv "$work/vmlinuz" "$work/initrd.img" "$work/rootfs.img" "$work/id_ed25519" "$work/id_ed25519.pub" "$dir/"
+mv "$work"/vmlinuz* "$work"/initrd.img* "$work/rootfs.img" "$work/id_ed25519" "$work/id_ed25519.pub" "$dir/"
 touch "$dir/done"
 log "built $dir"
 echo "$dir" >&3

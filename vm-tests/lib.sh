@@ -6,14 +6,16 @@ free_port() {
     /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# Boots a throwaway copy-on-write overlay of the cached image. KVM guests hang
+# Boots a throwaway copy-on-write overlay of the cached image, with
+# bookworm's kernel, or with VM_KERNEL=bpo the backports one. KVM guests hang
 # on some hosts, so this is TCG. restrict=on: the guest can reach nothing
 # outside itself; only the forwarded port connects host to guest.
 vm_boot() {
     PORT=$(free_port)
+    rm -f "$RUN/disk.qcow2"
     qemu-img create -q -f qcow2 -F raw -b "$IMG/rootfs.img" "$RUN/disk.qcow2"
     qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
-        -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" \
+        -kernel "$IMG/vmlinuz${VM_KERNEL:+-$VM_KERNEL}" -initrd "$IMG/initrd.img${VM_KERNEL:+-$VM_KERNEL}" \
         -append "root=/dev/vda rw console=ttyS0 quiet" \
         -drive "file=$RUN/disk.qcow2,if=virtio,format=qcow2" \
         -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:22" \

@@ -113,6 +113,8 @@ esac'
 step "boot $IMG"
 vm_boot
 echo "  guest sshd on 127.0.0.1:$PORT"
+kernel1=$(as_root uname -r)
+echo "  guest kernel: $kernel1"
 
 as_root "cat > /usr/local/bin/vmnet && chmod 755 /usr/local/bin/vmnet" <<<"$VMNET"
 # A jq test over journal events (one JSON object per line): true if any matches.
@@ -163,7 +165,7 @@ check "restrictctl policy apply" 'as_root restrictctl policy apply /root/policy.
 check "restrictctl status shows the policy" 'as_root restrictctl status | grep -q vm-tests'
 
 step "4. a restricted, recorded SSH session"
-out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; vmnet tcp 127.0.0.9 22; vmnet tcp 127.0.0.9 2222; vmnet tcp 127.0.0.1 22; vmnet tcp ::1 22; vmnet udp 127.0.0.9 9; vmnet udp 127.0.0.1 9; cat /etc/hostname' 2>&1 || true)
+out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; echo ASID=$(cat /proc/self/sessionid); vmnet tcp 127.0.0.9 22; vmnet tcp 127.0.0.9 2222; vmnet tcp 127.0.0.1 22; vmnet tcp ::1 22; vmnet udp 127.0.0.9 9; vmnet udp 127.0.0.1 9; cat /etc/hostname' 2>&1 || true)
 echo "$out" | sed 's/^/    /'
 sid=$(sed -n 's/^SID=//p' <<<"$out")
 check "the login is a session" '[ -n "$sid" ]'
@@ -183,9 +185,17 @@ check "denied sendto: OPERATION=1" 'match "$ev" ".DST_ADDR==\"127.0.0.9\" and .D
 ev=$(events $MID_NET $sid ACTION=0)
 check "allowed connect: ACTION=0" 'match "$ev" ".DST_ADDR==\"127.0.0.1\" and .DST_PORT==\"22\" and .VERSION==\"4\""'
 check "allowed IPv6 connect" 'match "$ev" ".DST_ADDR==\"::1\" and .VERSION==\"6\""'
-check "session.command: cat /etc/hostname, with argv" 'match "$(events $MID_CMD $sid PATH=/usr/bin/cat)" "(.ARGV|fromjson)==[\"cat\",\"/etc/hostname\"] and .USER==\"alice\" and .RETURN_CODE==\"0\""'
+check "session.command: cat /etc/hostname, with argv" 'match "$(events $MID_CMD $sid PATH=/usr/bin/cat)" "(.ARGV|fromjson)==[\"/etc/hostname\"] and .USER==\"alice\" and .RETURN_CODE==\"0\""'
 check "session.command: the session ran vmnet 6 times" '[ "$(events $MID_CMD $sid PATH=/usr/local/bin/vmnet | wc -l)" = 6 ]'
 check "session.disk: /etc/hostname read by cat" 'match "$(events $MID_DISK $sid PATH=/etc/hostname)" ".PROGRAM==\"cat\" and .USER==\"alice\" and .FLAGS==\"0\""'
+# Teleport's fields, with their meanings (issue: Teleport's events, exactly).
+asid=$(sed -n 's/^ASID=//p' <<<"$out")
+mid=$(as_root cat /etc/machine-id)
+check "session.start: Teleport's connection fields (addr.local, addr.remote with ports, proto ssh)" 'match "$(events $MID_START $sid)" "(.ADDR_LOCAL|test(\":22\$\")) and (.ADDR_REMOTE|test(\":[0-9]+\$\")) and .PROTO==\"ssh\""'
+check "every event: server_id is the machine id, namespace default, uid a UUID" 'match "$(events $MID_CMD $sid PATH=/usr/bin/cat)" "(.SERVER_ID|gsub(\"-\";\"\"))==\"$mid\" and .NAMESPACE==\"default\" and (.UID|test(\"^[0-9a-f-]{36}\$\"))"'
+check "commands carry the login's audit session id" 'match "$(events $MID_CMD $sid PATH=/usr/bin/cat)" ".AUDIT_SESSION_ID==\"$asid\" and .PPID!=\"0\""'
+check "an allowed connect reports the source the kernel chose" 'match "$(events $MID_NET $sid ACTION=0)" ".DST_ADDR==\"127.0.0.1\" and .SRC_ADDR==\"127.0.0.1\""'
+check "a successful open returns the file descriptor" 'match "$(events $MID_DISK $sid PATH=/etc/hostname)" ".PROGRAM==\"cat\" and .RETURN_CODE==\"3\""'
 check "README query: what alice ran" "as_root journalctl --no-pager MESSAGE_ID=$MID_CMD USER=alice | grep -q 'alice ran /usr/bin/cat /etc/hostname'"
 check "README query: everything denied" 'as_root journalctl --no-pager SYSLOG_IDENTIFIER=restrictd ACTION=1 | grep -q 127.0.0.9'
 
@@ -372,6 +382,43 @@ out=$(login_as alice 'echo SID=${RESTRICTD_SESSION_ID:-none}' || true)
 check "alice can still log in (unrestricted)" 'has "$out" SID=none'
 check "the pinned programs are gone" '! as_root ls /sys/fs/bpf/restrictd'
 check "dpkg --purge" 'as_root dpkg --purge restrictd'
+
+step "13. a second kernel: Debian's backports kernel, from a fresh image"
+vm_stop
+VM_KERNEL=bpo vm_boot
+as_root "cat > /usr/local/bin/vmnet && chmod 755 /usr/local/bin/vmnet" <<<"$VMNET"
+kernel2=$(as_root uname -r)
+echo "  guest kernel: $kernel2"
+check "the guest runs the backports kernel, not $kernel1" '[ "$kernel2" != "$kernel1" ] && [[ "$kernel2" == *+deb12* || "$kernel2" == *bpo* ]]'
+copy_to_guest "$DEB" /tmp/restrictd.deb
+check "dpkg -i installs" 'as_root dpkg -i /tmp/restrictd.deb'
+check "restrictd.service is active" 'as_root systemctl is-active restrictd'
+as_root "echo '$PAM_LINE' >> /etc/pam.d/sshd"
+as_root "cat > /root/policy.yaml" <<'POLICY'
+kind: network_restrictions
+version: v4
+metadata:
+  name: vm-tests
+spec:
+  allow:
+    - cidr: 127.0.0.0/8
+    - cidr: ::1/128
+  deny:
+    - cidr: 127.0.0.9
+POLICY
+check "restrictctl policy apply" 'as_root restrictctl policy apply /root/policy.yaml'
+out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; vmnet tcp 127.0.0.9 22; vmnet tcp 127.0.0.1 22; vmnet udp 127.0.0.9 9; cat /etc/hostname' 2>&1 || true)
+echo "$out" | sed 's/^/    /'
+sid=$(sed -n 's/^SID=//p' <<<"$out")
+check "the login is a session" '[ -n "$sid" ]'
+check "denied TCP connect fails with EPERM" 'has "$out" "TCP 127.0.0.9 22 EPERM"'
+check "allowed TCP connect works" 'has "$out" "TCP 127.0.0.1 22 ok"'
+check "denied UDP sendto fails with EPERM" 'has "$out" "UDP 127.0.0.9 9 EPERM"'
+check "session.end in the journal" 'wait_events $MID_END $sid'
+check "the denial is in the journal" 'match "$(events $MID_NET $sid ACTION=1)" ".DST_ADDR==\"127.0.0.9\" and .USER==\"alice\""'
+check "the allowed connect, with its source" 'match "$(events $MID_NET $sid ACTION=0)" ".DST_ADDR==\"127.0.0.1\" and .SRC_ADDR==\"127.0.0.1\""'
+check "the command, with argv" 'match "$(events $MID_CMD $sid PATH=/usr/bin/cat)" "(.ARGV|fromjson)==[\"/etc/hostname\"]"'
+check "the open" 'match "$(events $MID_DISK $sid PATH=/etc/hostname)" ".PROGRAM==\"cat\""'
 
 echo
 echo "vm-tests: $PASSED passed, ${#FAILED[@]} failed"

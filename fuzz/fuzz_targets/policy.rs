@@ -13,4 +13,13 @@ fuzz_target!(|data: &[u8]| {
         let _ = p.allows("::ffff:10.0.0.1".parse().unwrap());
         let _ = p.counts();
     }
+    // Strict refuses more, never reads a file differently.
+    if let Ok(strict) = restrictd::policy::Policy::parse_with(
+        text,
+        "fuzz",
+        restrictd::policy::Strictness::Strict,
+    ) {
+        let p = restrictd::policy::Policy::parse(text, "fuzz").expect("strict accepted it");
+        assert_eq!((&p.allow, &p.deny), (&strict.allow, &strict.deny));
+    }
 });

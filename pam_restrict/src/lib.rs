@@ -103,6 +103,25 @@ pam_hooks!(PamRestrict);
 extern "C" {
     fn pam_syslog(pamh: *const PamHandle, priority: c_int, fmt: *const c_char, ...);
     fn pam_putenv(pamh: *mut PamHandle, name_value: *const c_char) -> c_int;
+    fn pam_getenv(pamh: *const PamHandle, name: *const c_char) -> *const c_char;
+}
+
+/// The PAM environment variables the daemon is told (`PAM_ENV_KEYS`).
+fn pam_env(pamh: &PamHandle) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for key in restrictd_dbus::PAM_ENV_KEYS {
+        let Ok(name) = CString::new(key) else {
+            continue;
+        };
+        // SAFETY: pamh is the live handle; PAM owns the returned string,
+        // which stays valid until the environment changes (copied at once).
+        let v = unsafe { pam_getenv(pamh, name.as_ptr()) };
+        if !v.is_null() {
+            let v = unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned();
+            out.insert(key.to_string(), v);
+        }
+    }
+    out
 }
 
 /// Logs through pam_syslog: facility authpriv, prefixed "pam_restrict(service:session)".
@@ -183,6 +202,17 @@ where
     })
 }
 
+/// The daemon has no such method.
+fn unknown_method(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::MethodError(name, _, _) => {
+            name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod"
+        }
+        zbus::Error::FDO(f) => matches!(**f, zbus::fdo::Error::UnknownMethod(_)),
+        _ => false,
+    }
+}
+
 /// Asks the bus to start restrictd if nobody owns its name (it is stopped,
 /// or not started yet); returns once it owns the name, or the bus refused
 /// (not activatable, or its unit masked).
@@ -252,8 +282,13 @@ impl PamHooks for PamRestrict {
             service: item::<Service>(pamh),
             tty: item::<Tty>(pamh),
         };
+        let env = pam_env(pamh);
         let sid = match with_daemon(args.timeout, args.start_timeout, |p| async move {
-            p.open_session(&request).await
+            match p.open_session_env(&request, &env).await {
+                // A daemon from before OpenSessionEnv (during an upgrade).
+                Err(e) if unknown_method(&e) => p.open_session(&request).await,
+                r => r,
+            }
         }) {
             Ok(sid) => sid,
             Err(e) => {

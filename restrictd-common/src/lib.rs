@@ -46,9 +46,10 @@ pub const GROUP_ALWAYS: u32 = u32::MAX;
 /// always (`GROUP_ALWAYS`: `follow_` keeps a session's restriction on its
 /// leader when another PAM module moves it). (cgroup programs are always
 /// attached: they enforce.)
-pub const PROGRAM_GROUPS: [(&str, u32); 3] = [
+pub const PROGRAM_GROUPS: [(&str, u32); 4] = [
     ("cmd_", SESSION_RECORD_COMMANDS),
     ("disk_", SESSION_RECORD_DISK),
+    ("net_", SESSION_RECORD_NETWORK),
     ("follow_", GROUP_ALWAYS),
 ];
 
@@ -98,7 +99,6 @@ pub struct Runtime {
 pub struct LoadConfig {
     /// Tracepoint field offsets, from tracefs format files (they differ
     /// between kernels).
-    pub fork_child_pid_offset: u32,
     pub exec_filename_offset: u32,
     /// Bytes of argv a command record carries at most (≤ `ARGV_CAP`).
     pub argv_limit: u32,
@@ -108,7 +108,9 @@ pub struct LoadConfig {
     pub attach_dst_root_offset: u32,
     pub attach_dst_id_offset: u32,
     pub attach_pid_offset: u32,
-    pub _pad: u32,
+    /// `sock/inet_sock_set_state`: offset of `oldstate`; the fields after
+    /// it follow at fixed distances (`SockState`), which the loader checks.
+    pub sock_state_offset: u32,
     /// Kernel struct layout, from the kernel's BTF.
     pub kernel: KernelOffsets,
     /// 1: opens of character devices are not recorded.
@@ -169,6 +171,12 @@ pub struct KernelOffsets {
     pub inode_i_ino: u32,
     pub inode_i_nlink: u32,
     pub sb_s_dev: u32,
+    /// A process's parent as Teleport reports it: `task_struct.real_parent`,
+    /// `task_struct.tgid`.
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    /// `task_struct.sessionid` (the audit session id); 0 without audit.
+    pub task_sessionid: u32,
     pub _pad: u32,
 }
 
@@ -209,7 +217,9 @@ pub struct RecordHeader {
     /// Thread-group id (what userspace calls the pid).
     pub pid: u32,
     pub uid: u32,
-    pub _pad: u32,
+    /// The process's audit session id (`task_struct.sessionid`, set by
+    /// pam_loginuid; u32::MAX unset; 0 for packets or without audit).
+    pub audit_sid: u32,
     /// The session's cgroup id (for a user manager's process, the manager's).
     pub cgroup_id: u64,
     /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME. Records of all rings are
@@ -267,7 +277,7 @@ pub struct DiskEvent {
     pub header: RecordHeader,
     /// Open flags (O_RDONLY, O_CREAT, ...), as the caller passed them.
     pub flags: u32,
-    /// 0, or the negative errno of a failed open.
+    /// The new file descriptor, or the negative errno of a failed open.
     pub return_code: i32,
     pub path_len: u32,
     pub _pad: u32,
@@ -345,6 +355,39 @@ pub struct NetworkEvent {
     pub reason: u32,
 }
 
+/// `sock/inet_sock_set_state` from its `oldstate` field on: the layout
+/// since Linux 4.16. The loader checks each field's offset in tracefs
+/// against this (`SOCK_STATE_FIELDS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockState {
+    pub oldstate: i32,
+    pub newstate: i32,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub saddr_v6: [u8; 16],
+    pub daddr_v6: [u8; 16],
+}
+
+/// `SockState`'s fields and their distance from `oldstate`.
+pub const SOCK_STATE_FIELDS: [(&str, u32); 10] = [
+    ("oldstate", 0),
+    ("newstate", 4),
+    ("sport", 8),
+    ("dport", 10),
+    ("family", 12),
+    ("protocol", 14),
+    ("saddr", 16),
+    ("daddr", 20),
+    ("saddr_v6", 24),
+    ("daddr_v6", 40),
+];
+
 /// One kind of denial, aggregated (`DENIALS` key): the same record key,
 /// operation, protocol, peer, port and reason. The first is an event at
 /// once; the repeats are counted and reported by the daemon, once a second.
@@ -413,7 +456,7 @@ mod tests {
     /// would be bytes no field defines.
     #[test]
     fn load_config_has_no_padding() {
-        let fields = 8 * 4 + core::mem::size_of::<KernelOffsets>() + 4 + 8 * FS_EXCLUDE_MAX;
+        let fields = 7 * 4 + core::mem::size_of::<KernelOffsets>() + 4 + 8 * FS_EXCLUDE_MAX;
         assert_eq!(core::mem::size_of::<LoadConfig>(), fields);
         assert_eq!(core::mem::size_of::<KernelOffsets>() % 4, 0);
     }

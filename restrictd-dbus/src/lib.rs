@@ -19,6 +19,11 @@ pub mod errors {
     pub const FAILED: &str = "org.restrictd.Daemon1.Error.Failed";
 }
 
+/// The PAM environment variables `OpenSessionEnv` passes on:
+/// `SSH_CONNECTION` ("CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT", which
+/// sshd puts in the PAM environment).
+pub const PAM_ENV_KEYS: [&str; 1] = ["SSH_CONNECTION"];
+
 /// What `OpenSession` needs besides the caller (whose pid, from the bus, is
 /// the process put into the session).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
@@ -92,6 +97,14 @@ pub struct Status {
 pub trait Daemon1 {
     /// Puts the calling process into a new session; returns its id.
     fn open_session(&self, request: &OpenRequest) -> zbus::Result<String>;
+    /// `open_session` with what the PAM environment tells about the login
+    /// (`PAM_ENV_KEYS`; absent keys are unknown). pam_restrict calls this
+    /// first and falls back to `open_session` for a daemon without it.
+    fn open_session_env(
+        &self,
+        request: &OpenRequest,
+        env: &std::collections::HashMap<String, String>,
+    ) -> zbus::Result<String>;
     fn close_session(&self, sid: &str) -> zbus::Result<()>;
     fn list_sessions(&self) -> zbus::Result<Vec<SessionInfo>>;
     /// Kills every process of the session.

@@ -21,6 +21,8 @@ use restrictd_common::{
     SHARE_PER_SECOND,
 };
 
+pub const AF_INET6: u32 = 10;
+
 #[map]
 pub static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 /// Restricted identities, by uid: what applies to a process of that user
@@ -47,14 +49,13 @@ static RUNTIME: Array<Runtime> = Array::with_max_entries(1, 0);
 /// Set by the loader (`EbpfLoader::override_global`); read-only here.
 #[unsafe(no_mangle)]
 static LOAD_CONFIG: LoadConfig = LoadConfig {
-    fork_child_pid_offset: 0,
     exec_filename_offset: 0,
     argv_limit: 0,
     disk_rate: 0,
     attach_dst_root_offset: 0,
     attach_dst_id_offset: 0,
     attach_pid_offset: 0,
-    _pad: 0,
+    sock_state_offset: 0,
     kernel: KernelOffsets {
         task_fs: 0,
         task_files: 0,
@@ -86,6 +87,9 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
         inode_i_ino: 0,
         inode_i_nlink: 0,
         sb_s_dev: 0,
+        task_real_parent: 0,
+        task_tgid: 0,
+        task_sessionid: 0,
         _pad: 0,
     },
     disk_exclude_devices: 0,
@@ -195,11 +199,16 @@ pub fn fill_header(h: &mut RecordHeader, kind: u32, cgroup_id: u64) {
     h.kind = kind;
     h.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     h.uid = bpf_get_current_uid_gid() as u32;
-    h._pad = 0;
     h.cgroup_id = cgroup_id;
     h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     let o = load_config().kernel;
+    h.audit_sid = 0;
+    if o.task_sessionid != 0 {
+        let task = unsafe { bpf_get_current_task() };
+        h.audit_sid =
+            unsafe { read_kernel((task + o.task_sessionid as u64) as *const u32) }.unwrap_or(0);
+    }
     let exe = current_exe();
     let inode = if exe != 0 {
         read_ptr(exe, o.file_f_inode)

@@ -148,7 +148,8 @@ fn exit(ctx: &TracePointContext) -> u32 {
     let h = &mut scratch.header;
     fill_header(&mut h.header, EVENT_DISK, cgroup_id);
     h.flags = flags;
-    h.return_code = if ret < 0 { ret as i32 } else { 0 };
+    // The new fd, or the negative errno (Teleport's meaning).
+    h.return_code = ret as i32;
     h.path_len = 0;
     h._pad = 0;
 

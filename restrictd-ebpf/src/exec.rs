@@ -4,7 +4,7 @@
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_get_current_pid_tgid,
+        bpf_get_current_pid_tgid, bpf_get_current_task,
         generated::{
             bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_probe_read_user,
             bpf_probe_read_user_str, bpf_task_pt_regs,
@@ -33,9 +33,6 @@ use crate::{
 static COMMAND_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static SCRATCH: PerCpuArray<CommandScratch> = PerCpuArray::with_max_entries(1, 0);
-/// Parent of each process forked in a session (tgid -> parent tgid).
-#[map]
-static PPIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65_536, 0);
 /// execve(at) calls in flight in sessions (pid_tgid -> user pointers).
 #[map]
 static EXECS: LruHashMap<u64, ExecArgs> = LruHashMap::with_max_entries(16_384, 0);
@@ -66,16 +63,17 @@ fn recording() -> Option<u64> {
     session_with(SESSION_RECORD_COMMANDS)
 }
 
-#[tracepoint(category = "sched", name = "sched_process_fork")]
-pub fn cmd_fork(ctx: TracePointContext) -> u32 {
-    if recording().is_none() {
+/// The tgid of the current process's parent (`real_parent`, as Teleport
+/// reads it at exec); 0 if unreadable.
+#[inline(always)]
+fn parent_tgid() -> u32 {
+    let o = load_config().kernel;
+    let task = unsafe { bpf_get_current_task() };
+    let Some(parent) = (unsafe { read_kernel((task + o.task_real_parent as u64) as *const u64) })
+    else {
         return 0;
-    }
-    if let Some(child) = ctx_field::<i32>(&ctx, load_config().fork_child_pid_offset) {
-        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-        let _ = PPIDS.insert(child as u32, parent, 0);
-    }
-    0
+    };
+    unsafe { read_kernel((parent + o.task_tgid as u64) as *const i32) }.unwrap_or(0) as u32
 }
 
 /// Starts a record in the scratch area for the current process.
@@ -83,7 +81,7 @@ pub fn cmd_fork(ctx: TracePointContext) -> u32 {
 fn start(scratch: &mut CommandScratch, cgroup_id: u64, return_code: i32) {
     let h = &mut scratch.header;
     fill_header(&mut h.header, EVENT_COMMAND, cgroup_id);
-    h.ppid = unsafe { PPIDS.get(h.header.pid) }.copied().unwrap_or(0);
+    h.ppid = parent_tgid();
     h.return_code = return_code;
     h.path_len = 0;
     h.argv_len = 0;

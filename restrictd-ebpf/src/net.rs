@@ -4,17 +4,19 @@
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::bpf_get_socket_cookie,
-    macros::{cgroup_sock_addr, map},
+    macros::{cgroup_sock_addr, map, tracepoint},
     maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
-    programs::SockAddrContext,
+    programs::{SockAddrContext, TracePointContext},
 };
 use restrictd_common::{
-    key, Denial, DenialKey, NetworkEvent, RuleValue, ACTION_DENIED, ACTION_OBSERVED, EVENT_NETWORK,
-    MAX_DENIALS, MAX_RULES, OPERATION_CONNECT, OPERATION_SEND, POLICY_FOLLOW_ACTIVE, POLICY_NONE,
-    SESSION_RECORD_NETWORK, SESSION_RESTRICT,
+    key, Denial, DenialKey, NetworkEvent, RuleValue, SockState, ACTION_DENIED, ACTION_OBSERVED,
+    EVENT_NETWORK, MAX_DENIALS, MAX_RULES, OPERATION_CONNECT, OPERATION_SEND, POLICY_FOLLOW_ACTIVE,
+    POLICY_NONE, SESSION_RECORD_NETWORK, SESSION_RESTRICT,
 };
 
-use crate::common::{count_lost, current_session, fill_header, within_share};
+use crate::common::{
+    count_lost, current_session, fill_header, load_config, within_share, AF_INET6,
+};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -80,16 +82,119 @@ fn check(ctx: &SockAddrContext, version: u8, operation: u8) -> i32 {
         return ALLOW;
     };
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
-    let dst = destination(sa, version, operation);
+    let mut dst = destination(sa, version, operation);
+    // A send from an IPv6 socket to a v4-mapped address reaches the IPv4
+    // hook with the IPv4 address; it is judged and reported as the
+    // v4-mapped IPv6 destination the caller gave (Teleport's rule, and the
+    // connect path's), so IPv6 rules such as `deny ::/0` cover it too.
+    let mapped = version == 4 && socket_family(sa) == AF_INET6;
+    let judged = if mapped {
+        dst = key::v4_mapped([dst[0], dst[1], dst[2], dst[3]]);
+        6
+    } else {
+        version
+    };
     let (flags, policy_id) = (session.flags, session.policy_id);
-    if flags & SESSION_RESTRICT != 0 && !policy_allows(version, &dst, policy_id) {
-        emit(ctx, cgroup_id, version, operation, ACTION_DENIED, &dst);
+    if flags & SESSION_RESTRICT != 0 && !policy_allows(judged, &dst, policy_id) {
+        emit(
+            ctx,
+            cgroup_id,
+            version,
+            mapped,
+            operation,
+            ACTION_DENIED,
+            &dst,
+        );
         return DENY;
     }
-    if flags & SESSION_RECORD_NETWORK != 0 && first_report(ctx, &dst, operation) {
-        emit(ctx, cgroup_id, version, operation, ACTION_OBSERVED, &dst);
+    // An allowed TCP (or MPTCP) connect is reported by `net_connected`,
+    // once the kernel has chosen its source address.
+    let tcp = operation == OPERATION_CONNECT
+        && (sa.protocol == IPPROTO_TCP || sa.protocol == IPPROTO_MPTCP);
+    if flags & SESSION_RECORD_NETWORK != 0 && !tcp && first_report(ctx, &dst, operation) {
+        emit(
+            ctx,
+            cgroup_id,
+            version,
+            mapped,
+            operation,
+            ACTION_OBSERVED,
+            &dst,
+        );
     }
     ALLOW
+}
+
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_MPTCP: u32 = 262;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_CLOSE: i32 = 7;
+const AF_INET: u16 = 2;
+
+/// An allowed TCP connect of a recorded session, reported the way Teleport
+/// does: when it starts (the socket goes from CLOSE to SYN_SENT, in the
+/// connecting process, after the route lookup), so with the source address
+/// the kernel chose. (The source port may still be 0 then: the kernel picks
+/// it next.) A connect that fails before, for want of a route, is not a
+/// connection and is not reported; a denied one was reported by the hook.
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn net_connected(ctx: TracePointContext) -> u32 {
+    let off = load_config().sock_state_offset as usize;
+    let Ok(s) = (unsafe { ctx.read_at::<SockState>(off) }) else {
+        return 0;
+    };
+    if s.oldstate != TCP_CLOSE || s.newstate != TCP_SYN_SENT || s.protocol != IPPROTO_TCP as u16 {
+        return 0;
+    }
+    let Some((cgroup_id, session)) = current_session() else {
+        return 0;
+    };
+    if session.flags & SESSION_RECORD_NETWORK == 0 {
+        return 0;
+    }
+    let Some(scratch) = DENIAL_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let ev = unsafe { &mut (*scratch).value.last };
+    fill_header(&mut ev.header, EVENT_NETWORK, cgroup_id);
+    if s.family == AF_INET {
+        ev.version = 4;
+        ev.src_addr = ip4_bytes(u32::from_ne_bytes(s.saddr));
+        ev.dst_addr = ip4_bytes(u32::from_ne_bytes(s.daddr));
+    } else {
+        ev.version = 6;
+        ev.dst_addr = s.daddr_v6;
+        // To a v4-mapped address the IPv6 socket connects through the IPv4
+        // code, which has set only the IPv4 source so far.
+        let d = &s.daddr_v6;
+        let mapped = word(d, 0) == 0 && word(d, 1) == 0 && word(d, 2) == MAPPED;
+        ev.src_addr = if !mapped {
+            s.saddr_v6
+        } else if s.saddr == [0; 4] {
+            [0; 16]
+        } else {
+            key::v4_mapped(s.saddr)
+        };
+    }
+    ev.src_port = s.sport;
+    ev.dst_port = s.dport;
+    ev.operation = OPERATION_CONNECT;
+    ev.action = ACTION_OBSERVED;
+    ev.protocol = IPPROTO_TCP as u8;
+    ev.repeats = 0;
+    ev.reason = 0;
+    write_record(ev);
+    0
+}
+
+/// The family of the calling socket (0 when the hook has none).
+#[inline(always)]
+fn socket_family(sa: &bpf_sock_addr) -> u32 {
+    let sk = unsafe { sa.__bindgen_anon_1.sk };
+    if sk.is_null() {
+        return 0;
+    }
+    unsafe { (*sk).family }
 }
 
 /// The destination address, network byte order; IPv4 in the first 4 bytes.
@@ -244,10 +349,13 @@ fn source(sa: &bpf_sock_addr, version: u8, operation: u8) -> ([u8; 16], u16) {
 }
 
 #[inline(always)]
+/// `version` is the hook's family; `mapped`: an IPv4 hook called for an
+/// IPv6 socket, whose addresses are reported v4-mapped (version 6).
 fn emit(
     ctx: &SockAddrContext,
     cgroup_id: u64,
     version: u8,
+    mapped: bool,
     operation: u8,
     action: u8,
     dst: &[u8; 16],
@@ -257,14 +365,17 @@ fn emit(
     };
     let scratch = unsafe { &mut *scratch };
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
-    let (src_addr, src_port) = source(sa, version, operation);
+    let (mut src_addr, src_port) = source(sa, version, operation);
+    if mapped && word(&src_addr, 0) != 0 {
+        src_addr = key::v4_mapped([src_addr[0], src_addr[1], src_addr[2], src_addr[3]]);
+    }
     let ev = &mut scratch.value.last;
     fill_header(&mut ev.header, EVENT_NETWORK, cgroup_id);
     ev.src_addr = src_addr;
     ev.dst_addr = *dst;
     ev.src_port = src_port;
     ev.dst_port = u16::from_be(sa.user_port as u16);
-    ev.version = version;
+    ev.version = if mapped { 6 } else { version };
     ev.operation = operation;
     ev.action = action;
     ev.protocol = sa.protocol as u8;
@@ -273,12 +384,8 @@ fn emit(
     if action == ACTION_DENIED {
         let port = ev.dst_port;
         report_denial(scratch, dst, port);
-    } else if within_share(&NETWORK_EVENTS, EVENT_NETWORK, EVENT_NETWORK, cgroup_id)
-        && NETWORK_EVENTS
-            .output::<NetworkEvent>(&scratch.value.last, 0)
-            .is_err()
-    {
-        count_lost(EVENT_NETWORK, cgroup_id);
+    } else {
+        write_record(&scratch.value.last);
     }
 }
 
@@ -363,11 +470,16 @@ pub fn report_denial(s: &mut DenialScratch, peer: &[u8; 16], peer_port: u16) {
     s.value.repeats = 0;
     s.value.first_ns = s.value.last.header.boot_ns;
     let _ = DENIALS.insert(&s.key, &s.value, 0);
-    let key = s.value.last.header.cgroup_id;
+    write_record(&s.value.last);
+}
+
+/// Writes a network record to its ring, within its key's share; a record
+/// the ring cannot take is counted as lost.
+#[inline(always)]
+pub fn write_record(ev: &NetworkEvent) {
+    let key = ev.header.cgroup_id;
     if within_share(&NETWORK_EVENTS, EVENT_NETWORK, EVENT_NETWORK, key)
-        && NETWORK_EVENTS
-            .output::<NetworkEvent>(&s.value.last, 0)
-            .is_err()
+        && NETWORK_EVENTS.output::<NetworkEvent>(ev, 0).is_err()
     {
         count_lost(EVENT_NETWORK, key);
     }

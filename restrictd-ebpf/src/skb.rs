@@ -25,6 +25,7 @@ use restrictd_common::{
 };
 
 use crate::{
+    common::AF_INET6,
     common::{generation, session_of},
     net::{copy16, denial_scratch, policy_allows, report_denial},
 };
@@ -32,7 +33,6 @@ use crate::{
 const PASS: i32 = 1;
 const DROP: i32 = 0;
 
-const AF_INET6: u32 = 10;
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -265,7 +265,7 @@ fn report(
     h.kind = EVENT_NETWORK;
     h.pid = 0;
     h.uid = unsafe { bpf_get_socket_uid(skb) };
-    h._pad = 0;
+    h.audit_sid = 0;
     h.cgroup_id = key;
     h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     copy16(&mut h.comm, &[0; 16]);

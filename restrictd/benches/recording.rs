@@ -1,7 +1,7 @@
 //! Exec storm and file-open storm inside one `restrictd run` session with the
 //! default ring buffers: operations per second with recording on and off,
 //! whether every operation was recorded, and the event writer's CPU time per
-//! event; next to libbpf-tools' execsnoop and opensnoop tracing the same
+//! event; next to libbpf-tools' execsnoop and opensnoop, and auditd, tracing the same
 //! storm (scripts/bench.sh installs them).
 //! Run as root: `cargo bench -p restrictd --bench recording` (or scripts/bench.sh).
 
@@ -111,6 +111,12 @@ fn main() {
             0,
         );
     }
+    let audit = auditd_peer("-S execve", dir.path(), &["storm", &workers.to_string()]);
+    if let Some(a) = &audit {
+        // One EXECVE record per exec, with its arguments.
+        let n = a.count(|l| l.starts_with("type=EXECVE") && l.contains("storm-marker"));
+        row("auditd", a, n, 0, a.lost_command);
+    }
     row("off", &off, 0, 0, 0);
     println!(
         "throughput ratio on/off: {:.3} (all events), {:.3} (commands and network only)",
@@ -122,6 +128,13 @@ fn main() {
             "execsnoop/off: {:.3}; restrictd on / execsnoop: {:.3}",
             s.rate() / off.rate(),
             on.rate() / s.rate()
+        );
+    }
+    if let Some(a) = &audit {
+        println!(
+            "auditd/off: {:.3}; restrictd on / auditd: {:.3}",
+            a.rate() / off.rate(),
+            on.rate() / a.rate()
         );
     }
     println!();
@@ -156,6 +169,13 @@ fn main() {
     if let Some(s) = &snoop {
         row("opensnoop", s, s.count(|l| l.contains(&f)), 0, 0);
     }
+    let audit = auditd_peer("-S open,openat,openat2,creat", dir.path(), &args);
+    if let Some(a) = &audit {
+        // One PATH record per open, naming the file.
+        let name = format!("name=\"{f}\"");
+        let n = a.count(|l| l.starts_with("type=PATH") && l.contains(&name));
+        row("auditd", a, n, 0, a.lost_disk);
+    }
     row("off", &off, 0, 0, 0);
     println!(
         "throughput ratio on/off: {:.3} (rate-limited), {:.3} (unlimited)",
@@ -169,6 +189,94 @@ fn main() {
             limited.rate() / s.rate()
         );
     }
+    if let Some(a) = &audit {
+        println!(
+            "auditd/off: {:.3}; restrictd on / auditd: {:.3}",
+            a.rate() / off.rate(),
+            limited.rate() / a.rate()
+        );
+    }
+}
+
+/// The same storm with recording off, under auditd with one syscall rule
+/// (`syscalls`, e.g. "-S execve") for every process, as an auditing host
+/// would set it: auditd writes to a log file of its own (a private
+/// configuration directory), with the kernel's backlog raised so that it
+/// can keep up. Its CPU time is the writer CPU (the kernel's kauditd
+/// thread, which formats the records, is not included); the kernel's count
+/// of records it could not queue is "lost". None when auditd is not
+/// installed (scripts/bench.sh installs it).
+fn auditd_peer(syscalls: &str, dir: &std::path::Path, args: &[&str]) -> Option<Run> {
+    if !std::path::Path::new("/usr/sbin/auditd").exists() {
+        println!("(auditd not installed: scripts/bench.sh installs it)");
+        return None;
+    }
+    let conf = dir.join("audit-conf");
+    let log = dir.join("audit.log");
+    let _ = std::fs::remove_file(&log);
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("auditd.conf"),
+        format!(
+            "log_file = {}\nlog_format = RAW\nflush = INCREMENTAL_ASYNC\nfreq = 1000\n\
+             max_log_file = 4096\nmax_log_file_action = IGNORE\nspace_left = 2\n\
+             space_left_action = IGNORE\nadmin_space_left = 1\nadmin_space_left_action = IGNORE\n\
+             disk_full_action = IGNORE\ndisk_error_action = IGNORE\nwrite_logs = yes\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let ctl = |a: &str| {
+        let ok = Command::new("auditctl")
+            .args(a.split_whitespace())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "auditctl {a}");
+    };
+    let lost = || -> u64 {
+        let out = Command::new("auditctl").arg("-s").output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("lost "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // Reaped with wait4 below, for its resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new("/usr/sbin/auditd")
+        .args(["-n", "-c"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    ctl("-D");
+    ctl("-b 65536");
+    ctl(&format!(
+        "-a always,exit -F arch=b64 {syscalls} -F key=restrictd-bench"
+    ));
+    ctl("-e 1");
+    let lost_before = lost();
+    let mut run = storm(dir, "enabled: false", args);
+    let lost_n = lost().saturating_sub(lost_before);
+    ctl("-D");
+    ctl("-e 0");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; status and usage are plain out-params.
+    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    run.events = std::fs::read_to_string(&log).unwrap_or_default();
+    // Events, not records: each SYSCALL record starts one.
+    let n = run.count(|l| l.starts_with("type=SYSCALL"));
+    run.writer_cpu = Some((t(usage.ru_utime) + t(usage.ru_stime), n));
+    run.lost_command = lost_n;
+    run.lost_disk = lost_n;
+    Some(run)
 }
 
 /// What a process outside every session pays while restrictd records:
@@ -326,7 +434,7 @@ fn row(name: &str, r: &Run, recorded: u64, dropped: u64, lost: u64) {
         dash(lost.to_string()),
         cpu,
     );
-    let peer = name.ends_with("snoop");
+    let peer = name.ends_with("snoop") || name == "auditd";
     if recording && !peer && recorded + dropped + lost != r.executed {
         println!(
             "           (unaccounted: {} executed, {recorded} recorded + {dropped} dropped + {lost} lost)",

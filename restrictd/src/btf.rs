@@ -192,6 +192,10 @@ impl Btf {
             inode_i_ino: m("inode", "i_ino")?,
             inode_i_nlink: m("inode", "i_nlink")?,
             sb_s_dev: m("super_block", "s_dev")?,
+            task_real_parent: m("task_struct", "real_parent")?,
+            task_tgid: m("task_struct", "tgid")?,
+            // Only with CONFIG_AUDIT, as loginuid.
+            task_sessionid: m("task_struct", "sessionid").unwrap_or(0),
             _pad: 0,
         })
     }

@@ -26,6 +26,9 @@ pub struct Config {
     /// The network policy the daemon loads at start and on SIGHUP, and where
     /// `restrictctl policy apply` stores the policy it applies.
     pub policy_file: PathBuf,
+    /// Refuse a policy whose CIDRs have host bits set (`10.1.2.4/8`) instead
+    /// of masking them with a warning as Teleport does.
+    pub strict_policy: bool,
     /// Where the daemon keeps session state across its own restarts.
     pub state_dir: PathBuf,
     /// bpffs directory where the daemon pins its maps and links, so sessions
@@ -310,6 +313,7 @@ impl Default for Config {
             cgroup_path: None,
             root_path: DEFAULT_ROOT_PATH.into(),
             policy_file: DEFAULT_POLICY_FILE.into(),
+            strict_policy: false,
             state_dir: DEFAULT_STATE_DIR.into(),
             bpf_pin_path: DEFAULT_BPF_PIN_PATH.into(),
             enhanced_recording: EnhancedRecording::default(),
@@ -372,6 +376,15 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{src}: cannot read config: {e}"))?;
         Config::parse(&text, &src.to_string())
+    }
+
+    /// How policies are read (`strict_policy`).
+    pub fn policy_strictness(&self) -> crate::policy::Strictness {
+        if self.strict_policy {
+            crate::policy::Strictness::Strict
+        } else {
+            crate::policy::Strictness::Teleport
+        }
     }
 
     pub fn parse(text: &str, source: &str) -> anyhow::Result<Config> {

@@ -33,6 +33,15 @@ use crate::{
     session::{Registry, Session},
 };
 
+/// Fault injection for the tests: dies here when `RESTRICTD_FAULT` names
+/// this point.
+fn fault(point: &str) {
+    if std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| v == point) {
+        log::error!("RESTRICTD_FAULT={point}: dying here");
+        std::process::abort();
+    }
+}
+
 /// A login asking to become a session (from PAM).
 #[derive(Debug, Clone, Default)]
 pub struct Login {
@@ -41,6 +50,8 @@ pub struct Login {
     pub remote_host: String,
     pub service: String,
     pub tty: String,
+    /// The SSH connection, from sshd's `SSH_CONNECTION` in the PAM environment.
+    pub ssh: Option<crate::session::SshConnection>,
 }
 
 /// What `status` reports.
@@ -151,7 +162,12 @@ impl Core {
         let policy = if config.policy_file.exists() {
             let text = fs::read_to_string(&config.policy_file)
                 .with_context(|| format!("reading {}", config.policy_file.display()))?;
-            let p = Policy::parse(&text, &config.policy_file.display().to_string())?;
+            let p = Policy::parse_with(
+                &text,
+                &config.policy_file.display().to_string(),
+                config.policy_strictness(),
+            )?;
+            p.log_warnings();
             Some((p, text))
         } else {
             log::warn!(
@@ -195,11 +211,13 @@ impl Core {
         lifecycle.set_identities(&identities.uids())?;
         lifecycle.restore(!kernel.reused)?;
         lifecycle.remove_orphans(&root);
+        fault("upgrade-before-attach");
         let mut programs = kernel.programs;
         // At the cgroup2 root: a restricted identity's processes and
         // sockets are anywhere on the host, not only in sessions.
         programs.attach(&mount)?;
         programs.attach_tracepoints()?;
+        fault("upgrade-before-retire");
         let version = programs.version().unwrap_or_default();
         match programs.retire_others() {
             Ok(old) if !old.is_empty() => log::info!(
@@ -318,6 +336,7 @@ impl Core {
         s.remote_host = req.remote_host.clone();
         s.service = req.service.clone();
         s.tty = req.tty.clone();
+        s.ssh = req.ssh;
         s.owned = owned;
         s.manager = manager;
         let opened = self
@@ -370,16 +389,21 @@ impl Core {
     /// ones included; stores it in `policy_file` so a restart keeps it. An
     /// invalid policy changes nothing.
     pub fn apply_policy(&self, text: &str, source: &str) -> Result<String, Error> {
-        let policy =
-            Policy::parse(text, source).map_err(|e| Error::InvalidPolicy(e.to_string()))?;
+        let policy = Policy::parse_with(text, source, self.config.policy_strictness())
+            .map_err(|e| Error::InvalidPolicy(e.to_string()))?;
         self.policy_maps.lock().unwrap().set(Some(&policy))?;
         write_atomic(&self.config.policy_file, text.as_bytes())?;
         let c = policy.counts();
-        let summary = format!(
+        let mut summary = format!(
             "applied network_restrictions {:?}: allow {} IPv4 + {} IPv6, deny {} IPv4 + {} IPv6 CIDRs",
             policy.name, c.allow_v4, c.allow_v6, c.deny_v4, c.deny_v6
         );
         log::info!("{summary} (from {source})");
+        policy.log_warnings();
+        // The caller sees them too (restrictctl prints the summary).
+        for w in &policy.warnings {
+            summary.push_str(&format!("\nwarning: {w}"));
+        }
         *self.policy.lock().unwrap() = Some((policy, text.to_string()));
         Ok(summary)
     }

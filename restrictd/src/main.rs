@@ -2,7 +2,7 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use restrictd::{
-    policy::Policy,
+    policy::{Policy, Strictness},
     run::{load_config, run, RunArgs, EXIT_INTERNAL},
 };
 
@@ -49,7 +49,12 @@ enum Command {
         command: Vec<OsString>,
     },
     /// Validate a policy file and summarize it; exits 1 if it is invalid.
+    /// Warnings (a CIDR with host bits set, read as Teleport reads it) go
+    /// to stderr.
     Check {
+        /// Refuse what Teleport accepts with a warning (host bits set).
+        #[arg(long)]
+        strict: bool,
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
@@ -79,8 +84,18 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { file } => match Policy::load(&file) {
+        Command::Check { strict, file } => match Policy::load(
+            &file,
+            if strict {
+                Strictness::Strict
+            } else {
+                Strictness::Teleport
+            },
+        ) {
             Ok(p) => {
+                for w in &p.warnings {
+                    eprintln!("warning: {w}");
+                }
                 let c = p.counts();
                 println!(
                     "{}: valid network_restrictions {:?}\n  allow: {} IPv4, {} IPv6 CIDRs\n  deny:  {} IPv4, {} IPv6 CIDRs",

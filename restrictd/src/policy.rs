@@ -1,12 +1,15 @@
 //! Network policy: Teleport's `network_restrictions` resource (kind
-//! `network_restrictions`, version `v4`), read verbatim.
+//! `network_restrictions`, version `v4`), read with Teleport's meaning.
 //!
 //! Semantics (as Teleport's): with a policy, everything is denied except the
 //! `allow` CIDRs, and `deny` overrides `allow`. Without a policy everything is
-//! allowed. Anything unexpected in the file is an error with its line and
-//! column: a typo must never silently widen access.
+//! allowed. What Teleport accepts loads with Teleport's meaning (see
+//! `parse_cidr` for the CIDR forms and the resource header fields below);
+//! what it rejects is an error with its line and column. One deliberate
+//! difference: an unknown key is an error, where Teleport ignores it, because
+//! a typo must never silently widen access.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr, path::Path};
+use std::{collections::HashMap, fmt, net::IpAddr, path::Path};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Deserialize;
@@ -14,6 +17,8 @@ use serde_saphyr::{Location, Spanned};
 
 pub const KIND: &str = "network_restrictions";
 pub const VERSION: &str = "v4";
+/// The name Teleport gives the resource when `metadata.name` is missing.
+pub const DEFAULT_NAME: &str = "network-restrictions";
 
 /// A validated policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +26,19 @@ pub struct Policy {
     pub name: String,
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
+    /// What loaded but deserves a look (host bits masked away), located.
+    pub warnings: Vec<PolicyError>,
+}
+
+/// How strictly to read a policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strictness {
+    /// Teleport's reading: a CIDR with host bits set is masked, with a warning.
+    #[default]
+    Teleport,
+    /// A CIDR with host bits set is an error (`restrictd check --strict`,
+    /// `strict_policy: true`).
+    Strict,
 }
 
 /// Number of CIDRs per list and family, as `restrictd check` reports them.
@@ -32,7 +50,8 @@ pub struct Counts {
     pub deny_v6: usize,
 }
 
-/// A policy that could not be loaded: where and why.
+/// A located message about a policy: why it could not be loaded, or (in
+/// `Policy::warnings`) what loaded but deserves a look.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
     pub source: String,
@@ -58,26 +77,47 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
+/// Teleport's resource header (`types.ResourceHeader` and `Metadata`), as
+/// `tctl get network_restrictions` writes it. The fields restrictd has no
+/// use for are accepted, checked as Teleport checks them, and ignored.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     kind: Spanned<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    sub_kind: Option<String>,
     version: Spanned<String>,
-    metadata: RawMetadata,
-    spec: RawSpec,
+    #[serde(default)]
+    metadata: Option<RawMetadata>,
+    /// Missing: no allow list, so everything is denied (Teleport's reading).
+    #[serde(default)]
+    spec: Option<RawSpec>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMetadata {
-    name: Spanned<String>,
-    // Teleport's resource metadata carries these; accepted and ignored.
+    #[serde(default)]
+    name: Option<Spanned<String>>,
     #[serde(default)]
     #[allow(dead_code)]
     description: Option<String>,
     #[serde(default)]
+    labels: Option<HashMap<Spanned<String>, String>>,
+    /// RFC 3339. Teleport's backend drops an expired resource; a file here
+    /// does not expire (that would lift every restriction), see the warning.
+    #[serde(default)]
+    expires: Option<Spanned<String>>,
+    #[serde(default)]
     #[allow(dead_code)]
-    labels: Option<BTreeMap<String, String>>,
+    revision: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<i64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +135,13 @@ struct RawRule {
     cidr: Spanned<String>,
 }
 
+/// Teleport's label key pattern (`types.LabelPattern`).
+fn valid_label_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._:*-".contains(&b))
+}
+
 /// Parse budget raised above serde-saphyr's defaults so that a policy with
 /// 100,000 CIDRs per list loads; the limits still bound hostile input.
 fn options() -> serde_saphyr::Options {
@@ -108,7 +155,7 @@ fn options() -> serde_saphyr::Options {
 
 impl Policy {
     /// Reads and validates a policy file.
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    pub fn load(path: &Path, strictness: Strictness) -> Result<Policy, PolicyError> {
         let source = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
             source: source.clone(),
@@ -116,11 +163,20 @@ impl Policy {
             column: 0,
             message: format!("cannot read policy: {e}"),
         })?;
-        Policy::parse(&text, &source)
+        Policy::parse_with(&text, &source, strictness)
     }
 
-    /// Validates policy text; `source` names it in errors.
+    /// Validates policy text as Teleport reads it; `source` names it in
+    /// errors and warnings.
     pub fn parse(text: &str, source: &str) -> Result<Policy, PolicyError> {
+        Policy::parse_with(text, source, Strictness::Teleport)
+    }
+
+    pub fn parse_with(
+        text: &str,
+        source: &str,
+        strictness: Strictness,
+    ) -> Result<Policy, PolicyError> {
         let err = |loc: Option<Location>, message: String| {
             let (line, column) = loc.map(|l| (l.line(), l.column())).unwrap_or((0, 0));
             PolicyError {
@@ -142,7 +198,12 @@ impl Policy {
             ));
         }
         let raw: RawPolicy = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
-            let (line, column, message) = yaml_error(&e);
+            let (line, column, mut message) = yaml_error(&e);
+            if message.starts_with("unknown field") {
+                message.push_str(
+                    " (restrictd refuses keys it does not know; Teleport ignores them, so a typo such as `denny:` silently widens access there)",
+                );
+            }
             PolicyError {
                 source: source.to_string(),
                 line,
@@ -166,24 +227,89 @@ impl Policy {
                 ),
             ));
         }
-        if raw.metadata.name.value.trim().is_empty() {
-            return Err(at(&raw.metadata.name, "metadata.name is empty".into()));
+        let mut warnings = Vec::new();
+        let meta = raw.metadata;
+        let name = meta
+            .as_ref()
+            .and_then(|m| m.name.as_ref())
+            .map(|n| n.value.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAME.to_string());
+        // The first invalid key in the file (a map has no order of its own).
+        if let Some(key) = meta
+            .iter()
+            .flat_map(|m| m.labels.iter().flatten())
+            .map(|(k, _)| k)
+            .filter(|k| !valid_label_key(&k.value))
+            .min_by_key(|k| (k.referenced.line(), k.referenced.column()))
+        {
+            return Err(at(
+                key,
+                format!(
+                    "metadata.labels: invalid label key {:?} (letters, digits and / . _ : * - only, as Teleport requires)",
+                    key.value
+                ),
+            ));
         }
-        let rules = |list: Option<Vec<RawRule>>, what: &str| {
-            list.unwrap_or_default()
-                .into_iter()
-                .map(|r| {
-                    parse_cidr(&r.cidr.value).map_err(|m| at(&r.cidr, format!("spec.{what}: {m}")))
-                })
-                .collect::<Result<Vec<_>, _>>()
+        if let Some(exp) = meta.as_ref().and_then(|m| m.expires.as_ref()) {
+            if chrono::DateTime::parse_from_rfc3339(&exp.value).is_err() {
+                return Err(at(
+                    exp,
+                    format!("metadata.expires: {:?} is not an RFC 3339 time", exp.value),
+                ));
+            }
+            warnings.push(at(
+                exp,
+                "metadata.expires is ignored: the policy stays in force until replaced (Teleport's backend would delete it, lifting every restriction)".into(),
+            ));
+        }
+        let spec = raw.spec.unwrap_or(RawSpec {
+            allow: None,
+            deny: None,
+        });
+        let mut rules = |list: Option<Vec<RawRule>>, what: &str| {
+            let mut out = Vec::new();
+            for r in list.unwrap_or_default() {
+                let cidr = parse_cidr(&r.cidr.value)
+                    .map_err(|m| at(&r.cidr, format!("spec.{what}: {m}")))?;
+                if let Some(written) = cidr.masked_from {
+                    let message = format!(
+                        "spec.{what}: {written:?} has host bits set below /{}: read as {}, as Teleport reads it{}",
+                        cidr.net.prefix_len(),
+                        cidr.net,
+                        match strictness {
+                            Strictness::Teleport => {
+                                "; write that to silence this warning (`restrictd check --strict` refuses it)"
+                            }
+                            Strictness::Strict => {
+                                "; write the network, or the address alone for one host (strict mode)"
+                            }
+                        }
+                    );
+                    match strictness {
+                        Strictness::Teleport => warnings.push(at(&r.cidr, message)),
+                        Strictness::Strict => return Err(at(&r.cidr, message)),
+                    }
+                }
+                out.push(cidr.net);
+            }
+            Ok(out)
         };
-        let allow = rules(raw.spec.allow, "allow")?;
-        let deny = rules(raw.spec.deny, "deny")?;
+        let allow = rules(spec.allow, "allow")?;
+        let deny = rules(spec.deny, "deny")?;
         Ok(Policy {
-            name: raw.metadata.name.value,
+            name,
             allow,
             deny,
+            warnings,
         })
+    }
+
+    /// Logs each warning (the daemon's log, `restrictd run`'s stderr).
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            log::warn!("{w}");
+        }
     }
 
     pub fn counts(&self) -> Counts {
@@ -196,7 +322,7 @@ impl Policy {
         }
     }
 
-    /// What the policy decides for a connect to `addr` (the reference the
+    /// What the policy decides for a connect or send to `addr` (the reference the
     /// BPF programs must agree with; the differential test checks it). An
     /// IPv4 address (an AF_INET socket) is judged by the IPv4 rules; an IPv6
     /// one (an AF_INET6 socket), v4-mapped ones included, by the IPv6 rules
@@ -239,32 +365,75 @@ pub fn local_destination(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// A CIDR or a bare address (meaning /32, or /128 for IPv6). Host bits set
-/// below the prefix are refused rather than masked away, because
-/// `10.1.2.4/8` is far more likely a typo than a request for all of 10/8.
-pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
+/// A parsed `cidr`: the network, and the text as written when it had host
+/// bits set below the prefix (masked away).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cidr {
+    pub net: IpNet,
+    pub masked_from: Option<String>,
+}
+
+/// A `cidr` value as Teleport reads it (`restrictedsession.ParseIPSpec`):
+/// first as a CIDR (Go's `net.ParseCIDR`: host bits masked, a prefix
+/// length of decimal digits only, leading zeros allowed, no zone), else as
+/// one address, /32 or /128, a v4-mapped one (`::ffff:a.b.c.d`) being the
+/// IPv4 address. The text is taken exactly: space inside the quotes is an
+/// error, as there. A v4-mapped CIDR (`::ffff:a.b.c.d/96+n`) is an error:
+/// Teleport parses it but cannot apply it (its IPv4 trie refuses the
+/// length); the IPv4 form covers the v4-mapped addresses too.
+pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
     if s.is_empty() {
         return Err("cidr is empty".into());
     }
-    if !s.contains('/') {
-        return match s.parse::<IpAddr>() {
-            Ok(IpAddr::V4(a)) => Ok(IpNet::V4(Ipv4Net::from(a))),
-            Ok(IpAddr::V6(a)) => Ok(IpNet::V6(Ipv6Net::from(a))),
-            Err(_) => Err(format!("{s:?} is not an IP address or CIDR")),
-        };
-    }
-    let net: IpNet = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a valid CIDR (address/prefix-length)"))?;
-    if net.network() != net.addr() {
+    if s.trim() != s {
         return Err(format!(
-            "{s:?} has host bits set below /{}; write {} for the network, or the address alone for one host",
-            net.prefix_len(),
-            net.trunc()
+            "{s:?} has spaces around the address (Teleport refuses it too)"
         ));
     }
-    Ok(net)
+    let Some((addr, len)) = s.split_once('/') else {
+        return match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => Ok(host(IpNet::V4(Ipv4Net::from(a)))),
+            Ok(IpAddr::V6(a)) => Ok(host(match a.to_ipv4_mapped() {
+                Some(v4) => IpNet::V4(Ipv4Net::from(v4)),
+                None => IpNet::V6(Ipv6Net::from(a)),
+            })),
+            Err(_) => Err(format!("{s:?} is not an IP address or CIDR")),
+        };
+    };
+    let invalid = || format!("{s:?} is not a valid CIDR (address/prefix-length)");
+    let addr: IpAddr = addr.parse().map_err(|_| invalid())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let len = len.bytes().fold(0u32, |n, b| {
+        n.saturating_mul(10).saturating_add(u32::from(b - b'0'))
+    });
+    if len > max {
+        return Err(format!("{s:?}: the prefix length must be 0 to {max}"));
+    }
+    let len = len as u8;
+    let net = IpNet::new(addr, len).map_err(|_| invalid())?;
+    let trunc = net.trunc();
+    if let IpNet::V6(n) = trunc {
+        if let (Some(v4), true) = (n.network().to_ipv4_mapped(), len >= 96) {
+            return Err(format!(
+                "{s:?} is a v4-mapped CIDR, which Teleport cannot apply; write {}, which covers the v4-mapped addresses too",
+                Ipv4Net::new(v4, len - 96).map(|n| n.to_string()).unwrap_or_default()
+            ));
+        }
+    }
+    Ok(Cidr {
+        net: trunc,
+        masked_from: (trunc != net).then(|| s.to_string()),
+    })
+}
+
+fn host(net: IpNet) -> Cidr {
+    Cidr {
+        net,
+        masked_from: None,
+    }
 }
 
 /// A valid policy with `n_allow` and `n_deny` distinct CIDRs, half IPv4 and
@@ -365,7 +534,7 @@ mod tests {
         let e = expect_err(
             &format!("{HEAD}spec:\n  allow:\n    - cidr: 10.0.0.0/8\n    - cidr: 10.0.0.0/33\n"),
             8,
-            "not a valid CIDR",
+            "prefix length must be 0 to 32",
         );
         assert_eq!(e.column, 13);
         assert!(e.to_string().starts_with("p.yaml:8:13: spec.allow"));
@@ -380,15 +549,113 @@ mod tests {
             "empty",
         );
         expect_err(
-            &format!("{HEAD}spec:\n  allow:\n    - cidr: 10.1.2.4/8\n"),
-            7,
-            "host bits",
-        );
-        expect_err(
             &format!("{HEAD}spec:\n  allow:\n    - cidr: fe80::1%eth0\n"),
             7,
             "not an IP address",
         );
+    }
+
+    /// Teleport's CIDR forms (`ParseIPSpec`: Go's `net.ParseCIDR`, then
+    /// `net.ParseIP`), accepted with its meaning or rejected.
+    #[test]
+    fn cidrs_are_read_as_teleport_reads_them() {
+        let ok = |s: &str, want: &str, masked: bool| {
+            let c = parse_cidr(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(c.net.to_string(), want, "{s}");
+            assert_eq!(c.masked_from.is_some(), masked, "{s}");
+        };
+        // Teleport's own test policy: host bits masked.
+        ok("39.156.69.70/28", "39.156.69.64/28", true);
+        ok("10.1.2.4/8", "10.0.0.0/8", true);
+        ok("2001:db8::1/32", "2001:db8::/32", true);
+        // Go's prefix parser takes leading zeros.
+        ok("10.0.0.0/008", "10.0.0.0/8", false);
+        ok("0.0.0.0/00", "0.0.0.0/0", false);
+        // A bare address is one host; a v4-mapped one is the IPv4 host.
+        ok("10.1.2.4", "10.1.2.4/32", false);
+        ok("2001:db8::1", "2001:db8::1/128", false);
+        ok("::ffff:127.0.0.1", "127.0.0.1/32", false);
+        // Below /96 a v4-mapped address is an ordinary IPv6 network.
+        ok("::ffff:10.0.0.0/64", "::/64", true);
+        for bad in [
+            "",
+            " 10.0.0.0/8",
+            "10.0.0.0/8 ",
+            "10.0.0.0 /8",
+            "10.0.0.0/ 8",
+            "10.0.0.0/+8",
+            "10.0.0.0/-1",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "10.0.0.0/99999999999999999999",
+            "::/129",
+            "010.0.0.1",
+            "10.0.0.0/0x8",
+            "fe80::1%eth0",
+            "fe80::%eth0/64",
+            "10.0.0",
+            "::ffff:10.0.0.0/104",
+            "::ffff:10.0.0.1/128",
+            "::ffff:0:0/96",
+        ] {
+            assert!(parse_cidr(bad).is_err(), "{bad:?} must be refused");
+        }
+        let e = parse_cidr("::ffff:10.0.0.0/104").unwrap_err();
+        assert!(e.contains("write 10.0.0.0/8"), "{e}");
+    }
+
+    #[test]
+    fn host_bits_warn_with_their_line_and_strict_mode_refuses_them() {
+        let text =
+            format!("{HEAD}spec:\n  allow:\n    - cidr: 10.0.0.0/8\n    - cidr: 39.156.69.70/28\n");
+        let p = parse(&text).unwrap();
+        assert_eq!(p.allow[1], "39.156.69.64/28".parse::<IpNet>().unwrap());
+        assert!(p.allows("39.156.69.64".parse().unwrap()));
+        assert!(p.allows("39.156.69.79".parse().unwrap()));
+        assert!(!p.allows("39.156.69.80".parse().unwrap()));
+        assert_eq!(p.warnings.len(), 1);
+        let w = p.warnings[0].to_string();
+        assert!(w.starts_with("p.yaml:8:13: spec.allow"), "{w}");
+        assert!(w.contains("39.156.69.64/28"), "{w}");
+        let e = Policy::parse_with(&text, "p.yaml", Strictness::Strict).unwrap_err();
+        assert_eq!((e.line, e.column), (8, 13), "{e}");
+        assert!(e.message.contains("host bits"), "{e}");
+    }
+
+    /// What `tctl get network_restrictions` writes, header fields included.
+    #[test]
+    fn an_exported_resource_loads() {
+        let p = parse(
+            "kind: network_restrictions\nsub_kind: \"\"\nversion: v4\nmetadata:\n  name: network-restrictions\n  namespace: default\n  description: exported\n  labels:\n    teleport.dev/origin: dynamic\n    env:prod*: x\n  id: 1700000000000000000\n  revision: 3b2f8a4e-8d2e-4f43-9b1a-2f8d7c6e5a41\n  expires: 2030-01-01T00:00:00Z\nspec:\n  allow:\n    - cidr: 10.0.0.0/8\n",
+        )
+        .unwrap();
+        assert_eq!(p.name, "network-restrictions");
+        assert!(p.allows("10.9.9.9".parse().unwrap()));
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(p.warnings[0].message.contains("expires is ignored"));
+        expect_err(
+            &format!("{HEAD}  labels:\n    ok: a\n    \"bad key\": b\nspec: {{}}\n"),
+            7,
+            "invalid label key",
+        );
+        expect_err(
+            &format!("{HEAD}  expires: next tuesday\nspec: {{}}\n"),
+            5,
+            "RFC 3339",
+        );
+    }
+
+    #[test]
+    fn missing_metadata_name_and_spec_take_teleports_defaults() {
+        let p = parse("kind: network_restrictions\nversion: v4\nspec: {}\n").unwrap();
+        assert_eq!(p.name, DEFAULT_NAME);
+        let p = parse("kind: network_restrictions\nversion: v4\nmetadata:\n  description: d\n")
+            .unwrap();
+        assert_eq!(p.name, DEFAULT_NAME);
+        // No spec: no allow list, so everything is denied.
+        assert!(p.allow.is_empty() && p.deny.is_empty());
+        assert!(!p.allows("127.0.0.1".parse().unwrap()));
+        assert!(!p.allows("::1".parse().unwrap()));
     }
 
     #[test]
@@ -428,11 +695,10 @@ mod tests {
         assert!(e.message.contains("empty"), "{e}");
         let e = parse("# only a comment\n\n").unwrap_err();
         assert!(e.message.contains("empty"), "{e}");
-        let e =
-            parse("kind: network_restrictions\nversion: v4\nmetadata:\n  name: n\n").unwrap_err();
-        assert!(e.message.contains("spec"), "{e}");
-        let e = parse("kind: network_restrictions\nversion: v4\nspec: {}\n").unwrap_err();
-        assert!(e.message.contains("metadata"), "{e}");
+        let e = parse("kind: network_restrictions\nmetadata:\n  name: n\n").unwrap_err();
+        assert!(e.message.contains("version"), "{e}");
+        let e = parse("version: v4\nmetadata:\n  name: n\n").unwrap_err();
+        assert!(e.message.contains("kind"), "{e}");
         // Not a mapping at all.
         assert!(parse("- a\n- b\n").is_err());
         // Duplicate keys: the second `deny` would hide the first.

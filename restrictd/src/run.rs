@@ -62,9 +62,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let policy = args
         .policy
         .as_deref()
-        .map(Policy::load)
+        .map(|p| Policy::load(p, config.policy_strictness()))
         .transpose()
         .map_err(anyhow::Error::from)?;
+    if let Some(p) = &policy {
+        p.log_warnings();
+    }
     let output = Output::new(args.events.as_deref())?;
 
     let mount = match &config.cgroup_path {

@@ -19,7 +19,7 @@ use crate::{
     config::Config,
     daemon::{Core, Login},
     error::Error as CoreError,
-    session::Session,
+    session::{Session, SshConnection},
 };
 
 /// What a caller gets back. Written by hand rather than derived because
@@ -193,14 +193,37 @@ impl Service {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Error> {
+        self.open_session_env(request, Default::default(), hdr, conn)
+            .await
+    }
+
+    async fn open_session_env(
+        &self,
+        request: OpenRequest,
+        env: std::collections::HashMap<String, String>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
         let pid = require_root(&hdr, conn).await?;
         let core = self.core.clone();
+        // Only describes the login: a malformed value (another PAM module
+        // may set the variable) is logged, and the login goes on.
+        let ssh = env
+            .get("SSH_CONNECTION")
+            .and_then(|v| match SshConnection::parse(v) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    log::warn!("OpenSessionEnv from pid {pid}: SSH_CONNECTION ignored: {e}");
+                    None
+                }
+            });
         let login = Login {
             login: request.login,
             uid: request.uid,
             remote_host: request.remote_host,
             service: request.service,
             tty: request.tty,
+            ssh,
         };
         blocking(move || core.open_session(pid, &login)).await
     }

@@ -2,7 +2,10 @@
 //! login, and the per-session state that turns a kernel record into an audit
 //! event (sid, user, `ei`).
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -11,7 +14,10 @@ use restrictd_common::IDENTITY_KEY;
 
 use crate::{
     cgroup::Cgroup,
-    events::{boot_ns_to_rfc3339, Body, Event, Losses, LostBody, SessionEndBody, SessionStartBody},
+    events::{
+        boot_ns_to_rfc3339, Body, ConnectionFields, Event, Losses, LostBody, SessionEndBody,
+        SessionStartBody,
+    },
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +32,9 @@ pub struct Session {
     pub remote_host: String,
     pub service: String,
     pub tty: String,
+    /// The SSH connection (sshd's `SSH_CONNECTION`), when PAM told it.
+    #[serde(default)]
+    pub ssh: Option<SshConnection>,
     /// RFC 3339.
     pub started: String,
     /// restrictd made the cgroup and removes it; false for a logind scope
@@ -54,6 +63,23 @@ pub struct Session {
 }
 
 impl Session {
+    /// Teleport's connection fields for `session.start` and `session.end`.
+    fn connection_fields(&self) -> ConnectionFields {
+        match &self.ssh {
+            Some(c) => ConnectionFields {
+                remote_addr: c.remote.to_string(),
+                local_addr: c.local.to_string(),
+                proto: "ssh".into(),
+                remote_host: self.remote_host.clone(),
+            },
+            None => ConnectionFields {
+                remote_addr: self.remote_host.clone(),
+                remote_host: self.remote_host.clone(),
+                ..Default::default()
+            },
+        }
+    }
+
     pub fn new(sid: Uuid, cgroup: Cgroup) -> Session {
         Session {
             sid,
@@ -65,6 +91,7 @@ impl Session {
             remote_host: String::new(),
             service: String::new(),
             tty: String::new(),
+            ssh: None,
             started: boot_ns_to_rfc3339(crate::events::now_boot_ns()),
             owned: true,
             closed: false,
@@ -77,6 +104,38 @@ impl Session {
     }
 }
 
+/// An SSH connection's two ends, as sshd gives them in `SSH_CONNECTION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshConnection {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+}
+
+impl SshConnection {
+    /// "CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT".
+    pub fn parse(s: &str) -> Result<SshConnection, String> {
+        let parts: Vec<&str> = s.split(' ').collect();
+        let [rip, rport, lip, lport] = parts[..] else {
+            return Err(format!(
+                "{s:?} is not \"CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT\""
+            ));
+        };
+        let addr = |ip: &str, port: &str| -> Result<SocketAddr, String> {
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| format!("{ip:?} in {s:?} is not an IP address"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("{port:?} in {s:?} is not a port"))?;
+            Ok(SocketAddr::new(ip, port))
+        };
+        Ok(SshConnection {
+            remote: addr(rip, rport)?,
+            local: addr(lip, lport)?,
+        })
+    }
+}
+
 /// Sessions by cgroup id, the key the kernel reports.
 pub struct Registry {
     sessions: HashMap<u64, Session>,
@@ -85,6 +144,7 @@ pub struct Registry {
     /// Cgroup a session was followed out of -> the session's cgroup now.
     aliases: HashMap<u64, u64>,
     hostname: String,
+    server_id: String,
 }
 
 impl Default for Registry {
@@ -102,6 +162,7 @@ impl Registry {
             hostname: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
+            server_id: server_id(),
         }
     }
 
@@ -258,9 +319,12 @@ impl Registry {
             code: info.code,
             time: boot_ns_to_rfc3339(boot_ns),
             ei,
+            uid: Uuid::new_v4().to_string(),
             sid,
             user,
             login,
+            namespace: NAMESPACE,
+            server_id: self.server_id.clone(),
             server_hostname: self.hostname.clone(),
             outside_session,
             body,
@@ -270,10 +334,10 @@ impl Registry {
     pub fn start_event(&mut self, cgroup_id: u64, boot_ns: u64) -> Option<Event> {
         let s = self.sessions.get(&self.resolve(cgroup_id))?;
         let body = Body::SessionStart(SessionStartBody {
-            remote_addr: s.remote_host.clone(),
+            connection: s.connection_fields(),
             service: s.service.clone(),
             tty: s.tty.clone(),
-            uid: s.uid.unwrap_or(u32::MAX),
+            unix_uid: s.uid.unwrap_or(u32::MAX),
             pid: s.leader_pid,
             cgroup_id,
             enhanced_recording: true,
@@ -321,7 +385,7 @@ impl Registry {
     pub fn end(&mut self, cgroup_id: u64, boot_ns: u64) -> Option<(Session, Event)> {
         let s = self.sessions.get(&cgroup_id)?;
         let body = Body::SessionEnd(SessionEndBody {
-            remote_addr: s.remote_host.clone(),
+            connection: s.connection_fields(),
             cgroup_id,
             enhanced_recording: true,
             interactive: s.tty != "ssh" && !s.tty.is_empty(),
@@ -334,6 +398,26 @@ impl Registry {
         let s = self.remove(cgroup_id)?;
         Some((s, ev))
     }
+}
+
+/// Teleport's server namespace, the same on every event.
+pub const NAMESPACE: &str = "default";
+
+/// This host's id for `server_id`: its machine id (systemd's
+/// /etc/machine-id, or D-Bus's copy) written as a UUID, as Teleport gives
+/// a node's host UUID; a random one for this run of the daemon when the
+/// host has neither.
+pub fn server_id() -> String {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|s| Uuid::try_parse(s.trim()).ok())
+        .unwrap_or_else(|| {
+            log::warn!("no machine id in /etc/machine-id: server_id is random for this run");
+            Uuid::new_v4()
+        })
+        .hyphenated()
+        .to_string()
 }
 
 /// The name of `uid`, or the number when it has none.
@@ -350,6 +434,30 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+
+    /// sshd's `SSH_CONNECTION`, and what a misconfigured PAM stack might put
+    /// there instead: refused, naming the part that is wrong.
+    #[test]
+    fn ssh_connection_parses_sshds_form_only() {
+        let c = SshConnection::parse("192.0.2.7 51234 10.0.0.1 22").unwrap();
+        assert_eq!(c.remote.to_string(), "192.0.2.7:51234");
+        assert_eq!(c.local.to_string(), "10.0.0.1:22");
+        let c = SshConnection::parse("2001:db8::7 51234 ::1 2222").unwrap();
+        assert_eq!(c.remote.to_string(), "[2001:db8::7]:51234");
+        assert_eq!(c.local.to_string(), "[::1]:2222");
+        for (bad, names) in [
+            ("", "CLIENT_IP"),
+            ("192.0.2.7 51234 10.0.0.1", "CLIENT_IP"),
+            ("192.0.2.7 51234 10.0.0.1 22 extra", "CLIENT_IP"),
+            ("192.0.2.7  51234 10.0.0.1 22", "CLIENT_IP"),
+            ("host.example 51234 10.0.0.1 22", "host.example"),
+            ("192.0.2.7 70000 10.0.0.1 22", "70000"),
+            ("192.0.2.7 51234 10.0.0.1 -1", "-1"),
+        ] {
+            let e = SshConnection::parse(bad).expect_err(bad);
+            assert!(e.contains(names), "{bad:?}: {e}");
+        }
+    }
 
     fn cg(id: u64) -> Cgroup {
         Cgroup {

@@ -46,3 +46,56 @@ fn invalid_policy_names_file_line_and_column() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/policy.yaml"));
 }
+
+fn check(args: &[&str], text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policy.yaml");
+    std::fs::write(&p, text).unwrap();
+    let out = Command::new(RESTRICTD)
+        .arg("check")
+        .args(args)
+        .arg(&p)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Teleport's own test policy has `39.156.69.70/28`: Teleport masks it, so
+/// restrictd does too, naming the line; `--strict` refuses it.
+#[test]
+fn host_bits_are_masked_with_a_located_warning_and_strict_refuses_them() {
+    let text = "kind: network_restrictions\nversion: v4\nmetadata:\n  name: x\nspec:\n  deny:\n    - cidr: 39.156.69.70/28\n";
+    let (code, out, err) = check(&[], text);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("deny:  1 IPv4"), "{out}");
+    assert!(
+        err.contains("warning: ")
+            && err.contains("policy.yaml:7:13:")
+            && err.contains("39.156.69.64/28"),
+        "{err}"
+    );
+    let (code, _, err) = check(&["--strict"], text);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("policy.yaml:7:13:") && err.contains("host bits"),
+        "{err}"
+    );
+}
+
+/// A typo Teleport would ignore (and so allow more) is refused, and the
+/// error says why.
+#[test]
+fn an_unknown_key_is_refused_with_the_reason() {
+    let text = "kind: network_restrictions\nversion: v4\nmetadata:\n  name: x\nspec:\n  allow:\n    - cidr: 10.0.0.0/8\n  denny:\n    - cidr: 10.1.2.4\n";
+    let (code, _, err) = check(&[], text);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("policy.yaml:8:") && err.contains("denny"),
+        "{err}"
+    );
+    assert!(err.contains("Teleport ignores them"), "{err}");
+}

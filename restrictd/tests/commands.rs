@@ -51,9 +51,10 @@ fn every_exec_in_the_session_is_recorded_once_with_its_fields() {
     assert_eq!(one["code"], "T4000I");
     assert_eq!(one["path"], "/bin/echo");
     assert_eq!(one["program"], "echo");
-    assert_eq!(argv(one), ["/bin/echo", &marker, "one"]);
+    assert_eq!(argv(one), [marker.as_str(), "one"]);
+    assert_eq!(one["argv0"], "/bin/echo");
     assert_eq!(one["return_code"], 0);
-    assert_eq!(one["uid"], 0);
+    assert_eq!(one["unix_uid"], 0);
     assert_eq!(one["sid"], sid);
     assert!(one.get("argv_truncated").is_none());
     let shell = cmds
@@ -106,7 +107,7 @@ fn every_exec_in_the_session_is_recorded_once_with_its_fields() {
         .filter(|e| e["program"] == "echo")
         .collect();
     assert_eq!(noenv.len(), 1, "echo run by env -i, with no environment");
-    assert_eq!(argv(noenv[0]), ["/bin/echo", &marker, "noenv"]);
+    assert_eq!(argv(noenv[0]), [marker.as_str(), "noenv"]);
 
     // One session, written in the order the kernel saw things (across the
     // command, disk and network rings): `ei` counts 0, 1, 2, ... and the
@@ -155,7 +156,7 @@ fn processes_outside_the_session_produce_nothing() {
         "{ev:?}"
     );
     assert_eq!(
-        ev.iter().filter(|e| e["argv"][1] == "inside").count(),
+        ev.iter().filter(|e| e["argv"][0] == "inside").count(),
         1,
         "{ev:?}"
     );
@@ -174,7 +175,7 @@ fn long_argv_is_cut_at_the_limit_and_flagged_with_its_true_length() {
     // "/bin/echo\0" + 5000 x + "\0"
     assert_eq!(e["argv_length"], 10 + 5000 + 1);
     // The first 1024 bytes: "/bin/echo\0" and 1014 x, cut mid-argument.
-    assert_eq!(argv(e), ["/bin/echo".to_string(), "x".repeat(1014)]);
+    assert_eq!(argv(e), ["x".repeat(1014)]);
 }
 
 #[test]
@@ -281,7 +282,7 @@ fn commands_reach_the_journal_with_their_fields() {
     assert_eq!(j["PRIORITY"], "6");
     assert_eq!(j["PROGRAM"], "echo");
     assert_eq!(j["RETURN_CODE"], "0");
-    assert_eq!(j["ARGV"], r#"["/bin/echo","to-the-journal"]"#);
+    assert_eq!(j["ARGV"], r#"["to-the-journal"]"#);
     assert!(j["PPID"].is_string() && j["PID"].is_string() && j["SESSION_ID"].is_string());
     assert!(j["MESSAGE"]
         .as_str()

@@ -117,6 +117,39 @@ fn v4_mapped_ipv6_cannot_bypass_ipv4_rules() {
     assert_eq!(ev[0]["dst_addr"], "::ffff:127.0.0.2");
 }
 
+/// Teleport's rule for a v4-mapped destination of an IPv6 socket: IPv6
+/// rules covering it apply as well as the IPv4 ones, for a UDP send (which
+/// the kernel hands to its IPv4 path) as for a TCP connect, and the event
+/// names the destination as the caller gave it.
+#[test]
+fn ipv6_rules_cover_v4_mapped_sends_as_they_cover_connects() {
+    let sb = Sandbox::new();
+    let (sock, pu) = udp_socket("127.0.0.1");
+    let (_t, pt) = tcp_listener("127.0.0.1");
+    // ::/80 holds every v4-mapped address (::ffff:0:0/96).
+    let policy = sb.policy(&["127.0.0.0/8"], &["::/80"]);
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        sb.probe(Some(&policy), "udp6-mapped", "127.0.0.1", pu),
+        "EPERM"
+    );
+    assert!(sock.recv(&mut buf).is_err(), "no denied datagram arrived");
+    assert_eq!(
+        sb.probe(Some(&policy), "tcp6-mapped", "127.0.0.1", pt),
+        "EPERM"
+    );
+    // The rule is IPv6: an IPv4 socket to the same host is not covered.
+    assert_eq!(sb.probe(Some(&policy), "udp-sendto", "127.0.0.1", pu), "ok");
+    assert_eq!(sock.recv(&mut buf).unwrap(), 5, "the allowed one arrives");
+    let ev = sb.denials();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    for (e, op) in ev.iter().zip([1, 0]) {
+        assert_eq!(e["operation"], op, "{e}");
+        assert_eq!(e["version"], 6, "{e}");
+        assert_eq!(e["dst_addr"], "::ffff:127.0.0.1", "{e}");
+    }
+}
+
 #[test]
 fn without_a_policy_everything_is_allowed() {
     let sb = Sandbox::new();

@@ -96,6 +96,23 @@ fn field_offset(category: &str, tracepoint: &str, field: &str) -> Result<u32> {
         .with_context(|| format!("{category}/{tracepoint} field {field} at offset {off}"))
 }
 
+/// Where `sock/inet_sock_set_state`'s `oldstate` is, once every field the
+/// program reads is found where `SockState` has it.
+fn sock_state_offset() -> Result<u32> {
+    let (category, tracepoint) = ("sock", "inet_sock_set_state");
+    let base = field_offset(category, tracepoint, "oldstate")?;
+    for (field, distance) in restrictd_common::SOCK_STATE_FIELDS {
+        let at = field_offset(category, tracepoint, field)?;
+        if at != base + distance {
+            bail!(
+                "{category}/{tracepoint}: field {field} is at offset {at}, not {} as restrictd's program reads it",
+                base + distance
+            );
+        }
+    }
+    Ok(base)
+}
+
 /// Whether the group a tracepoint program belongs to is wanted with the
 /// recording flags `recording`.
 fn group_wanted(program: &str, recording: u32) -> Result<bool> {
@@ -123,12 +140,11 @@ impl Kernel {
             loader.map_max_entries(ring, pages * page);
         }
         let config = LoadConfig {
-            fork_child_pid_offset: field_offset("sched", "sched_process_fork", "child_pid")?,
             exec_filename_offset: field_offset("sched", "sched_process_exec", "filename")?,
             attach_dst_root_offset: field_offset("cgroup", "cgroup_attach_task", "dst_root")?,
             attach_dst_id_offset: field_offset("cgroup", "cgroup_attach_task", "dst_id")?,
             attach_pid_offset: field_offset("cgroup", "cgroup_attach_task", "pid")?,
-            _pad: 0,
+            sock_state_offset: sock_state_offset()?,
             argv_limit: opts.argv_limit.min(ARGV_LIMIT_MAX as u32),
             disk_rate: opts.disk_rate_limit,
             kernel: crate::btf::Btf::from_sys_fs()?.kernel_offsets()?,

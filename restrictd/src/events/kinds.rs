@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use restrictd_common::{
-    record::Record, CommandEvent, DiskEvent, Dropped, NetworkEvent, ACTION_DENIED, EVENT_COMMAND,
-    EVENT_DISK, EVENT_NETWORK, EXE_UNLINKED, OPERATION_CONNECT, OPERATION_PACKET_IN,
+    record::Record, CommandEvent, DiskEvent, Dropped, NetworkEvent, RecordHeader, ACTION_DENIED,
+    EVENT_COMMAND, EVENT_DISK, EVENT_NETWORK, EXE_UNLINKED, OPERATION_CONNECT, OPERATION_PACKET_IN,
     OPERATION_PACKET_OUT, OPERATION_SEND, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
 };
 use serde::Serialize;
@@ -72,6 +72,23 @@ impl Exe {
     }
 }
 
+/// Teleport's `audit_session_id` (BPF metadata): the process's audit
+/// session id, which pam_loginuid sets at login and the process cannot
+/// change; 4294967295 when never set, 0 for a packet (no process) or a
+/// kernel without audit.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct AuditSession {
+    pub audit_session_id: u32,
+}
+
+impl AuditSession {
+    pub fn of(h: &RecordHeader) -> AuditSession {
+        AuditSession {
+            audit_session_id: h.audit_sid,
+        }
+    }
+}
+
 // ---- session.command ---------------------------------------------------
 
 /// `session.command` (T4000I): one exec, successful or not.
@@ -86,16 +103,25 @@ pub struct CommandBody {
     #[serde(flatten)]
     pub exe: Exe,
     pub program: String,
-    /// The complete argument vector, argv[0] included, up to `argv_limit` bytes.
+    /// The arguments after argv[0], as Teleport's `argv` (the program is
+    /// `path`), up to `argv_limit` bytes in all with argv[0].
     pub argv: Vec<String>,
+    /// argv[0] as the caller set it (it may name anything); absent when the
+    /// argument vector was empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv0: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub argv_truncated: bool,
     /// Total size in bytes of the arguments in the process, when truncated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub argv_length: Option<u32>,
     pub pid: u32,
+    #[serde(flatten)]
+    pub audit: AuditSession,
+    /// The parent process (its `real_parent` at the exec).
     pub ppid: u32,
-    pub uid: u32,
+    /// The Unix uid (Teleport's `uid` is the event's id).
+    pub unix_uid: u32,
     /// 0, or the negative errno of a failed exec.
     pub return_code: i32,
     pub cgroup_id: u64,
@@ -104,23 +130,26 @@ pub struct CommandBody {
 impl CommandBody {
     pub fn from_kernel(h: &CommandEvent, path: &[u8], exe: &[u8], argv: &[u8]) -> CommandBody {
         let truncated = h.argv_total > h.argv_len;
-        let argv = argv
+        let mut argv = argv
             .strip_suffix(&[0])
             .unwrap_or(argv)
             .split(|&b| b == 0)
             .filter(|a| !(a.is_empty() && argv.is_empty()))
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+            .map(|a| String::from_utf8_lossy(a).into_owned());
+        let argv0 = argv.next();
+        let argv = argv.collect();
         CommandBody {
             path: clean_path(path),
             exe: Exe::new(clean_path(exe), h.header.exe_flags),
             program: comm_to_string(&h.header.comm),
             argv,
+            argv0,
             argv_truncated: truncated,
             argv_length: truncated.then_some(h.argv_total),
             pid: h.header.pid,
+            audit: AuditSession::of(&h.header),
             ppid: h.ppid,
-            uid: h.header.uid,
+            unix_uid: h.header.uid,
             return_code: h.return_code,
             cgroup_id: h.header.cgroup_id,
         }
@@ -136,7 +165,7 @@ impl Kind for CommandBody {
     };
 
     fn summary(&self, who: &str, _sid: &str) -> String {
-        let mut args: String = self.argv.iter().skip(1).fold(String::new(), |mut acc, a| {
+        let mut args: String = self.argv.iter().fold(String::new(), |mut acc, a| {
             acc.push(' ');
             acc.push_str(a);
             acc
@@ -182,10 +211,12 @@ pub struct DiskBody {
     pub path: String,
     /// open(2) flags as passed (O_RDONLY 0, O_WRONLY 1, O_RDWR 2, O_CREAT 0o100, ...).
     pub flags: u32,
-    /// 0, or the negative errno of a failed open.
+    /// The new file descriptor, or the negative errno of a failed open.
     pub return_code: i32,
     pub pid: u32,
-    pub uid: u32,
+    #[serde(flatten)]
+    pub audit: AuditSession,
+    pub unix_uid: u32,
     pub program: String,
     /// The program that opened it (named by the recorder, see `Exe`).
     #[serde(flatten)]
@@ -200,7 +231,8 @@ impl DiskBody {
             flags: h.flags,
             return_code: h.return_code,
             pid: h.header.pid,
-            uid: h.header.uid,
+            audit: AuditSession::of(&h.header),
+            unix_uid: h.header.uid,
             program: comm_to_string(&h.header.comm),
             exe: Exe::default(),
             cgroup_id: h.header.cgroup_id,
@@ -232,7 +264,7 @@ impl Kind for DiskBody {
     };
 
     fn summary(&self, who: &str, _sid: &str) -> String {
-        if self.return_code == 0 {
+        if self.return_code >= 0 {
             format!("{who} opened {} ({})", self.path, self.mode())
         } else {
             format!(
@@ -254,6 +286,10 @@ pub struct NetworkBody {
     /// 0 for packets: they are sent and received outside the owner's
     /// process (softirq, timers, kernel workers).
     pub pid: u32,
+    #[serde(flatten)]
+    pub audit: AuditSession,
+    /// The Unix uid of the caller (of the socket's owner for packets).
+    pub unix_uid: u32,
     pub cgroup_id: u64,
     pub program: String,
     /// The program that made the call (named by the recorder, see `Exe`).
@@ -296,6 +332,8 @@ impl NetworkBody {
         };
         NetworkBody {
             pid: k.header.pid,
+            audit: AuditSession::of(&k.header),
+            unix_uid: k.header.uid,
             cgroup_id: k.header.cgroup_id,
             program: comm_to_string(&k.header.comm),
             exe: Exe::default(),
@@ -394,15 +432,32 @@ fn is_zero_u32(v: &u32) -> bool {
 
 // ---- session.start / session.end --------------------------------------
 
+/// Teleport's connection metadata of `session.start` and `session.end`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ConnectionFields {
+    /// The client, "IP:PORT" ("[IPv6]:PORT") from sshd's `SSH_CONNECTION`;
+    /// without it, PAM_RHOST.
+    #[serde(rename = "addr.remote")]
+    pub remote_addr: String,
+    /// The server end of the SSH connection, "IP:PORT".
+    #[serde(rename = "addr.local", skip_serializing_if = "String::is_empty")]
+    pub local_addr: String,
+    /// "ssh" for an SSH login.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub proto: String,
+    /// PAM_RHOST as PAM gave it (a host name with sshd's `UseDNS yes`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub remote_host: String,
+}
+
 /// `session.start` (T2000I).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SessionStartBody {
-    /// The remote peer, as PAM_RHOST gives it (sshd: the client IP).
-    #[serde(rename = "addr.remote")]
-    pub remote_addr: String,
+    #[serde(flatten)]
+    pub connection: ConnectionFields,
     pub service: String,
     pub tty: String,
-    pub uid: u32,
+    pub unix_uid: u32,
     /// The process placed in the session (sshd's `[priv]` process).
     pub pid: u32,
     pub cgroup_id: u64,
@@ -418,12 +473,13 @@ impl Kind for SessionStartBody {
     };
 
     fn summary(&self, who: &str, sid: &str) -> String {
-        if self.remote_addr.is_empty() {
+        let from = &self.connection.remote_addr;
+        if from.is_empty() {
             format!("{who}: session {sid} started ({})", self.service)
         } else {
             format!(
-                "{who}: session {sid} started from {} ({})",
-                self.remote_addr, self.service
+                "{who}: session {sid} started from {from} ({})",
+                self.service
             )
         }
     }
@@ -432,8 +488,8 @@ impl Kind for SessionStartBody {
 /// `session.end` (T2004I), written after the session's last events.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SessionEndBody {
-    #[serde(rename = "addr.remote")]
-    pub remote_addr: String,
+    #[serde(flatten)]
+    pub connection: ConnectionFields,
     pub cgroup_id: u64,
     pub enhanced_recording: bool,
     pub interactive: bool,

@@ -8,7 +8,8 @@ pub mod output;
 use serde::Serialize;
 
 pub use self::kinds::{
-    CommandBody, DiskBody, Exe, Losses, LostBody, NetworkBody, SessionEndBody, SessionStartBody,
+    CommandBody, ConnectionFields, DiskBody, Exe, Losses, LostBody, NetworkBody, SessionEndBody,
+    SessionStartBody,
 };
 pub use self::output::Output;
 
@@ -116,11 +117,17 @@ pub struct Event {
     pub time: String,
     /// Per-session event index, increasing with `time`.
     pub ei: u64,
+    /// Teleport's unique event id: a random UUID for each event.
+    pub uid: String,
     pub sid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login: Option<String>,
+    /// Teleport's server namespace: "default".
+    pub namespace: &'static str,
+    /// This host's id (its machine id as a UUID; `session::server_id`).
+    pub server_id: String,
     pub server_hostname: String,
     /// A process of a restricted user outside every session (a cron job,
     /// a login without the PAM line): `sid` is empty, `user` says who.
@@ -152,18 +159,27 @@ impl Event {
     /// journald fields: every event field, UPPERCASE (`sid` as `SESSION_ID`),
     /// plus MESSAGE_ID, SYSLOG_IDENTIFIER and the whole event as EVENT_JSON.
     pub fn journal_fields(&self) -> Vec<(String, String)> {
-        let json = serde_json::to_value(self).expect("events serialize");
-        let mut out = vec![
+        self.journal_fields_with(&serde_json::to_string(self).expect("events serialize"))
+    }
+
+    /// `journal_fields`, given the event already serialized (`EVENT_JSON`).
+    pub fn journal_fields_with(&self, event_json: &str) -> Vec<(String, String)> {
+        // The fields are read back from the event's JSON text, each value
+        // as its raw text: no tree of values is built for every event.
+        let fields: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
+            serde_json::from_str(event_json).expect("an event is a JSON object");
+        let mut out = Vec::with_capacity(fields.len() + 4);
+        out.extend([
             ("MESSAGE_ID".to_string(), self.message_id().to_string()),
             (
                 "SYSLOG_IDENTIFIER".to_string(),
                 SYSLOG_IDENTIFIER.to_string(),
             ),
             ("SYSLOG_FACILITY".to_string(), "10".to_string()), // authpriv
-        ];
-        if let serde_json::Value::Object(map) = &json {
-            for (k, v) in map {
-                let key = match k.as_str() {
+        ]);
+        {
+            for (k, v) in fields {
+                let key = match k {
                     "sid" => "SESSION_ID".to_string(),
                     "time" => "EVENT_TIME".to_string(),
                     // journald field names: A-Z, 0-9 and _ only ("addr.remote" -> ADDR_REMOTE).
@@ -180,14 +196,22 @@ impl Event {
                 };
                 // What journalctl shows: no control character, so no value
                 // can forge a line or make journald store it as a blob.
-                let val = match v {
-                    serde_json::Value::String(s) => escape_text(s),
-                    other => escape_json(&other.to_string()),
+                let raw = v.get();
+                let val = if raw.starts_with('"') {
+                    // Borrowed when the string has no JSON escapes.
+                    match serde_json::from_str::<&str>(raw) {
+                        Ok(s) => escape_text(s),
+                        Err(_) => {
+                            escape_text(&serde_json::from_str::<String>(raw).unwrap_or_default())
+                        }
+                    }
+                } else {
+                    escape_json(raw)
                 };
                 out.push((key, val));
             }
         }
-        out.push(("EVENT_JSON".to_string(), json.to_string()));
+        out.push(("EVENT_JSON".to_string(), event_json.to_string()));
         out
     }
 }
@@ -283,13 +307,18 @@ mod tests {
             code: "T4002I",
             time: "2026-01-01T00:00:00.000000001Z".into(),
             ei: 3,
+            uid: "5b0d7a3e-8f5c-4d2a-9a41-3f6b1c2d4e5f".into(),
             sid: "s-1".into(),
             user: Some("alice".into()),
             login: Some("alice".into()),
+            namespace: "default",
+            server_id: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into(),
             server_hostname: "h".into(),
             outside_session: false,
             body: Body::Network(NetworkBody {
                 pid: 42,
+                audit: Default::default(),
+                unix_uid: 1000,
                 cgroup_id: 7,
                 program: "curl".into(),
                 exe: Exe::default(),
@@ -383,12 +412,14 @@ mod tests {
             path: format!("/tmp/{hostile}"),
             exe: Exe::default(),
             program: "x\ty".into(),
-            argv: vec!["a".into(), hostile.into()],
+            argv: vec![hostile.into()],
+            argv0: Some("a".into()),
             argv_truncated: false,
             argv_length: None,
             pid: 1,
+            audit: Default::default(),
             ppid: 0,
-            uid: 1000,
+            unix_uid: 1000,
             return_code: 0,
             cgroup_id: 7,
         });
@@ -414,9 +445,9 @@ mod tests {
         );
         // ARGV stays JSON, and decodes to the exact argument.
         let argv: Vec<String> = serde_json::from_str(&f["ARGV"]).unwrap();
-        assert_eq!(argv[1], hostile);
+        assert_eq!(argv[0], hostile);
         let exact: serde_json::Value = serde_json::from_str(&f["EVENT_JSON"]).unwrap();
-        assert_eq!(exact["argv"][1], hostile);
+        assert_eq!(exact["argv"][0], hostile);
     }
 
     #[test]

@@ -30,13 +30,15 @@ impl Output {
         let json: Option<Box<dyn Write + Send>> = match events {
             None => None,
             Some(p) if p == Path::new("-") => Some(Box::new(std::io::stderr())),
-            Some(p) => Some(Box::new(
+            // Buffered: written out once per batch (`flush`), not once per event.
+            Some(p) => Some(Box::new(std::io::BufWriter::with_capacity(
+                64 * 1024,
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(p)
                     .map_err(|e| anyhow::anyhow!("--events {}: {e}", p.display()))?,
-            )),
+            ))),
         };
         Ok(Output {
             json,
@@ -98,31 +100,41 @@ impl Output {
         }
     }
 
+    /// Writes out what the `--events` file has buffered: after each batch of
+    /// events, so the file is at most one batch (about 20 ms) behind.
+    pub fn flush(&mut self) {
+        if let Some(w) = &mut self.json {
+            if let Err(e) = w.flush() {
+                log::error!("writing events to --events file failed: {e}");
+            }
+        }
+    }
+
     /// Writes `ev`; false when no system log took it (it went to stderr).
     pub fn emit(&mut self, ev: &Event) -> bool {
+        // Serialized once, for every destination.
+        let json = serde_json::to_string(ev).expect("events serialize");
         if let Some(w) = &mut self.json {
-            let mut line = serde_json::to_vec(ev).expect("events serialize");
+            let mut line = Vec::with_capacity(json.len() + 1);
+            line.extend_from_slice(json.as_bytes());
             line.push(b'\n');
-            if let Err(e) = w.write_all(&line).and_then(|_| w.flush()) {
+            if let Err(e) = w.write_all(&line) {
                 log::error!("writing event to --events file failed: {e}");
             }
         }
         let res = match &mut self.system {
-            SystemLog::Journal => send_journal(ev).or_else(|e| {
+            SystemLog::Journal => send_journal(ev, &json).or_else(|e| {
                 // journald may have gone away: try syslog before giving up.
                 log::warn!("journald write failed ({e}); trying syslog");
-                SystemLog::detect_syslog().map_or(Err(e), |mut l| send_syslog(&mut l, ev))
+                SystemLog::detect_syslog().map_or(Err(e), |mut l| send_syslog(&mut l, ev, &json))
             }),
-            SystemLog::Syslog(l) => send_syslog(l, ev),
+            SystemLog::Syslog(l) => send_syslog(l, ev, &json),
             SystemLog::None => Ok(()),
         };
         match res {
             Ok(()) => true,
             Err(e) => {
-                log::error!(
-                    "system log write failed ({e}); event: {}",
-                    serde_json::to_string(ev).unwrap_or_default()
-                );
+                log::error!("system log write failed ({e}); event: {json}");
                 false
             }
         }
@@ -157,23 +169,28 @@ impl SystemLog {
     }
 }
 
-fn send_journal(ev: &Event) -> anyhow::Result<()> {
+fn send_journal(ev: &Event, json: &str) -> anyhow::Result<()> {
     let prio = if ev.denied() {
         libsystemd::logging::Priority::Warning
     } else {
         libsystemd::logging::Priority::Info
     };
-    libsystemd::logging::journal_send(prio, &ev.summary(), ev.journal_fields().into_iter())
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    libsystemd::logging::journal_send(
+        prio,
+        &ev.summary(),
+        ev.journal_fields_with(json).into_iter(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn send_syslog(
     l: &mut syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>,
     ev: &Event,
+    json: &str,
 ) -> anyhow::Result<()> {
     // JSON escapes C0 controls; DEL, C1 and bidi characters too, for
     // whoever reads the log on a terminal.
-    let json = super::escape_json(&serde_json::to_string(ev).expect("events serialize"));
+    let json = super::escape_json(json);
     if ev.denied() {
         l.warning(json)
     } else {

@@ -196,9 +196,10 @@ impl Daemon {
         d
     }
 
-    pub fn start(&mut self) {
-        assert!(self.child.is_none());
-        let mut cmd = if self.with_journal {
+    /// `restrictd serve` with this daemon's config, bus and `env`, its
+    /// stderr appended to daemon.log.
+    fn serve_cmd(&self, with_journal: bool) -> Command {
+        let mut cmd = if with_journal {
             let mut c = Command::new(repo().join("tests/with-journald.sh"));
             c.arg(&self.journal).arg(RESTRICTD);
             c
@@ -208,8 +209,6 @@ impl Daemon {
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
-            .arg("--events")
-            .arg(&self.events)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -220,11 +219,25 @@ impl Daemon {
                     .open(self.dir.path().join("daemon.log"))
                     .unwrap(),
             );
+        cmd
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let mut cmd = self.serve_cmd(self.with_journal);
+        cmd.arg("--events").arg(&self.events);
         self.child = Some(cmd.spawn().unwrap());
         let bus = self.bus.clone();
         wait_for("restrictd on the bus", Duration::from_secs(20), || {
             ctl_as_root(&bus, &["status"]).status.success()
         });
+    }
+
+    /// Starts the daemon expecting it to die before it serves (a fault
+    /// injected with `env`); returns once it has.
+    pub fn start_to_die(&mut self) -> std::process::ExitStatus {
+        assert!(self.child.is_none());
+        self.serve_cmd(false).status().unwrap()
     }
 
     /// SIGTERM and wait (a journal, if any, is written then).
@@ -546,6 +559,15 @@ impl Drop for Sshd {
 }
 
 /// A PAM service file for pamtester, private to the test; removed on drop.
+/// Unmounts a path when dropped (a test's mount, also when it fails).
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 pub struct PamService {
     pub name: String,
 }
