@@ -69,12 +69,66 @@ pub struct SessionEntry {
     pub flags: u32,
 }
 
-/// LPM trie value. `ports == 0` means all ports; other values are reserved for
-/// per-rule port sets (a later map indexed by this id).
+/// Protocol classes of a rule (`PortRange.protocols` bits) and of a call
+/// or packet being judged. MPTCP counts as TCP, UDP-Lite as UDP (same port
+/// fields); ICMP is ICMP and ICMPv6; anything else is `PROTO_OTHER`, judged
+/// with port 0.
+pub const PROTO_TCP: u32 = 1 << 0;
+pub const PROTO_UDP: u32 = 1 << 1;
+pub const PROTO_ICMP: u32 = 1 << 2;
+pub const PROTO_OTHER: u32 = 1 << 3;
+pub const PROTO_ANY: u32 = PROTO_TCP | PROTO_UDP | PROTO_ICMP | PROTO_OTHER;
+
+/// The protocol class of an IP protocol number (also the sockets'
+/// `protocol`, where MPTCP is 262).
+#[inline(always)]
+pub fn proto_class(ipproto: u32) -> u32 {
+    match ipproto {
+        6 | 262 => PROTO_TCP,
+        17 | 136 => PROTO_UDP,
+        1 | 58 => PROTO_ICMP,
+        _ => PROTO_OTHER,
+    }
+}
+
+/// One port range of a rule and the protocols it applies to; `protocols ==
+/// 0` is an unused slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+    pub protocols: u32,
+}
+
+/// Port ranges one trie entry can hold.
+pub const PORT_RANGES: usize = 8;
+
+/// LPM trie value: the port ranges of every rule of the list whose CIDR
+/// covers this entry's prefix (its own and its ancestors'), so the longest
+/// match alone decides. A CIDR rule without ports is one range 0-65535 for
+/// `PROTO_ANY`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleValue {
-    pub ports: u32,
+    pub ranges: [PortRange; PORT_RANGES],
+}
+
+impl RuleValue {
+    /// Whether a call or packet of protocol class `proto` to `port` is
+    /// covered.
+    #[inline(always)]
+    pub fn covers(&self, proto: u32, port: u16) -> bool {
+        let mut i = 0;
+        while i < PORT_RANGES {
+            let r = &self.ranges[i];
+            if r.protocols & proto != 0 && r.lo <= port && port <= r.hi {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
 }
 
 /// Values the daemon may change while programs run (`RUNTIME[0]`).

@@ -20,9 +20,10 @@ pub mod errors {
 }
 
 /// The PAM environment variables `OpenSessionEnv` passes on:
-/// `SSH_CONNECTION` ("CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT", which
-/// sshd puts in the PAM environment).
-pub const PAM_ENV_KEYS: [&str; 1] = ["SSH_CONNECTION"];
+/// `SSH_CONNECTION` ("CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT") and
+/// `SSH_AUTH_INFO_0` (the methods that authenticated the login, with the
+/// key or certificate), both put there by sshd.
+pub const PAM_ENV_KEYS: [&str; 2] = ["SSH_CONNECTION", "SSH_AUTH_INFO_0"];
 
 /// What `OpenSession` needs besides the caller (whose pid, from the bus, is
 /// the process put into the session).
@@ -71,6 +72,8 @@ pub struct SessionInfo {
     pub command_events_dropped: u64,
     pub network_events_dropped: u64,
     pub unwritten: u64,
+    /// The per-login policy that binds the session; "" for the host default.
+    pub policy: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
@@ -114,5 +117,14 @@ pub trait Daemon1 {
     /// Validates and applies a policy to all sessions, running ones included;
     /// `source` names it in errors. Returns a one-line summary.
     fn apply_policy(&self, yaml: &str, source: &str) -> zbus::Result<String>;
+    /// Which policy binds a login and its verdict on a destination
+    /// (`restrictctl policy explain`). `login` keys: `user` (required),
+    /// `from` (source address), `service` (default `sshd`), `principal`,
+    /// `auth_method`; `dest` is `ADDR[:PORT][/tcp|udp|icmp]`.
+    fn explain_policy(
+        &self,
+        login: &std::collections::HashMap<String, String>,
+        dest: &str,
+    ) -> zbus::Result<String>;
     fn status(&self) -> zbus::Result<Status>;
 }

@@ -9,9 +9,10 @@ use aya_ebpf::{
     programs::{SockAddrContext, TracePointContext},
 };
 use restrictd_common::{
-    key, Denial, DenialKey, NetworkEvent, RuleValue, SockState, ACTION_DENIED, ACTION_OBSERVED,
-    EVENT_NETWORK, MAX_DENIALS, MAX_RULES, OPERATION_CONNECT, OPERATION_SEND, POLICY_FOLLOW_ACTIVE,
-    POLICY_NONE, SESSION_RECORD_NETWORK, SESSION_RESTRICT,
+    key, proto_class, Denial, DenialKey, NetworkEvent, RuleValue, SockState, ACTION_DENIED,
+    ACTION_OBSERVED, EVENT_NETWORK, MAX_DENIALS, MAX_RULES, OPERATION_CONNECT, OPERATION_SEND,
+    POLICY_FOLLOW_ACTIVE, POLICY_NONE, PROTO_TCP, PROTO_UDP, SESSION_RECORD_NETWORK,
+    SESSION_RESTRICT,
 };
 
 use crate::common::{
@@ -95,7 +96,14 @@ fn check(ctx: &SockAddrContext, version: u8, operation: u8) -> i32 {
         version
     };
     let (flags, policy_id) = (session.flags, session.policy_id);
-    if flags & SESSION_RESTRICT != 0 && !policy_allows(judged, &dst, policy_id) {
+    let proto = proto_class(sa.protocol);
+    // Ports only where the protocol has them (a ping socket's is its id).
+    let port = if proto & (PROTO_TCP | PROTO_UDP) != 0 {
+        u16::from_be(sa.user_port as u16)
+    } else {
+        0
+    };
+    if flags & SESSION_RESTRICT != 0 && !policy_allows(judged, &dst, proto, port, policy_id) {
         emit(
             ctx,
             cgroup_id,
@@ -270,10 +278,18 @@ fn ip6_bytes(words: &[u32; 4]) -> [u8; 16] {
     out
 }
 
-/// The policy decision: allowed iff in the allow list and not in the deny
-/// list of the session's policy (no policy: everything allowed).
+/// The policy decision: allowed iff an allow rule and no deny rule of the
+/// session's policy covers the destination, its protocol class and port
+/// (no policy: everything allowed). Each list is one longest-prefix lookup:
+/// the entry found holds the port ranges of every rule covering it.
 #[inline(always)]
-pub fn policy_allows(version: u8, dst: &[u8; 16], session_policy: u32) -> bool {
+pub fn policy_allows(
+    version: u8,
+    dst: &[u8; 16],
+    proto: u32,
+    port: u16,
+    session_policy: u32,
+) -> bool {
     let policy = if session_policy != POLICY_FOLLOW_ACTIVE {
         session_policy
     } else {
@@ -291,11 +307,16 @@ pub fn policy_allows(version: u8, dst: &[u8; 16], session_policy: u32) -> bool {
             key::prefix_len(32),
             key::v4(policy, [dst[0], dst[1], dst[2], dst[3]]),
         );
-        ALLOW_V4.get(&k).is_some() && DENY_V4.get(&k).is_none()
+        covered(ALLOW_V4.get(&k), proto, port) && !covered(DENY_V4.get(&k), proto, port)
     } else {
         let k = Key::new(key::prefix_len(128), key::v6(policy, *dst));
-        ALLOW_V6.get(&k).is_some() && DENY_V6.get(&k).is_none()
+        covered(ALLOW_V6.get(&k), proto, port) && !covered(DENY_V6.get(&k), proto, port)
     }
+}
+
+#[inline(always)]
+fn covered(v: Option<&RuleValue>, proto: u32, port: u16) -> bool {
+    v.is_some_and(|v| v.covers(proto, port))
 }
 
 /// Connects are always reported; a send only the first time this socket

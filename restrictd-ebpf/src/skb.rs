@@ -20,8 +20,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use restrictd_common::{
-    key, SessionEntry, ACTION_DENIED, EVENT_NETWORK, OPERATION_PACKET_IN, OPERATION_PACKET_OUT,
-    PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED, SESSION_RESTRICT,
+    key, proto_class, SessionEntry, ACTION_DENIED, EVENT_NETWORK, OPERATION_PACKET_IN,
+    OPERATION_PACKET_OUT, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED, SESSION_RESTRICT,
 };
 
 use crate::{
@@ -130,14 +130,19 @@ fn check(ctx: &SkBuffContext, operation: u8) -> i32 {
     } else {
         // An IPv4 packet of an IPv6 socket is judged as its v4-mapped peer,
         // as the connect6/sendmsg6 hooks judge it.
+        // The peer's port: the destination's out, the source's in (the
+        // reply of an allowed host:port comes from that port).
+        let proto = proto_class(p.protocol as u32);
         let allowed = if p.version == 4 && ctx.skb.family() == AF_INET6 {
             policy_allows(
                 6,
                 &key::v4_mapped([peer[0], peer[1], peer[2], peer[3]]),
+                proto,
+                peer_port,
                 session.policy_id,
             )
         } else {
-            policy_allows(p.version, &peer, session.policy_id)
+            policy_allows(p.version, &peer, proto, peer_port, session.policy_id)
         };
         if allowed {
             return PASS;

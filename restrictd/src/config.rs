@@ -9,6 +9,7 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/restrictd/restrictd.yaml";
 pub const DEFAULT_ROOT_PATH: &str = "/restrictd";
 pub const DEFAULT_POLICY_FILE: &str = "/etc/restrictd/policy.yaml";
+pub const DEFAULT_POLICY_DIR: &str = "/etc/restrictd/policy.d";
 pub const DEFAULT_STATE_DIR: &str = "/run/restrictd";
 pub const DEFAULT_BPF_PIN_PATH: &str = "/sys/fs/bpf/restrictd";
 /// On persistent storage: the list must survive a reboot.
@@ -26,6 +27,9 @@ pub struct Config {
     /// The network policy the daemon loads at start and on SIGHUP, and where
     /// `restrictctl policy apply` stores the policy it applies.
     pub policy_file: PathBuf,
+    /// More policy documents (`*.yaml`, `*.yml`), read after `policy_file`
+    /// in file name order; a missing directory has none.
+    pub policy_dir: PathBuf,
     /// Refuse a policy whose CIDRs have host bits set (`10.1.2.4/8`) instead
     /// of masking them with a warning as Teleport does.
     pub strict_policy: bool,
@@ -313,6 +317,7 @@ impl Default for Config {
             cgroup_path: None,
             root_path: DEFAULT_ROOT_PATH.into(),
             policy_file: DEFAULT_POLICY_FILE.into(),
+            policy_dir: DEFAULT_POLICY_DIR.into(),
             strict_policy: false,
             state_dir: DEFAULT_STATE_DIR.into(),
             bpf_pin_path: DEFAULT_BPF_PIN_PATH.into(),
@@ -424,6 +429,7 @@ impl Config {
         }
         for (key, p) in [
             ("policy_file", &self.policy_file),
+            ("policy_dir", &self.policy_dir),
             ("state_dir", &self.state_dir),
             ("bpf_pin_path", &self.bpf_pin_path),
             ("identities.state_file", &self.identities.state_file),

@@ -17,10 +17,10 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use restrictd_common::{SessionEntry, POLICY_FOLLOW_ACTIVE};
 use uuid::Uuid;
 
 use crate::{
+    binding::{groups_of, Binding},
     bpf::{Kernel, Lost, PathRules, PolicyMaps, Programs},
     cgroup::{self, Cgroup, CgroupWatch},
     config::Config,
@@ -28,7 +28,8 @@ use crate::{
     events::Output,
     identity::Identities,
     lifecycle::{write_atomic, Lifecycle, StateStore},
-    policy::Policy,
+    pamconf,
+    policy::{AuthInfo, PolicyError, PolicySet, Who},
     recorder::Recorder,
     session::{Registry, Session},
 };
@@ -52,6 +53,8 @@ pub struct Login {
     pub tty: String,
     /// The SSH connection, from sshd's `SSH_CONNECTION` in the PAM environment.
     pub ssh: Option<crate::session::SshConnection>,
+    /// sshd's `SSH_AUTH_INFO_0` from the PAM environment, as given.
+    pub auth_info: Option<String>,
 }
 
 /// What `status` reports.
@@ -78,8 +81,9 @@ pub struct Core {
     /// The disk filter, and the homes whose `~/` always recorded paths it
     /// has (the ones in /etc/passwd at start are there from the load).
     path_rules: Mutex<(PathRules, std::collections::HashSet<String>)>,
-    /// The active policy and the text it was read from.
-    policy: Mutex<Option<(Policy, String)>>,
+    /// The policy file's text in force ("" without one). The policies
+    /// themselves are the lifecycle's `binding`. Also serializes applies.
+    policy_text: Mutex<String>,
 }
 
 /// What limits a login field may have; PAM items come from the network (rhost).
@@ -121,13 +125,43 @@ fn cgroup_of_pid(pid: u32) -> Result<String> {
         .ok_or_else(|| anyhow!("process {pid} has no cgroup v2 entry"))
 }
 
-/// What the kernel gets for a new session: the active policy, the
-/// configured recording.
-pub fn session_entry(config: &Config) -> SessionEntry {
-    SessionEntry {
-        policy_id: POLICY_FOLLOW_ACTIVE,
-        flags: config.enhanced_recording.session_flags(),
+/// The policy file and directory's policies; a missing file has none.
+fn load_policies(config: &Config) -> Result<(PolicySet, String)> {
+    let text = match fs::read_to_string(&config.policy_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading {}", config.policy_file.display()))
+        }
+    };
+    let set = policies_with(config, &text, &config.policy_file.display().to_string())?;
+    Ok((set, text))
+}
+
+/// `text` as the policy file, then the policy directory's documents;
+/// checked to fit the kernel's tries.
+fn policies_with(config: &Config, text: &str, source: &str) -> Result<PolicySet, PolicyError> {
+    let strictness = config.policy_strictness();
+    let mut set = if text.trim().is_empty() {
+        PolicySet::default()
+    } else {
+        PolicySet::parse_with(text, source, strictness)?
+    };
+    let dir = PolicySet::load(
+        Path::new("/nonexistent"),
+        Some(&config.policy_dir),
+        strictness,
+    )?;
+    for p in dir.default.into_iter().chain(dir.policies) {
+        set.add(p)?;
     }
+    crate::bpf::check_fits(&set).map_err(|m| PolicyError {
+        source: source.to_string(),
+        line: 0,
+        column: 0,
+        message: m,
+    })?;
+    Ok(set)
 }
 
 impl Core {
@@ -159,28 +193,20 @@ impl Core {
 
         // A policy that does not load stops the daemon: sessions already running
         // stay restricted by the pinned maps, new logins are refused (fail=closed).
-        let policy = if config.policy_file.exists() {
-            let text = fs::read_to_string(&config.policy_file)
-                .with_context(|| format!("reading {}", config.policy_file.display()))?;
-            let p = Policy::parse_with(
-                &text,
-                &config.policy_file.display().to_string(),
-                config.policy_strictness(),
-            )?;
-            p.log_warnings();
-            Some((p, text))
-        } else {
+        let (set, text) = load_policies(&config)?;
+        set.log_warnings();
+        if set.default.is_none() {
             log::warn!(
-                "{} does not exist: no network policy, all destinations allowed (sessions are still recorded)",
+                "{} has no network_restrictions: no host default, logins no policy binds reach every destination (and are still recorded)",
                 config.policy_file.display()
             );
-            None
-        };
+        }
 
         let mut kernel = Kernel::load(config.load_options(Some(config.bpf_pin_path.clone()))?)?;
-        kernel.policy.set(policy.as_ref().map(|(p, _)| p))?;
-        if kernel.reused {
-            kernel.policy.purge_inactive()?;
+        let ids = kernel.policy.set_all(&set, |_| Ok(()))?;
+        let binding = Binding::new(set, ids.clone(), config.enhanced_recording.session_flags());
+        for w in binding.recording_warnings() {
+            log::warn!("{w}");
         }
 
         let registry = Arc::new(Mutex::new(Registry::new()));
@@ -197,7 +223,7 @@ impl Core {
             store,
             recorder.clone(),
             mount.clone(),
-            session_entry(&config),
+            binding,
         )
         .with_watch(watch.clone());
         // Identities and sessions go into the maps before this version's
@@ -210,6 +236,11 @@ impl Core {
         }
         lifecycle.set_identities(&identities.uids())?;
         lifecycle.restore(!kernel.reused)?;
+        if kernel.reused {
+            // Sessions now point at this start's policy ids.
+            let keep: Vec<u32> = ids.by_name.values().copied().collect();
+            kernel.policy.purge_inactive(&keep)?;
+        }
         lifecycle.remove_orphans(&root);
         fault("upgrade-before-attach");
         let mut programs = kernel.programs;
@@ -241,7 +272,7 @@ impl Core {
             identities: Mutex::new(identities),
             policy_maps: Mutex::new(kernel.policy),
             path_rules: Mutex::new((kernel.path_rules, std::collections::HashSet::new())),
-            policy: Mutex::new(policy),
+            policy_text: Mutex::new(text),
         });
         // Sessions were restored above: records queued while restrictd
         // was away belong to them.
@@ -337,6 +368,7 @@ impl Core {
         s.service = req.service.clone();
         s.tty = req.tty.clone();
         s.ssh = req.ssh;
+        s.who = Some(self.who(req));
         s.owned = owned;
         s.manager = manager;
         let opened = self
@@ -346,13 +378,65 @@ impl Core {
             let _ = cg.remove();
         }
         opened?;
+        let policy = self
+            .lifecycle
+            .find(&sid.to_string())
+            .and_then(|s| s.policy)
+            .unwrap_or_else(|| "host default".into());
         log::info!(
-            "session {sid} opened for {} from {:?} (pid {pid}, cgroup {})",
+            "session {sid} opened for {} from {:?} (pid {pid}, cgroup {}, policy {policy})",
             req.login,
             req.remote_host,
             cg.path.display()
         );
         Ok(sid.to_string())
+    }
+
+    /// The login as policies match it. The source is `PAM_RHOST` (an item
+    /// sshd sets, which the user cannot); a host name there (sshd's
+    /// `UseDNS yes`) matches no `sources`.
+    fn who(&self, req: &Login) -> Who {
+        // What the user may have written into the PAM environment is not
+        // evidence of how they authenticated.
+        let user_env = req
+            .auth_info
+            .as_ref()
+            .and_then(|_| pamconf::user_env_before(Path::new("/etc/pam.d"), &req.service));
+        if let Some((file, line)) = &user_env {
+            log::warn!(
+                "login of {}: SSH_AUTH_INFO_0 ignored, no `auth` criterion binds it: {}:{line} runs pam_env.so user_readenv=1 before pam_restrict.so, so the user's ~/.pam_environment can set it",
+                req.login,
+                file.display()
+            );
+        }
+        let auth = req
+            .auth_info
+            .as_deref()
+            .filter(|_| user_env.is_none())
+            .map(|text| {
+                let (auth, errors) = AuthInfo::parse(text);
+                for e in errors {
+                    log::warn!("login of {}: SSH_AUTH_INFO_0: {e}", req.login);
+                }
+                auth
+            });
+        let source = req
+            .remote_host
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|a| match a {
+                std::net::IpAddr::V6(v6) => {
+                    v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(a)
+                }
+                a => a,
+            });
+        Who {
+            user: req.login.clone(),
+            groups: groups_of(&req.login),
+            source,
+            service: Some(req.service.clone()).filter(|s| !s.is_empty()),
+            auth,
+        }
     }
 
     pub fn close_session(&self, sid: &str) -> Result<(), Error> {
@@ -377,35 +461,116 @@ impl Core {
         v
     }
 
-    /// The active policy's name and text ("" when there is none).
+    /// The policies' summary and the policy file's text ("" when there is
+    /// none).
     pub fn policy(&self) -> (String, String) {
-        match &*self.policy.lock().unwrap() {
-            Some((p, text)) => (p.name.clone(), text.clone()),
-            None => (String::new(), String::new()),
-        }
+        let text = self.policy_text.lock().unwrap().clone();
+        let b = self.lifecycle.binding();
+        let name = match b.set.all().next() {
+            None => String::new(),
+            Some(_) => b.set.summary(),
+        };
+        (name, text)
     }
 
-    /// Validates `text` and makes it the policy of every session, running
-    /// ones included; stores it in `policy_file` so a restart keeps it. An
-    /// invalid policy changes nothing.
+    /// Validates `text` as the policy file (its documents, then the policy
+    /// directory's) and makes it the policies of every session and
+    /// identity, running ones included, each evaluated again; stores it in
+    /// `policy_file` so a restart keeps it. An invalid policy changes
+    /// nothing.
     pub fn apply_policy(&self, text: &str, source: &str) -> Result<String, Error> {
-        let policy = Policy::parse_with(text, source, self.config.policy_strictness())
+        let mut current = self.policy_text.lock().unwrap();
+        let set = policies_with(&self.config, text, source)
             .map_err(|e| Error::InvalidPolicy(e.to_string()))?;
-        self.policy_maps.lock().unwrap().set(Some(&policy))?;
+        let flags = self.config.enhanced_recording.session_flags();
+        let ids = {
+            let mut maps = self.policy_maps.lock().unwrap();
+            maps.set_all(&set, |ids| {
+                self.lifecycle
+                    .rebind(Binding::new(set.clone(), ids.clone(), flags))
+            })?
+        };
+        let _ = ids;
         write_atomic(&self.config.policy_file, text.as_bytes())?;
-        let c = policy.counts();
-        let mut summary = format!(
-            "applied network_restrictions {:?}: allow {} IPv4 + {} IPv6, deny {} IPv4 + {} IPv6 CIDRs",
-            policy.name, c.allow_v4, c.allow_v6, c.deny_v4, c.deny_v6
-        );
+        *current = text.to_string();
+        let mut summary = format!("applied {}", set.summary());
+        if let Some(d) = &set.default {
+            let c = d.counts();
+            summary.push_str(&format!(
+                "; host default network_restrictions {:?}: allow {} IPv4 + {} IPv6, deny {} IPv4 + {} IPv6 CIDRs",
+                d.name, c.allow_v4, c.allow_v6, c.deny_v4, c.deny_v6
+            ));
+        }
         log::info!("{summary} (from {source})");
-        policy.log_warnings();
+        set.log_warnings();
         // The caller sees them too (restrictctl prints the summary).
-        for w in &policy.warnings {
+        let binding = self.lifecycle.binding();
+        for w in set.warnings() {
             summary.push_str(&format!("\nwarning: {w}"));
         }
-        *self.policy.lock().unwrap() = Some((policy, text.to_string()));
+        for w in set
+            .shadowed()
+            .into_iter()
+            .chain(binding.recording_warnings())
+        {
+            summary.push_str(&format!("\nwarning: {w}"));
+        }
         Ok(summary)
+    }
+
+    /// `restrictctl policy explain`: the policy that binds the login
+    /// described by `login` (see `Daemon1::explain_policy`) and its verdict
+    /// on `dest`.
+    pub fn explain_login(
+        &self,
+        login: &std::collections::HashMap<String, String>,
+        dest: &str,
+    ) -> Result<String, Error> {
+        let user = login
+            .get("user")
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| Error::InvalidArgs("user is required".into()))?;
+        check_field("user", user, true)?;
+        let source = match login.get("from").filter(|f| !f.is_empty()) {
+            Some(f) => Some(
+                f.parse::<std::net::IpAddr>()
+                    .map_err(|_| Error::InvalidArgs(format!("from {f:?} is not an IP address")))?,
+            ),
+            None => None,
+        };
+        let mut auth = AuthInfo::default();
+        if let Some(m) = login.get("auth_method").filter(|m| !m.is_empty()) {
+            auth.methods.push(m.clone());
+        }
+        if let Some(p) = login.get("principal").filter(|p| !p.is_empty()) {
+            if auth.methods.is_empty() {
+                auth.methods.push("publickey".into());
+            }
+            auth.principals.push(p.clone());
+        }
+        let who = Who {
+            user: user.clone(),
+            groups: groups_of(user),
+            source,
+            service: Some(
+                login
+                    .get("service")
+                    .cloned()
+                    .unwrap_or_else(|| "sshd".into()),
+            ),
+            auth: (!auth.methods.is_empty()).then_some(auth),
+        };
+        let (addr, proto, port) =
+            crate::policy::parse_destination(dest).map_err(Error::InvalidArgs)?;
+        let groups = if who.groups.is_empty() {
+            format!("user {user}: unknown to NSS, no groups")
+        } else {
+            format!("user {user}, groups {}", who.groups.join(", "))
+        };
+        Ok(format!(
+            "{groups}\n{}",
+            crate::policy::explain(&self.lifecycle.binding().set, &who, addr, proto, port)
+        ))
     }
 
     /// Re-reads `policy_file` (SIGHUP). A missing or invalid file keeps the

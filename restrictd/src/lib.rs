@@ -15,6 +15,7 @@
 //! - `error`: the core's error type;
 //! - `pamconf`: finding PAM lines that would lock out logins without the module;
 //! - `pathfilter`: the disk filter's trie entries.
+pub mod binding;
 pub mod bpf;
 pub mod btf;
 pub mod cgroup;

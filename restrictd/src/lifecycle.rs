@@ -12,7 +12,7 @@ use std::{
     collections::HashMap,
     fs,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use anyhow::{anyhow, Result};
@@ -20,10 +20,12 @@ use restrictd_common::SessionEntry;
 use uuid::Uuid;
 
 use crate::{
+    binding::{Binding, GroupCache},
     bpf::SessionMap,
     cgroup::{Cgroup, CgroupWatch, Pidfd},
     error::Error,
     events::now_boot_ns,
+    policy::Who,
     recorder::Recorder,
     session::{Registry, Session},
 };
@@ -99,8 +101,9 @@ pub struct Lifecycle {
     recorder: Arc<Recorder>,
     /// The cgroup2 mount (user manager levels are counted from it).
     mount: PathBuf,
-    /// What the kernel gets for every session: policy and recording flags.
-    entry: SessionEntry,
+    /// The policies in force: what the kernel gets for each session and
+    /// identity. Lock order: binding, then registry, then kernel.
+    binding: RwLock<Binding>,
     /// Leaders of sessions in restrictd's own cgroups, by sid, followed
     /// until logout in case a later PAM module moves them (`follow`).
     leaders: Mutex<HashMap<Uuid, Pidfd>>,
@@ -116,7 +119,7 @@ impl Lifecycle {
         store: Option<StateStore>,
         recorder: Arc<Recorder>,
         mount: PathBuf,
-        entry: SessionEntry,
+        binding: Binding,
     ) -> Lifecycle {
         Lifecycle {
             registry,
@@ -124,7 +127,7 @@ impl Lifecycle {
             store,
             recorder,
             mount,
-            entry,
+            binding: RwLock::new(binding),
             leaders: Mutex::new(HashMap::new()),
             watch: None,
             watches: Mutex::new(HashMap::new()),
@@ -164,9 +167,86 @@ impl Lifecycle {
         }
     }
 
+    /// The kernel entry of a session: its policy's.
+    fn session_entry(b: &Binding, s: &Session) -> SessionEntry {
+        b.entry_named(s.policy.as_deref())
+    }
+
+    /// The kernel entry of `uid`'s processes outside sessions (and of its
+    /// user manager): the policy that binds the user by name and groups.
+    fn user_entry(b: &Binding, uid: u32, groups: &mut GroupCache) -> SessionEntry {
+        let user = crate::session::user_name(uid);
+        let g = groups.get(&user);
+        b.for_user(&user, &g).1
+    }
+
+    /// The policies in force.
+    pub fn binding(&self) -> std::sync::RwLockReadGuard<'_, Binding> {
+        self.binding.read().unwrap()
+    }
+
+    /// Makes `b` the policies in force: every running session (by its
+    /// login) and identity is evaluated again and its kernel entries
+    /// rewritten, each in one map write (old policy or new, never a mix).
+    /// On an error the previous policies are put back as far as possible.
+    pub fn rebind(&self, b: Binding) -> Result<()> {
+        let mut binding = self.binding.write().unwrap();
+        let old = std::mem::replace(&mut *binding, b);
+        let result = self.apply_binding(&binding);
+        if result.is_err() {
+            *binding = old;
+            if let Err(e) = self.apply_binding(&binding) {
+                log::error!("putting the previous policies back: {e:#}");
+            }
+        }
+        result
+    }
+
+    fn apply_binding(&self, b: &Binding) -> Result<()> {
+        let mut groups = GroupCache::default();
+        let mut changed = Vec::new();
+        {
+            let mut reg = self.registry.lock().unwrap();
+            let mut kernel = self.kernel.lock().unwrap();
+            for s in reg.all_mut().filter(|s| !s.ending) {
+                let who = s.who.clone().unwrap_or_else(|| Who {
+                    user: s.user.clone().unwrap_or_default(),
+                    groups: groups.get(s.user.as_deref().unwrap_or_default()),
+                    ..Default::default()
+                });
+                let (name, entry) = b.for_login(&who);
+                for c in std::iter::once(&s.cgroup).chain(&s.followed_from) {
+                    kernel.add(c.id, entry)?;
+                }
+                if let (Some(m), Some(uid)) = (&s.manager, s.uid) {
+                    kernel.add(m.id, Lifecycle::user_entry(b, uid, &mut groups))?;
+                }
+                if name != s.policy {
+                    log::info!(
+                        "session {}: policy {} (was {})",
+                        s.sid,
+                        name.as_deref().unwrap_or("host default"),
+                        s.policy.as_deref().unwrap_or("host default")
+                    );
+                    s.policy = name;
+                    changed.push(s.clone());
+                }
+            }
+            for uid in kernel.identities()? {
+                kernel.add_identity(uid, Lifecycle::user_entry(b, uid, &mut groups))?;
+            }
+        }
+        for s in &changed {
+            self.save(s);
+        }
+        Ok(())
+    }
+
     /// Makes the kernel's restricted identities exactly `uids`, each with
-    /// the session entry (policy and recording) every session gets.
+    /// the entry of the policy that binds the user outside sessions.
     pub fn set_identities(&self, uids: &[u32]) -> Result<()> {
+        let b = self.binding.read().unwrap();
+        let mut groups = GroupCache::default();
         let mut kernel = self.kernel.lock().unwrap();
         for uid in kernel.identities()? {
             if !uids.contains(&uid) {
@@ -174,7 +254,7 @@ impl Lifecycle {
             }
         }
         for &uid in uids {
-            kernel.add_identity(uid, self.entry)?;
+            kernel.add_identity(uid, Lifecycle::user_entry(&b, uid, &mut groups))?;
         }
         Ok(())
     }
@@ -186,7 +266,9 @@ impl Lifecycle {
 
     /// Restricts `uid` outside its sessions too.
     pub fn add_identity(&self, uid: u32) -> Result<()> {
-        self.kernel.lock().unwrap().add_identity(uid, self.entry)
+        let b = self.binding.read().unwrap();
+        let entry = Lifecycle::user_entry(&b, uid, &mut GroupCache::default());
+        self.kernel.lock().unwrap().add_identity(uid, entry)
     }
 
     fn save(&self, s: &Session) {
@@ -199,8 +281,9 @@ impl Lifecycle {
     /// registers its cgroup (and user manager) in the kernel, then runs
     /// `place`, which puts the session's process into the cgroup, so that
     /// it is restricted from its first instruction there. On any error the
-    /// kernel entries are removed again.
-    pub fn open(&self, s: Session, place: impl FnOnce() -> Result<()>) -> Result<Uuid, Error> {
+    /// kernel entries are removed again. The session's policy is chosen
+    /// here, from `s.who`, under the policies in force.
+    pub fn open(&self, mut s: Session, place: impl FnOnce() -> Result<()>) -> Result<Uuid, Error> {
         let boot_ns = now_boot_ns();
         let cg = s.cgroup.clone();
         // A leader in restrictd's own cgroup may be moved on by a later PAM
@@ -209,6 +292,21 @@ impl Lifecycle {
         let leader = match s.owned && s.leader_pid > 1 {
             true => Some(Pidfd::open(s.leader_pid)?),
             false => None,
+        };
+        // Held until the session is in the registry, so that a policy
+        // change either sees it or comes after its entry is written.
+        let b = self.binding.read().unwrap();
+        let who = s.who.clone().unwrap_or_else(|| Who {
+            user: s.user.clone().unwrap_or_default(),
+            ..Default::default()
+        });
+        let (policy, entry) = b.for_login(&who);
+        s.policy = policy;
+        let manager_entry = match (&s.manager, s.uid) {
+            (Some(_), Some(uid)) => {
+                Some(Lifecycle::user_entry(&b, uid, &mut GroupCache::default()))
+            }
+            _ => None,
         };
         let mut reg = self.registry.lock().unwrap();
         if reg.all().any(|o| o.cgroup.id == cg.id) {
@@ -221,10 +319,10 @@ impl Lifecycle {
         let registered = {
             let mut kernel = self.kernel.lock().unwrap();
             kernel
-                .add(cg.id, self.entry)
-                .and_then(|_| match &s.manager {
-                    Some(m) => register_manager(&mut kernel, &self.mount, m, self.entry),
-                    None => Ok(()),
+                .add(cg.id, entry)
+                .and_then(|_| match (&s.manager, manager_entry) {
+                    (Some(m), Some(e)) => register_manager(&mut kernel, &self.mount, m, e),
+                    _ => Ok(()),
                 })
                 .and_then(|_| match &leader {
                     Some(p) => kernel.follow_leader(p.pid, cg.id),
@@ -255,6 +353,7 @@ impl Lifecycle {
         let sid = s.sid;
         reg.insert(s.clone());
         drop(reg);
+        drop(b);
         if let Some(p) = leader {
             self.leaders.lock().unwrap().insert(sid, p);
         }
@@ -333,10 +432,15 @@ impl Lifecycle {
                 return;
             }
         };
+        let b = self.binding.read().unwrap();
         let mut reg = self.registry.lock().unwrap();
         let Some(s) = reg.get_mut(from).filter(|s| !s.ending) else {
             return;
         };
+        let entry = Lifecycle::session_entry(&b, s);
+        let manager_entry = s
+            .uid
+            .map(|uid| Lifecycle::user_entry(&b, uid, &mut GroupCache::default()));
         let manager = if crate::daemon::is_logind_scope(rel) {
             s.uid
                 .and_then(|uid| crate::daemon::user_manager(&self.mount, rel, uid))
@@ -347,12 +451,12 @@ impl Lifecycle {
             let mut kernel = self.kernel.lock().unwrap();
             let added = match kernel.contains(to.id) {
                 true => Ok(()),
-                false => kernel.add(to.id, self.entry),
+                false => kernel.add(to.id, entry),
             };
             added
-                .and_then(|_| match &manager {
-                    Some(m) => register_manager(&mut kernel, &self.mount, m, self.entry),
-                    None => Ok(()),
+                .and_then(|_| match (&manager, manager_entry) {
+                    (Some(m), Some(e)) => register_manager(&mut kernel, &self.mount, m, e),
+                    _ => Ok(()),
                 })
                 .and_then(|_| kernel.follow_leader(pid, to.id))
         };
@@ -504,13 +608,12 @@ impl Lifecycle {
             })
             .collect();
         for (s, now) in changed {
+            let b = self.binding.read().unwrap();
+            let entry =
+                Lifecycle::user_entry(&b, s.uid.unwrap_or(u32::MAX), &mut GroupCache::default());
             let mut reg = self.registry.lock().unwrap();
-            let registered = register_manager(
-                &mut self.kernel.lock().unwrap(),
-                &self.mount,
-                &now,
-                self.entry,
-            );
+            let registered =
+                register_manager(&mut self.kernel.lock().unwrap(), &self.mount, &now, entry);
             if let Err(e) = registered {
                 log::error!(
                     "session {}: user manager {}: {e:#}",
@@ -556,20 +659,32 @@ impl Lifecycle {
             self.kernel.lock().unwrap().ids()?.into_iter().collect();
         let mut kept = Vec::new();
         let mut gone = Vec::new();
+        let b = self.binding.read().unwrap();
+        let mut groups = GroupCache::default();
         for mut s in store.load_all() {
             s.ending = false;
             let same = Cgroup::open(&s.cgroup.path).is_ok_and(|c| c.id == s.cgroup.id);
-            if same && fresh_maps {
+            if same && (fresh_maps || live.contains(&s.cgroup.id)) {
+                // The policies may have changed while restrictd was away:
+                // the session gets what binds its login now (and its kernel
+                // entries are rewritten, since the policy ids are new).
+                let who = s.who.clone().unwrap_or_else(|| Who {
+                    user: s.user.clone().unwrap_or_default(),
+                    groups: groups.get(s.user.as_deref().unwrap_or_default()),
+                    ..Default::default()
+                });
+                let (policy, entry) = b.for_login(&who);
+                s.policy = policy;
                 let mut kernel = self.kernel.lock().unwrap();
                 let again = std::iter::once(&s.cgroup).chain(&s.followed_from);
                 for c in again.filter(|c| Cgroup::open(&c.path).is_ok_and(|o| o.id == c.id)) {
-                    kernel.add(c.id, self.entry)?;
+                    kernel.add(c.id, entry)?;
                 }
-            }
-            if same && (fresh_maps || live.contains(&s.cgroup.id)) {
+                drop(kernel);
                 // Pinned from before, unless it restarted meanwhile (refresh_managers' turn).
-                if let Some(m) = &s.manager {
-                    register_manager(&mut self.kernel.lock().unwrap(), &self.mount, m, self.entry)?;
+                if let (Some(m), Some(uid)) = (&s.manager, s.uid) {
+                    let e = Lifecycle::user_entry(&b, uid, &mut groups);
+                    register_manager(&mut self.kernel.lock().unwrap(), &self.mount, m, e)?;
                 }
                 log::info!(
                     "session {} restored (cgroup {})",

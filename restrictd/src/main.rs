@@ -2,7 +2,7 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use restrictd::{
-    policy::{Policy, Strictness},
+    policy::{PolicySet, Strictness},
     run::{load_config, run, RunArgs, EXIT_INTERNAL},
 };
 
@@ -48,15 +48,17 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
-    /// Validate a policy file and summarize it; exits 1 if it is invalid.
-    /// Warnings (a CIDR with host bits set, read as Teleport reads it) go
-    /// to stderr.
+    /// Validate policy files (a directory: its *.yaml and *.yml files, in
+    /// name order), taken together in the order given, as the daemon takes
+    /// its policy file and policy directory; print whom each policy binds.
+    /// Exits 1 if any is invalid. Warnings (a CIDR with host bits set, read
+    /// as Teleport reads it; a policy an earlier one shadows) go to stderr.
     Check {
         /// Refuse what Teleport accepts with a warning (host bits set).
         #[arg(long)]
         strict: bool,
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -84,35 +86,23 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { strict, file } => match Policy::load(
-            &file,
-            if strict {
+        Command::Check { strict, files } => {
+            let strictness = if strict {
                 Strictness::Strict
             } else {
                 Strictness::Teleport
-            },
-        ) {
-            Ok(p) => {
-                for w in &p.warnings {
-                    eprintln!("warning: {w}");
+            };
+            match check(&files, strictness) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
                 }
-                let c = p.counts();
-                println!(
-                    "{}: valid network_restrictions {:?}\n  allow: {} IPv4, {} IPv6 CIDRs\n  deny:  {} IPv4, {} IPv6 CIDRs",
-                    file.display(),
-                    p.name,
-                    c.allow_v4,
-                    c.allow_v6,
-                    c.deny_v4,
-                    c.deny_v6
-                );
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("restrictd: {e}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("restrictd: {e}");
-                ExitCode::from(1)
-            }
-        },
+        }
         Command::Run {
             config,
             policy,
@@ -131,4 +121,74 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `restrictd check`: the set of `files`, summarized; warnings to stderr.
+fn check(files: &[PathBuf], strictness: Strictness) -> Result<String, String> {
+    use std::fmt::Write;
+    let mut set = PolicySet::default();
+    for f in files {
+        let part = if f.is_dir() {
+            PolicySet::load(std::path::Path::new("/nonexistent"), Some(f), strictness)
+        } else {
+            PolicySet::load(f, None, strictness)
+        }
+        .map_err(|e| e.to_string())?;
+        for p in part.default.into_iter().chain(part.policies) {
+            set.add(p).map_err(|e| e.to_string())?;
+        }
+    }
+    restrictd::bpf::check_fits(&set)?;
+    for w in set.warnings() {
+        eprintln!("warning: {w}");
+    }
+    for w in set.shadowed() {
+        eprintln!("warning: {w}");
+    }
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let mut out = String::new();
+    let rules = |p: &restrictd::policy::Policy| {
+        let c = p.counts();
+        format!(
+            "  allow: {} IPv4, {} IPv6 CIDRs\n  deny:  {} IPv4, {} IPv6 CIDRs\n",
+            c.allow_v4, c.allow_v6, c.deny_v4, c.deny_v6
+        )
+    };
+    match &set.default {
+        Some(d) => {
+            let _ = write!(
+                out,
+                "{}: valid network_restrictions {:?} (the host default: logins no other policy binds)\n{}",
+                names.join(", "),
+                d.name,
+                rules(d)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{}: valid; no network_restrictions: logins no policy binds are not restricted",
+                names.join(", ")
+            );
+        }
+    }
+    for (i, p) in set.policies.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "policy {} {:?} ({}): binds {}{}",
+            i + 1,
+            p.name,
+            p.at,
+            p.matcher.describe(),
+            if p.unrestricted {
+                "; unrestricted (recorded)"
+            } else {
+                ""
+            }
+        );
+        if !p.unrestricted {
+            out.push_str(&rules(p));
+        }
+    }
+    Ok(out)
 }

@@ -142,8 +142,27 @@ pub fn order_warnings(pam_d: &Path) -> Vec<OrderWarning> {
 /// One module of a session stack, where it is written.
 struct StackModule {
     name: String,
+    args: Vec<String>,
     file: PathBuf,
     line: usize,
+}
+
+/// Where service `service`'s session stack runs `pam_env.so` with
+/// `user_readenv=1` before pam_restrict.so: from there on the PAM
+/// environment holds what the user wrote in `~/.pam_environment`, so
+/// sshd's `SSH_AUTH_INFO_0` and `SSH_CONNECTION` cannot be told from the
+/// user's own. (Debian's /etc/pam.d/sshd has such a line.)
+pub fn user_env_before(pam_d: &Path, service: &str) -> Option<(PathBuf, usize)> {
+    if service.is_empty() || service.contains('/') {
+        return None;
+    }
+    let mut stack = Vec::new();
+    session_stack(pam_d, &pam_d.join(service), 0, &mut stack);
+    let r = stack.iter().position(|m| m.name == MODULE)?;
+    stack[..r]
+        .iter()
+        .find(|m| m.name == "pam_env.so" && m.args.iter().any(|a| a == "user_readenv=1"))
+        .map(|m| (m.file.clone(), m.line))
 }
 
 /// Appends the session modules of `file`, in order, following includes
@@ -182,6 +201,7 @@ fn session_stack(pam_d: &Path, file: &Path, depth: usize, out: &mut Vec<StackMod
                     }
                     (_, Some(module)) => out.push(StackModule {
                         name: module.rsplit('/').next().unwrap_or_default().to_string(),
+                        args: after[1..].iter().map(|a| a.to_string()).collect(),
                         file: file.to_path_buf(),
                         line: first,
                     }),

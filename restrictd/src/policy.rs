@@ -1,33 +1,322 @@
 //! Network policy: Teleport's `network_restrictions` resource (kind
-//! `network_restrictions`, version `v4`), read with Teleport's meaning.
+//! `network_restrictions`, version `v4`), read with Teleport's meaning, and
+//! restrictd's own `restrictd_policy` documents (version `v1`), chosen per
+//! login by who logs in, with ports and protocols.
 //!
 //! Semantics (as Teleport's): with a policy, everything is denied except the
-//! `allow` CIDRs, and `deny` overrides `allow`. Without a policy everything is
+//! `allow` rules, and `deny` overrides `allow`. Without a policy everything is
 //! allowed. What Teleport accepts loads with Teleport's meaning (see
 //! `parse_cidr` for the CIDR forms and the resource header fields below);
 //! what it rejects is an error with its line and column. One deliberate
 //! difference: an unknown key is an error, where Teleport ignores it, because
 //! a typo must never silently widen access.
+//!
+//! A policy set (`PolicySet`) is the documents of the policy file, then of
+//! the policy directory's files in name order. The `network_restrictions`
+//! document, at most one, is the host default; a login gets the first
+//! `restrictd_policy` whose `match` it meets, else the host default.
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::Path};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use serde::Deserialize;
+use restrictd_common::{PROTO_ANY, PROTO_ICMP, PROTO_OTHER, PROTO_TCP, PROTO_UDP};
+use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 pub const KIND: &str = "network_restrictions";
 pub const VERSION: &str = "v4";
+/// restrictd's own policy documents.
+pub const POLICY_KIND: &str = "restrictd_policy";
+pub const POLICY_VERSION: &str = "v1";
 /// The name Teleport gives the resource when `metadata.name` is missing.
 pub const DEFAULT_NAME: &str = "network-restrictions";
+
+/// One allow or deny rule: a CIDR, the protocol classes (`PROTO_*` bits)
+/// and port ranges it covers (empty: every port). Rules with ports cover
+/// TCP and UDP only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub net: IpNet,
+    pub protocols: u32,
+    pub ports: Vec<(u16, u16)>,
+    /// Where it was written (`file:line:col`), to name it.
+    pub at: String,
+}
+
+impl Rule {
+    /// The kernel's port ranges of this rule (`restrictd_common::PortRange`).
+    pub fn ranges(&self) -> Vec<(u16, u16, u32)> {
+        if self.ports.is_empty() {
+            vec![(0, u16::MAX, self.protocols)]
+        } else {
+            self.ports
+                .iter()
+                .map(|&(lo, hi)| (lo, hi, self.protocols))
+                .collect()
+        }
+    }
+
+    /// Whether the rule's CIDR covers `addr` as the kernel judges it: an
+    /// IPv4 address by IPv4 rules; an IPv6 one by IPv6 rules and by every
+    /// IPv4 rule in its v4-mapped form (`::ffff:a.b.c.d/96+n`).
+    pub fn covers(&self, addr: IpAddr) -> bool {
+        match (self.net, addr) {
+            (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
+            (IpNet::V6(n), IpAddr::V6(a)) => n.contains(&a),
+            (IpNet::V4(n), IpAddr::V6(a)) => {
+                Ipv6Net::new(n.network().to_ipv6_mapped(), 96 + n.prefix_len())
+                    .is_ok_and(|m| m.contains(&a))
+            }
+            (IpNet::V6(_), IpAddr::V4(_)) => false,
+        }
+    }
+
+    /// Whether a call of protocol class `proto` to `addr`:`port` is covered.
+    pub fn matches(&self, addr: IpAddr, proto: u32, port: u16) -> bool {
+        self.covers(addr)
+            && self.protocols & proto != 0
+            && (self.ports.is_empty() || self.ports.iter().any(|&(l, h)| l <= port && port <= h))
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.net)?;
+        if self.protocols != PROTO_ANY || !self.ports.is_empty() {
+            write!(f, " {}", protocols_name(self.protocols))?;
+        }
+        for (i, (lo, hi)) in self.ports.iter().enumerate() {
+            let sep = if i == 0 { "/" } else { "," };
+            if lo == hi {
+                write!(f, "{sep}{lo}")?;
+            } else {
+                write!(f, "{sep}{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `tcp`, `udp`, `tcp+udp`, `icmp`, `any`.
+pub fn protocols_name(p: u32) -> String {
+    if p == PROTO_ANY {
+        return "any".into();
+    }
+    let names: Vec<&str> = [
+        (PROTO_TCP, "tcp"),
+        (PROTO_UDP, "udp"),
+        (PROTO_ICMP, "icmp"),
+        (PROTO_OTHER, "other"),
+    ]
+    .iter()
+    .filter(|(b, _)| p & b != 0)
+    .map(|(_, n)| *n)
+    .collect();
+    names.join("+")
+}
+
+/// Who a policy binds: every criterion given must hold; within one, any
+/// listed value. No criterion: every login.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Match {
+    pub users: Vec<String>,
+    /// Primary or supplementary.
+    pub groups: Vec<String>,
+    /// The login's source address (`PAM_RHOST`).
+    pub sources: Vec<IpNet>,
+    /// The PAM service (`sshd`).
+    pub services: Vec<String>,
+    /// From sshd's `SSH_AUTH_INFO_0`.
+    pub auth_methods: Vec<String>,
+    /// SSH certificate principals.
+    pub principals: Vec<String>,
+    /// SSH certificate key ids.
+    pub key_ids: Vec<String>,
+    /// Public key fingerprints, `SHA256:...` (of the certificate's key for
+    /// a certificate).
+    pub keys: Vec<String>,
+}
+
+impl Match {
+    pub fn is_empty(&self) -> bool {
+        *self == Match::default()
+    }
+
+    /// Whether this match binds `who`. A criterion on something `who` does
+    /// not have (no source, service or authentication outside sessions)
+    /// does not hold.
+    pub fn binds(&self, who: &Who) -> bool {
+        let any = |want: &[String], have: &[String]| {
+            want.is_empty() || want.iter().any(|w| have.contains(w))
+        };
+        let one = |want: &[String], have: Option<&str>| {
+            want.is_empty() || have.is_some_and(|h| want.iter().any(|w| w == h))
+        };
+        let none = AuthInfo::default();
+        let auth = who.auth.as_ref().unwrap_or(&none);
+        let auth_known = |want: &[String]| want.is_empty() || who.auth.is_some();
+        one(&self.users, Some(&who.user))
+            && any(&self.groups, &who.groups)
+            && (self.sources.is_empty()
+                || who
+                    .source
+                    .is_some_and(|a| self.sources.iter().any(|n| net_contains(n, a))))
+            && one(&self.services, who.service.as_deref())
+            && auth_known(&self.auth_methods)
+            && any(&self.auth_methods, &auth.methods)
+            && any(&self.principals, &auth.principals)
+            && any(&self.key_ids, &auth.key_ids)
+            && any(&self.keys, &auth.keys)
+    }
+
+    /// Whether every login this match binds is also bound by `earlier`
+    /// (then a policy with this match after `earlier` never applies).
+    pub fn shadowed_by(&self, earlier: &Match) -> bool {
+        let covers = |e: &[String], l: &[String]| {
+            e.is_empty() || (!l.is_empty() && l.iter().all(|x| e.contains(x)))
+        };
+        covers(&earlier.users, &self.users)
+            && covers(&earlier.groups, &self.groups)
+            && covers(&earlier.services, &self.services)
+            && covers(&earlier.auth_methods, &self.auth_methods)
+            && covers(&earlier.principals, &self.principals)
+            && covers(&earlier.key_ids, &self.key_ids)
+            && covers(&earlier.keys, &self.keys)
+            && (earlier.sources.is_empty()
+                || (!self.sources.is_empty()
+                    && self
+                        .sources
+                        .iter()
+                        .all(|s| earlier.sources.iter().any(|e| e.contains(s)))))
+    }
+
+    /// "users alice, bob; groups dba", or "every login".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |what: &str, v: Vec<String>| {
+            if !v.is_empty() {
+                parts.push(format!("{what} {}", v.join(", ")));
+            }
+        };
+        add("users", self.users.clone());
+        add("groups", self.groups.clone());
+        add("from", self.sources.iter().map(|n| n.to_string()).collect());
+        add("services", self.services.clone());
+        add("auth methods", self.auth_methods.clone());
+        add("principals", self.principals.clone());
+        add("key ids", self.key_ids.clone());
+        add("keys", self.keys.clone());
+        if parts.is_empty() {
+            "every login".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// `n` contains `a`, a v4-mapped `a` counting as its IPv4 address.
+fn net_contains(n: &IpNet, a: IpAddr) -> bool {
+    let a = match (n, a) {
+        (IpNet::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(a),
+        _ => a,
+    };
+    n.contains(&a)
+}
+
+/// What sshd tells PAM about the authentication (`SSH_AUTH_INFO_0`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthInfo {
+    pub methods: Vec<String>,
+    pub keys: Vec<String>,
+    pub key_ids: Vec<String>,
+    pub principals: Vec<String>,
+}
+
+impl AuthInfo {
+    /// Reads `SSH_AUTH_INFO_0`: one line per method that succeeded,
+    /// `method [details]`; for `publickey` the details are the key (or the
+    /// certificate) in OpenSSH's one-line form. A key that does not parse
+    /// is left out (criteria on keys then do not hold) and named in the
+    /// returned errors.
+    pub fn parse(s: &str) -> (AuthInfo, Vec<String>) {
+        let mut a = AuthInfo::default();
+        let mut errors = Vec::new();
+        for line in s.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let (method, details) = line.split_once(' ').unwrap_or((line, ""));
+            if !a.methods.iter().any(|m| m == method) {
+                a.methods.push(method.to_string());
+            }
+            let key = details.trim();
+            if method != "publickey" || key.is_empty() {
+                continue;
+            }
+            let sha256 =
+                |k: &ssh_key::PublicKey| k.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+            if key.split(' ').next().is_some_and(|t| t.contains("-cert-")) {
+                match ssh_key::Certificate::from_openssh(key) {
+                    Ok(c) => {
+                        a.keys
+                            .push(sha256(&ssh_key::PublicKey::from(c.public_key().clone())));
+                        a.key_ids.push(c.key_id().to_string());
+                        a.principals.extend(c.valid_principals().iter().cloned());
+                    }
+                    Err(e) => errors.push(format!("certificate: {e}")),
+                }
+            } else {
+                match ssh_key::PublicKey::from_openssh(key) {
+                    Ok(k) => a.keys.push(sha256(&k)),
+                    Err(e) => errors.push(format!("public key: {e}")),
+                }
+            }
+        }
+        (a, errors)
+    }
+}
+
+/// A login (or, outside sessions, a user) being matched.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Who {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub source: Option<IpAddr>,
+    pub service: Option<String>,
+    pub auth: Option<AuthInfo>,
+}
+
+/// What a policy records; `None`: as the host configuration says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recording {
+    pub commands: Option<bool>,
+    pub network: Option<bool>,
+    pub disk: Option<bool>,
+}
 
 /// A validated policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub name: String,
-    pub allow: Vec<IpNet>,
-    pub deny: Vec<IpNet>,
+    /// `network_restrictions` (the host default) or `restrictd_policy`.
+    pub kind: &'static str,
+    pub allow: Vec<Rule>,
+    pub deny: Vec<Rule>,
+    /// Whom it binds (a `restrictd_policy`; empty for the host default).
+    pub matcher: Match,
+    /// Break-glass: nothing enforced, recorded as `record` says.
+    pub unrestricted: bool,
+    pub record: Recording,
+    /// Where the document starts (`file:line`).
+    pub at: String,
     /// What loaded but deserves a look (host bits masked away), located.
     pub warnings: Vec<PolicyError>,
+}
+
+/// The verdict on one destination and the rule that decided it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision<'a> {
+    pub allowed: bool,
+    /// The deny rule that matched; else the allow rule; else none (denied
+    /// because no allow rule covers it, or allowed because unrestricted).
+    pub rule: Option<(&'static str, usize, &'a Rule)>,
 }
 
 /// How strictly to read a policy.
@@ -127,12 +416,71 @@ struct RawSpec {
     allow: Option<Vec<RawRule>>,
     #[serde(default)]
     deny: Option<Vec<RawRule>>,
+    // restrictd_policy only:
+    #[serde(default, rename = "match")]
+    matcher: Option<Spanned<RawMatch>>,
+    #[serde(default)]
+    unrestricted: Option<Spanned<bool>>,
+    #[serde(default)]
+    record: Option<Spanned<RawRecord>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     cidr: Spanned<String>,
+    // restrictd_policy only:
+    #[serde(default)]
+    ports: Option<Vec<Spanned<RawPort>>>,
+    #[serde(default)]
+    protocol: Option<Spanned<String>>,
+}
+
+/// `443` or `"8000-8080"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPort {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    sources: Vec<Spanned<String>>,
+    #[serde(default)]
+    services: Vec<String>,
+    #[serde(default)]
+    auth: Option<RawAuth>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    principals: Vec<String>,
+    #[serde(default)]
+    key_ids: Vec<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    #[serde(default)]
+    commands: Option<bool>,
+    #[serde(default)]
+    network: Option<bool>,
+    #[serde(default)]
+    disk: Option<bool>,
 }
 
 /// Teleport's label key pattern (`types.LabelPattern`).
@@ -153,51 +501,54 @@ fn options() -> serde_saphyr::Options {
     options
 }
 
-impl Policy {
-    /// Reads and validates a policy file.
-    pub fn load(path: &Path, strictness: Strictness) -> Result<Policy, PolicyError> {
-        let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-            source: source.clone(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read policy: {e}"),
-        })?;
-        Policy::parse_with(&text, &source, strictness)
-    }
+/// Where a policy error points.
+struct Locator<'a> {
+    source: &'a str,
+}
 
-    /// Validates policy text as Teleport reads it; `source` names it in
-    /// errors and warnings.
-    pub fn parse(text: &str, source: &str) -> Result<Policy, PolicyError> {
-        Policy::parse_with(text, source, Strictness::Teleport)
-    }
-
-    pub fn parse_with(
-        text: &str,
-        source: &str,
-        strictness: Strictness,
-    ) -> Result<Policy, PolicyError> {
-        let err = |loc: Option<Location>, message: String| {
-            let (line, column) = loc.map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-            PolicyError {
-                source: source.to_string(),
-                line,
-                column,
-                message,
-            }
-        };
-        let at = |s: &Spanned<String>, message: String| err(Some(s.referenced), message);
-
-        if text
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-        {
-            return Err(err(
-                None,
-                format!("policy is empty: expected a `kind: {KIND}` resource"),
-            ));
+impl Locator<'_> {
+    fn err(&self, loc: Option<Location>, message: String) -> PolicyError {
+        let (line, column) = loc.map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        PolicyError {
+            source: self.source.to_string(),
+            line,
+            column,
+            message,
         }
-        let raw: RawPolicy = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
+    }
+
+    fn at<T>(&self, s: &Spanned<T>, message: String) -> PolicyError {
+        self.err(Some(s.referenced), message)
+    }
+
+    fn place<T>(&self, s: &Spanned<T>) -> String {
+        format!(
+            "{}:{}:{}",
+            self.source,
+            s.referenced.line(),
+            s.referenced.column()
+        )
+    }
+}
+
+/// The YAML documents of `text`, each a policy.
+fn parse_documents(
+    text: &str,
+    source: &str,
+    strictness: Strictness,
+) -> Result<Vec<Policy>, PolicyError> {
+    let loc = Locator { source };
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
+    {
+        return Err(loc.err(
+            None,
+            format!("policy is empty: expected a `kind: {KIND}` or `kind: {POLICY_KIND}` document"),
+        ));
+    }
+    let raws: Vec<RawPolicy> =
+        serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| {
             let (line, column, mut message) = yaml_error(&e);
             if message.starts_with("unknown field") {
                 message.push_str(
@@ -211,98 +562,342 @@ impl Policy {
                 message,
             }
         })?;
+    raws.into_iter()
+        .map(|raw| document(raw, &loc, strictness))
+        .collect()
+}
 
-        if raw.kind.value != KIND {
-            return Err(at(
+/// One document, checked for its kind.
+fn document(raw: RawPolicy, loc: &Locator, strictness: Strictness) -> Result<Policy, PolicyError> {
+    let kind: &'static str = match raw.kind.value.as_str() {
+        KIND => KIND,
+        POLICY_KIND => POLICY_KIND,
+        other => {
+            return Err(loc.at(
                 &raw.kind,
-                format!("kind is {:?}, expected {KIND:?}", raw.kind.value),
-            ));
+                format!("kind is {other:?}, expected {KIND:?} or {POLICY_KIND:?}"),
+            ))
         }
-        if raw.version.value != VERSION {
-            return Err(at(
-                &raw.version,
+    };
+    let ours = kind == POLICY_KIND;
+    let want_version = if ours { POLICY_VERSION } else { VERSION };
+    if raw.version.value != want_version {
+        return Err(loc.at(
+            &raw.version,
+            if ours {
+                format!(
+                    "version is {:?}, expected {POLICY_VERSION:?} for {POLICY_KIND}",
+                    raw.version.value
+                )
+            } else {
                 format!(
                     "version is {:?}, expected {VERSION:?} (the version Teleport's network_restrictions uses)",
                     raw.version.value
-                ),
-            ));
-        }
-        let mut warnings = Vec::new();
-        let meta = raw.metadata;
-        let name = meta
-            .as_ref()
-            .and_then(|m| m.name.as_ref())
-            .map(|n| n.value.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| DEFAULT_NAME.to_string());
-        // The first invalid key in the file (a map has no order of its own).
-        if let Some(key) = meta
-            .iter()
-            .flat_map(|m| m.labels.iter().flatten())
-            .map(|(k, _)| k)
-            .filter(|k| !valid_label_key(&k.value))
-            .min_by_key(|k| (k.referenced.line(), k.referenced.column()))
-        {
-            return Err(at(
-                key,
-                format!(
-                    "metadata.labels: invalid label key {:?} (letters, digits and / . _ : * - only, as Teleport requires)",
-                    key.value
-                ),
-            ));
-        }
-        if let Some(exp) = meta.as_ref().and_then(|m| m.expires.as_ref()) {
-            if chrono::DateTime::parse_from_rfc3339(&exp.value).is_err() {
-                return Err(at(
-                    exp,
-                    format!("metadata.expires: {:?} is not an RFC 3339 time", exp.value),
+                )
+            },
+        ));
+    }
+    let mut warnings = Vec::new();
+    let meta = raw.metadata;
+    let name = meta
+        .as_ref()
+        .and_then(|m| m.name.as_ref())
+        .filter(|n| !n.value.is_empty());
+    let name = match (name, ours) {
+        (Some(n), true) => {
+            if n.value.len() > 128 || n.value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(loc.at(
+                    n,
+                    format!(
+                        "metadata.name {:?}: at most 128 characters, no spaces or control characters",
+                        n.value
+                    ),
                 ));
             }
-            warnings.push(at(
+            n.value.clone()
+        }
+        (Some(n), false) => n.value.clone(),
+        (None, true) => {
+            return Err(loc.at(
+                &raw.kind,
+                format!("a {POLICY_KIND} needs metadata.name: events and `restrictctl sessions` name the policy by it"),
+            ))
+        }
+        (None, false) => DEFAULT_NAME.to_string(),
+    };
+    // The first invalid key in the file (a map has no order of its own).
+    if let Some(key) = meta
+        .iter()
+        .flat_map(|m| m.labels.iter().flatten())
+        .map(|(k, _)| k)
+        .filter(|k| !valid_label_key(&k.value))
+        .min_by_key(|k| (k.referenced.line(), k.referenced.column()))
+    {
+        return Err(loc.at(
+            key,
+            format!(
+                "metadata.labels: invalid label key {:?} (letters, digits and / . _ : * - only, as Teleport requires)",
+                key.value
+            ),
+        ));
+    }
+    if let Some(exp) = meta.as_ref().and_then(|m| m.expires.as_ref()) {
+        if chrono::DateTime::parse_from_rfc3339(&exp.value).is_err() {
+            return Err(loc.at(
                 exp,
-                "metadata.expires is ignored: the policy stays in force until replaced (Teleport's backend would delete it, lifting every restriction)".into(),
+                format!("metadata.expires: {:?} is not an RFC 3339 time", exp.value),
             ));
         }
-        let spec = raw.spec.unwrap_or(RawSpec {
-            allow: None,
-            deny: None,
-        });
-        let mut rules = |list: Option<Vec<RawRule>>, what: &str| {
-            let mut out = Vec::new();
-            for r in list.unwrap_or_default() {
-                let cidr = parse_cidr(&r.cidr.value)
-                    .map_err(|m| at(&r.cidr, format!("spec.{what}: {m}")))?;
-                if let Some(written) = cidr.masked_from {
-                    let message = format!(
-                        "spec.{what}: {written:?} has host bits set below /{}: read as {}, as Teleport reads it{}",
-                        cidr.net.prefix_len(),
-                        cidr.net,
-                        match strictness {
-                            Strictness::Teleport => {
-                                "; write that to silence this warning (`restrictd check --strict` refuses it)"
-                            }
-                            Strictness::Strict => {
-                                "; write the network, or the address alone for one host (strict mode)"
-                            }
-                        }
-                    );
+        warnings.push(loc.at(
+            exp,
+            "metadata.expires is ignored: the policy stays in force until replaced (Teleport's backend would delete it, lifting every restriction)".into(),
+        ));
+    }
+    let spec = raw.spec.unwrap_or(RawSpec {
+        allow: None,
+        deny: None,
+        matcher: None,
+        unrestricted: None,
+        record: None,
+    });
+    if !ours {
+        let theirs = |what: &str| {
+            format!("spec.{what} is restrictd's: a {KIND} resource (Teleport's, the host default) has CIDR rules only; write a `kind: {POLICY_KIND}` document")
+        };
+        if let Some(m) = &spec.matcher {
+            return Err(loc.at(m, theirs("match")));
+        }
+        if let Some(u) = &spec.unrestricted {
+            return Err(loc.at(u, theirs("unrestricted")));
+        }
+        if let Some(r) = &spec.record {
+            return Err(loc.at(r, theirs("record")));
+        }
+    }
+    let mut rules = |list: Option<Vec<RawRule>>, what: &str| {
+        let mut out = Vec::new();
+        for r in list.unwrap_or_default() {
+            let cidr = parse_cidr(&r.cidr.value)
+                .map_err(|m| loc.at(&r.cidr, format!("spec.{what}: {m}")))?;
+            if let Some(written) = cidr.masked_from {
+                let message = format!(
+                    "spec.{what}: {written:?} has host bits set below /{}: read as {}, as Teleport reads it{}",
+                    cidr.net.prefix_len(),
+                    cidr.net,
                     match strictness {
-                        Strictness::Teleport => warnings.push(at(&r.cidr, message)),
-                        Strictness::Strict => return Err(at(&r.cidr, message)),
+                        Strictness::Teleport => {
+                            "; write that to silence this warning (`restrictd check --strict` refuses it)"
+                        }
+                        Strictness::Strict => {
+                            "; write the network, or the address alone for one host (strict mode)"
+                        }
+                    }
+                );
+                match strictness {
+                    Strictness::Teleport => warnings.push(loc.at(&r.cidr, message)),
+                    Strictness::Strict => return Err(loc.at(&r.cidr, message)),
+                }
+            }
+            out.push(rule(r, cidr.net, what, ours, loc)?);
+        }
+        Ok(out)
+    };
+    let allow = rules(spec.allow, "allow")?;
+    let deny = rules(spec.deny, "deny")?;
+    let unrestricted = spec.unrestricted.as_ref().is_some_and(|u| u.value);
+    if let (Some(u), true) = (&spec.unrestricted, !allow.is_empty() || !deny.is_empty()) {
+        if u.value {
+            return Err(loc.at(
+                u,
+                "spec.unrestricted: true enforces nothing, so allow and deny rules would be ignored: remove them or unrestricted".into(),
+            ));
+        }
+    }
+    let matcher = match spec.matcher {
+        None => Match::default(),
+        Some(m) => {
+            let m = m.value;
+            let mut sources = Vec::new();
+            for s in &m.sources {
+                let c = parse_cidr(&s.value)
+                    .map_err(|e| loc.at(s, format!("spec.match.sources: {e}")))?;
+                sources.push(c.net);
+            }
+            let auth = m.auth.unwrap_or_default();
+            Match {
+                users: m.users,
+                groups: m.groups,
+                sources,
+                services: m.services,
+                auth_methods: auth.methods,
+                principals: auth.principals,
+                key_ids: auth.key_ids,
+                keys: auth.keys,
+            }
+        }
+    };
+    let record = spec.record.map(|r| r.value).unwrap_or_default();
+    Ok(Policy {
+        name,
+        kind,
+        allow,
+        deny,
+        matcher,
+        unrestricted,
+        record: Recording {
+            commands: record.commands,
+            network: record.network,
+            disk: record.disk,
+        },
+        at: format!("{}:{}", loc.source, raw.kind.referenced.line()),
+        warnings,
+    })
+}
+
+/// A rule's protocol and ports.
+fn rule(
+    r: RawRule,
+    net: IpNet,
+    what: &str,
+    ours: bool,
+    loc: &Locator,
+) -> Result<Rule, PolicyError> {
+    if !ours {
+        let theirs = |key: &str| {
+            format!("spec.{what}: `{key}` is restrictd's: a {KIND} rule (Teleport's) has a cidr only; write a `kind: {POLICY_KIND}` document")
+        };
+        if let Some(p) = &r.protocol {
+            return Err(loc.at(p, theirs("protocol")));
+        }
+        if let Some(p) = r.ports.as_ref().and_then(|p| p.first()) {
+            return Err(loc.at(p, theirs("ports")));
+        }
+    }
+    let mut ports = Vec::new();
+    for p in r.ports.iter().flatten() {
+        let bad = |why: &str| {
+            loc.at(
+                p,
+                format!("spec.{what}: port {why} (a number 0-65535, or a range \"LOW-HIGH\")"),
+            )
+        };
+        let (lo, hi) = match &p.value {
+            RawPort::Number(n) => (*n, *n),
+            RawPort::Text(t) => {
+                let num = |s: &str| {
+                    s.trim()
+                        .parse::<i64>()
+                        .map_err(|_| bad(&format!("{t:?} is not a port")))
+                };
+                match t.split_once('-') {
+                    Some((a, b)) => (num(a)?, num(b)?),
+                    None => {
+                        let n = num(t)?;
+                        (n, n)
                     }
                 }
-                out.push(cidr.net);
             }
-            Ok(out)
         };
-        let allow = rules(spec.allow, "allow")?;
-        let deny = rules(spec.deny, "deny")?;
-        Ok(Policy {
-            name,
-            allow,
-            deny,
-            warnings,
-        })
+        if !(0..=65535).contains(&lo) || !(0..=65535).contains(&hi) || lo > hi {
+            return Err(bad(&format!("{lo}-{hi} is out of range")));
+        }
+        ports.push((lo as u16, hi as u16));
+    }
+    if r.ports.as_ref().is_some_and(|p| p.is_empty()) {
+        return Err(loc.at(
+            &r.cidr,
+            format!("spec.{what}: `ports: []` would cover no port; leave it out for every port"),
+        ));
+    }
+    let protocols = match &r.protocol {
+        None if ports.is_empty() => PROTO_ANY,
+        None => PROTO_TCP | PROTO_UDP,
+        Some(p) => match (p.value.as_str(), ports.is_empty()) {
+            ("tcp", _) => PROTO_TCP,
+            ("udp", _) => PROTO_UDP,
+            ("any", true) => PROTO_ANY,
+            ("any", false) => PROTO_TCP | PROTO_UDP,
+            ("icmp", true) => PROTO_ICMP,
+            ("icmp", false) => {
+                return Err(loc.at(p, format!("spec.{what}: icmp has no ports")));
+            }
+            (other, _) => {
+                return Err(loc.at(
+                    p,
+                    format!("spec.{what}: protocol {other:?} is not one of tcp, udp, icmp, any"),
+                ))
+            }
+        },
+    };
+    Ok(Rule {
+        net,
+        protocols,
+        ports,
+        at: loc.place(&r.cidr),
+    })
+}
+
+impl Policy {
+    /// Reads and validates a policy file of one document.
+    pub fn load(path: &Path, strictness: Strictness) -> Result<Policy, PolicyError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            source: source.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read policy: {e}"),
+        })?;
+        Policy::parse_with(&text, &source, strictness)
+    }
+
+    /// Validates one policy document as Teleport reads it; `source` names
+    /// it in errors and warnings.
+    pub fn parse(text: &str, source: &str) -> Result<Policy, PolicyError> {
+        Policy::parse_with(text, source, Strictness::Teleport)
+    }
+
+    /// As `parse`, with `strictness`; more than one document is an error.
+    pub fn parse_with(
+        text: &str,
+        source: &str,
+        strictness: Strictness,
+    ) -> Result<Policy, PolicyError> {
+        let mut docs = parse_documents(text, source, strictness)?;
+        if docs.len() != 1 {
+            return Err(PolicyError {
+                source: source.to_string(),
+                line: 0,
+                column: 0,
+                message: format!("{} documents where one policy was expected", docs.len()),
+            });
+        }
+        Ok(docs.remove(0))
+    }
+
+    /// A policy that allows nothing and binds nobody (tests, benchmarks).
+    #[doc(hidden)]
+    pub fn cidrs(name: &str, allow: &[IpNet], deny: &[IpNet]) -> Policy {
+        let rules = |l: &[IpNet]| {
+            l.iter()
+                .map(|&net| Rule {
+                    net,
+                    protocols: PROTO_ANY,
+                    ports: Vec::new(),
+                    at: String::new(),
+                })
+                .collect()
+        };
+        Policy {
+            name: name.into(),
+            kind: KIND,
+            allow: rules(allow),
+            deny: rules(deny),
+            matcher: Match::default(),
+            unrestricted: false,
+            record: Recording::default(),
+            at: String::new(),
+            warnings: Vec::new(),
+        }
     }
 
     /// Logs each warning (the daemon's log, `restrictd run`'s stderr).
@@ -313,7 +908,7 @@ impl Policy {
     }
 
     pub fn counts(&self) -> Counts {
-        let v4 = |l: &[IpNet]| l.iter().filter(|n| matches!(n, IpNet::V4(_))).count();
+        let v4 = |l: &[Rule]| l.iter().filter(|r| matches!(r.net, IpNet::V4(_))).count();
         Counts {
             allow_v4: v4(&self.allow),
             allow_v6: self.allow.len() - v4(&self.allow),
@@ -322,30 +917,328 @@ impl Policy {
         }
     }
 
-    /// What the policy decides for a connect or send to `addr` (the reference the
-    /// BPF programs must agree with; the differential test checks it). An
-    /// IPv4 address (an AF_INET socket) is judged by the IPv4 rules; an IPv6
-    /// one (an AF_INET6 socket), v4-mapped ones included, by the IPv6 rules
-    /// and by every IPv4 rule in its v4-mapped form (`::ffff:a.b.c.d/96+n`),
-    /// so that an AF_INET6 socket cannot bypass IPv4 rules.
-    ///
-    /// An unspecified address is judged as the local host the kernel sends
-    /// to (`local_destination`), for a socket bound to no address.
-    pub fn allows(&self, addr: IpAddr) -> bool {
+    /// What the policy decides for a connect, send or packet of protocol
+    /// class `proto` (`PROTO_*`) to `addr`:`port` (port 0 for protocols
+    /// without ports): the reference the BPF programs must agree with (the
+    /// differential test checks it). An IPv4 address (an AF_INET socket)
+    /// is judged by the IPv4 rules; an IPv6 one (an AF_INET6 socket),
+    /// v4-mapped ones included, by the IPv6 rules and by every IPv4 rule in
+    /// its v4-mapped form, so that an AF_INET6 socket cannot bypass IPv4
+    /// rules. An unspecified address is judged as the local host the kernel
+    /// sends to (`local_destination`), for a socket bound to no address.
+    pub fn decide(&self, addr: IpAddr, proto: u32, port: u16) -> Decision<'_> {
+        if self.unrestricted {
+            return Decision {
+                allowed: true,
+                rule: None,
+            };
+        }
         let addr = local_destination(addr);
-        let hit = |l: &[IpNet]| {
-            l.iter().any(|n| match (n, addr) {
-                (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
-                (IpNet::V6(n), IpAddr::V6(a)) => n.contains(&a),
-                (IpNet::V4(n), IpAddr::V6(a)) => {
-                    Ipv6Net::new(n.network().to_ipv6_mapped(), 96 + n.prefix_len())
-                        .is_ok_and(|m| m.contains(&a))
-                }
-                (IpNet::V6(_), IpAddr::V4(_)) => false,
-            })
-        };
-        hit(&self.allow) && !hit(&self.deny)
+        // The most specific matching rule names the decision.
+        fn hit<'r>(
+            l: &'static str,
+            rules: &'r [Rule],
+            addr: IpAddr,
+            proto: u32,
+            port: u16,
+        ) -> Option<(&'static str, usize, &'r Rule)> {
+            rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.matches(addr, proto, port))
+                .max_by_key(|(i, r)| (r.net.prefix_len(), std::cmp::Reverse(*i)))
+                .map(|(i, r)| (l, i, r))
+        }
+        let hit = |l, rules| hit(l, rules, addr, proto, port);
+        if let Some(d) = hit("deny", &self.deny) {
+            return Decision {
+                allowed: false,
+                rule: Some(d),
+            };
+        }
+        let a = hit("allow", &self.allow);
+        Decision {
+            allowed: a.is_some(),
+            rule: a,
+        }
     }
+
+    /// `decide(..).allowed`.
+    pub fn allows(&self, addr: IpAddr, proto: u32, port: u16) -> bool {
+        self.decide(addr, proto, port).allowed
+    }
+
+    /// "deny rule 2 (10.1.2.0/24 tcp/22, at p.yaml:14:13)", or why none.
+    pub fn explain_decision(&self, d: &Decision) -> String {
+        match (&d.rule, d.allowed) {
+            (Some((list, i, r)), _) => format!("{list} rule {} ({r}, at {})", i + 1, r.at),
+            (None, true) => "unrestricted".into(),
+            (None, false) => "no allow rule covers it".into(),
+        }
+    }
+}
+
+/// The policies of a host: the host default and the per-login ones, in
+/// precedence order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicySet {
+    /// The `network_restrictions` document: for logins no other binds.
+    /// None: those logins are not restricted (only recorded).
+    pub default: Option<Policy>,
+    /// `restrictd_policy` documents; the first that binds a login is its.
+    pub policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    /// The documents of one file's text.
+    pub fn parse_with(
+        text: &str,
+        source: &str,
+        strictness: Strictness,
+    ) -> Result<PolicySet, PolicyError> {
+        let mut set = PolicySet::default();
+        for p in parse_documents(text, source, strictness)? {
+            set.add(p)?;
+        }
+        Ok(set)
+    }
+
+    /// The policy file, then `dir`'s `*.yaml`/`*.yml` files in name order
+    /// (a missing directory has none).
+    pub fn load(
+        file: &Path,
+        dir: Option<&Path>,
+        strictness: Strictness,
+    ) -> Result<PolicySet, PolicyError> {
+        let mut set = PolicySet::default();
+        let mut files = Vec::new();
+        if file.exists() || dir.is_none() {
+            files.push(file.to_path_buf());
+        }
+        if let Some(dir) = dir {
+            files.extend(policy_dir_files(dir)?);
+        }
+        for f in files {
+            let source = f.display().to_string();
+            let text = std::fs::read_to_string(&f).map_err(|e| PolicyError {
+                source: source.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read policy: {e}"),
+            })?;
+            for p in parse_documents(&text, &source, strictness)? {
+                set.add(p)?;
+            }
+        }
+        Ok(set)
+    }
+
+    /// Adds a document after the others: a second host default or a second
+    /// policy of one name is an error naming both places.
+    pub fn add(&mut self, p: Policy) -> Result<(), PolicyError> {
+        let clash = |what: &str, first: &Policy| {
+            let (source, line) = p.at.rsplit_once(':').unwrap_or((&p.at, "0"));
+            PolicyError {
+                source: source.to_string(),
+                line: line.parse().unwrap_or(0),
+                column: 1,
+                message: format!("{what} (the first is at {})", first.at),
+            }
+        };
+        if p.kind == KIND {
+            if let Some(first) = &self.default {
+                return Err(clash(
+                    &format!("a second {KIND} document: the host default is one resource"),
+                    first,
+                ));
+            }
+            self.default = Some(p);
+        } else {
+            if let Some(first) = self.policies.iter().find(|q| q.name == p.name) {
+                return Err(clash(&format!("a second policy named {:?}", p.name), first));
+            }
+            self.policies.push(p);
+        }
+        Ok(())
+    }
+
+    /// Every policy, the host default first.
+    pub fn all(&self) -> impl Iterator<Item = &Policy> {
+        self.default.iter().chain(self.policies.iter())
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &PolicyError> {
+        self.all().flat_map(|p| p.warnings.iter())
+    }
+
+    pub fn log_warnings(&self) {
+        for w in self.warnings() {
+            log::warn!("{w}");
+        }
+        for s in self.shadowed() {
+            log::warn!("{s}");
+        }
+    }
+
+    /// The `restrictd_policy` that binds `who`, or None for the host default.
+    pub fn choose(&self, who: &Who) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.matcher.binds(who))
+    }
+
+    /// The policy that applies to `who`: its own, else the host default
+    /// (None: no policy, nothing restricted).
+    pub fn for_login(&self, who: &Who) -> Option<&Policy> {
+        self.choose(who).or(self.default.as_ref())
+    }
+
+    /// A warning for each policy that an earlier one keeps from ever
+    /// applying.
+    pub fn shadowed(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            if let Some(e) = self.policies[..i]
+                .iter()
+                .find(|e| p.matcher.shadowed_by(&e.matcher))
+            {
+                out.push(format!(
+                    "{}: policy {:?} never applies: {:?} ({}) comes first and binds every login it binds",
+                    p.at, p.name, e.name, e.at
+                ));
+            }
+        }
+        out
+    }
+
+    /// The set's name for messages: "NAME" for a lone host default, else
+    /// "N policies".
+    pub fn summary(&self) -> String {
+        let mut s = Vec::new();
+        if let Some(d) = &self.default {
+            s.push(format!("host default {:?}", d.name));
+        }
+        if !self.policies.is_empty() {
+            s.push(format!(
+                "{} per-login {} ({})",
+                self.policies.len(),
+                if self.policies.len() == 1 {
+                    "policy"
+                } else {
+                    "policies"
+                },
+                self.policies
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if s.is_empty() {
+            "no policy".into()
+        } else {
+            s.join(", ")
+        }
+    }
+}
+
+/// `ADDR[:PORT][/tcp|udp|icmp]` (IPv6 with a port in brackets:
+/// `[2001:db8::1]:443/tcp`): the address, protocol class (TCP when not
+/// given) and port (0 when not given, or for ICMP).
+pub fn parse_destination(s: &str) -> Result<(IpAddr, u32, u16), String> {
+    let (rest, proto) = match s.rsplit_once('/') {
+        Some((r, p)) => {
+            let proto = match p {
+                "tcp" => PROTO_TCP,
+                "udp" => PROTO_UDP,
+                "icmp" => PROTO_ICMP,
+                _ => return Err(format!("{s:?}: protocol {p:?} is not tcp, udp or icmp")),
+            };
+            (r, proto)
+        }
+        None => (s, PROTO_TCP),
+    };
+    let bad = || format!("{s:?} is not ADDR[:PORT][/tcp|udp|icmp] ([ADDR]:PORT for IPv6)");
+    if let Ok(a) = rest.parse::<IpAddr>() {
+        return Ok((a, proto, 0));
+    }
+    let (addr, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let addr = addr
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(addr);
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if proto == PROTO_ICMP && port != 0 {
+        return Err(format!("{s:?}: icmp has no ports"));
+    }
+    Ok((addr, proto, port))
+}
+
+/// What `restrictctl policy explain` prints: the policy that binds `who`,
+/// why, and its verdict on `addr`:`port` over protocol class `proto`, with
+/// the deciding rule.
+pub fn explain(set: &PolicySet, who: &Who, addr: IpAddr, proto: u32, port: u16) -> String {
+    let dest = match (proto & (PROTO_TCP | PROTO_UDP) != 0, addr) {
+        (true, IpAddr::V6(a)) => format!("[{a}]:{port}/{}", protocols_name(proto)),
+        (true, a) => format!("{a}:{port}/{}", protocols_name(proto)),
+        (false, a) => format!("{a}/{}", protocols_name(proto)),
+    };
+    let (policy, why) = match set.choose(who) {
+        Some(p) => (
+            Some(p),
+            format!(
+                "the first per-login policy that binds it ({})",
+                p.matcher.describe()
+            ),
+        ),
+        None => (
+            set.default.as_ref(),
+            if set.policies.is_empty() {
+                "no per-login policies".to_string()
+            } else {
+                "no per-login policy binds it: the host default".to_string()
+            },
+        ),
+    };
+    let Some(p) = policy else {
+        return format!("policy: none ({why}; no host default)\n{dest}: allowed (no policy restricts this login)\n");
+    };
+    let d = p.decide(addr, proto, port);
+    format!(
+        "policy: {} ({}, at {}): {why}\n{dest}: {} by {}\n",
+        p.name,
+        p.kind,
+        p.at,
+        if d.allowed { "allowed" } else { "denied" },
+        p.explain_decision(&d)
+    )
+}
+
+/// The policy files of `dir`, in name order; a missing directory has none.
+fn policy_dir_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, PolicyError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(PolicyError {
+                source: dir.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the policy directory: {e}"),
+            })
+        }
+    };
+    let mut files: Vec<_> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// Where a connect from an unbound socket to `addr` goes: `0.0.0.0` and
@@ -495,6 +1388,10 @@ mod tests {
         Policy::parse(s, "p.yaml")
     }
 
+    fn nets(rules: &[Rule]) -> Vec<IpNet> {
+        rules.iter().map(|r| r.net).collect()
+    }
+
     #[test]
     fn teleport_example_loads_unchanged() {
         let p = parse(TELEPORT_EXAMPLE).unwrap();
@@ -508,13 +1405,13 @@ mod tests {
                 deny_v6: 0
             }
         );
-        assert_eq!(p.deny, vec!["10.1.2.4/32".parse::<IpNet>().unwrap()]);
-        assert!(p.allows("10.1.2.3".parse().unwrap()));
-        assert!(!p.allows("10.1.2.4".parse().unwrap()));
-        assert!(!p.allows("::ffff:10.1.2.4".parse().unwrap()));
-        assert!(p.allows("::ffff:10.1.2.3".parse().unwrap()));
-        assert!(!p.allows("8.8.8.8".parse().unwrap()));
-        assert!(p.allows("::1".parse().unwrap()));
+        assert_eq!(nets(&p.deny), vec!["10.1.2.4/32".parse::<IpNet>().unwrap()]);
+        assert!(p.allows("10.1.2.3".parse().unwrap(), PROTO_TCP, 80));
+        assert!(!p.allows("10.1.2.4".parse().unwrap(), PROTO_TCP, 80));
+        assert!(!p.allows("::ffff:10.1.2.4".parse().unwrap(), PROTO_TCP, 80));
+        assert!(p.allows("::ffff:10.1.2.3".parse().unwrap(), PROTO_TCP, 80));
+        assert!(!p.allows("8.8.8.8".parse().unwrap(), PROTO_TCP, 80));
+        assert!(p.allows("::1".parse().unwrap(), PROTO_TCP, 80));
     }
 
     fn expect_err(s: &str, line: u64, needle: &str) -> PolicyError {
@@ -609,10 +1506,10 @@ mod tests {
         let text =
             format!("{HEAD}spec:\n  allow:\n    - cidr: 10.0.0.0/8\n    - cidr: 39.156.69.70/28\n");
         let p = parse(&text).unwrap();
-        assert_eq!(p.allow[1], "39.156.69.64/28".parse::<IpNet>().unwrap());
-        assert!(p.allows("39.156.69.64".parse().unwrap()));
-        assert!(p.allows("39.156.69.79".parse().unwrap()));
-        assert!(!p.allows("39.156.69.80".parse().unwrap()));
+        assert_eq!(p.allow[1].net, "39.156.69.64/28".parse::<IpNet>().unwrap());
+        assert!(p.allows("39.156.69.64".parse().unwrap(), PROTO_TCP, 80));
+        assert!(p.allows("39.156.69.79".parse().unwrap(), PROTO_TCP, 80));
+        assert!(!p.allows("39.156.69.80".parse().unwrap(), PROTO_TCP, 80));
         assert_eq!(p.warnings.len(), 1);
         let w = p.warnings[0].to_string();
         assert!(w.starts_with("p.yaml:8:13: spec.allow"), "{w}");
@@ -630,7 +1527,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.name, "network-restrictions");
-        assert!(p.allows("10.9.9.9".parse().unwrap()));
+        assert!(p.allows("10.9.9.9".parse().unwrap(), PROTO_TCP, 80));
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
         assert!(p.warnings[0].message.contains("expires is ignored"));
         expect_err(
@@ -654,8 +1551,8 @@ mod tests {
         assert_eq!(p.name, DEFAULT_NAME);
         // No spec: no allow list, so everything is denied.
         assert!(p.allow.is_empty() && p.deny.is_empty());
-        assert!(!p.allows("127.0.0.1".parse().unwrap()));
-        assert!(!p.allows("::1".parse().unwrap()));
+        assert!(!p.allows("127.0.0.1".parse().unwrap(), PROTO_TCP, 80));
+        assert!(!p.allows("::1".parse().unwrap(), PROTO_TCP, 80));
     }
 
     #[test]
@@ -713,7 +1610,7 @@ mod tests {
     fn empty_spec_denies_everything() {
         let p = parse(&format!("{HEAD}spec: {{}}\n")).unwrap();
         assert!(p.allow.is_empty() && p.deny.is_empty());
-        assert!(!p.allows("127.0.0.1".parse().unwrap()));
+        assert!(!p.allows("127.0.0.1".parse().unwrap(), PROTO_TCP, 80));
     }
 
     #[test]
@@ -723,7 +1620,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            p.allow,
+            nets(&p.allow),
             vec![
                 "10.1.2.4/32".parse::<IpNet>().unwrap(),
                 "2001:db8::1/128".parse().unwrap()
@@ -738,7 +1635,7 @@ mod tests {
         assert_eq!(p.deny.len(), 100_000);
         assert_eq!(p.counts().allow_v4, 50_000);
         // The listed loopback range and a generated deny are where they should be.
-        assert!(p.allows("127.0.0.1".parse().unwrap()));
-        assert!(!p.allows("2001:db8:0:1::1".parse().unwrap()));
+        assert!(p.allows("127.0.0.1".parse().unwrap(), PROTO_TCP, 80));
+        assert!(!p.allows("2001:db8:0:1::1".parse().unwrap(), PROTO_TCP, 80));
     }
 }

@@ -18,13 +18,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use uuid::Uuid;
 
 use crate::{
+    binding::{groups_of, Binding},
     bpf::Kernel,
     cgroup::{self, Cgroup},
     config::{Config, DEFAULT_CONFIG_PATH},
-    daemon::session_entry,
     events::Output,
     lifecycle::Lifecycle,
-    policy::Policy,
+    policy::{PolicySet, Who},
     recorder::Recorder,
     session::{Registry, Session},
 };
@@ -59,15 +59,14 @@ pub fn run(args: RunArgs) -> Result<i32> {
         bail!("restrictd run must be run as root (it loads BPF programs and creates cgroups)");
     }
     let config = load_config(args.config.as_deref())?;
-    let policy = args
-        .policy
-        .as_deref()
-        .map(|p| Policy::load(p, config.policy_strictness()))
-        .transpose()
-        .map_err(anyhow::Error::from)?;
-    if let Some(p) = &policy {
-        p.log_warnings();
-    }
+    // The file's documents: its host default, and per-login policies
+    // matched against the user who runs the command.
+    let policies = match args.policy.as_deref() {
+        Some(p) => PolicySet::load(p, None, config.policy_strictness())?,
+        None => PolicySet::default(),
+    };
+    policies.log_warnings();
+    crate::bpf::check_fits(&policies).map_err(anyhow::Error::msg)?;
     let output = Output::new(args.events.as_deref())?;
 
     let mount = match &config.cgroup_path {
@@ -76,7 +75,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     };
     let root = cgroup::session_root(Some(&mount), &config.root_path)?;
     let mut kernel = Kernel::load(config.load_options(None)?)?;
-    kernel.policy.set(policy.as_ref())?;
+    let ids = kernel.policy.set_all(&policies, |_| Ok(()))?;
     kernel.programs.attach(&root.path)?;
     kernel.programs.attach_tracepoints()?;
 
@@ -94,7 +93,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         None,
         recorder.clone(),
         mount,
-        session_entry(&config),
+        Binding::new(policies, ids, config.enhanced_recording.session_flags()),
     );
 
     let sid = Uuid::new_v4();
@@ -109,6 +108,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .ok()
             .flatten()
             .map(|u| u.name)
+    });
+    session.who = Some(Who {
+        user: name.clone().unwrap_or_default(),
+        groups: groups_of(name.as_deref().unwrap_or_default()),
+        service: Some("restrictd run".into()),
+        ..Default::default()
     });
     session.user = name.clone();
     session.login = name;

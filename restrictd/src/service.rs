@@ -96,6 +96,7 @@ fn session_info(s: Session) -> SessionInfo {
         command_events_dropped: s.lost.command_events_dropped,
         network_events_dropped: s.lost.network_events_dropped,
         unwritten: s.lost.unwritten,
+        policy: s.policy.unwrap_or_default(),
     }
 }
 
@@ -224,6 +225,7 @@ impl Service {
             service: request.service,
             tty: request.tty,
             ssh,
+            auth_info: env.get("SSH_AUTH_INFO_0").cloned(),
         };
         blocking(move || core.open_session(pid, &login)).await
     }
@@ -279,6 +281,18 @@ impl Service {
         require_root(&hdr, conn).await?;
         let core = self.core.clone();
         blocking(move || core.apply_policy(&yaml, &source)).await
+    }
+
+    async fn explain_policy(
+        &self,
+        login: std::collections::HashMap<String, String>,
+        dest: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        require_root(&hdr, conn).await?;
+        let core = self.core.clone();
+        blocking(move || core.explain_login(&login, &dest)).await
     }
 
     async fn status(

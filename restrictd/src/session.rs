@@ -60,6 +60,12 @@ pub struct Session {
     /// Events of the session not recorded so far (reported as `session.lost`).
     #[serde(default)]
     pub lost: Losses,
+    /// Who logged in, as policies match logins.
+    #[serde(default)]
+    pub who: Option<crate::policy::Who>,
+    /// The per-login policy that binds the session (None: the host default).
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 impl Session {
@@ -100,6 +106,8 @@ impl Session {
             followed_from: Vec::new(),
             next_ei: 0,
             lost: Losses::default(),
+            who: None,
+            policy: None,
         }
     }
 }
@@ -281,6 +289,10 @@ impl Registry {
 
     pub fn all(&self) -> impl Iterator<Item = &Session> {
         self.sessions.values()
+    }
+
+    pub fn all_mut(&mut self) -> impl Iterator<Item = &mut Session> {
+        self.sessions.values_mut()
     }
 
     pub fn len(&self) -> usize {

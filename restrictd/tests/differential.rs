@@ -1,6 +1,7 @@
 //! Differential test: for random policies (overlapping prefixes, allow and
-//! deny, IPv4, IPv6, v4-mapped rules) and destinations near their edges,
-//! the verdict of a real session in the kernel equals the policy model's
+//! deny, IPv4, IPv6, v4-mapped rules; with ports and protocols, nested
+//! prefixes with different ports) and destinations near their edges, the
+//! verdict of a real session in the kernel equals the policy model's
 //! (`Policy::allows`) for every probe. Each destination is probed by a UDP
 //! connect and by an unconnected UDP send (a v4-mapped one from an IPv6
 //! socket reaches the kernel's IPv4 send path). The probe runs in a network
@@ -18,7 +19,8 @@ use std::{
 };
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use restrictd::policy::Policy;
+use restrictd::policy::{Policy, PolicySet};
+use restrictd_common::{PROTO_TCP, PROTO_UDP};
 
 const SEEDS: std::ops::Range<u64> = 1..9;
 
@@ -172,43 +174,21 @@ fn the_kernel_decides_every_destination_as_the_policy_model_does() {
         let rules: Vec<IpNet> = allow.iter().chain(&deny).copied().collect();
         let dests = destinations(&mut rng, &rules);
 
-        let mut child = sb
-            .run_cmd(
-                Some(&path),
-                &[
-                    "unshare",
-                    "--net",
-                    "python3",
-                    &repo().join("tests/verdict_probe.py").display().to_string(),
-                ],
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let input: String = dests
+        let input: Vec<String> = dests
             .iter()
             .map(|a| match a {
-                IpAddr::V4(v) => format!("4 {v}\n"),
-                IpAddr::V6(v) => format!("6 {v}\n"),
+                IpAddr::V4(v) => format!("4 {v}"),
+                IpAddr::V6(v) => format!("6 {v}"),
             })
             .collect();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "seed {seed}: {out:?}");
-        let verdicts: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
-            .collect();
-        assert_eq!(verdicts.len(), dests.len(), "seed {seed}: {out:?}");
+        let verdicts = probe(&sb, &path, &input, seed);
         for (dest, got) in dests.iter().zip(&verdicts) {
-            let want = if model.allows(*dest) { "ok" } else { "EPERM" };
+            // The probe's datagrams go to port 9.
+            let want = if model.allows(*dest, PROTO_UDP, 9) {
+                "ok"
+            } else {
+                "EPERM"
+            };
             assert_eq!(
                 got,
                 &format!("{want} {want}"),
@@ -222,5 +202,157 @@ fn the_kernel_decides_every_destination_as_the_policy_model_does() {
     assert!(
         denied > 100 && probes - denied > 100,
         "{denied} of {probes} denied"
+    );
+}
+
+/// Runs `tests/verdict_probe.py` in a session under the policy file `path`,
+/// in an empty network namespace, on `lines`; its verdict lines.
+fn probe(sb: &Sandbox, path: &std::path::Path, lines: &[String], seed: u64) -> Vec<String> {
+    let mut child = sb
+        .run_cmd(
+            Some(path),
+            &[
+                "unshare",
+                "--net",
+                "python3",
+                &repo().join("tests/verdict_probe.py").display().to_string(),
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "seed {seed}: {out:?}");
+    let verdicts: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(verdicts.len(), lines.len(), "seed {seed}: {out:?}");
+    verdicts
+}
+
+/// Port sets rules draw from: single ports, ranges, overlapping ones.
+const PORT_SETS: [&[&str]; 6] = [
+    &["443"],
+    &["53"],
+    &["22", "443"],
+    &["8000-8080"],
+    &["1-1023"],
+    &["8080", "9000-9001"],
+];
+
+/// A random rule line of a `restrictd_policy`: CIDR, maybe ports, maybe a
+/// protocol.
+fn random_rule(rng: &mut fastrand::Rng, net: &IpNet) -> String {
+    let mut s = format!("    - cidr: \"{net}\"\n");
+    if rng.u8(..3) != 0 {
+        let ports = PORT_SETS[rng.usize(..PORT_SETS.len())];
+        let list: Vec<String> = ports.iter().map(|p| format!("\"{p}\"")).collect();
+        s.push_str(&format!("      ports: [{}]\n", list.join(", ")));
+    }
+    match rng.u8(..4) {
+        0 => s.push_str("      protocol: tcp\n"),
+        1 => s.push_str("      protocol: udp\n"),
+        2 => s.push_str("      protocol: any\n"),
+        _ => {}
+    }
+    s
+}
+
+/// With ports and protocols: a `restrictd_policy` binding every login, its
+/// rules on nested prefixes with different ports and protocols; each
+/// destination probed by TCP connect, UDP connect and UDP send at ports on
+/// and beside the rules' range edges.
+#[test]
+fn ports_and_protocols_are_decided_as_the_model_does() {
+    let sb = Sandbox::with_config("enhanced_recording:\n  enabled: false\n");
+    let (mut probes, mut denied, mut port_decided) = (0, 0, 0);
+    for seed in 101..107u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (allow, deny) = random_policy(&mut rng);
+        let mut yaml = String::from(
+            "kind: restrictd_policy\nversion: v1\nmetadata:\n  name: random\nspec:\n  allow:\n",
+        );
+        for n in &allow {
+            yaml.push_str(&random_rule(&mut rng, n));
+        }
+        yaml.push_str("  deny:\n");
+        for n in &deny {
+            yaml.push_str(&random_rule(&mut rng, n));
+        }
+        let set = PolicySet::parse_with(&yaml, "random", Default::default())
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{yaml}"));
+        if restrictd::bpf::check_fits(&set).is_err() {
+            continue;
+        }
+        let model = &set.policies[0];
+        let path = sb.dir.path().join(format!("ports-{seed}.yaml"));
+        std::fs::write(&path, &yaml).unwrap();
+        let rules: Vec<IpNet> = allow.iter().chain(&deny).copied().collect();
+        let mut dests = destinations(&mut rng, &rules);
+        // Fewer addresses, more ports each.
+        rng.shuffle(&mut dests);
+        dests.truncate(60);
+        let ports = [
+            0u16, 1, 21, 22, 23, 52, 53, 54, 442, 443, 444, 1023, 1024, 7999, 8000, 8080, 8081,
+            9001, 9002,
+        ];
+        let mut input = Vec::new();
+        let mut cases = Vec::new();
+        for a in &dests {
+            for &port in &ports {
+                // Port 0 is the model's "no port": TCP and UDP refuse it.
+                if port == 0 {
+                    continue;
+                }
+                for proto in ["tcp", "udp"] {
+                    let fam = if a.is_ipv4() { 4 } else { 6 };
+                    input.push(format!("{fam} {a} {port} {proto}"));
+                    cases.push((*a, port, proto));
+                }
+            }
+        }
+        let verdicts = probe(&sb, &path, &input, seed);
+        for ((addr, port, proto), got) in cases.iter().zip(&verdicts) {
+            let class = if *proto == "tcp" {
+                PROTO_TCP
+            } else {
+                PROTO_UDP
+            };
+            let ok = model.allows(*addr, class, *port);
+            let want = if ok { "ok" } else { "EPERM" };
+            let want = if *proto == "tcp" {
+                want.to_string()
+            } else {
+                format!("{want} {want}")
+            };
+            assert_eq!(
+                got, &want,
+                "seed {seed}: {proto} to {addr} port {port}\n{yaml}"
+            );
+            denied += usize::from(!ok);
+            // The verdict depends on the port here: another port of the
+            // same address and protocol decides otherwise.
+            if ports
+                .iter()
+                .any(|&p| p != 0 && model.allows(*addr, class, p) != ok)
+            {
+                port_decided += 1;
+            }
+        }
+        probes += cases.len();
+    }
+    assert!(
+        denied > 500 && probes - denied > 500 && port_decided > 500,
+        "{denied} of {probes} denied, {port_decided} decided by the port"
     );
 }

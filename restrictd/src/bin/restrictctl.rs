@@ -54,8 +54,30 @@ enum Command {
 enum PolicyCommand {
     /// Print the active policy (YAML).
     Show,
-    /// Validate FILE and apply it to every session, running ones included.
+    /// Validate FILE and apply it (with the policy directory's documents)
+    /// to every session and user, running ones included, each evaluated
+    /// again.
     Apply { file: PathBuf },
+    /// Which policy binds a login and what it decides for DEST
+    /// (ADDR[:PORT][/tcp|udp|icmp]; [ADDR]:PORT for IPv6), with the rule.
+    Explain {
+        /// The user logging in (groups from NSS).
+        #[arg(long)]
+        user: String,
+        /// The login's source address.
+        #[arg(long)]
+        from: Option<String>,
+        /// An SSH certificate principal of the login.
+        #[arg(long)]
+        principal: Option<String>,
+        /// The SSH authentication method (publickey, password, ...).
+        #[arg(long)]
+        auth_method: Option<String>,
+        /// The PAM service.
+        #[arg(long, default_value = "sshd")]
+        service: String,
+        dest: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +194,32 @@ async fn run(cmd: Command) -> Result<(), String> {
                 .map_err(explain)?;
             println!("{summary}");
         }
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    user,
+                    from,
+                    principal,
+                    auth_method,
+                    service,
+                    dest,
+                },
+        } => {
+            let mut login = std::collections::HashMap::new();
+            login.insert("user".to_string(), user);
+            login.insert("service".to_string(), service);
+            for (k, v) in [
+                ("from", from),
+                ("principal", principal),
+                ("auth_method", auth_method),
+            ] {
+                if let Some(v) = v {
+                    login.insert(k.to_string(), v);
+                }
+            }
+            let out = d.explain_policy(&login, &dest).await.map_err(explain)?;
+            print!("{out}");
+        }
         Command::Session {
             command: SessionCommand::Kill { id },
         } => {
@@ -242,12 +290,12 @@ fn lost_total(s: &SessionInfo) -> u64 {
 
 fn print_table(v: &[SessionInfo]) {
     println!(
-        "{:<36}  {:<12} {:<15} {:<8} {:<20} {:>5} {:>7}  STATE",
-        "SESSION", "USER", "FROM", "SERVICE", "STARTED", "PROCS", "LOST"
+        "{:<36}  {:<12} {:<15} {:<8} {:<20} {:>5} {:>7}  {:<6} POLICY",
+        "SESSION", "USER", "FROM", "SERVICE", "STARTED", "PROCS", "LOST", "STATE"
     );
     for s in v {
         println!(
-            "{:<36}  {:<12} {:<15} {:<8} {:<20} {:>5} {:>7}  {}",
+            "{:<36}  {:<12} {:<15} {:<8} {:<20} {:>5} {:>7}  {:<6} {}",
             s.sid,
             s.user,
             s.remote_host,
@@ -255,7 +303,12 @@ fn print_table(v: &[SessionInfo]) {
             s.started.get(..19).unwrap_or(&s.started),
             s.processes,
             lost_total(s),
-            s.state
+            s.state,
+            if s.policy.is_empty() {
+                "(host default)"
+            } else {
+                &s.policy
+            }
         );
     }
 }

@@ -32,7 +32,7 @@ use restrictd_common::{
 };
 
 use self::object::ObjectInfo;
-pub use self::policy_maps::PolicyMaps;
+pub use self::policy_maps::{check_fits, PolicyIds, PolicyMaps};
 use crate::pathfilter::PathFilter;
 
 /// The object built by build.rs from restrictd-ebpf.

@@ -1,8 +1,8 @@
 //! The policy tries and the active policy id: the only writer of the rules.
 
-use std::net::Ipv6Addr;
+use std::{collections::HashMap, net::Ipv6Addr};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{lpm_trie::Key, Array, LpmTrie, MapData, MapError},
     Ebpf,
@@ -10,17 +10,25 @@ use aya::{
 use ipnet::IpNet;
 use restrictd_common::{
     key::{self, V4KeyData, V6KeyData},
-    RuleValue, POLICY_NONE,
+    PortRange, RuleValue, POLICY_NONE, PORT_RANGES,
 };
 
 use super::take;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicySet, Rule};
 
-/// How long old policy rules outlive a switch (see `set`).
+/// How long old policy rules outlive a switch (see `set_all`).
 const POLICY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 type V4Trie = LpmTrie<MapData, V4KeyData, RuleValue>;
 type V6Trie = LpmTrie<MapData, V6KeyData, RuleValue>;
+
+/// The kernel ids of an applied set: the host default's (`POLICY_NONE`
+/// without one) and each per-login policy's by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyIds {
+    pub default: u32,
+    pub by_name: HashMap<String, u32>,
+}
 
 pub struct PolicyMaps {
     active: Array<MapData, u32>,
@@ -28,8 +36,8 @@ pub struct PolicyMaps {
     deny_v4: V4Trie,
     allow_v6: V6Trie,
     deny_v6: V6Trie,
-    /// The policy whose rules are in the tries, under its id.
-    current: Option<(u32, Policy)>,
+    /// The policies whose rules are in the tries, under their ids.
+    current: Vec<(u32, Policy)>,
     next_id: u32,
 }
 
@@ -43,7 +51,7 @@ impl PolicyMaps {
             deny_v4: take(ebpf, "DENY_V4")?,
             allow_v6: take(ebpf, "ALLOW_V6")?,
             deny_v6: take(ebpf, "DENY_V6")?,
-            current: None,
+            current: Vec::new(),
             next_id: 1,
         };
         if reused {
@@ -64,49 +72,86 @@ impl PolicyMaps {
         Ok(p)
     }
 
-    /// Makes `policy` the host-wide policy (`None`: allow everything).
-    ///
-    /// The new rules are written under a fresh policy id, then `ACTIVE` is
-    /// switched in one map write, so each connect() sees either the old policy
-    /// or the new one, never a mix. The old rules are removed `POLICY_GRACE`
-    /// later (a program run takes well under a microsecond), allow rules
-    /// first, so even a program preempted mid-lookup could only be stricter.
-    /// Only this object is busy meanwhile: logins use `SessionMap`.
+    /// Makes `policy` the host-wide policy (`None`: allow everything), with
+    /// no per-login policies.
     pub fn set(&mut self, policy: Option<&Policy>) -> Result<()> {
-        let new_id = match policy {
-            None => POLICY_NONE,
-            Some(p) => {
-                let id = self.next_id;
-                // Ids are never reused while in use; wrapping after 4 billion updates is fine.
-                self.next_id = self.next_id.wrapping_add(1).max(1);
-                if let Err(e) = self.write_rules(id, p, true) {
-                    let _ = self.write_rules(id, p, false);
-                    return Err(e);
-                }
-                id
-            }
+        let set = PolicySet {
+            default: policy.cloned(),
+            policies: Vec::new(),
         };
-        self.active
-            .set(0, new_id, 0)
-            .context("switching the active policy")?;
-        let old = std::mem::replace(&mut self.current, policy.map(|p| (new_id, p.clone())));
-        if let Some((old_id, old_policy)) = old {
-            // A program that read the old id just before the switch is still
-            // looking it up; its rules stay until such runs are long over.
-            std::thread::sleep(POLICY_GRACE);
-            self.write_rules(old_id, &old_policy, false)?;
-        }
-        Ok(())
+        self.set_all(&set, |_| Ok(())).map(|_| ())
     }
 
-    /// Removes every rule that does not belong to the active policy (left
+    /// Makes `set` the policies in force.
+    ///
+    /// Every policy's rules are written under a fresh id; then `retarget`
+    /// points sessions and identities at their new policies' ids (one map
+    /// write each), and `ACTIVE` is switched to the new host default in one
+    /// map write: each connect() sees a whole old policy or a whole new
+    /// one, never a mix. The old rules are removed `POLICY_GRACE` later (a
+    /// program run takes well under a microsecond), allow rules first, so
+    /// even a program preempted mid-lookup could only be stricter. If
+    /// `retarget` fails, the new rules are removed and the old stay in force.
+    /// Only this object is busy meanwhile: logins use `SessionMap`.
+    pub fn set_all(
+        &mut self,
+        set: &PolicySet,
+        retarget: impl FnOnce(&PolicyIds) -> Result<()>,
+    ) -> Result<PolicyIds> {
+        let mut ids = PolicyIds::default();
+        let mut written: Vec<(u32, Policy)> = Vec::new();
+        let undo = |me: &mut PolicyMaps, written: &[(u32, Policy)]| {
+            for (id, p) in written {
+                let _ = me.write_rules(*id, p, false);
+            }
+        };
+        for p in set.all() {
+            if p.unrestricted {
+                continue;
+            }
+            let id = self.next_id;
+            // Ids are never reused while in use; wrapping after 4 billion updates is fine.
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if let Err(e) = self.write_rules(id, p, true) {
+                let _ = self.write_rules(id, p, false);
+                undo(self, &written);
+                return Err(e).with_context(|| format!("policy {:?}", p.name));
+            }
+            written.push((id, p.clone()));
+            if set.default.as_ref().is_some_and(|d| std::ptr::eq(d, p)) {
+                ids.default = id;
+            } else {
+                ids.by_name.insert(p.name.clone(), id);
+            }
+        }
+        if let Err(e) = retarget(&ids) {
+            undo(self, &written);
+            return Err(e);
+        }
+        self.active
+            .set(0, ids.default, 0)
+            .context("switching the active policy")?;
+        let old = std::mem::replace(&mut self.current, written);
+        if !old.is_empty() {
+            // A program that read an old id just before the switch is still
+            // looking it up; its rules stay until such runs are long over.
+            std::thread::sleep(POLICY_GRACE);
+            for (id, p) in &old {
+                self.write_rules(*id, p, false)?;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Removes every rule that does not belong to a policy in force (left
     /// over by a previous run that stopped before deleting them).
-    pub fn purge_inactive(&mut self) -> Result<()> {
-        let active = self.active.get(&0, 0)?;
-        purge(&mut self.allow_v4, active)?;
-        purge(&mut self.allow_v6, active)?;
-        purge(&mut self.deny_v4, active)?;
-        purge(&mut self.deny_v6, active)
+    pub fn purge_inactive(&mut self, keep: &[u32]) -> Result<()> {
+        let mut keep = keep.to_vec();
+        keep.push(self.active.get(&0, 0)?);
+        purge(&mut self.allow_v4, &keep)?;
+        purge(&mut self.allow_v6, &keep)?;
+        purge(&mut self.deny_v4, &keep)?;
+        purge(&mut self.deny_v6, &keep)
     }
 
     /// Inserts (or removes) the rules of `policy` under `id`. Every IPv4 CIDR
@@ -117,8 +162,11 @@ impl PolicyMaps {
     /// 100,000-CIDR policy is hundreds of thousands of map syscalls). Allow
     /// entries are handled before deny entries, which makes removal safe.
     fn write_rules(&mut self, id: u32, policy: &Policy, insert: bool) -> Result<()> {
-        let (allow4, allow6) = rule_keys(id, &policy.allow);
-        let (deny4, deny6) = rule_keys(id, &policy.deny);
+        let what = |list: &str| format!("policy {:?}, {list} list", policy.name);
+        let (allow4, allow6) =
+            rule_entries(id, &policy.allow).map_err(|e| anyhow!("{}: {e}", what("allow")))?;
+        let (deny4, deny6) =
+            rule_entries(id, &policy.deny).map_err(|e| anyhow!("{}: {e}", what("deny")))?;
         both(
             &mut self.allow_v4,
             &allow4,
@@ -139,43 +187,156 @@ impl PolicyMaps {
     }
 }
 
-type Keys<K> = Vec<(Key<K>, IpNet)>;
-
-/// The trie keys of a list: IPv4 keys, and IPv6 keys (IPv6 rules plus every
-/// IPv4 rule in its v4-mapped form), each with the CIDR it came from.
-fn rule_keys(id: u32, list: &[IpNet]) -> (Keys<V4KeyData>, Keys<V6KeyData>) {
-    let mut v4 = Vec::new();
-    let mut v6 = Vec::with_capacity(list.len());
-    for net in list {
-        let (addr, len): (Ipv6Addr, u8) = match net {
-            IpNet::V4(n) => {
-                let data = key::v4(id, n.network().octets());
-                v4.push((Key::new(key::prefix_len(n.prefix_len()), data), *net));
-                (
-                    key::v4_mapped(n.network().octets()).into(),
-                    key::V4_MAPPED_PREFIX + n.prefix_len(),
-                )
-            }
-            IpNet::V6(n) => (n.network(), n.prefix_len()),
-        };
-        let data = key::v6(id, addr.octets());
-        v6.push((Key::new(key::prefix_len(len), data), *net));
+/// Checks that every trie entry of `set` fits (at most `PORT_RANGES` port
+/// ranges cover any one address of a list), as applying it would.
+pub fn check_fits(set: &PolicySet) -> Result<(), String> {
+    for p in set.all() {
+        for (list, rules) in [("allow", &p.allow), ("deny", &p.deny)] {
+            rule_entries(0, rules).map_err(|e| format!("policy {:?}, {list} list: {e}", p.name))?;
+        }
     }
-    (v4, v6)
+    Ok(())
+}
+
+type Entries<K> = Vec<(Key<K>, RuleValue, IpNet)>;
+
+/// The trie entries of a list: IPv4 ones, and IPv6 ones (IPv6 rules plus
+/// every IPv4 rule in its v4-mapped form). Each entry's value holds the
+/// port ranges of every rule of the list whose CIDR covers its prefix, so
+/// that the longest match alone decides.
+fn rule_entries(
+    id: u32,
+    rules: &[Rule],
+) -> Result<(Entries<V4KeyData>, Entries<V6KeyData>), String> {
+    let mut v4: Vec<(u128, u8, IpNet, &Rule)> = Vec::new();
+    let mut v6: Vec<(u128, u8, IpNet, &Rule)> = Vec::new();
+    for r in rules {
+        match r.net {
+            IpNet::V4(n) => {
+                v4.push((u32::from(n.network()) as u128, n.prefix_len(), r.net, r));
+                let mapped: Ipv6Addr = key::v4_mapped(n.network().octets()).into();
+                v6.push((
+                    u128::from(mapped),
+                    key::V4_MAPPED_PREFIX + n.prefix_len(),
+                    r.net,
+                    r,
+                ));
+            }
+            IpNet::V6(n) => v6.push((u128::from(n.network()), n.prefix_len(), r.net, r)),
+        }
+    }
+    let v4 = merged(v4, 32)?
+        .into_iter()
+        .map(|(addr, len, net, value)| {
+            let data = key::v4(id, (addr as u32).to_be_bytes());
+            (Key::new(key::prefix_len(len), data), value, net)
+        })
+        .collect();
+    let v6 = merged(v6, 128)?
+        .into_iter()
+        .map(|(addr, len, net, value)| {
+            let data = key::v6(id, addr.to_be_bytes());
+            (Key::new(key::prefix_len(len), data), value, net)
+        })
+        .collect();
+    Ok((v4, v6))
+}
+
+/// A port range and its protocols: `(lo, hi, PROTO_* bits)`.
+type Range = (u16, u16, u32);
+
+/// One entry per distinct prefix, its value the ranges of its own rules and
+/// of every rule on a shorter prefix that contains it.
+fn merged(
+    mut nets: Vec<(u128, u8, IpNet, &Rule)>,
+    bits: u8,
+) -> Result<Vec<(u128, u8, IpNet, RuleValue)>, String> {
+    // Containing prefixes sort before what they contain.
+    nets.sort_by_key(|&(addr, len, ..)| (addr, len));
+    let contains = |(pa, pl): (u128, u8), (ca, cl): (u128, u8)| {
+        pl <= cl && (pl == 0 || (pa ^ ca) >> (bits - pl) == 0)
+    };
+    let mut out: Vec<(u128, u8, IpNet, RuleValue)> = Vec::new();
+    // The chain of prefixes containing the current one, with their ranges.
+    let mut stack: Vec<(u128, u8, Vec<Range>)> = Vec::new();
+    let mut i = 0;
+    while i < nets.len() {
+        let (addr, len, net, _) = nets[i];
+        let mut own = Vec::new();
+        while i < nets.len() && (nets[i].0, nets[i].1) == (addr, len) {
+            own.extend(nets[i].3.ranges());
+            i += 1;
+        }
+        while stack
+            .last()
+            .is_some_and(|&(pa, pl, _)| !contains((pa, pl), (addr, len)))
+        {
+            stack.pop();
+        }
+        let mut ranges = stack.last().map(|(_, _, r)| r.clone()).unwrap_or_default();
+        ranges.extend(own);
+        let ranges = simplify(ranges);
+        if ranges.len() > PORT_RANGES {
+            return Err(format!(
+                "{} port ranges apply to {net} (its own rules and those of the CIDRs containing it); at most {PORT_RANGES} can: merge ranges or split the CIDR",
+                ranges.len()
+            ));
+        }
+        let mut value = RuleValue::default();
+        for (slot, &(lo, hi, protocols)) in value.ranges.iter_mut().zip(&ranges) {
+            *slot = PortRange { lo, hi, protocols };
+        }
+        out.push((addr, len, net, value));
+        stack.push((addr, len, ranges));
+    }
+    Ok(out)
+}
+
+/// Fewest ranges with the same coverage: ranges of one protocol set that
+/// overlap or touch are joined, and a range inside another whose protocols
+/// include its own is dropped.
+fn simplify(mut r: Vec<(u16, u16, u32)>) -> Vec<(u16, u16, u32)> {
+    r.sort_by_key(|&(lo, hi, p)| (p, lo, hi));
+    let mut joined: Vec<(u16, u16, u32)> = Vec::new();
+    for (lo, hi, p) in r {
+        match joined.last_mut() {
+            Some(last) if last.2 == p && (lo as u32) <= last.1 as u32 + 1 => {
+                last.1 = last.1.max(hi)
+            }
+            _ => joined.push((lo, hi, p)),
+        }
+    }
+    let keep: Vec<bool> = joined
+        .iter()
+        .enumerate()
+        .map(|(i, &(lo, hi, p))| {
+            !joined.iter().enumerate().any(|(j, &(l2, h2, p2))| {
+                j != i
+                    && p2 & p == p
+                    && l2 <= lo
+                    && hi <= h2
+                    && (p2 != p || (l2, h2) != (lo, hi) || j < i)
+            })
+        })
+        .collect();
+    joined
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(r, k)| k.then_some(r))
+        .collect()
 }
 
 fn update_all<K: aya::Pod>(
     trie: &mut LpmTrie<MapData, K, RuleValue>,
-    keys: &[(Key<K>, IpNet)],
+    entries: &[(Key<K>, RuleValue, IpNet)],
     insert: bool,
 ) -> Result<()> {
-    for (key, net) in keys {
+    for (key, value, net) in entries {
         if insert {
-            trie.insert(key, RuleValue { ports: 0 }, 0)
+            trie.insert(key, value, 0)
                 .with_context(|| format!("rule {net}"))?;
         } else {
             match trie.remove(key) {
-                // A CIDR listed twice is removed once.
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(e).with_context(|| format!("removing rule {net}")),
             }
@@ -187,9 +348,9 @@ fn update_all<K: aya::Pod>(
 /// Updates a v4 and a v6 trie concurrently.
 fn both(
     v4: &mut V4Trie,
-    k4: &[(Key<V4KeyData>, IpNet)],
+    k4: &Entries<V4KeyData>,
     v6: &mut V6Trie,
-    k6: &[(Key<V6KeyData>, IpNet)],
+    k6: &Entries<V6KeyData>,
     insert: bool,
 ) -> Result<()> {
     std::thread::scope(|s| {
@@ -210,12 +371,12 @@ fn max_id<K: aya::Pod + AsRef<[u8]>>(trie: &LpmTrie<MapData, K, RuleValue>) -> u
 
 fn purge<K: aya::Pod + AsRef<[u8]>>(
     trie: &mut LpmTrie<MapData, K, RuleValue>,
-    keep: u32,
+    keep: &[u32],
 ) -> Result<()> {
     let stale: Vec<Key<K>> = trie
         .keys()
         .filter_map(|k| k.ok())
-        .filter(|k| key::policy_id(k.data().as_ref()) != keep)
+        .filter(|k| !keep.contains(&key::policy_id(k.data().as_ref())))
         .collect();
     for k in &stale {
         match trie.remove(k) {
@@ -224,4 +385,77 @@ fn purge<K: aya::Pod + AsRef<[u8]>>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use restrictd_common::{PROTO_ANY, PROTO_TCP, PROTO_UDP};
+
+    fn rule(net: &str, protocols: u32, ports: &[(u16, u16)]) -> Rule {
+        Rule {
+            net: net.parse().unwrap(),
+            protocols,
+            ports: ports.to_vec(),
+            at: String::new(),
+        }
+    }
+
+    /// The entry the kernel's longest-prefix match finds for `addr`.
+    fn lookup(entries: &Entries<V4KeyData>, addr: [u8; 4]) -> Option<RuleValue> {
+        entries
+            .iter()
+            .filter(|(k, _, net)| {
+                net.contains(&std::net::IpAddr::from(addr)) && k.prefix_len() > 0
+                    || net.prefix_len() == 0
+            })
+            .max_by_key(|(_, _, net)| net.prefix_len())
+            .map(|(_, v, _)| *v)
+    }
+
+    #[test]
+    fn nested_prefixes_carry_their_ancestors_ports() {
+        let rules = [
+            rule("10.0.0.0/8", PROTO_TCP, &[(443, 443)]),
+            rule("10.1.0.0/16", PROTO_UDP, &[(53, 53)]),
+            rule("10.1.2.0/24", PROTO_ANY, &[]),
+            rule("11.0.0.0/8", PROTO_TCP, &[(22, 22)]),
+        ];
+        let (v4, v6) = rule_entries(7, &rules).unwrap();
+        assert_eq!(v4.len(), 4);
+        assert_eq!(v6.len(), 4);
+        let at = |a| lookup(&v4, a).unwrap();
+        assert!(at([10, 1, 9, 9]).covers(PROTO_TCP, 443));
+        assert!(at([10, 1, 9, 9]).covers(PROTO_UDP, 53));
+        assert!(!at([10, 1, 9, 9]).covers(PROTO_TCP, 53));
+        assert!(at([10, 1, 2, 3]).covers(PROTO_TCP, 9));
+        assert!(!at([10, 2, 0, 1]).covers(PROTO_UDP, 53));
+        // A sibling prefix inherits nothing from its neighbour.
+        assert!(!at([11, 0, 0, 1]).covers(PROTO_TCP, 443));
+    }
+
+    #[test]
+    fn too_many_ranges_on_one_address_is_an_error_naming_it() {
+        let rules: Vec<Rule> = (0..9)
+            .map(|i| rule("10.0.0.0/8", PROTO_TCP, &[(i * 10, i * 10)]))
+            .collect();
+        let Err(e) = rule_entries(1, &rules) else {
+            panic!("nine ranges on one prefix must not fit")
+        };
+        assert!(e.contains("10.0.0.0/8") && e.contains("at most 8"), "{e}");
+        // Adjacent ranges of one protocol join.
+        let rules: Vec<Rule> = (0..20)
+            .map(|i| rule("10.0.0.0/8", PROTO_TCP, &[(i, i)]))
+            .collect();
+        let (v4, _) = rule_entries(1, &rules).unwrap();
+        assert_eq!(
+            v4[0].1.ranges[0],
+            PortRange {
+                lo: 0,
+                hi: 19,
+                protocols: PROTO_TCP
+            }
+        );
+        assert_eq!(v4[0].1.ranges[1].protocols, 0);
+    }
 }

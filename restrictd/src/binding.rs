@@ -1,0 +1,148 @@
+//! Which policy a login or a user gets, and the kernel entry that says so.
+//!
+//! A session gets the first `restrictd_policy` whose `match` binds its login
+//! (user, groups, source, PAM service, SSH authentication), else the host
+//! default. Outside sessions (a restricted identity's cron jobs, other
+//! processes, the user's systemd instance) only the user and their groups
+//! are known: the user gets the first policy that binds them by those
+//! alone (a policy with a source, service or authentication criterion never
+//! does), else the host default; whatever their sessions matched.
+
+use std::collections::HashMap;
+
+use restrictd_common::{
+    SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RECORD_COMMANDS, SESSION_RECORD_DISK,
+    SESSION_RECORD_NETWORK, SESSION_RESTRICT,
+};
+
+use crate::{
+    bpf::PolicyIds,
+    policy::{Policy, PolicySet, Who},
+};
+
+/// The policy set in force and its kernel ids.
+#[derive(Clone, Debug, Default)]
+pub struct Binding {
+    pub set: PolicySet,
+    pub ids: PolicyIds,
+    /// The recording the host configuration turns on (`SESSION_RECORD_*`).
+    pub host_flags: u32,
+}
+
+impl Binding {
+    pub fn new(set: PolicySet, ids: PolicyIds, host_flags: u32) -> Binding {
+        Binding {
+            set,
+            ids,
+            host_flags,
+        }
+    }
+
+    /// The policy of a login: its name (None: the host default) and entry.
+    pub fn for_login(&self, who: &Who) -> (Option<String>, SessionEntry) {
+        let p = self.set.choose(who);
+        (p.map(|p| p.name.clone()), self.entry(p))
+    }
+
+    /// The policy of a user's processes outside sessions.
+    pub fn for_user(&self, user: &str, groups: &[String]) -> (Option<String>, SessionEntry) {
+        self.for_login(&Who {
+            user: user.to_string(),
+            groups: groups.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    /// The entry of a session or identity under per-login policy `p`
+    /// (None: the host default, which follows `ACTIVE`).
+    pub fn entry(&self, p: Option<&Policy>) -> SessionEntry {
+        let mut flags = SESSION_RESTRICT | self.host_flags;
+        let Some(p) = p else {
+            return SessionEntry {
+                policy_id: POLICY_FOLLOW_ACTIVE,
+                flags,
+            };
+        };
+        if p.unrestricted {
+            flags &= !SESSION_RESTRICT;
+        }
+        // A policy can turn recording off; on only where the host loads the
+        // programs (the configuration's switches), which `restrictd check`
+        // and the daemon's log point out.
+        for (want, bit) in [
+            (p.record.commands, SESSION_RECORD_COMMANDS),
+            (p.record.network, SESSION_RECORD_NETWORK),
+            (p.record.disk, SESSION_RECORD_DISK),
+        ] {
+            match want {
+                Some(false) => flags &= !bit,
+                Some(true) => flags |= bit & self.host_flags,
+                None => {}
+            }
+        }
+        SessionEntry {
+            policy_id: self.ids.by_name.get(&p.name).copied().unwrap_or(0),
+            flags,
+        }
+    }
+
+    /// The entry of the policy named `name` (None or unknown: the host
+    /// default's).
+    pub fn entry_named(&self, name: Option<&str>) -> SessionEntry {
+        self.entry(name.and_then(|n| self.set.policies.iter().find(|p| p.name == n)))
+    }
+
+    /// Messages about recording a policy asks for that the host does not
+    /// load.
+    pub fn recording_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.set.policies {
+            for (want, bit, what) in [
+                (p.record.commands, SESSION_RECORD_COMMANDS, "commands"),
+                (p.record.network, SESSION_RECORD_NETWORK, "network"),
+                (p.record.disk, SESSION_RECORD_DISK, "disk"),
+            ] {
+                if want == Some(true) && self.host_flags & bit == 0 {
+                    out.push(format!(
+                        "{}: policy {:?}: record.{what}: true has no effect while enhanced_recording does not turn {what} events on for the host",
+                        p.at, p.name
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The names of `user`'s groups, primary and supplementary (NSS); empty
+/// when the user is unknown.
+pub fn groups_of(user: &str) -> Vec<String> {
+    let Ok(Some(u)) = nix::unistd::User::from_name(user) else {
+        return Vec::new();
+    };
+    let Ok(name) = std::ffi::CString::new(user) else {
+        return Vec::new();
+    };
+    let gids = nix::unistd::getgrouplist(&name, u.gid).unwrap_or_else(|_| vec![u.gid]);
+    let mut names: Vec<String> = gids
+        .into_iter()
+        .filter_map(|g| nix::unistd::Group::from_gid(g).ok().flatten())
+        .map(|g| g.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Per-uid memo of `groups_of` for one re-evaluation pass.
+#[derive(Default)]
+pub struct GroupCache(HashMap<String, Vec<String>>);
+
+impl GroupCache {
+    pub fn get(&mut self, user: &str) -> Vec<String> {
+        self.0
+            .entry(user.to_string())
+            .or_insert_with(|| groups_of(user))
+            .clone()
+    }
+}
