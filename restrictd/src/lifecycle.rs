@@ -121,6 +121,10 @@ impl Lifecycle {
         mount: PathBuf,
         binding: Binding,
     ) -> Lifecycle {
+        registry
+            .lock()
+            .unwrap()
+            .set_policies(Arc::new(binding.set.clone()));
         Lifecycle {
             registry,
             kernel: Mutex::new(kernel),
@@ -207,6 +211,7 @@ impl Lifecycle {
         let mut changed = Vec::new();
         {
             let mut reg = self.registry.lock().unwrap();
+            reg.set_policies(Arc::new(b.set.clone()));
             let mut kernel = self.kernel.lock().unwrap();
             for s in reg.all_mut().filter(|s| !s.ending) {
                 let who = s.who.clone().unwrap_or_else(|| Who {

@@ -311,6 +311,34 @@ mod tests {
     }
 
     #[test]
+    fn pam_env_reading_the_users_file_before_the_module_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |name: &str, text: &str| fs::write(d.path().join(name), text).unwrap();
+        w("common-session", "session optional pam_systemd.so\n");
+        // Debian's order: user_readenv=1 before a line at the end.
+        w(
+            "sshd",
+            "@include common-session\nsession required pam_env.so # [1]\nsession required pam_env.so user_readenv=1 envfile=/etc/default/locale\nsession required pam_restrict.so\n",
+        );
+        // The module first, or pam_env without user_readenv: nothing found.
+        w(
+            "sshd-first",
+            "@include common-session\nsession required pam_restrict.so\nsession required pam_env.so user_readenv=1\n",
+        );
+        w(
+            "sshd-plain",
+            "session required pam_env.so\nsession required pam_restrict.so\n",
+        );
+        assert_eq!(
+            user_env_before(d.path(), "sshd"),
+            Some((d.path().join("sshd"), 3))
+        );
+        assert_eq!(user_env_before(d.path(), "sshd-first"), None);
+        assert_eq!(user_env_before(d.path(), "sshd-plain"), None);
+        assert_eq!(user_env_before(d.path(), "../etc/passwd"), None);
+    }
+
+    #[test]
     fn a_line_before_pam_systemd_in_the_session_stack_is_found_through_includes() {
         let d = tempfile::tempdir().unwrap();
         let w = |name: &str, text: &str| fs::write(d.path().join(name), text).unwrap();

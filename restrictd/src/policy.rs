@@ -308,6 +308,103 @@ pub struct Policy {
     pub at: String,
     /// What loaded but deserves a look (host bits masked away), located.
     pub warnings: Vec<PolicyError>,
+    /// The rules by prefix, built on the first decision.
+    pub index: LazyIndex,
+}
+
+/// The rules of one list by prefix length and masked network, so that the
+/// rules covering an address are a few hash lookups away (one per prefix
+/// length in use), not a scan: a denial event names its rule, and a
+/// 100,000-rule policy must not make each one cost a millisecond.
+#[derive(Debug, Default)]
+pub struct RuleIndex {
+    v4: std::collections::BTreeMap<u8, HashMap<u32, Vec<usize>>>,
+    v6: std::collections::BTreeMap<u8, HashMap<u128, Vec<usize>>>,
+}
+
+fn mask4(a: u32, len: u8) -> u32 {
+    a.checked_shr(32 - u32::from(len))
+        .unwrap_or(0)
+        .checked_shl(32 - u32::from(len))
+        .unwrap_or(0)
+}
+
+fn mask6(a: u128, len: u8) -> u128 {
+    a.checked_shr(128 - u32::from(len))
+        .unwrap_or(0)
+        .checked_shl(128 - u32::from(len))
+        .unwrap_or(0)
+}
+
+impl RuleIndex {
+    fn new(rules: &[Rule]) -> RuleIndex {
+        let mut idx = RuleIndex::default();
+        for (i, r) in rules.iter().enumerate() {
+            match r.net {
+                IpNet::V4(n) => idx
+                    .v4
+                    .entry(n.prefix_len())
+                    .or_default()
+                    .entry(u32::from(n.network()))
+                    .or_default()
+                    .push(i),
+                IpNet::V6(n) => idx
+                    .v6
+                    .entry(n.prefix_len())
+                    .or_default()
+                    .entry(u128::from(n.network()))
+                    .or_default()
+                    .push(i),
+            }
+        }
+        idx
+    }
+
+    /// The rules whose CIDR covers `addr` as `Rule::covers` says.
+    fn covering(&self, addr: IpAddr) -> Vec<usize> {
+        let mut out = Vec::new();
+        let v4 = |a: u32, out: &mut Vec<usize>| {
+            for (len, nets) in &self.v4 {
+                out.extend(nets.get(&mask4(a, *len)).into_iter().flatten());
+            }
+        };
+        match addr {
+            IpAddr::V4(a) => v4(u32::from(a), &mut out),
+            IpAddr::V6(a) => {
+                for (len, nets) in &self.v6 {
+                    out.extend(nets.get(&mask6(u128::from(a), *len)).into_iter().flatten());
+                }
+                if let Some(m) = a.to_ipv4_mapped() {
+                    v4(u32::from(m), &mut out);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A policy's `RuleIndex`es (allow, deny), built once when first needed.
+#[derive(Default)]
+pub struct LazyIndex(std::sync::OnceLock<[RuleIndex; 2]>);
+
+impl Clone for LazyIndex {
+    fn clone(&self) -> Self {
+        LazyIndex::default()
+    }
+}
+
+impl PartialEq for LazyIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LazyIndex {}
+
+impl fmt::Debug for LazyIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LazyIndex")
+    }
 }
 
 /// The verdict on one destination and the rule that decided it.
@@ -751,6 +848,7 @@ fn document(raw: RawPolicy, loc: &Locator, strictness: Strictness) -> Result<Pol
         },
         at: format!("{}:{}", loc.source, raw.kind.referenced.line()),
         warnings,
+        index: LazyIndex::default(),
     })
 }
 
@@ -897,6 +995,7 @@ impl Policy {
             record: Recording::default(),
             at: String::new(),
             warnings: Vec::new(),
+            index: LazyIndex::default(),
         }
     }
 
@@ -934,29 +1033,34 @@ impl Policy {
             };
         }
         let addr = local_destination(addr);
+        let [allow_idx, deny_idx] = self
+            .index
+            .0
+            .get_or_init(|| [RuleIndex::new(&self.allow), RuleIndex::new(&self.deny)]);
         // The most specific matching rule names the decision.
         fn hit<'r>(
             l: &'static str,
             rules: &'r [Rule],
+            idx: &RuleIndex,
             addr: IpAddr,
             proto: u32,
             port: u16,
         ) -> Option<(&'static str, usize, &'r Rule)> {
-            rules
-                .iter()
-                .enumerate()
+            idx.covering(addr)
+                .into_iter()
+                .map(|i| (i, &rules[i]))
                 .filter(|(_, r)| r.matches(addr, proto, port))
                 .max_by_key(|(i, r)| (r.net.prefix_len(), std::cmp::Reverse(*i)))
                 .map(|(i, r)| (l, i, r))
         }
-        let hit = |l, rules| hit(l, rules, addr, proto, port);
-        if let Some(d) = hit("deny", &self.deny) {
+        let hit = |l, rules, idx| hit(l, rules, idx, addr, proto, port);
+        if let Some(d) = hit("deny", &self.deny, deny_idx) {
             return Decision {
                 allowed: false,
                 rule: Some(d),
             };
         }
-        let a = hit("allow", &self.allow);
+        let a = hit("allow", &self.allow, allow_idx);
         Decision {
             allowed: a.is_some(),
             rule: a,
@@ -1637,5 +1741,292 @@ mod tests {
         // The listed loopback range and a generated deny are where they should be.
         assert!(p.allows("127.0.0.1".parse().unwrap(), PROTO_TCP, 80));
         assert!(!p.allows("2001:db8:0:1::1".parse().unwrap(), PROTO_TCP, 80));
+    }
+
+    const PER_LOGIN: &str = "kind: network_restrictions
+version: v4
+metadata:
+  name: host
+spec:
+  allow:
+    - cidr: 10.0.0.0/8
+---
+kind: restrictd_policy
+version: v1
+metadata:
+  name: dba
+spec:
+  match:
+    groups: [dba]
+    sources: [192.0.2.0/24]
+  allow:
+    - cidr: 10.5.0.0/16
+      ports: [5432, \"8000-8080\"]
+      protocol: tcp
+    - cidr: 10.5.1.0/24
+      protocol: icmp
+  deny:
+    - cidr: 10.5.9.0/24
+      ports: [8080]
+---
+kind: restrictd_policy
+version: v1
+metadata:
+  name: contractors
+spec:
+  match:
+    auth:
+      principals: [contractor]
+  allow:
+    - cidr: 10.7.0.0/16
+      ports: [443]
+---
+kind: restrictd_policy
+version: v1
+metadata:
+  name: oncall
+spec:
+  match:
+    users: [carol]
+  unrestricted: true
+  record:
+    disk: false
+";
+
+    fn who(user: &str, groups: &[&str], from: Option<&str>) -> Who {
+        Who {
+            user: user.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            source: from.map(|f| f.parse().unwrap()),
+            service: Some("sshd".into()),
+            auth: None,
+        }
+    }
+
+    #[test]
+    fn the_first_policy_that_binds_a_login_is_its_else_the_host_default() {
+        let set = PolicySet::parse_with(PER_LOGIN, "p.yaml", Strictness::Teleport).unwrap();
+        assert_eq!(set.default.as_ref().unwrap().name, "host");
+        let names: Vec<&str> = set.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["dba", "contractors", "oncall"]);
+        assert_eq!(set.policies[0].at, "p.yaml:9");
+        let name = |w: &Who| set.choose(w).map(|p| p.name.clone());
+        assert_eq!(
+            name(&who("bob", &["dba"], Some("192.0.2.7"))),
+            Some("dba".into())
+        );
+        // Every criterion must hold: from elsewhere, or without the group.
+        assert_eq!(name(&who("bob", &["dba"], Some("198.51.100.1"))), None);
+        assert_eq!(name(&who("bob", &["staff"], Some("192.0.2.7"))), None);
+        // No source (outside sessions): a source criterion does not hold.
+        assert_eq!(name(&who("bob", &["dba"], None)), None);
+        assert_eq!(name(&who("carol", &[], None)), Some("oncall".into()));
+        let mut cert = who("dave", &[], None);
+        assert_eq!(name(&cert), None);
+        cert.auth = Some(AuthInfo {
+            methods: vec!["publickey".into()],
+            principals: vec!["contractor".into(), "x".into()],
+            ..Default::default()
+        });
+        assert_eq!(name(&cert), Some("contractors".into()));
+        assert_eq!(set.for_login(&who("erin", &[], None)).unwrap().name, "host");
+    }
+
+    #[test]
+    fn ports_and_protocols_decide_with_deny_overriding_allow() {
+        let set = PolicySet::parse_with(PER_LOGIN, "p.yaml", Strictness::Teleport).unwrap();
+        let dba = &set.policies[0];
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(dba.allows(a("10.5.3.4"), PROTO_TCP, 5432));
+        assert!(!dba.allows(a("10.5.3.4"), PROTO_UDP, 5432));
+        assert!(!dba.allows(a("10.5.3.4"), PROTO_TCP, 5433));
+        assert!(dba.allows(a("10.5.3.4"), PROTO_TCP, 8080));
+        // The deny rule takes 8080 only.
+        assert!(!dba.allows(a("10.5.9.1"), PROTO_TCP, 8080));
+        assert!(dba.allows(a("10.5.9.1"), PROTO_TCP, 8079));
+        // ICMP on the /24 only; the /16's TCP ports still apply there.
+        assert!(dba.allows(a("10.5.1.1"), PROTO_ICMP, 0));
+        assert!(!dba.allows(a("10.5.2.1"), PROTO_ICMP, 0));
+        assert!(dba.allows(a("10.5.1.1"), PROTO_TCP, 5432));
+        // IPv4 rules cover v4-mapped destinations of IPv6 sockets.
+        assert!(dba.allows(a("::ffff:10.5.3.4"), PROTO_TCP, 5432));
+        // Ports without a protocol are TCP and UDP.
+        let c = &set.policies[1];
+        assert!(c.allows(a("10.7.0.1"), PROTO_UDP, 443));
+        assert!(!c.allows(a("10.7.0.1"), PROTO_ICMP, 0));
+        // Unrestricted allows everything; the deciding rule is named.
+        assert!(set.policies[2].allows(a("8.8.8.8"), PROTO_TCP, 25));
+        let d = dba.decide(a("10.5.9.1"), PROTO_TCP, 8080);
+        assert_eq!(
+            dba.explain_decision(&d),
+            "deny rule 1 (10.5.9.0/24 tcp+udp/8080, at p.yaml:24:13)"
+        );
+        let d = dba.decide(a("10.6.0.1"), PROTO_TCP, 8080);
+        assert_eq!(dba.explain_decision(&d), "no allow rule covers it");
+        let out = explain(
+            &set,
+            &who("bob", &["dba"], Some("192.0.2.1")),
+            a("10.5.3.4"),
+            PROTO_TCP,
+            5432,
+        );
+        assert!(
+            out.contains("policy: dba (restrictd_policy, at p.yaml:9)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("10.5.3.4:5432/tcp: allowed by allow rule 1"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn bad_per_login_documents_are_located() {
+        let head = "kind: restrictd_policy\nversion: v1\nmetadata:\n  name: p\nspec:\n";
+        let bad = |body: &str, line: u64, needle: &str| {
+            let e = PolicySet::parse_with(&format!("{head}{body}"), "p.yaml", Strictness::Teleport)
+                .expect_err(body);
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.message.contains(needle), "{e}");
+        };
+        bad(
+            "  allow:\n    - cidr: 10.0.0.0/8\n      ports: [70000]\n",
+            8,
+            "out of range",
+        );
+        bad(
+            "  allow:\n    - cidr: 10.0.0.0/8\n      ports: [\"90-80\"]\n",
+            8,
+            "out of range",
+        );
+        bad(
+            "  allow:\n    - cidr: 10.0.0.0/8\n      ports: [\"http\"]\n",
+            8,
+            "not a port",
+        );
+        bad(
+            "  allow:\n    - cidr: 10.0.0.0/8\n      protocol: sctp\n",
+            8,
+            "not one of tcp, udp, icmp, any",
+        );
+        bad(
+            "  allow:\n    - cidr: 10.0.0.0/8\n      ports: [1]\n      protocol: icmp\n",
+            9,
+            "icmp has no ports",
+        );
+        bad(
+            "  allow:\n    - cidr: 10.0.0.0/8\n      ports: []\n",
+            7,
+            "ports: []",
+        );
+        bad(
+            "  unrestricted: true\n  allow:\n    - cidr: 10.0.0.0/8\n",
+            6,
+            "unrestricted",
+        );
+        bad("  match:\n    user: [a]\n", 7, "user");
+        bad("  match:\n    sources: [10.0.0.0/33]\n", 7, "sources");
+        bad("  record:\n    disks: false\n", 7, "disks");
+        let e = PolicySet::parse_with(
+            "kind: restrictd_policy\nversion: v1\nspec: {}\n",
+            "p.yaml",
+            Strictness::Teleport,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("metadata.name") && e.line == 1, "{e}");
+        let e = PolicySet::parse_with(
+            "kind: restrictd_policy\nversion: v4\nmetadata:\n  name: p\n",
+            "p.yaml",
+            Strictness::Teleport,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("expected \"v1\"") && e.line == 2, "{e}");
+        // Teleport's resource has CIDRs only.
+        let e = parse(&format!(
+            "{HEAD}spec:\n  allow:\n    - cidr: 10.0.0.0/8\n      ports: [22]\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("restrictd_policy") && e.line == 8, "{e}");
+        let e = parse(&format!("{HEAD}spec:\n  match:\n    users: [a]\n")).unwrap_err();
+        assert!(e.message.contains("restrictd_policy") && e.line == 7, "{e}");
+        // One host default, one policy per name; the error names both places.
+        let two = format!("{HEAD}spec: {{}}\n---\n{HEAD}spec: {{}}\n");
+        let e = PolicySet::parse_with(&two, "p.yaml", Strictness::Teleport).unwrap_err();
+        assert!(
+            e.message.contains("second network_restrictions")
+                && e.line == 7
+                && e.message.contains("p.yaml:1"),
+            "{e}"
+        );
+        let two = format!("{head}  allow: []\n---\n{head}  allow: []\n");
+        let e = PolicySet::parse_with(&two, "p.yaml", Strictness::Teleport).unwrap_err();
+        assert!(
+            e.message.contains("second policy named \"p\"") && e.line == 8,
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_policy_an_earlier_one_covers_is_reported_as_shadowed() {
+        let doc = |name: &str, m: &str| {
+            format!("kind: restrictd_policy\nversion: v1\nmetadata:\n  name: {name}\nspec:\n  match:\n{m}---\n")
+        };
+        let text = doc("staff", "    groups: [staff, dba]\n")
+            + &doc(
+                "dba-remote",
+                "    groups: [dba]\n    sources: [10.0.0.0/8]\n",
+            )
+            + &doc("alice", "    users: [alice]\n")
+            + &doc("everyone", "    {}\n")
+            + &doc("bob", "    users: [bob]\n");
+        let set = PolicySet::parse_with(&text, "p.yaml", Strictness::Teleport).unwrap();
+        let sh = set.shadowed();
+        assert_eq!(sh.len(), 2, "{sh:?}");
+        assert!(
+            sh[0].contains("\"dba-remote\" never applies: \"staff\""),
+            "{sh:?}"
+        );
+        assert!(
+            sh[1].contains("\"bob\" never applies: \"everyone\""),
+            "{sh:?}"
+        );
+    }
+
+    #[test]
+    fn ssh_auth_info_gives_methods_and_key_fingerprints() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        let (a, errors) = AuthInfo::parse(&format!("password\npublickey {key}\n"));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(a.methods, ["password", "publickey"]);
+        assert_eq!(a.keys.len(), 1);
+        assert!(a.keys[0].starts_with("SHA256:"), "{:?}", a.keys);
+        let (a, errors) =
+            AuthInfo::parse("publickey ssh-ed25519-cert-v01@openssh.com AAAAbroken\n");
+        assert_eq!(errors.len(), 1);
+        assert!(a.principals.is_empty() && a.key_ids.is_empty());
+    }
+
+    #[test]
+    fn destinations_are_read_with_port_and_protocol() {
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            parse_destination("10.0.0.1:443/tcp").unwrap(),
+            (a("10.0.0.1"), PROTO_TCP, 443)
+        );
+        assert_eq!(
+            parse_destination("10.0.0.1:53/udp").unwrap(),
+            (a("10.0.0.1"), PROTO_UDP, 53)
+        );
+        assert_eq!(
+            parse_destination("[2001:db8::1]:22").unwrap(),
+            (a("2001:db8::1"), PROTO_TCP, 22)
+        );
+        assert_eq!(
+            parse_destination("2001:db8::1/icmp").unwrap(),
+            (a("2001:db8::1"), PROTO_ICMP, 0)
+        );
+        assert!(parse_destination("10.0.0.1:99999").is_err());
+        assert!(parse_destination("10.0.0.1:1/sctp").is_err());
     }
 }

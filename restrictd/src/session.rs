@@ -153,6 +153,11 @@ pub struct Registry {
     aliases: HashMap<u64, u64>,
     hostname: String,
     server_id: String,
+    /// The policies in force, to name the policy and rule of a denial
+    /// (the lifecycle keeps it current).
+    policies: std::sync::Arc<crate::policy::PolicySet>,
+    /// Groups of users restricted outside sessions, by uid.
+    groups: HashMap<u32, Vec<String>>,
 }
 
 impl Default for Registry {
@@ -171,6 +176,43 @@ impl Registry {
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             server_id: server_id(),
+            policies: Default::default(),
+            groups: HashMap::new(),
+        }
+    }
+
+    /// The policies denial events are named by from now on.
+    pub fn set_policies(&mut self, set: std::sync::Arc<crate::policy::PolicySet>) {
+        self.policies = set;
+        self.groups.clear();
+    }
+
+    /// The policy of the session under `key`, or of the user `uid` outside
+    /// sessions.
+    fn policy_of<'s>(
+        &mut self,
+        set: &'s crate::policy::PolicySet,
+        key: u64,
+        outside: Option<u32>,
+    ) -> Option<&'s crate::policy::Policy> {
+        match outside {
+            Some(uid) => {
+                let user = user_name(uid);
+                let groups = self
+                    .groups
+                    .entry(uid)
+                    .or_insert_with(|| crate::binding::groups_of(&user))
+                    .clone();
+                set.for_login(&crate::policy::Who {
+                    user,
+                    groups,
+                    ..Default::default()
+                })
+            }
+            None => match self.sessions.get(&key)?.policy.as_deref() {
+                Some(name) => set.policies.iter().find(|p| p.name == name),
+                None => set.default.as_ref(),
+            },
         }
     }
 
@@ -308,9 +350,18 @@ impl Registry {
     /// them), so `ei` increases with time. A body from a user manager's
     /// cgroup goes to the user's latest session; one whose session is gone
     /// is still written, with an empty sid, never dropped.
-    pub fn stamp(&mut self, cgroup_id: u64, boot_ns: u64, body: Body) -> Event {
+    pub fn stamp(&mut self, cgroup_id: u64, boot_ns: u64, mut body: Body) -> Event {
         let key = self.resolve(cgroup_id);
         let outside_session = cgroup_id & IDENTITY_KEY != 0;
+        if let Body::Network(n) = &mut body {
+            if n.action == restrictd_common::ACTION_DENIED {
+                let outside = outside_session.then_some(cgroup_id as u32);
+                let set = self.policies.clone();
+                if let Some(p) = self.policy_of(&set, key, outside) {
+                    n.name_decision(p);
+                }
+            }
+        }
         let (sid, ei, user, login) = match self.sessions.get_mut(&key) {
             // A restricted identity's process outside every session: the
             // user, and no session.

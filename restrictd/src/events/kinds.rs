@@ -319,6 +319,13 @@ pub struct NetworkBody {
     /// second.
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub repeats: u32,
+    /// Denials: the policy that decided ("network_restrictions" NAME for
+    /// the host default) and its rule, or why none ("no allow rule covers
+    /// it"), as the policy in force when the event is written decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl NetworkBody {
@@ -351,7 +358,36 @@ impl NetworkBody {
                 _ => "",
             },
             repeats: k.repeats,
+            policy: None,
+            rule: None,
         }
+    }
+
+    /// Names the policy and rule that deny this call or packet.
+    pub fn name_decision(&mut self, policy: &crate::policy::Policy) {
+        use restrictd_common::proto_class;
+        // The peer: the source of a packet in, else the destination.
+        let (addr, port) = if self.operation == restrictd_common::OPERATION_PACKET_IN {
+            (&self.src_addr, self.src_port)
+        } else {
+            (&self.dst_addr, self.dst_port)
+        };
+        let Ok(addr) = addr.parse::<IpAddr>() else {
+            return;
+        };
+        let proto = proto_class(u32::from(self.protocol));
+        let port = if proto & (restrictd_common::PROTO_TCP | restrictd_common::PROTO_UDP) != 0 {
+            port
+        } else {
+            0
+        };
+        let d = policy.decide(addr, proto, port);
+        self.policy = Some(policy.name.clone());
+        self.rule = Some(if self.reason == "source_routed" {
+            "source routed (dropped whatever the policy)".into()
+        } else {
+            policy.explain_decision(&d)
+        });
     }
 
     fn protocol_name(&self) -> String {

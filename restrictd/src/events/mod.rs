@@ -332,6 +332,8 @@ mod tests {
                 protocol: 6,
                 reason: "",
                 repeats: 0,
+                policy: None,
+                rule: None,
             }),
         }
     }
