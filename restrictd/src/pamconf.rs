@@ -158,7 +158,12 @@ pub fn user_env_before(pam_d: &Path, service: &str) -> Option<(PathBuf, usize)> 
     }
     let mut stack = Vec::new();
     session_stack(pam_d, &pam_d.join(service), 0, &mut stack);
-    let r = stack.iter().position(|m| m.name == MODULE)?;
+    // Not found by name (installed under another file name): every
+    // module of the stack may run before it.
+    let r = stack
+        .iter()
+        .position(|m| m.name.ends_with(MODULE))
+        .unwrap_or(stack.len());
     stack[..r]
         .iter()
         .find(|m| m.name == "pam_env.so" && m.args.iter().any(|a| a == "user_readenv=1"))

@@ -396,6 +396,10 @@ impl Registry {
 
     pub fn start_event(&mut self, cgroup_id: u64, boot_ns: u64) -> Option<Event> {
         let s = self.sessions.get(&self.resolve(cgroup_id))?;
+        let policy = match &s.policy {
+            Some(p) => Some(p.clone()),
+            None => self.policies.default.as_ref().map(|d| d.name.clone()),
+        };
         let body = Body::SessionStart(SessionStartBody {
             connection: s.connection_fields(),
             service: s.service.clone(),
@@ -404,6 +408,7 @@ impl Registry {
             pid: s.leader_pid,
             cgroup_id,
             enhanced_recording: true,
+            policy,
         });
         Some(self.stamp(cgroup_id, boot_ns, body))
     }

@@ -498,6 +498,10 @@ pub struct SessionStartBody {
     pub pid: u32,
     pub cgroup_id: u64,
     pub enhanced_recording: bool,
+    /// The policy that binds the session: a per-login policy's name, else
+    /// the host default's; omitted when no policy restricts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 impl Kind for SessionStartBody {

@@ -454,6 +454,12 @@ impl Sshd {
     /// With `session` as the PAM session stack (no pam_restrict.so unless
     /// it names it).
     pub fn with_session(bus: &Bus, user: &User, session: &str) -> Sshd {
+        Sshd::configured(bus, &[user], session, "")
+    }
+
+    /// For several users, with `session` as the PAM session stack and
+    /// `extra` appended to sshd_config.
+    pub fn configured(bus: &Bus, users: &[&User], session: &str, extra: &str) -> Sshd {
         let dir = tempfile::tempdir().unwrap();
         let service = unique("sshd-rdtest-");
         let pam = format!("account required pam_permit.so\n{session}");
@@ -476,9 +482,9 @@ impl Sshd {
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nUsePAM yes\nPidFile none\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-                 AllowUsers {}\nStrictModes no\nLogLevel VERBOSE\nAcceptEnv none\n",
+                 AllowUsers {}\nStrictModes no\nLogLevel VERBOSE\nAcceptEnv none\n{extra}",
                 host_key.display(),
-                user.name
+                users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(" ")
             ),
         )
         .unwrap();
@@ -541,6 +547,14 @@ impl Sshd {
 
     pub fn ssh(&self, user: &User, remote: &str) -> Output {
         self.ssh_cmd(user, remote).output().unwrap()
+    }
+
+    /// `ssh` with `extra` client arguments (`-b 127.0.0.5` to log in from
+    /// another loopback address).
+    pub fn ssh_with(&self, user: &User, extra: &[&str], remote: &str) -> Output {
+        let mut c = self.client(user, extra);
+        c.arg(remote);
+        c.output().unwrap()
     }
 
     pub fn log(&self) -> String {
