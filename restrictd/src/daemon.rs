@@ -125,6 +125,14 @@ fn cgroup_of_pid(pid: u32) -> Result<String> {
         .ok_or_else(|| anyhow!("process {pid} has no cgroup v2 entry"))
 }
 
+/// A v4-mapped address as its IPv4 address.
+fn canonical(a: std::net::IpAddr) -> std::net::IpAddr {
+    match a {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(a),
+        a => a,
+    }
+}
+
 /// The policy file and directory's policies; a missing file has none.
 fn load_policies(config: &Config) -> Result<(PolicySet, String)> {
     let text = match fs::read_to_string(&config.policy_file) {
@@ -367,7 +375,24 @@ impl Core {
         s.remote_host = req.remote_host.clone();
         s.service = req.service.clone();
         s.tty = req.tty.clone();
-        s.ssh = req.ssh;
+        s.ssh = req.ssh.filter(|c| {
+            // sshd's own value names the same client as PAM_RHOST; one that
+            // does not came from elsewhere (pam_env with user_readenv=1
+            // before this module lets the user set it) and is not recorded.
+            let same = req
+                .remote_host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|r| canonical(r) == canonical(c.remote.ip()));
+            if !same {
+                log::warn!(
+                    "login of {}: SSH_CONNECTION ignored: its client {} is not PAM_RHOST {:?}",
+                    req.login,
+                    c.remote.ip(),
+                    req.remote_host
+                );
+            }
+            same
+        });
         s.who = Some(self.who(req));
         s.owned = owned;
         s.manager = manager;
@@ -424,12 +449,7 @@ impl Core {
             .remote_host
             .parse::<std::net::IpAddr>()
             .ok()
-            .map(|a| match a {
-                std::net::IpAddr::V6(v6) => {
-                    v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(a)
-                }
-                a => a,
-            });
+            .map(canonical);
         Who {
             user: req.login.clone(),
             groups: groups_of(&req.login),

@@ -422,12 +422,14 @@ fn a_policy_change_reaches_a_running_session_and_explain_names_the_rule() {
     assert_eq!(live.run(&probe_cmd("tcp", "127.0.0.2", pb)), ["ok"]);
 }
 
-/// A user cannot claim a certificate principal by writing sshd's variable
-/// into `~/.pam_environment`, which pam_env.so reads (user_readenv=1, as
+/// A user cannot claim a certificate principal, nor another client
+/// address for the record, by writing sshd's variables into
+/// `~/.pam_environment`, which pam_env.so reads (user_readenv=1, as
 /// Debian's /etc/pam.d/sshd has it) before pam_restrict.so runs: the
-/// forged value reaches the PAM environment, and binds nothing.
+/// forged values reach the PAM environment, bind nothing and are not
+/// recorded.
 #[test]
-fn a_forged_ssh_auth_info_from_the_users_pam_environment_binds_nothing() {
+fn what_the_user_writes_into_the_pam_environment_binds_no_policy_and_is_not_recorded() {
     let bus = Bus::new(true);
     let eve = User::new();
     let (c, pc) = tcp_listener("127.0.0.3");
@@ -448,7 +450,14 @@ fn a_forged_ssh_auth_info_from_the_users_pam_environment_binds_nothing() {
     // RDT_MARK shows that pam_env read the file (sshd keeps SSH_AUTH_INFO_0
     // itself out of the session's environment).
     let env_file = PathBuf::from(format!("/home/{}/.pam_environment", eve.name));
-    std::fs::write(&env_file, format!("RDT_MARK DEFAULT=read\n{line}")).unwrap();
+    // And a client address of her choosing for the session's record.
+    std::fs::write(
+        &env_file,
+        format!(
+            "RDT_MARK DEFAULT=read\n{line}SSH_CONNECTION DEFAULT=\"10.9.9.9 4242 10.9.9.10 22\"\n"
+        ),
+    )
+    .unwrap();
     // Signing left the certificate beside eve's key: ssh would offer it.
     std::fs::remove_file(&cert).unwrap();
     let policy = per_login_policy(&format!(
@@ -483,4 +492,20 @@ fn a_forged_ssh_auth_info_from_the_users_pam_environment_binds_nothing() {
         "{}",
         daemon.log()
     );
+    let mut events = Vec::new();
+    wait_for("the session's end", Duration::from_secs(10), || {
+        events = daemon.events();
+        events.iter().any(|e| e["event"] == "session.end")
+    });
+    let start = events
+        .iter()
+        .find(|e| e["event"] == "session.start")
+        .unwrap();
+    assert!(
+        start["addr.remote"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1")),
+        "the forged client address is not recorded: {start}"
+    );
+    assert!(!start.to_string().contains("10.9.9."), "{start}");
 }
