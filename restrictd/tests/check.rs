@@ -99,3 +99,94 @@ fn an_unknown_key_is_refused_with_the_reason() {
     );
     assert!(err.contains("Teleport ignores them"), "{err}");
 }
+
+/// A file and a directory of per-login policies, taken together: whom each
+/// binds, in precedence order, and a policy an earlier one shadows; a
+/// second host default across them is an error naming both places.
+#[test]
+fn per_login_policies_are_listed_with_whom_they_bind_and_shadows_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("policy.d");
+    std::fs::create_dir(&d).unwrap();
+    let doc = |name: &str, m: &str| {
+        format!("kind: restrictd_policy\nversion: v1\nmetadata:\n  name: {name}\nspec:\n  match:\n    {m}\n  allow:\n    - cidr: 10.0.0.0/8\n      ports: [443]\n")
+    };
+    std::fs::write(d.join("20-later.yaml"), doc("alice-too", "users: [alice]")).unwrap();
+    std::fs::write(d.join("10-first.yaml"), doc("staff", "groups: [staff]")).unwrap();
+    std::fs::write(d.join("ignored.txt"), "not yaml").unwrap();
+    let main = dir.path().join("policy.yaml");
+    std::fs::write(
+        &main,
+        format!(
+            "{}---\n{}",
+            doc("alice", "users: [alice]"),
+            doc("everyone", "{}")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(RESTRICTD)
+        .arg("check")
+        .arg(&main)
+        .arg(&d)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("no network_restrictions"), "{stdout}");
+    let order: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("policy "))
+        .collect();
+    assert_eq!(order.len(), 4, "{stdout}");
+    assert!(
+        order[0].starts_with("1 \"alice\"") && order[0].ends_with("binds users alice"),
+        "{stdout}"
+    );
+    assert!(
+        order[1].contains("\"everyone\"") && order[1].ends_with("binds every login"),
+        "{stdout}"
+    );
+    assert!(
+        order[2].contains("\"staff\"") && order[2].contains("10-first.yaml:1"),
+        "{stdout}"
+    );
+    assert!(order[3].contains("\"alice-too\""), "{stdout}");
+    // Both later ones are shadowed by "everyone" (alice-too also by alice).
+    assert!(
+        stderr.contains("policy \"staff\" never applies: \"everyone\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("policy \"alice-too\" never applies: \"alice\""),
+        "{stderr}"
+    );
+
+    let other = dir.path().join("other.yaml");
+    std::fs::write(
+        &other,
+        "kind: network_restrictions\nversion: v4\nspec: {}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("30-default.yaml"),
+        "kind: network_restrictions\nversion: v4\nspec: {}\n",
+    )
+    .unwrap();
+    let out = Command::new(RESTRICTD)
+        .arg("check")
+        .arg(&other)
+        .arg(&d)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("30-default.yaml:1:")
+            && stderr.contains("second network_restrictions")
+            && stderr.contains("other.yaml:1"),
+        "{stderr}"
+    );
+}
