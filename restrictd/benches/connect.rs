@@ -18,7 +18,7 @@ use std::{
 use restrictd::{
     bpf::Kernel,
     cgroup::{find_cgroup2_mount, Cgroup},
-    policy::{synthetic_yaml, Policy},
+    policy::{synthetic_policies_yaml, synthetic_yaml, Policy, PolicySet},
 };
 use restrictd_common::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT};
 
@@ -101,8 +101,88 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
         );
     }
 
+    // Rules with ports: a per-login policy whose every rule has TCP 443 and
+    // 8000-8080 (the session's own policy id; each trie entry's port
+    // ranges are checked after the lookup).
+    println!();
+    println!("with ports: one restrictd_policy of N rules, each TCP 443 + 8000-8080");
+    println!(
+        "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10}",
+        "rules", "outside", "no-session", "session", "added", "prog miss", "prog hit"
+    );
+    for n in [10usize, 1_000, 100_000] {
+        let set = PolicySet::parse_with(
+            &synthetic_policies_yaml(1, n),
+            "synthetic",
+            Default::default(),
+        )?;
+        let mut e = Kernel::load(restrictd::config::Config::default().load_options(None)?)?;
+        let ids = e.policy.set_all(&set, |_| Ok(()))?;
+        e.programs.attach(&root.path)?;
+        e.sessions.add(
+            session.id,
+            SessionEntry {
+                policy_id: ids.by_name["p0"],
+                flags: SESSION_RESTRICT,
+            },
+        )?;
+        let (mut outside, mut miss, mut inside) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut miss_runs, mut miss_ns) = (0u64, 0u128);
+        for _ in 0..ROUNDS {
+            home.add_process(std::process::id())?;
+            sample(target, &mut outside);
+            root.add_process(std::process::id())?;
+            let (r0, t0) = connect4_stats(&e)?;
+            sample(target, &mut miss);
+            let (r1, t1) = connect4_stats(&e)?;
+            miss_runs += r1 - r0;
+            miss_ns += t1 - t0;
+            session.add_process(std::process::id())?;
+            sample(target, &mut inside);
+        }
+        home.add_process(std::process::id())?;
+        let (runs, total) = connect4_stats(&e)?;
+        let (hit_runs, hit_ns) = (runs - miss_runs, total - miss_ns);
+        let (o, m, i) = (median(&mut outside), median(&mut miss), median(&mut inside));
+        println!(
+            "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10.1} {:>10.1}",
+            n,
+            o,
+            m,
+            i,
+            i as i64 - o as i64,
+            miss_ns as f64 / miss_runs.max(1) as f64,
+            hit_ns as f64 / hit_runs.max(1) as f64,
+        );
+    }
+
     drop(stats);
     throughput(root, session, home)?;
+
+    // Many per-login policies: 1,000 policies of 100 rules with ports.
+    {
+        println!();
+        println!("loading 1,000 per-login policies of 100 rules (TCP 443 + 8000-8080) each:");
+        let yaml = synthetic_policies_yaml(1_000, 100);
+        let t = Instant::now();
+        let set = PolicySet::parse_with(&yaml, "synthetic", Default::default())?;
+        let parse = t.elapsed();
+        let mut e = Kernel::load(restrictd::config::Config::default().load_options(None)?)?;
+        let t = Instant::now();
+        e.policy.set_all(&set, |_| Ok(()))?;
+        let apply = t.elapsed();
+        let t = Instant::now();
+        e.policy.set_all(&set, |_| Ok(()))?;
+        let swap = t.elapsed();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        println!("  parse + validate YAML:  {:>8.1} ms", ms(parse));
+        println!("  write into BPF maps:    {:>8.1} ms", ms(apply));
+        println!("  load + apply total:     {:>8.1} ms", ms(parse + apply));
+        println!(
+            "  replace it live (write new, switch, delete old): {:.1} ms",
+            ms(swap)
+        );
+    }
 
     for (n_allow, n_deny) in [(50_000, 50_000), (100_000, 100_000)] {
         println!();

@@ -1460,6 +1460,36 @@ pub fn synthetic_yaml(n_allow: usize, n_deny: usize) -> String {
     s
 }
 
+/// `n_policies` `restrictd_policy` documents binding one user each
+/// (`user0`, `user1`, ...), each with `rules` allow rules with ports
+/// (TCP 443 and 8000-8080) on distinct IPv4 and IPv6 prefixes, the first
+/// policy also allowing 127.0.0.0/8 on every port. Used by the benchmark.
+#[doc(hidden)]
+pub fn synthetic_policies_yaml(n_policies: usize, rules: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for p in 0..n_policies {
+        let _ = write!(
+            s,
+            "---\nkind: {POLICY_KIND}\nversion: {POLICY_VERSION}\nmetadata:\n  name: p{p}\nspec:\n  match:\n    users: [user{p}]\n  allow:\n"
+        );
+        if p == 0 {
+            s.push_str("    - cidr: 127.0.0.0/8\n");
+        }
+        for i in 0..rules as u32 {
+            let n = p as u32 * rules as u32 + i;
+            if i % 2 == 0 {
+                let a = std::net::Ipv4Addr::from(0x0b00_0000 + (n / 2) * 256);
+                let _ = writeln!(s, "    - cidr: {a}/24");
+            } else {
+                let _ = writeln!(s, "    - cidr: 2001:db8:1:{:x}::/64", n / 2 + 1);
+            }
+            s.push_str("      ports: [443, \"8000-8080\"]\n      protocol: tcp\n");
+        }
+    }
+    s
+}
+
 /// Splits a YAML error into line, column (0 when unknown) and the message
 /// without the parser's own "error: line N column M:" prefix or snippet.
 pub(crate) fn yaml_error(e: &serde_saphyr::Error) -> (u64, u64, String) {

@@ -355,6 +355,24 @@ fn a_policy_change_reaches_a_running_session_and_explain_names_the_rule() {
     assert_eq!(live.run(&probe_cmd("tcp", "127.0.0.2", pb)), ["EPERM"]);
     let sessions = daemon.sessions();
     assert_eq!(sessions[0]["policy"], format!("dba-{pa}"), "{sessions:?}");
+    // Outside the session (runuser: no PAM line, as a cron job would be),
+    // alice is restricted by identity, under the policy that binds her
+    // user and groups: the same one here.
+    let outside = |port: u16| {
+        let out = alice.run(
+            &[
+                "python3",
+                &common::probe(),
+                "tcp",
+                "127.0.0.2",
+                &port.to_string(),
+            ],
+            &[],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(outside(pa), "ok");
+    assert_eq!(outside(pb), "EPERM");
 
     // The new set moves the running session to the new policy.
     let file = daemon.dir.path().join("new.yaml");
@@ -363,8 +381,14 @@ fn a_policy_change_reaches_a_running_session_and_explain_names_the_rule() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(live.run(&probe_cmd("tcp", "127.0.0.2", pa)), ["EPERM"]);
     assert_eq!(live.run(&probe_cmd("tcp", "127.0.0.2", pb)), ["ok"]);
-    assert_eq!(accepted(&a), 1);
-    assert_eq!(accepted(&b), 1);
+    assert_eq!(outside(pa), "EPERM");
+    assert_eq!(outside(pb), "ok");
+    assert_eq!(
+        accepted(&a),
+        2,
+        "alice's two allowed connects before the change"
+    );
+    assert_eq!(accepted(&b), 2, "and after it");
     let sessions = daemon.sessions();
     assert_eq!(sessions[0]["policy"], format!("dba-{pb}"), "{sessions:?}");
     let table = String::from_utf8_lossy(&daemon.ctl(&["sessions"]).stdout).into_owned();
