@@ -255,6 +255,24 @@ fn pam_check(pam_d: &Path, pam_conf: &Path) -> ExitCode {
             o.systemd_line
         );
     }
+    // Services whose stack lets the user write sshd's variables first.
+    let mut services: Vec<&std::path::Path> = lines.iter().map(|l| l.file.as_path()).collect();
+    services.sort();
+    services.dedup();
+    for f in services.into_iter().filter(|f| f.parent() == Some(pam_d)) {
+        let service = f.file_name().unwrap_or_default().to_string_lossy();
+        if let Some((file, line)) = pamconf::user_env_before(pam_d, &service) {
+            println!(
+                "{}:{line}: note: in service {service}, pam_env.so user_readenv=1 runs before {}: \
+                 a user's ~/.pam_environment can set SSH_AUTH_INFO_0, so policies' `auth` \
+                 criteria bind nobody through this service; put the {} line before it \
+                 (after @include common-session) or drop user_readenv=1 to use them.",
+                file.display(),
+                pamconf::MODULE,
+                pamconf::MODULE
+            );
+        }
+    }
     if lines.is_empty() {
         println!("no PAM configuration names {}", pamconf::MODULE);
         return ExitCode::SUCCESS;
