@@ -136,30 +136,34 @@ fn canonical(a: std::net::IpAddr) -> std::net::IpAddr {
 /// The policy file and directory's policies; a missing file has none.
 fn load_policies(config: &Config) -> Result<(PolicySet, String)> {
     let text = match fs::read_to_string(&config.policy_file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             return Err(e).with_context(|| format!("reading {}", config.policy_file.display()))
         }
     };
-    let set = policies_with(config, &text, &config.policy_file.display().to_string())?;
-    Ok((set, text))
+    let set = policies_with(
+        config,
+        text.as_deref(),
+        &config.policy_file.display().to_string(),
+    )?;
+    Ok((set, text.unwrap_or_default()))
 }
 
-/// `text` as the policy file, then the policy directory's documents;
-/// checked to fit the kernel's tries.
-fn policies_with(config: &Config, text: &str, source: &str) -> Result<PolicySet, PolicyError> {
+/// `text` as the policy file (None: there is none; an empty one is an
+/// error, as a mistake must not open the network), then the policy
+/// directory's documents; checked to fit the kernel's tries.
+fn policies_with(
+    config: &Config,
+    text: Option<&str>,
+    source: &str,
+) -> Result<PolicySet, PolicyError> {
     let strictness = config.policy_strictness();
-    let mut set = if text.trim().is_empty() {
-        PolicySet::default()
-    } else {
-        PolicySet::parse_with(text, source, strictness)?
+    let mut set = match text {
+        None => PolicySet::default(),
+        Some(text) => PolicySet::parse_with(text, source, strictness)?,
     };
-    let dir = PolicySet::load(
-        Path::new("/nonexistent"),
-        Some(&config.policy_dir),
-        strictness,
-    )?;
+    let dir = PolicySet::load_dir(&config.policy_dir, strictness)?;
     for p in dir.default.into_iter().chain(dir.policies) {
         set.add(p)?;
     }
@@ -500,7 +504,7 @@ impl Core {
     /// nothing.
     pub fn apply_policy(&self, text: &str, source: &str) -> Result<String, Error> {
         let mut current = self.policy_text.lock().unwrap();
-        let set = policies_with(&self.config, text, source)
+        let set = policies_with(&self.config, Some(text), source)
             .map_err(|e| Error::InvalidPolicy(e.to_string()))?;
         let flags = self.config.enhanced_recording.session_flags();
         let ids = {

@@ -129,7 +129,7 @@ fn check(files: &[PathBuf], strictness: Strictness) -> Result<String, String> {
     let mut set = PolicySet::default();
     for f in files {
         let part = if f.is_dir() {
-            PolicySet::load(std::path::Path::new("/nonexistent"), Some(f), strictness)
+            PolicySet::load_dir(f, strictness)
         } else {
             PolicySet::load(f, None, strictness)
         }

@@ -1114,17 +1114,27 @@ impl PolicySet {
         dir: Option<&Path>,
         strictness: Strictness,
     ) -> Result<PolicySet, PolicyError> {
-        let mut set = PolicySet::default();
-        let mut files = Vec::new();
-        if file.exists() || dir.is_none() {
-            files.push(file.to_path_buf());
-        }
+        let mut files = vec![file.to_path_buf()];
         if let Some(dir) = dir {
             files.extend(policy_dir_files(dir)?);
         }
+        PolicySet::load_files(&files, strictness)
+    }
+
+    /// `dir`'s `*.yaml`/`*.yml` files in name order (a missing directory has
+    /// none).
+    pub fn load_dir(dir: &Path, strictness: Strictness) -> Result<PolicySet, PolicyError> {
+        PolicySet::load_files(&policy_dir_files(dir)?, strictness)
+    }
+
+    fn load_files(
+        files: &[std::path::PathBuf],
+        strictness: Strictness,
+    ) -> Result<PolicySet, PolicyError> {
+        let mut set = PolicySet::default();
         for f in files {
             let source = f.display().to_string();
-            let text = std::fs::read_to_string(&f).map_err(|e| PolicyError {
+            let text = std::fs::read_to_string(f).map_err(|e| PolicyError {
                 source: source.clone(),
                 line: 0,
                 column: 0,

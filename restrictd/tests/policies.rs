@@ -444,6 +444,16 @@ fn a_policy_change_reaches_a_running_session_and_explain_names_the_rule() {
         "{err}"
     );
     assert_eq!(live.run(&probe_cmd("tcp", "127.0.0.2", pb)), ["ok"]);
+    // An empty file is a mistake, not "no policy": refused too.
+    std::fs::write(&file, "# nothing yet\n").unwrap();
+    let out = daemon.ctl(&["policy", "apply", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("empty"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(live.run(&probe_cmd("tcp", "127.0.0.2", pa)), ["EPERM"]);
 }
 
 /// A user cannot claim a certificate principal, nor another client
