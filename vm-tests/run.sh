@@ -247,6 +247,33 @@ check "before: 127.0.0.1 allowed" 'grep -qx "TCP 127.0.0.1 22 ok" "$RUN/s7"'
 check "after: the same session is denied" 'grep -qx "TCP 127.0.0.1 22 EPERM" "$RUN/s7"'
 as_root restrictctl policy apply /root/policy.yaml >/dev/null
 
+step "7b. a per-login policy in policy.d binds alice by group, TCP port 22 only"
+as_root "groupadd -f vmdba && usermod -aG vmdba alice && mkdir -p /etc/restrictd/policy.d && cat > /etc/restrictd/policy.d/50-dba.yaml" <<'POLICY'
+kind: restrictd_policy
+version: v1
+metadata:
+  name: vm-dba
+spec:
+  match:
+    groups: [vmdba]
+  allow:
+    - cidr: 127.0.0.1/32
+      ports: [22]
+      protocol: tcp
+POLICY
+check "restrictd check says whom it binds" 'as_root restrictd check /root/policy.yaml /etc/restrictd/policy.d | grep -q "binds groups vmdba"'
+check "applied with the policy file" 'as_root restrictctl policy apply /root/policy.yaml'
+out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; vmnet tcp 127.0.0.1 22; vmnet tcp 127.0.0.1 2222; vmnet udp 127.0.0.1 9' 2>&1 || true)
+echo "$out" | sed 's/^/    /'
+sid7b=$(sed -n 's/^SID=//p' <<<"$out")
+check "its port is allowed" 'has "$out" "TCP 127.0.0.1 22 ok"'
+check "another port of the same host is denied" 'has "$out" "TCP 127.0.0.1 2222 EPERM"'
+check "UDP is denied (the rule is tcp)" 'has "$out" "UDP 127.0.0.1 9 EPERM"'
+check "session.start names the policy" 'match "$(wait_events $MID_START $sid7b)" ".POLICY==\"vm-dba\""'
+check "explain names the policy and the verdict" 'as_root restrictctl policy explain --user alice 127.0.0.1:2222/tcp | grep -q "policy: vm-dba.*" && as_root restrictctl policy explain --user alice 127.0.0.1:2222/tcp | grep -q "denied"'
+check "pam-check notes Debian's pam_env user_readenv=1 before the line" 'as_root restrictctl pam-check | grep -q "user_readenv=1 runs before"'
+as_root "rm /etc/restrictd/policy.d/50-dba.yaml && gpasswd -d alice vmdba >/dev/null && restrictctl policy apply /root/policy.yaml >/dev/null"
+
 step "8. systemctl restart restrictd during a session"
 as_root rm -f /tmp/go8
 login_as alice 'echo SID=$RESTRICTD_SESSION_ID; echo READY; while [ ! -e /tmp/go8 ]; do sleep 0.3; done; vmnet tcp 127.0.0.9 22; cat /etc/os-release >/dev/null' >"$RUN/s8" 2>&1 &
