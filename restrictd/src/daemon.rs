@@ -379,10 +379,24 @@ impl Core {
         s.remote_host = req.remote_host.clone();
         s.service = req.service.clone();
         s.tty = req.tty.clone();
-        s.ssh = req.ssh.filter(|c| {
-            // sshd's own value names the same client as PAM_RHOST; one that
-            // does not came from elsewhere (pam_env with user_readenv=1
-            // before this module lets the user set it) and is not recorded.
+        // pam_env with user_readenv=1 before this module lets the user set
+        // SSH_CONNECTION: the connection sshd holds is the record, where
+        // it can be read; else a value whose client is not PAM_RHOST is
+        // not recorded.
+        let held = req.ssh.and(crate::session::SshConnection::held_by(pid));
+        if let (Some(h), Some(given)) = (held, req.ssh) {
+            if h != given {
+                log::warn!(
+                    "login of {}: SSH_CONNECTION {} {} is not the connection sshd holds ({} {}): that is recorded",
+                    req.login,
+                    given.remote,
+                    given.local,
+                    h.remote,
+                    h.local
+                );
+            }
+        }
+        s.ssh = held.or(req.ssh).filter(|c| {
             let same = req
                 .remote_host
                 .parse::<std::net::IpAddr>()

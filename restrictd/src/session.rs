@@ -120,6 +120,42 @@ pub struct SshConnection {
 }
 
 impl SshConnection {
+    /// The one established TCP connection process `pid` holds, as the
+    /// kernel has it (sshd's `[priv]` process keeps the client's socket):
+    /// what `SSH_CONNECTION` should say, read where the user cannot write.
+    /// None if it holds none, or more than one.
+    pub fn held_by(pid: u32) -> Option<SshConnection> {
+        use procfs::{net::TcpState, process::FDTarget};
+        let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+        let sockets: std::collections::HashSet<u64> = p
+            .fd()
+            .ok()?
+            .filter_map(|f| match f.ok()?.target {
+                FDTarget::Socket(inode) => Some(inode),
+                _ => None,
+            })
+            .collect();
+        let unmapped = |a: SocketAddr| match a.ip() {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+                None => a,
+            },
+            _ => a,
+        };
+        let mut held = p
+            .tcp()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(p.tcp6().unwrap_or_default())
+            .filter(|e| e.state == TcpState::Established && sockets.contains(&e.inode))
+            .map(|e| SshConnection {
+                remote: unmapped(e.remote_address),
+                local: unmapped(e.local_address),
+            });
+        let one = held.next()?;
+        held.next().is_none().then_some(one)
+    }
+
     /// "CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT".
     pub fn parse(s: &str) -> Result<SshConnection, String> {
         let parts: Vec<&str> = s.split(' ').collect();

@@ -488,7 +488,7 @@ fn what_the_user_writes_into_the_pam_environment_binds_no_policy_and_is_not_reco
     std::fs::write(
         &env_file,
         format!(
-            "RDT_MARK DEFAULT=read\n{line}SSH_CONNECTION DEFAULT=\"10.9.9.9 4242 10.9.9.10 22\"\n"
+            "RDT_MARK DEFAULT=read\n{line}SSH_CONNECTION DEFAULT=\"127.0.0.1 4242 10.9.9.10 22\"\n"
         ),
     )
     .unwrap();
@@ -535,11 +535,18 @@ fn what_the_user_writes_into_the_pam_environment_binds_no_policy_and_is_not_reco
         .iter()
         .find(|e| e["event"] == "session.start")
         .unwrap();
+    // The forged value kept the true client address, so only the
+    // connection sshd holds can tell its ports and server side false.
+    assert_eq!(
+        start["addr.local"],
+        format!("127.0.0.1:{}", sshd.port),
+        "the connection sshd holds is recorded: {start}"
+    );
     assert!(
         start["addr.remote"]
             .as_str()
-            .is_some_and(|a| a.starts_with("127.0.0.1")),
-        "the forged client address is not recorded: {start}"
+            .is_some_and(|a| a.starts_with("127.0.0.1:") && a != "127.0.0.1:4242"),
+        "{start}"
     );
     assert!(!start.to_string().contains("10.9.9."), "{start}");
 }
