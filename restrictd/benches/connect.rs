@@ -71,34 +71,7 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
         // outside: no program runs. no-session: below the attach point but in
         // no session (the program runs and misses the session hash). session:
         // the full check (session hash, policy id, two LPM lookups).
-        let (mut outside, mut miss, mut inside) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut miss_runs, mut miss_ns) = (0u64, 0u128);
-        for _ in 0..ROUNDS {
-            home.add_process(std::process::id())?;
-            sample(target, &mut outside);
-            root.add_process(std::process::id())?;
-            let (r0, t0) = connect4_stats(&enforcer)?;
-            sample(target, &mut miss);
-            let (r1, t1) = connect4_stats(&enforcer)?;
-            miss_runs += r1 - r0;
-            miss_ns += t1 - t0;
-            session.add_process(std::process::id())?;
-            sample(target, &mut inside);
-        }
-        home.add_process(std::process::id())?;
-        let (runs, total) = connect4_stats(&enforcer)?;
-        let (hit_runs, hit_ns) = (runs - miss_runs, total - miss_ns);
-        let (o, m, i) = (median(&mut outside), median(&mut miss), median(&mut inside));
-        println!(
-            "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10.1} {:>10.1}",
-            format!("{n}+{n}"),
-            o,
-            m,
-            i,
-            i as i64 - o as i64,
-            miss_ns as f64 / miss_runs.max(1) as f64,
-            hit_ns as f64 / hit_runs.max(1) as f64,
-        );
+        row(&format!("{n}+{n}"), &enforcer, target, root, session, home)?;
     }
 
     // Rules with ports: a per-login policy whose every rule has TCP 443 and
@@ -126,34 +99,7 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
                 flags: SESSION_RESTRICT,
             },
         )?;
-        let (mut outside, mut miss, mut inside) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut miss_runs, mut miss_ns) = (0u64, 0u128);
-        for _ in 0..ROUNDS {
-            home.add_process(std::process::id())?;
-            sample(target, &mut outside);
-            root.add_process(std::process::id())?;
-            let (r0, t0) = connect4_stats(&e)?;
-            sample(target, &mut miss);
-            let (r1, t1) = connect4_stats(&e)?;
-            miss_runs += r1 - r0;
-            miss_ns += t1 - t0;
-            session.add_process(std::process::id())?;
-            sample(target, &mut inside);
-        }
-        home.add_process(std::process::id())?;
-        let (runs, total) = connect4_stats(&e)?;
-        let (hit_runs, hit_ns) = (runs - miss_runs, total - miss_ns);
-        let (o, m, i) = (median(&mut outside), median(&mut miss), median(&mut inside));
-        println!(
-            "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10.1} {:>10.1}",
-            n,
-            o,
-            m,
-            i,
-            i as i64 - o as i64,
-            miss_ns as f64 / miss_runs.max(1) as f64,
-            hit_ns as f64 / hit_runs.max(1) as f64,
-        );
+        row(&n.to_string(), &e, target, root, session, home)?;
     }
 
     drop(stats);
@@ -300,6 +246,48 @@ fn throughput(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<
         miss_prog.0,
         per(hit_prog),
         hit_prog.0
+    );
+    Ok(())
+}
+
+/// One table row: connect() medians outside restrictd's cgroups, in no
+/// session and in `session`, in alternating rounds, and the kernel-measured
+/// program time per run for the miss and the hit.
+fn row(
+    label: &str,
+    e: &Kernel,
+    target: SocketAddr,
+    root: &Cgroup,
+    session: &Cgroup,
+    home: &Cgroup,
+) -> anyhow::Result<()> {
+    let (mut outside, mut miss, mut inside) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut miss_runs, mut miss_ns) = (0u64, 0u128);
+    for _ in 0..ROUNDS {
+        home.add_process(std::process::id())?;
+        sample(target, &mut outside);
+        root.add_process(std::process::id())?;
+        let (r0, t0) = connect4_stats(e)?;
+        sample(target, &mut miss);
+        let (r1, t1) = connect4_stats(e)?;
+        miss_runs += r1 - r0;
+        miss_ns += t1 - t0;
+        session.add_process(std::process::id())?;
+        sample(target, &mut inside);
+    }
+    home.add_process(std::process::id())?;
+    let (runs, total) = connect4_stats(e)?;
+    let (hit_runs, hit_ns) = (runs - miss_runs, total - miss_ns);
+    let (o, m, i) = (median(&mut outside), median(&mut miss), median(&mut inside));
+    println!(
+        "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10.1} {:>10.1}",
+        label,
+        o,
+        m,
+        i,
+        i as i64 - o as i64,
+        miss_ns as f64 / miss_runs.max(1) as f64,
+        hit_ns as f64 / hit_runs.max(1) as f64,
     );
     Ok(())
 }

@@ -405,10 +405,7 @@ mod tests {
     fn lookup(entries: &Entries<V4KeyData>, addr: [u8; 4]) -> Option<RuleValue> {
         entries
             .iter()
-            .filter(|(k, _, net)| {
-                net.contains(&std::net::IpAddr::from(addr)) && k.prefix_len() > 0
-                    || net.prefix_len() == 0
-            })
+            .filter(|(_, _, net)| net.contains(&std::net::IpAddr::from(addr)))
             .max_by_key(|(_, _, net)| net.prefix_len())
             .map(|(_, v, _)| *v)
     }
