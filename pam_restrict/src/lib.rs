@@ -146,9 +146,27 @@ fn args_to_strings(args: &[&CStr]) -> Vec<String> {
         .collect()
 }
 
+/// Why an exchange with restrictd failed.
+#[derive(Debug)]
+struct Failure {
+    /// restrictd refused the login on purpose (a session limit, a lock):
+    /// denied whatever `fail=` says.
+    refused: bool,
+    message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            refused: false,
+            message,
+        }
+    }
+}
+
 /// Runs one D-Bus exchange with restrictd, bounded by `timeout` as a whole
 /// (connect, authenticate, call).
-fn with_daemon<T, F, Fut>(timeout: Duration, start_timeout: Duration, f: F) -> Result<T, String>
+fn with_daemon<T, F, Fut>(timeout: Duration, start_timeout: Duration, f: F) -> Result<T, Failure>
 where
     F: FnOnce(Daemon1Proxy<'static>) -> Fut,
     Fut: std::future::Future<Output = zbus::Result<T>>,
@@ -156,7 +174,7 @@ where
     zbus::block_on(async move {
         let runtime = match zruntime::SharedRuntime::current() {
             Ok(r) => r,
-            Err(e) => return Err(format!("no runtime for the D-Bus call: {e}")),
+            Err(e) => return Err(format!("no runtime for the D-Bus call: {e}").into()),
         };
         let no_answer =
             |t: Duration| format!("no answer from restrictd within {} ms", t.as_millis());
@@ -170,8 +188,8 @@ where
             .await
         {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(describe(&e)),
-            Err(_) => return Err(no_answer(timeout)),
+            Ok(Err(e)) => return Err(describe(&e).into()),
+            Err(_) => return Err(no_answer(timeout).into()),
         };
         if !start_timeout.is_zero() {
             // A stopped restrictd is started by the bus first; whatever
@@ -184,7 +202,8 @@ where
                 return Err(format!(
                     "restrictd was not started within {} ms (start_timeout)",
                     start_timeout.as_millis()
-                ));
+                )
+                .into());
             }
         }
         let work = async {
@@ -193,8 +212,11 @@ where
         };
         let res = match runtime.timeout(timeout, work).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err(no_answer(timeout)),
+            Ok(Err(e)) => Err(Failure {
+                refused: refused(&e),
+                message: describe(&e),
+            }),
+            Err(_) => Err(no_answer(timeout).into()),
         };
         // conn drops here, inside block_on: nothing is left to run afterwards.
         drop(conn);
@@ -227,6 +249,18 @@ async fn ensure_started(conn: &zbus::Connection) -> zbus::Result<()> {
         .await?;
     }
     Ok(())
+}
+
+/// restrictd refused the login on purpose.
+fn refused(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _) if name.as_str() == restrictd_dbus::errors::REFUSED)
+}
+
+/// Shows the user `msg` (sshd prints it before it closes the connection).
+fn tell_user(pamh: &PamHandle, msg: &str) {
+    if let Ok(Some(conv)) = pamh.get_item::<pam::conv::Conv>() {
+        let _ = conv.send(pam::constants::PAM_ERROR_MSG, msg);
+    }
 }
 
 fn describe(e: &zbus::Error) -> String {
@@ -291,10 +325,21 @@ impl PamHooks for PamRestrict {
             }
         }) {
             Ok(sid) => sid,
+            Err(Failure {
+                refused: true,
+                message,
+            }) => {
+                // On purpose, so not subject to fail=open: the user is
+                // told why, as restrictd worded it.
+                let why = message.split_once(": ").map_or(message.as_str(), |m| m.1);
+                log(pamh, libc::LOG_WARNING, &format!("restrictd: {why}"));
+                tell_user(pamh, &format!("restrictd: {why}"));
+                return PamResultCode::PAM_PERM_DENIED;
+            }
             Err(e) => {
                 return fail(
                     pamh,
-                    &format!("cannot open a restrictd session for {login}: {e}"),
+                    &format!("cannot open a restrictd session for {login}: {}", e.message),
                 )
             }
         };
@@ -346,7 +391,7 @@ impl PamHooks for PamRestrict {
             Err(e) => log(
                 pamh,
                 libc::LOG_ERR,
-                &format!("closing restrictd session {sid}: {e}"),
+                &format!("closing restrictd session {sid}: {}", e.message),
             ),
         }
         // A failed close must not turn into a failed logout.

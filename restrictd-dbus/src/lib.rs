@@ -17,6 +17,9 @@ pub mod errors {
     pub const INVALID_POLICY: &str = "org.restrictd.Daemon1.Error.InvalidPolicy";
     pub const NO_SUCH_SESSION: &str = "org.restrictd.Daemon1.Error.NoSuchSession";
     pub const FAILED: &str = "org.restrictd.Daemon1.Error.Failed";
+    /// A login refused on purpose (a session limit, a lock): the module
+    /// denies it whatever its `fail=` mode, showing the user the message.
+    pub const REFUSED: &str = "org.restrictd.Daemon1.Error.Refused";
 }
 
 /// The PAM environment variables `OpenSessionEnv` passes on:
@@ -92,6 +95,19 @@ pub struct Status {
     pub lost_disk: u64,
 }
 
+/// A lock in force (`restrictctl locks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct LockInfo {
+    /// "user" or "group".
+    pub target: String,
+    pub name: String,
+    pub reason: String,
+    /// RFC 3339.
+    pub created: String,
+    /// RFC 3339; "" for a lock without a TTL.
+    pub expires: String,
+}
+
 #[zbus::proxy(
     interface = "org.restrictd.Daemon1",
     default_service = "org.restrictd.Daemon1",
@@ -127,4 +143,11 @@ pub trait Daemon1 {
         dest: &str,
     ) -> zbus::Result<String>;
     fn status(&self) -> zbus::Result<Status>;
+    /// Locks a user or group (`target`: "user" | "group") out now: its
+    /// sessions end, its processes elsewhere are killed, its logins are
+    /// refused with `reason` until `ttl_secs` pass (0: until `unlock`).
+    /// Returns what it did.
+    fn lock(&self, target: &str, name: &str, ttl_secs: u64, reason: &str) -> zbus::Result<String>;
+    fn unlock(&self, target: &str, name: &str) -> zbus::Result<String>;
+    fn list_locks(&self) -> zbus::Result<Vec<LockInfo>>;
 }

@@ -92,6 +92,19 @@ impl Binding {
         self.entry(name.and_then(|n| self.set.policies.iter().find(|p| p.name == n)))
     }
 
+    /// The session limits of per-login policy `name` (None: the host
+    /// default) over the host's.
+    pub fn controls(
+        &self,
+        name: Option<&str>,
+        host: &crate::controls::Controls,
+    ) -> crate::controls::Effective {
+        name.and_then(|n| self.set.policies.iter().find(|p| p.name == n))
+            .map(|p| p.controls)
+            .unwrap_or_default()
+            .over(host)
+    }
+
     /// Messages about recording a policy asks for that the host does not
     /// load.
     pub fn recording_warnings(&self) -> Vec<String> {

@@ -154,6 +154,15 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Freezes (true) or thaws (false) every process in the cgroup and
+    /// below (`cgroup.freeze`, Linux 5.2+): a frozen process cannot fork,
+    /// and still dies of SIGKILL.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let f = self.path.join("cgroup.freeze");
+        fs::write(&f, if frozen { "1" } else { "0" })
+            .with_context(|| format!("writing {}", f.display()))
+    }
+
     /// Removes the (empty) cgroup directory. A just-exited process may keep it
     /// busy for a moment, so EBUSY is retried briefly.
     pub fn remove(&self) -> Result<()> {
@@ -234,6 +243,26 @@ impl Pidfd {
             pid,
             fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) },
         })
+    }
+
+    /// Sends SIGKILL to this very process (not to a later one with its pid).
+    pub fn kill(&self) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal(2) with our pidfd, no siginfo, no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("killing pid {}", self.pid));
+        }
+        Ok(())
     }
 
     /// False once the process has exited.

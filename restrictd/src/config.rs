@@ -14,6 +14,8 @@ pub const DEFAULT_STATE_DIR: &str = "/run/restrictd";
 pub const DEFAULT_BPF_PIN_PATH: &str = "/sys/fs/bpf/restrictd";
 /// On persistent storage: the list must survive a reboot.
 pub const DEFAULT_IDENTITY_STATE_FILE: &str = "/var/lib/restrictd/identities.json";
+/// On persistent storage: a lock must survive a reboot.
+pub const DEFAULT_LOCKS_FILE: &str = "/var/lib/restrictd/locks.json";
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -40,6 +42,11 @@ pub struct Config {
     pub bpf_pin_path: PathBuf,
     pub enhanced_recording: EnhancedRecording,
     pub identities: IdentityConfig,
+    /// Session limits for logins no per-login policy sets them for
+    /// (`controls`): `max_sessions`, `idle_timeout`, `max_duration`.
+    pub session_controls: crate::controls::Controls,
+    /// Users and groups locked out (`restrictctl lock`), kept across reboots.
+    pub locks_file: PathBuf,
 }
 
 /// Which users are restricted by identity, outside their sessions too
@@ -323,6 +330,8 @@ impl Default for Config {
             bpf_pin_path: DEFAULT_BPF_PIN_PATH.into(),
             enhanced_recording: EnhancedRecording::default(),
             identities: IdentityConfig::default(),
+            session_controls: crate::controls::Controls::default(),
+            locks_file: DEFAULT_LOCKS_FILE.into(),
         }
     }
 }
@@ -433,11 +442,13 @@ impl Config {
             ("state_dir", &self.state_dir),
             ("bpf_pin_path", &self.bpf_pin_path),
             ("identities.state_file", &self.identities.state_file),
+            ("locks_file", &self.locks_file),
         ] {
             if !p.is_absolute() {
                 return Err(format!("{key} {p:?} must be absolute"));
             }
         }
+        self.session_controls.validate("session_controls")?;
         let er = &self.enhanced_recording;
         for (key, pages) in [
             ("network_buffer_size", er.network_buffer_size),

@@ -24,14 +24,21 @@ use crate::{
     bpf::{Kernel, Lost, PathRules, PolicyMaps, Programs},
     cgroup::{self, Cgroup, CgroupWatch},
     config::Config,
+    controls::{self, idle},
     error::Error,
     events::Output,
+    events::{
+        Body, ConnectionFields, LockBody, LockCreatedBody, LockDeletedBody, LockTarget,
+        SessionRejectedBody,
+    },
     identity::Identities,
     lifecycle::{write_atomic, Lifecycle, StateStore},
+    locks::{self, Lock, Locks, Target},
     pamconf,
     policy::{AuthInfo, PolicyError, PolicySet, Who},
     recorder::Recorder,
     session::{Registry, Session},
+    terminate,
 };
 
 /// Fault injection for the tests: dies here when `RESTRICTD_FAULT` names
@@ -84,6 +91,64 @@ pub struct Core {
     /// The policy file's text in force ("" without one). The policies
     /// themselves are the lifecycle's `binding`. Also serializes applies.
     policy_text: Mutex<String>,
+    /// Users and groups locked out (`locks_file`).
+    locks: Mutex<Locks>,
+    /// What the idle and duration controls know of each session.
+    watched: Mutex<std::collections::HashMap<Uuid, Watched>>,
+}
+
+/// A session under an idle or duration limit, as the sweep follows it.
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    /// Unix seconds: when idleness is counted from without input since
+    /// (the first sweep that saw a terminal of the session).
+    baseline: i64,
+    /// The latest terminal input seen (unix seconds).
+    last_input: Option<i64>,
+    warned_idle: bool,
+    warned_age: bool,
+}
+
+/// How long the terminal gets to carry the last message to the client
+/// before the session's processes are killed.
+const LAST_WORDS: Duration = Duration::from_millis(200);
+
+/// Whom a refused login or a lock event names as the peer.
+fn connection_of(req: &Login) -> ConnectionFields {
+    match &req.ssh {
+        Some(c) => ConnectionFields {
+            remote_addr: c.remote.to_string(),
+            local_addr: c.local.to_string(),
+            proto: "ssh".into(),
+            remote_host: req.remote_host.clone(),
+        },
+        None => ConnectionFields {
+            remote_addr: req.remote_host.clone(),
+            remote_host: req.remote_host.clone(),
+            ..Default::default()
+        },
+    }
+}
+
+/// "root (login alice, pid 4242)": who called, as far as the kernel says
+/// (the audit login uid of the caller, which `sudo` keeps).
+fn caller_name(pid: u32) -> String {
+    let login = fs::read_to_string(format!("/proc/{pid}/loginuid"))
+        .ok()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+        .filter(|u| *u != u32::MAX)
+        .map(crate::session::user_name);
+    match login {
+        Some(l) => format!("root (login {l}, pid {pid})"),
+        None => format!("root (pid {pid})"),
+    }
+}
+
+/// Unix seconds of an RFC 3339 time (a session's `started`).
+fn unix_of(rfc3339: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|d| d.timestamp())
 }
 
 /// What limits a login field may have; PAM items come from the network (rhost).
@@ -242,6 +307,14 @@ impl Core {
         // programs attach: with new maps (another version ran before), the
         // old programs keep enforcing until the new ones do, with the same
         // sessions.
+        let locks = Locks::load(&config.locks_file)?;
+        if !config.session_controls.is_empty()
+            && fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti").is_ok_and(|v| v.trim() == "1")
+        {
+            log::warn!(
+                "dev.tty.legacy_tiocsti is 1: a user can push input into their own terminal (TIOCSTI), which idle_timeout counts as input; set it to 0"
+            );
+        }
         let mut identities = Identities::load(&config.identities)?;
         if identities.lost_state() {
             identities.adopt(&lifecycle.kernel_identities()?);
@@ -285,6 +358,8 @@ impl Core {
             policy_maps: Mutex::new(kernel.policy),
             path_rules: Mutex::new((kernel.path_rules, std::collections::HashSet::new())),
             policy_text: Mutex::new(text),
+            locks: Mutex::new(locks),
+            watched: Mutex::new(std::collections::HashMap::new()),
         });
         // Sessions were restored above: records queued while restrictd
         // was away belong to them.
@@ -346,6 +421,18 @@ impl Core {
         };
         if pid <= 1 {
             return Err(Error::InvalidArgs(format!("cannot restrict pid {pid}")));
+        }
+        let who = self.who(req);
+        let locked = self
+            .locks
+            .lock()
+            .unwrap()
+            .binding(&req.login, &who.groups)
+            .cloned();
+        if let Some(lock) = locked {
+            let message = format!("login refused: {}", lock.describe());
+            self.rejected(req, "lock", None, &message, None);
+            return Err(Error::Refused(message));
         }
         // The identity first: once the login proceeds, the user's processes
         // outside the session must already be restricted.
@@ -411,14 +498,32 @@ impl Core {
             }
             same
         });
-        s.who = Some(self.who(req));
+        s.who = Some(who);
         s.owned = owned;
         s.manager = manager;
-        let opened = self
-            .lifecycle
-            .open(s, || if owned { cg.add_process(pid) } else { Ok(()) });
+        let host = self.config.session_controls;
+        let mut refusal = None;
+        let opened = self.lifecycle.open(
+            s,
+            || if owned { cg.add_process(pid) } else { Ok(()) },
+            |b, policy, open| match b.controls(policy, &host).max_sessions {
+                Some(max) if open >= max as usize => {
+                    let message = format!(
+                        "login refused: {} has {open} open session(s), the most {} allows (max_sessions {max})",
+                        req.login,
+                        policy.map_or("the host default".to_string(), |p| format!("policy {p:?}"))
+                    );
+                    refusal = Some((max, message.clone(), policy.map(str::to_string)));
+                    Err(Error::Refused(message))
+                }
+                _ => Ok(()),
+            },
+        );
         if opened.is_err() && owned {
             let _ = cg.remove();
+        }
+        if let Some((max, message, policy)) = refusal {
+            self.rejected(req, "max_sessions", Some(max), &message, policy);
         }
         opened?;
         let policy = self
@@ -433,6 +538,33 @@ impl Core {
             cg.path.display()
         );
         Ok(sid.to_string())
+    }
+
+    /// Records a refused login (`session.rejected`) and logs it.
+    fn rejected(
+        &self,
+        req: &Login,
+        reason: &str,
+        max: Option<u32>,
+        message: &str,
+        policy: Option<String>,
+    ) {
+        log::warn!(
+            "login of {} from {:?} refused ({reason}): {message}",
+            req.login,
+            req.remote_host
+        );
+        self.recorder.daemon_event(
+            &req.login,
+            Body::SessionRejected(SessionRejectedBody {
+                connection: connection_of(req),
+                service: req.service.clone(),
+                reason: reason.into(),
+                max,
+                message: message.into(),
+                policy,
+            }),
+        );
     }
 
     /// The login as policies match it. The source is `PAM_RHOST` (an item
@@ -487,6 +619,7 @@ impl Core {
             .lifecycle
             .find(sid)
             .ok_or_else(|| Error::NoSuchSession(sid.into()))?;
+        self.lifecycle.set_end_reason(&s.sid, "terminated");
         s.cgroup.kill_all(Duration::from_secs(5))?;
         self.lifecycle.end(s.cgroup.id);
         Ok(())
@@ -641,6 +774,368 @@ impl Core {
     pub fn sweep(&self) {
         self.lifecycle.refresh_managers();
         self.lifecycle.end_finished();
+        self.enforce_controls();
+        self.enforce_locks();
+    }
+
+    /// Ends session `s` for `reason` (a session control or a lock), after
+    /// telling its terminals `message`: every process but its leader is
+    /// killed, and the leader (sshd) closes the login as at a logout.
+    fn end_for(&self, s: &Session, reason: &str, message: &str, ptys: &[PathBuf]) {
+        self.lifecycle.set_end_reason(&s.sid, reason);
+        if !ptys.is_empty() {
+            terminate::tell(ptys, message);
+            std::thread::sleep(LAST_WORDS);
+        }
+        for c in std::iter::once(&s.cgroup).chain(&s.followed_from) {
+            if let Err(e) = terminate::end_session(c, s.leader_pid, Duration::from_secs(5)) {
+                log::error!("ending session {} ({reason}): {e:#}", s.sid);
+            }
+        }
+        log::info!(
+            "session {} of {} ended ({reason}): {message}",
+            s.sid,
+            s.user.as_deref().unwrap_or("?")
+        );
+    }
+
+    /// Idle timeouts and maximum durations: warns a session's terminals
+    /// `controls::warn_before` the limit, and ends the session at it.
+    /// Idleness is counted only while the login has a terminal: the ptys
+    /// whose masters its sshd `[priv]` process holds.
+    fn enforce_controls(&self) {
+        let now = locks::now_unix();
+        let sessions: Vec<Session> = self
+            .lifecycle
+            .all()
+            .into_iter()
+            .filter(|s| !s.ending && s.end_reason.is_none())
+            .collect();
+        let plan: Vec<(Session, controls::Effective)> = {
+            let b = self.lifecycle.binding();
+            sessions
+                .iter()
+                .map(|s| {
+                    (
+                        s.clone(),
+                        b.controls(s.policy.as_deref(), &self.config.session_controls),
+                    )
+                })
+                .filter(|(_, c)| c.idle_timeout.is_some() || c.max_duration.is_some())
+                .collect()
+        };
+        let mut ends = Vec::new();
+        {
+            let mut watched = self.watched.lock().unwrap();
+            watched.retain(|sid, _| sessions.iter().any(|s| s.sid == *sid));
+            for (s, c) in plan {
+                let w = watched.entry(s.sid).or_insert(Watched {
+                    baseline: now,
+                    last_input: None,
+                    warned_idle: false,
+                    warned_age: false,
+                });
+                let ptys = if s.closed {
+                    Vec::new()
+                } else {
+                    idle::ptys_of(s.leader_pid)
+                };
+                if let (Some(max), Some(started)) = (c.max_duration, unix_of(&s.started)) {
+                    let age = (now - started).max(0) as u64;
+                    let max_s = max.as_secs();
+                    if age >= max_s {
+                        let m = format!(
+                            "this session has reached its maximum duration ({}) and is ended",
+                            controls::show(max)
+                        );
+                        ends.push((s, "max_duration", m, ptys));
+                        continue;
+                    }
+                    if age + controls::warn_before(max).as_secs() >= max_s && !w.warned_age {
+                        w.warned_age = true;
+                        terminate::tell(
+                            &ptys,
+                            &format!(
+                                "this session reaches its maximum duration ({}) and ends in {}",
+                                controls::show(max),
+                                controls::show(Duration::from_secs(max_s - age))
+                            ),
+                        );
+                    }
+                }
+                let Some(limit) = c.idle_timeout else {
+                    continue;
+                };
+                if ptys.is_empty() {
+                    // No terminal (a command, scp, sftp, forwarding): not
+                    // idle-timed; idleness counts from its first terminal.
+                    w.baseline = now;
+                    w.warned_idle = false;
+                    continue;
+                }
+                if let Some(input) = ptys.iter().filter_map(|p| idle::last_input(p)).max() {
+                    if w.last_input.is_none_or(|l| input > l) {
+                        w.last_input = Some(input);
+                        w.warned_idle = false;
+                    }
+                }
+                let since = w.baseline.max(w.last_input.unwrap_or(0));
+                let idle_for = (now - since).max(0) as u64;
+                let limit_s = limit.as_secs();
+                if idle_for >= limit_s {
+                    let m = format!(
+                        "no input for {} (idle_timeout {}): this session is ended",
+                        controls::show(Duration::from_secs(idle_for)),
+                        controls::show(limit)
+                    );
+                    ends.push((s, "idle_timeout", m, ptys));
+                } else if idle_for + controls::warn_before(limit).as_secs() >= limit_s
+                    && !w.warned_idle
+                {
+                    w.warned_idle = true;
+                    terminate::tell(
+                        &ptys,
+                        &format!(
+                            "no input for {}: this session ends in {} unless you type (idle_timeout {})",
+                            controls::show(Duration::from_secs(idle_for)),
+                            controls::show(Duration::from_secs(limit_s - idle_for)),
+                            controls::show(limit)
+                        ),
+                    );
+                }
+            }
+        }
+        for (s, reason, message, ptys) in ends {
+            self.watched.lock().unwrap().remove(&s.sid);
+            self.end_for(&s, reason, &message, &ptys);
+        }
+    }
+
+    /// The uids a lock covers outside sessions: the user's; for a group,
+    /// its members as NSS lists them, the users whose primary group it is
+    /// in /etc/passwd, and the restricted identities and session users in
+    /// it. Never root or a system account (those are not killed).
+    fn lock_uids(&self, lock: &Lock) -> Vec<u32> {
+        let mut names: Vec<String> = Vec::new();
+        match lock.target {
+            Target::User => names.push(lock.name.clone()),
+            Target::Group => {
+                if let Ok(Some(g)) = nix::unistd::Group::from_name(&lock.name) {
+                    names.extend(g.mem.iter().cloned());
+                    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+                    for l in passwd.lines() {
+                        let f: Vec<&str> = l.split(':').collect();
+                        if f.get(3).and_then(|g| g.parse::<u32>().ok()) == Some(g.gid.as_raw()) {
+                            names.push(f[0].to_string());
+                        }
+                    }
+                }
+                let ids = self.identities.lock().unwrap().uids();
+                for uid in ids {
+                    let n = crate::session::user_name(uid);
+                    if groups_of(&n).contains(&lock.name) {
+                        names.push(n);
+                    }
+                }
+                for s in self.lifecycle.all() {
+                    if let (Some(u), Some(w)) = (&s.user, &s.who) {
+                        if w.groups.contains(&lock.name) {
+                            names.push(u.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let (min, max) = crate::identity::uid_range(Path::new("/etc/login.defs"));
+        let mut uids: Vec<u32> = names
+            .iter()
+            .filter_map(|n| nix::unistd::User::from_name(n).ok().flatten())
+            .map(|u| u.uid.as_raw())
+            .filter(|u| *u != 0 && (min..=max).contains(u))
+            .collect();
+        uids.sort();
+        uids.dedup();
+        uids
+    }
+
+    /// Ends the sessions `lock` binds and kills the processes of the
+    /// identities it covers elsewhere; returns (sessions, processes).
+    fn enforce_lock(&self, lock: &Lock, tell: bool) -> (u32, u32) {
+        let all = self.lifecycle.all();
+        let bound: Vec<Session> = all
+            .iter()
+            .filter(|s| !s.ending)
+            .filter(|s| {
+                let user = s.user.as_deref().unwrap_or_default();
+                let groups = s.who.as_ref().map(|w| w.groups.clone()).unwrap_or_default();
+                lock.binds(user, &groups)
+            })
+            .cloned()
+            .collect();
+        let message = format!("this session is ended: {}", lock.describe());
+        for s in &bound {
+            let ptys = if tell && !s.closed && s.end_reason.is_none() {
+                idle::ptys_of(s.leader_pid)
+            } else {
+                Vec::new()
+            };
+            self.end_for(s, "lock", &message, &ptys);
+        }
+        // Session leaders end their logins themselves once their children
+        // are gone (they carry the user's login uid).
+        let spare: std::collections::HashSet<u32> = all.iter().map(|s| s.leader_pid).collect();
+        let mut killed = 0;
+        for uid in self.lock_uids(lock) {
+            killed += terminate::kill_user(uid, &spare);
+        }
+        (bound.len() as u32, killed as u32)
+    }
+
+    /// Once a second: expired locks are lifted (`lock.deleted`), and every
+    /// lock is enforced again, so that a locked identity's cron job, at
+    /// job or user service dies as it starts.
+    fn enforce_locks(&self) {
+        let (expired, active) = {
+            let mut l = self.locks.lock().unwrap();
+            (l.expire(), l.all().to_vec())
+        };
+        for lock in expired {
+            log::info!("{} no more: its TTL ran out", lock.describe());
+            self.lock_event(&lock, false, "restrictd (ttl)", None, true);
+        }
+        for lock in active {
+            let (sessions, processes) = self.enforce_lock(&lock, true);
+            if sessions + processes > 0 {
+                log::warn!(
+                    "{}: ended {sessions} session(s), killed {processes} other process(es)",
+                    lock.describe()
+                );
+            }
+        }
+    }
+
+    fn lock_event(
+        &self,
+        lock: &Lock,
+        created: bool,
+        by: &str,
+        ended: Option<(u32, u32)>,
+        expired: bool,
+    ) {
+        let body = LockBody {
+            name: format!("{}/{}", lock.target.as_str(), lock.name),
+            target: match lock.target {
+                Target::User => LockTarget {
+                    user: Some(lock.name.clone()),
+                    group: None,
+                },
+                Target::Group => LockTarget {
+                    user: None,
+                    group: Some(lock.name.clone()),
+                },
+            },
+            message: lock.reason.clone(),
+            expires: lock.expires.map(locks::rfc3339),
+            updated_by: by.into(),
+            sessions_ended: ended.map(|e| e.0),
+            processes_killed: ended.map(|e| e.1),
+            expired,
+        };
+        let user = match lock.target {
+            Target::User => lock.name.as_str(),
+            Target::Group => "",
+        };
+        self.recorder.daemon_event(
+            user,
+            if created {
+                Body::LockCreated(LockCreatedBody(body))
+            } else {
+                Body::LockDeleted(LockDeletedBody(body))
+            },
+        );
+    }
+
+    /// `restrictctl lock`: locks `name` out now (see `locks`); returns
+    /// what it did.
+    pub fn lock(
+        &self,
+        target: &str,
+        name: &str,
+        ttl: Option<Duration>,
+        reason: &str,
+        caller: u32,
+    ) -> Result<String, Error> {
+        let target = Target::parse(target).map_err(Error::InvalidArgs)?;
+        let refuse = |m: String| Err(Error::InvalidArgs(m));
+        match target {
+            Target::User => match nix::unistd::User::from_name(name).ok().flatten() {
+                Some(u) if u.uid.is_root() => {
+                    return refuse(
+                        "root cannot be locked: that would end every root process".into(),
+                    )
+                }
+                Some(_) => {}
+                None => return refuse(format!("no user {name:?} on this host (NSS)")),
+            },
+            Target::Group => match nix::unistd::Group::from_name(name).ok().flatten() {
+                Some(g) if g.gid.as_raw() == 0 => {
+                    return refuse("group root cannot be locked".into())
+                }
+                Some(_) => {}
+                None => return refuse(format!("no group {name:?} on this host (NSS)")),
+            },
+        }
+        let lock = self
+            .locks
+            .lock()
+            .unwrap()
+            .add(target, name, ttl, reason)
+            .map_err(Error::InvalidArgs)?;
+        let by = caller_name(caller);
+        let (sessions, processes) = self.enforce_lock(&lock, true);
+        log::warn!(
+            "{} (set by {by}): ended {sessions} session(s), killed {processes} other process(es)",
+            lock.describe()
+        );
+        self.lock_event(&lock, true, &by, Some((sessions, processes)), false);
+        Ok(format!(
+            "{}; ended {sessions} session(s) and {processes} other process(es)",
+            lock.describe()
+        ))
+    }
+
+    /// `restrictctl unlock`.
+    pub fn unlock(&self, target: &str, name: &str, caller: u32) -> Result<String, Error> {
+        let target = Target::parse(target).map_err(Error::InvalidArgs)?;
+        let removed = self
+            .locks
+            .lock()
+            .unwrap()
+            .remove(target, name)
+            .map_err(|e| Error::Failed(anyhow!(e)))?;
+        let Some(lock) = removed else {
+            return Err(Error::InvalidArgs(format!(
+                "{} {name} is not locked",
+                target.as_str()
+            )));
+        };
+        let by = caller_name(caller);
+        log::warn!("{} {name} unlocked by {by}", target.as_str());
+        self.lock_event(&lock, false, &by, None, false);
+        Ok(format!("{} {name} unlocked", target.as_str()))
+    }
+
+    /// The locks in force.
+    pub fn locks(&self) -> Vec<Lock> {
+        let now = locks::now_unix();
+        self.locks
+            .lock()
+            .unwrap()
+            .all()
+            .iter()
+            .filter(|l| !l.expired(now))
+            .cloned()
+            .collect()
     }
 
     /// The daemon's main loop (on a tokio runtime, with the front end

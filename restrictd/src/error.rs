@@ -11,6 +11,10 @@ pub enum Error {
     InvalidPolicy(String),
     #[error("no session {0:?}")]
     NoSuchSession(String),
+    /// A login refused on purpose (a session control, a lock): PAM denies
+    /// it whatever its `fail=` says, and shows the user this message.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else: the system refused (cgroups, maps, files).
     #[error("{0:#}")]
     Failed(anyhow::Error),

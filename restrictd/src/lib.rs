@@ -1,6 +1,8 @@
 //! restrictd: restricted and recorded sessions. Modules, each with one job:
 //! - `policy`: the network policy file (Teleport's `network_restrictions`);
 //! - `config`: the daemon's configuration file;
+//! - `controls`: session limits (concurrent sessions, idle, duration);
+//! - `locks`: users and groups locked out now, kept across restarts;
 //! - `cgroup`: finding cgroup v2 and managing session cgroups;
 //! - `bpf`: loading/attaching the BPF programs and writing their maps
 //!   (`btf`, `tracefs`: the kernel facts they need at load);
@@ -15,17 +17,20 @@
 //! - `error`: the core's error type;
 //! - `pamconf`: finding PAM lines that would lock out logins without the module;
 //! - `pathfilter`: the disk filter's trie entries.
+//! - `terminate`: ending a session, or every process of a user.
 pub mod binding;
 pub mod bpf;
 pub mod btf;
 pub mod cgroup;
 pub mod config;
+pub mod controls;
 pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod exes;
 pub mod identity;
 pub mod lifecycle;
+pub mod locks;
 pub mod pamconf;
 pub mod pathfilter;
 pub mod policy;
@@ -33,4 +38,5 @@ pub mod recorder;
 pub mod run;
 pub mod service;
 pub mod session;
+pub mod terminate;
 pub mod tracefs;

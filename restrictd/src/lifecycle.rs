@@ -287,8 +287,17 @@ impl Lifecycle {
     /// `place`, which puts the session's process into the cgroup, so that
     /// it is restricted from its first instruction there. On any error the
     /// kernel entries are removed again. The session's policy is chosen
-    /// here, from `s.who`, under the policies in force.
-    pub fn open(&self, mut s: Session, place: impl FnOnce() -> Result<()>) -> Result<Uuid, Error> {
+    /// here, from `s.who`, under the policies in force; `admit` then
+    /// decides, given the policy and the user's open sessions, whether the
+    /// login may have a session at all (a session control), before
+    /// anything is registered. The check and the insert are under one lock,
+    /// so concurrent logins cannot both take the last place.
+    pub fn open(
+        &self,
+        mut s: Session,
+        place: impl FnOnce() -> Result<()>,
+        admit: impl FnOnce(&Binding, Option<&str>, usize) -> Result<(), Error>,
+    ) -> Result<Uuid, Error> {
         let boot_ns = now_boot_ns();
         let cg = s.cgroup.clone();
         // A leader in restrictd's own cgroup may be moved on by a later PAM
@@ -321,6 +330,11 @@ impl Lifecycle {
                 cg.path.display()
             )));
         }
+        let open_sessions = reg
+            .all()
+            .filter(|o| o.uid == s.uid && !o.closed && !o.ending)
+            .count();
+        admit(&b, s.policy.as_deref(), open_sessions)?;
         let registered = {
             let mut kernel = self.kernel.lock().unwrap();
             kernel
@@ -486,6 +500,13 @@ impl Lifecycle {
              restrictctl pam-check)",
             to.path.display()
         );
+    }
+
+    /// Records why restrictd is ending session `sid` (for `session.end`).
+    pub fn set_end_reason(&self, sid: &Uuid, reason: &str) {
+        if let Some(s) = self.registry.lock().unwrap().by_sid_mut(&sid.to_string()) {
+            s.end_reason = Some(reason.to_string());
+        }
     }
 
     pub fn find(&self, sid: &str) -> Option<Session> {

@@ -304,6 +304,8 @@ pub struct Policy {
     /// Break-glass: nothing enforced, recorded as `record` says.
     pub unrestricted: bool,
     pub record: Recording,
+    /// Session limits over the host's `session_controls`.
+    pub controls: crate::controls::Controls,
     /// Where the document starts (`file:line`).
     pub at: String,
     /// What loaded but deserves a look (host bits masked away), located.
@@ -520,6 +522,8 @@ struct RawSpec {
     unrestricted: Option<Spanned<bool>>,
     #[serde(default)]
     record: Option<Spanned<RawRecord>>,
+    #[serde(default)]
+    controls: Option<Spanned<crate::controls::Controls>>,
 }
 
 #[derive(Deserialize)]
@@ -777,6 +781,7 @@ fn document(raw: RawPolicy, loc: &Locator, strictness: Strictness) -> Result<Pol
         matcher: None,
         unrestricted: None,
         record: None,
+        controls: None,
     });
     if !ours {
         let theirs = |what: &str| {
@@ -790,6 +795,15 @@ fn document(raw: RawPolicy, loc: &Locator, strictness: Strictness) -> Result<Pol
         }
         if let Some(r) = &spec.record {
             return Err(loc.at(r, theirs("record")));
+        }
+        if let Some(c) = &spec.controls {
+            return Err(loc.at(
+                c,
+                format!(
+                    "{} (host-wide limits are the daemon config's session_controls)",
+                    theirs("controls")
+                ),
+            ));
         }
     }
     let mut rules = |list: Option<Vec<RawRule>>, what: &str| {
@@ -855,6 +869,15 @@ fn document(raw: RawPolicy, loc: &Locator, strictness: Strictness) -> Result<Pol
         }
     };
     let record = spec.record.map(|r| r.value).unwrap_or_default();
+    let controls = match spec.controls {
+        None => crate::controls::Controls::default(),
+        Some(c) => {
+            c.value
+                .validate("spec.controls")
+                .map_err(|m| loc.at(&c, m))?;
+            c.value
+        }
+    };
     Ok(Policy {
         name,
         kind,
@@ -867,6 +890,7 @@ fn document(raw: RawPolicy, loc: &Locator, strictness: Strictness) -> Result<Pol
             network: record.network,
             disk: record.disk,
         },
+        controls,
         at: format!("{}:{}", loc.source, raw.kind.referenced.line()),
         warnings,
         index: LazyIndex::default(),
@@ -1014,6 +1038,7 @@ impl Policy {
             matcher: Match::default(),
             unrestricted: false,
             record: Recording::default(),
+            controls: Default::default(),
             at: String::new(),
             warnings: Vec::new(),
             index: LazyIndex::default(),

@@ -60,6 +60,13 @@ enum Msg {
         /// Record keys whose loss counts end with the session.
         keys: Vec<u64>,
     },
+    /// An event of the daemon's own (a refused login, a lock), about
+    /// `user` and no session.
+    Daemon {
+        boot_ns: u64,
+        user: String,
+        body: crate::events::Body,
+    },
     Stop,
 }
 
@@ -68,6 +75,7 @@ enum Item {
     Record(Record),
     Start(u64),
     End(u64, Vec<u64>),
+    Daemon(String, crate::events::Body),
     /// What a record key lost since `since` (boot ns).
     Lost {
         key: u64,
@@ -203,6 +211,16 @@ impl Recorder {
         });
     }
 
+    /// Queues an event of the daemon's own about `user`, outside any
+    /// session, stamped now.
+    pub fn daemon_event(&self, user: &str, body: crate::events::Body) {
+        self.send(Msg::Daemon {
+            boot_ns: now_boot_ns(),
+            user: user.to_string(),
+            body,
+        });
+    }
+
     /// Writes everything queued or in the rings, then stops the writer.
     pub fn stop(&self) {
         self.send(Msg::Stop);
@@ -296,6 +314,11 @@ impl Writer {
                         cgroup_id,
                         keys,
                     } => self.push(boot_ns, Item::End(cgroup_id, keys)),
+                    Msg::Daemon {
+                        boot_ns,
+                        user,
+                        body,
+                    } => self.push(boot_ns, Item::Daemon(user, body)),
                     Msg::Stop => stop = true,
                 }
             }
@@ -434,6 +457,7 @@ impl Writer {
                         events.push(reg.stamp(h.cgroup_id, h.boot_ns, body));
                     }
                     Item::Start(cg) => events.extend(reg.start_event(cg, p.boot_ns)),
+                    Item::Daemon(user, body) => events.push(reg.user_event(&user, p.boot_ns, body)),
                     Item::Lost { key, since, lost } => {
                         events.push(reg.lost_event(key, p.boot_ns, since, lost))
                     }

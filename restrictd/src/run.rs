@@ -121,7 +121,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     session.service = "restrictd run".into();
     session.leader_pid = std::process::id();
     // CMD enters the cgroup itself, before its exec (see `supervise`).
-    lifecycle.open(session, || Ok(()))?;
+    lifecycle.open(session, || Ok(()), |_, _, _| Ok(()))?;
     log::info!(
         "session {sid} in cgroup {} (id {}), system log: {}",
         cg.path.display(),

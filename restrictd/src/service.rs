@@ -7,7 +7,7 @@
 use std::{path::Path, sync::Arc};
 
 use anyhow::{anyhow, Context, Result};
-use restrictd_dbus::{errors, OpenRequest, SessionInfo, Status};
+use restrictd_dbus::{errors, LockInfo, OpenRequest, SessionInfo, Status};
 use zbus::{
     fdo,
     message::{Header, Message},
@@ -49,6 +49,7 @@ impl zbus::DBusError for Error {
             Error::Core(CoreError::InvalidArgs(_)) => "org.freedesktop.DBus.Error.InvalidArgs",
             Error::Core(CoreError::InvalidPolicy(_)) => errors::INVALID_POLICY,
             Error::Core(CoreError::NoSuchSession(_)) => errors::NO_SUCH_SESSION,
+            Error::Core(CoreError::Refused(_)) => errors::REFUSED,
             Error::Core(CoreError::Failed(_)) | Error::Bus(_) => errors::FAILED,
         })
     }
@@ -293,6 +294,53 @@ impl Service {
         require_root(&hdr, conn).await?;
         let core = self.core.clone();
         blocking(move || core.explain_login(&login, &dest)).await
+    }
+
+    async fn lock(
+        &self,
+        target: String,
+        name: String,
+        ttl_secs: u64,
+        reason: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let pid = require_root(&hdr, conn).await?;
+        let core = self.core.clone();
+        let ttl = (ttl_secs > 0).then(|| std::time::Duration::from_secs(ttl_secs));
+        blocking(move || core.lock(&target, &name, ttl, &reason, pid)).await
+    }
+
+    async fn unlock(
+        &self,
+        target: String,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let pid = require_root(&hdr, conn).await?;
+        let core = self.core.clone();
+        blocking(move || core.unlock(&target, &name, pid)).await
+    }
+
+    async fn list_locks(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<LockInfo>, Error> {
+        require_root(&hdr, conn).await?;
+        Ok(self
+            .core
+            .locks()
+            .into_iter()
+            .map(|l| LockInfo {
+                target: l.target.as_str().into(),
+                name: l.name,
+                reason: l.reason,
+                created: crate::locks::rfc3339(l.created),
+                expires: l.expires.map(crate::locks::rfc3339).unwrap_or_default(),
+            })
+            .collect())
     }
 
     async fn status(

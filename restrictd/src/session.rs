@@ -66,6 +66,9 @@ pub struct Session {
     /// The per-login policy that binds the session (None: the host default).
     #[serde(default)]
     pub policy: Option<String>,
+    /// Why restrictd ended it (a session control, a lock), for `session.end`.
+    #[serde(default)]
+    pub end_reason: Option<String>,
 }
 
 impl Session {
@@ -108,6 +111,7 @@ impl Session {
             lost: Losses::default(),
             who: None,
             policy: None,
+            end_reason: None,
         }
     }
 }
@@ -430,6 +434,28 @@ impl Registry {
         }
     }
 
+    /// An event of the daemon's own (a refused login, a lock) about
+    /// `user` ("" for none), in no session.
+    pub fn user_event(&self, user: &str, boot_ns: u64, body: Body) -> Event {
+        let user = Some(user.to_string()).filter(|u| !u.is_empty());
+        let info = body.info();
+        Event {
+            event: info.event,
+            code: info.code,
+            time: boot_ns_to_rfc3339(boot_ns),
+            ei: 0,
+            uid: Uuid::new_v4().to_string(),
+            sid: String::new(),
+            login: user.clone(),
+            user,
+            namespace: NAMESPACE,
+            server_id: self.server_id.clone(),
+            server_hostname: self.hostname.clone(),
+            outside_session: false,
+            body,
+        }
+    }
+
     pub fn start_event(&mut self, cgroup_id: u64, boot_ns: u64) -> Option<Event> {
         let s = self.sessions.get(&self.resolve(cgroup_id))?;
         let policy = match &s.policy {
@@ -497,6 +523,7 @@ impl Registry {
             session_start: s.started.clone(),
             session_stop: boot_ns_to_rfc3339(boot_ns),
             lost: s.lost,
+            reason: s.end_reason.clone(),
         });
         let ev = self.stamp(cgroup_id, boot_ns, body);
         let s = self.remove(cgroup_id)?;

@@ -36,6 +36,33 @@ enum Command {
         #[command(subcommand)]
         command: SessionCommand,
     },
+    /// Lock a user or group out now: its live sessions end, its other
+    /// processes on the host are killed, and its logins are refused (with
+    /// the reason) until the TTL passes or `unlock`. Kept across restarts
+    /// and reboots.
+    Lock {
+        #[arg(value_parser = ["user", "group"])]
+        target: String,
+        name: String,
+        /// How long the lock holds ("30m", "8h", "2d"); default: until unlocked.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u64>,
+        /// Shown to the refused user and in the lock's events.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a lock.
+    Unlock {
+        #[arg(value_parser = ["user", "group"])]
+        target: String,
+        name: String,
+    },
+    /// List the locks in force.
+    Locks {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the PAM lines that name pam_restrict.so and say whether each
     /// would deny every login if the module were removed; exits 1 if any
     /// would. Warns about lines that run before pam_systemd.so. Needs no
@@ -78,6 +105,15 @@ enum PolicyCommand {
         service: String,
         dest: String,
     },
+}
+
+/// A TTL in seconds, from "30m", "8h", "90s" or seconds.
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let d = restrictd::controls::parse_duration(s)?;
+    if d.is_zero() {
+        return Err("a TTL must be more than 0 (leave --ttl out for a lock until unlock)".into());
+    }
+    Ok(d.as_secs().max(1))
 }
 
 #[derive(Subcommand)]
@@ -225,6 +261,49 @@ async fn run(cmd: Command) -> Result<(), String> {
         } => {
             d.terminate_session(&id).await.map_err(explain)?;
             println!("session {id} terminated");
+        }
+        Command::Lock {
+            target,
+            name,
+            ttl,
+            reason,
+        } => {
+            let out = d
+                .lock(&target, &name, ttl.unwrap_or(0), &reason)
+                .await
+                .map_err(explain)?;
+            println!("{out}");
+        }
+        Command::Unlock { target, name } => {
+            println!("{}", d.unlock(&target, &name).await.map_err(explain)?);
+        }
+        Command::Locks { json } => {
+            let v = d.list_locks().await.map_err(explain)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "{:<6} {:<20} {:<21} {:<21} REASON",
+                    "TARGET", "NAME", "CREATED", "EXPIRES"
+                );
+                for l in v {
+                    println!(
+                        "{:<6} {:<20} {:<21} {:<21} {}",
+                        l.target,
+                        l.name,
+                        l.created,
+                        if l.expires.is_empty() {
+                            "never (unlock)"
+                        } else {
+                            &l.expires
+                        },
+                        l.reason
+                    );
+                }
+            }
         }
         Command::PamCheck { .. } => unreachable!("handled in main without the bus"),
     }

@@ -540,6 +540,10 @@ pub struct SessionEndBody {
     /// in a `session.lost` while the session ran).
     #[serde(flatten)]
     pub lost: Losses,
+    /// Why restrictd ended the session (`idle_timeout`, `max_duration`,
+    /// `lock`, `terminated`); omitted when it ended by itself (a logout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Kind for SessionEndBody {
@@ -551,9 +555,142 @@ impl Kind for SessionEndBody {
     };
 
     fn summary(&self, who: &str, sid: &str) -> String {
+        let by = match &self.reason {
+            Some(r) => format!(" by restrictd ({r})"),
+            None => String::new(),
+        };
         match self.lost.describe() {
-            Some(lost) => format!("{who}: session {sid} ended; events not recorded: {lost}"),
-            None => format!("{who}: session {sid} ended"),
+            Some(lost) => format!("{who}: session {sid} ended{by}; events not recorded: {lost}"),
+            None => format!("{who}: session {sid} ended{by}"),
+        }
+    }
+}
+
+// ---- session.rejected, lock.created, lock.deleted -----------------------
+
+/// `session.rejected` (Teleport's T1006W): a login refused by a session
+/// control or a lock, before any session existed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionRejectedBody {
+    #[serde(flatten)]
+    pub connection: ConnectionFields,
+    pub service: String,
+    /// What refused it: "max_sessions" or "lock".
+    pub reason: String,
+    /// The limit that was reached (`max_sessions`), as Teleport's `max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// What the user was told.
+    pub message: String,
+    /// The policy whose limit it was; omitted for the host default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+impl Kind for SessionRejectedBody {
+    const INFO: KindInfo = KindInfo {
+        event: "session.rejected",
+        code: "T1006W",
+        message_id: "a4848d110806400491284b9e213388f6",
+        record: None,
+    };
+
+    fn summary(&self, who: &str, _sid: &str) -> String {
+        format!("{who}: login refused ({}): {}", self.reason, self.message)
+    }
+
+    fn denied(&self) -> bool {
+        true
+    }
+}
+
+/// Teleport's lock target: who a lock applies to (`group` is restrictd's).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LockTarget {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// `lock.created` (TLK00I) and `lock.deleted` (TLK01I).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LockBody {
+    /// "user/alice", "group/contractors".
+    pub name: String,
+    pub target: LockTarget,
+    /// The reason given, shown to refused logins.
+    pub message: String,
+    /// RFC 3339; omitted for a lock without a TTL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Who set or lifted it ("root" over D-Bus, with the caller's pid).
+    pub updated_by: String,
+    /// Sessions ended and other processes killed when it was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_ended: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes_killed: Option<u32>,
+    /// A lock that was lifted because its TTL ran out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct LockCreatedBody(pub LockBody);
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct LockDeletedBody(pub LockBody);
+
+impl Kind for LockCreatedBody {
+    const INFO: KindInfo = KindInfo {
+        event: "lock.created",
+        code: "TLK00I",
+        message_id: "f9d40d727e794bc8ae78244c85d08cc8",
+        record: None,
+    };
+
+    fn summary(&self, _who: &str, _sid: &str) -> String {
+        let l = &self.0;
+        format!(
+            "lock {} set by {}{}: {} session(s) ended, {} other process(es) killed; reason: {}",
+            l.name,
+            l.updated_by,
+            l.expires
+                .as_ref()
+                .map(|e| format!(" until {e}"))
+                .unwrap_or_default(),
+            l.sessions_ended.unwrap_or(0),
+            l.processes_killed.unwrap_or(0),
+            if l.message.is_empty() {
+                "(none)"
+            } else {
+                &l.message
+            }
+        )
+    }
+
+    fn denied(&self) -> bool {
+        true
+    }
+}
+
+impl Kind for LockDeletedBody {
+    const INFO: KindInfo = KindInfo {
+        event: "lock.deleted",
+        code: "TLK01I",
+        message_id: "2d9481f7a08943a68b7ef092c726783e",
+        record: None,
+    };
+
+    fn summary(&self, _who: &str, _sid: &str) -> String {
+        let l = &self.0;
+        if l.expired {
+            format!("lock {} expired", l.name)
+        } else {
+            format!("lock {} lifted by {}", l.name, l.updated_by)
         }
     }
 }

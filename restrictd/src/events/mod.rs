@@ -8,7 +8,8 @@ pub mod output;
 use serde::Serialize;
 
 pub use self::kinds::{
-    CommandBody, ConnectionFields, DiskBody, Exe, Losses, LostBody, NetworkBody, SessionEndBody,
+    CommandBody, ConnectionFields, DiskBody, Exe, LockBody, LockCreatedBody, LockDeletedBody,
+    LockTarget, Losses, LostBody, NetworkBody, SessionEndBody, SessionRejectedBody,
     SessionStartBody,
 };
 pub use self::output::Output;
@@ -84,6 +85,9 @@ event_kinds!(
     SessionStart(SessionStartBody),
     SessionEnd(SessionEndBody),
     Lost(LostBody),
+    SessionRejected(SessionRejectedBody),
+    LockCreated(LockCreatedBody),
+    LockDeleted(LockDeletedBody),
 );
 
 pub use self::kinds::from_record;

@@ -170,11 +170,12 @@ impl Daemon {
             &config,
             format!(
                 "root_path: /{name}\npolicy_file: {}\npolicy_dir: {}\nstate_dir: {}\nbpf_pin_path: {}\n\
-                 identities:\n  state_file: {}\n{extra}",
+                 locks_file: {}\nidentities:\n  state_file: {}\n{extra}",
                 policy_file.display(),
                 dir.path().join("policy.d").display(),
                 dir.path().join("state").display(),
                 pin_dir.display(),
+                dir.path().join("locks.json").display(),
                 dir.path().join("identities.json").display()
             ),
         )
