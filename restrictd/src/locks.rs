@@ -73,7 +73,7 @@ impl Lock {
     pub fn binds(&self, user: &str, groups: &[String]) -> bool {
         match self.target {
             Target::User => self.name == user,
-            Target::Group => groups.iter().any(|g| *g == self.name),
+            Target::Group => groups.contains(&self.name),
         }
     }
 

@@ -65,7 +65,7 @@ enum Msg {
     Daemon {
         boot_ns: u64,
         user: String,
-        body: crate::events::Body,
+        body: Box<crate::events::Body>,
     },
     Stop,
 }
@@ -75,7 +75,7 @@ enum Item {
     Record(Record),
     Start(u64),
     End(u64, Vec<u64>),
-    Daemon(String, crate::events::Body),
+    Daemon(String, Box<crate::events::Body>),
     /// What a record key lost since `since` (boot ns).
     Lost {
         key: u64,
@@ -217,7 +217,7 @@ impl Recorder {
         self.send(Msg::Daemon {
             boot_ns: now_boot_ns(),
             user: user.to_string(),
-            body,
+            body: Box::new(body),
         });
     }
 
@@ -457,7 +457,7 @@ impl Writer {
                         events.push(reg.stamp(h.cgroup_id, h.boot_ns, body));
                     }
                     Item::Start(cg) => events.extend(reg.start_event(cg, p.boot_ns)),
-                    Item::Daemon(user, body) => events.push(reg.user_event(&user, p.boot_ns, body)),
+                    Item::Daemon(user, body) => events.push(reg.user_event(&user, p.boot_ns, *body)),
                     Item::Lost { key, since, lost } => {
                         events.push(reg.lost_event(key, p.boot_ns, since, lost))
                     }
