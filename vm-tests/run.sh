@@ -395,6 +395,63 @@ as_root touch /tmp/go11
 wait || true
 check "a unit of the new manager is still denied" 'grep -qx "TCP 127.0.0.9 22 EPERM" "$RUN/s11"'
 
+step "11c. restrictctl lock under logind: two sessions and a user unit end, loginctl shows them gone, logins are refused across a restart until unlock"
+login_as alice 'echo SID=$RESTRICTD_SESSION_ID; echo READY; exec sleep 600' >"$RUN/s11c1" 2>&1 &
+bg1=$!
+login_as alice 'systemd-run --user --unit=vmlock sleep 600 >/dev/null 2>&1; echo SID=$RESTRICTD_SESSION_ID; echo READY; exec sleep 600' >"$RUN/s11c2" 2>&1 &
+bg2=$!
+wait_for "$RUN/s11c1" READY
+wait_for "$RUN/s11c2" READY
+sid11c=$(sid_of "$RUN/s11c1")
+check "loginctl lists alice's two sessions" '[ "$(as_root loginctl list-sessions --no-legend | awk "\$3==\"alice\"" | wc -l)" = 2 ]'
+check "the user unit runs" 'as_root pgrep -u alice -f "sleep 600" | wc -l | grep -qx 3'
+check "restrictctl lock user alice ends both sessions" 'as_root restrictctl lock user alice --reason "vm lock test" | grep -q "ended 2 session"'
+check "both logins' ssh exited" 'gone $bg1 && gone $bg2'
+check "loginctl no longer lists alice's sessions" 'for i in $(seq 40); do as_root loginctl list-sessions --no-legend | grep -q alice || exit 0; sleep 0.5; done; exit 1'
+check "no process of alice is left, the user unit included" 'for i in $(seq 20); do as_root pgrep -u alice >/dev/null || exit 0; sleep 0.5; done; exit 1'
+check "session.end says the lock ended it" 'match "$(wait_events $MID_END $sid11c)" ".REASON==\"lock\""'
+check "lock.created is in the journal" 'as_root journalctl --no-pager -o json MESSAGE_ID=f9d40d727e794bc8ae78244c85d08cc8 | jq -e "select(.SESSIONS_ENDED==\"2\")" >/dev/null'
+out=$(login_as alice 'echo ADMITTED' 2>&1 || true)
+check "a new login is refused, with the reason" 'has "$out" "vm lock test" && ! has "$out" ADMITTED'
+check "session.rejected is in the journal" 'as_root journalctl --no-pager -o json MESSAGE_ID=a4848d110806400491284b9e213388f6 REASON=lock | grep -q alice'
+as_root systemctl restart restrictd
+out=$(login_as alice 'echo ADMITTED' 2>&1 || true)
+check "still refused after a restart" 'has "$out" "vm lock test" && ! has "$out" ADMITTED'
+check "restrictctl locks lists the lock" 'as_root restrictctl locks | grep -q alice'
+check "restrictctl unlock user alice" 'as_root restrictctl unlock user alice'
+out=$(login_as alice 'echo ADMITTED' 2>&1 || true)
+check "admitted again" 'has "$out" ADMITTED'
+
+step "11d. idle_timeout from a per-login policy, under the packaged unit and logind"
+as_root "groupadd -f vmidle && usermod -aG vmidle alice && mkdir -p /etc/restrictd/policy.d && cat > /etc/restrictd/policy.d/60-idle.yaml" <<'POLICY'
+kind: restrictd_policy
+version: v1
+metadata:
+  name: vm-idle
+spec:
+  match:
+    groups: [vmidle]
+  controls:
+    idle_timeout: 15s
+  allow:
+    - cidr: 127.0.0.0/8
+POLICY
+check "applied with the policy file" 'as_root restrictctl policy apply /root/policy.yaml'
+# A terminal session nobody types in: its stdin (a fifo this script holds
+# open) stays open and silent.
+rm -f "$RUN/s11d.in" && mkfifo "$RUN/s11d.in"
+login_as alice -tt 'echo SID=$RESTRICTD_SESSION_ID; exec sh -i' <"$RUN/s11d.in" >"$RUN/s11d" 2>&1 &
+bg=$!
+exec 7>"$RUN/s11d.in"
+wait_for "$RUN/s11d" SID=
+sid11d=$(sid_of "$RUN/s11d" | tr -d '\r')
+check "the idle session is warned on its terminal" 'wait_for "$RUN/s11d" "unless you type"'
+check "then ended, and told why" 'wait_for "$RUN/s11d" "(idle_timeout 15s): this session is ended"'
+check "its ssh exited" 'gone $bg'
+check "session.end says idle_timeout" 'match "$(wait_events $MID_END $sid11d)" ".REASON==\"idle_timeout\""'
+as_root "rm /etc/restrictd/policy.d/60-idle.yaml && gpasswd -d alice vmidle >/dev/null && restrictctl policy apply /root/policy.yaml >/dev/null"
+exec 7>&-
+
 step "12. package removal with the PAM line still present"
 as_root "echo 'session required pam_restrict.so' >> /etc/pam.d/sshd"
 check "removal refused while a plain 'required' line exists" '! as_root dpkg -r restrictd >"$RUN/rm1" 2>&1'

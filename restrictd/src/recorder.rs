@@ -457,7 +457,9 @@ impl Writer {
                         events.push(reg.stamp(h.cgroup_id, h.boot_ns, body));
                     }
                     Item::Start(cg) => events.extend(reg.start_event(cg, p.boot_ns)),
-                    Item::Daemon(user, body) => events.push(reg.user_event(&user, p.boot_ns, *body)),
+                    Item::Daemon(user, body) => {
+                        events.push(reg.user_event(&user, p.boot_ns, *body))
+                    }
                     Item::Lost { key, since, lost } => {
                         events.push(reg.lost_event(key, p.boot_ns, since, lost))
                     }

@@ -82,7 +82,11 @@ fn a_login_beyond_its_policys_max_sessions_is_refused_even_under_fail_open() {
         alice.name
     );
     // The host default allows 2: bob is not bound by alice's policy.
-    let d = Daemon::with_config(&bus, Some(&policy), "session_controls:\n  max_sessions: 2\n");
+    let d = Daemon::with_config(
+        &bus,
+        Some(&policy),
+        "session_controls:\n  max_sessions: 2\n",
+    );
     let sshd = Sshd::configured(
         &bus,
         &[&alice, &bob],
@@ -126,7 +130,12 @@ fn a_login_beyond_its_policys_max_sessions_is_refused_even_under_fail_open() {
         open_sessions(&d, &alice) == 0
     });
     let out = sshd.ssh(&alice, "echo admitted");
-    assert!(text(&out).contains("admitted"), "{}\n{}", text(&out), d.log());
+    assert!(
+        text(&out).contains("admitted"),
+        "{}\n{}",
+        text(&out),
+        d.log()
+    );
     drop(finish(b1, Duration::ZERO));
 }
 
@@ -169,11 +178,17 @@ fn an_idle_terminal_is_warned_and_ended_while_a_typing_one_goes_on() {
         said.contains("this session ends in") && said.contains("unless you type"),
         "warned first: {said}"
     );
-    assert!(said.contains("(idle_timeout 30s): this session is ended"), "{said}");
+    assert!(
+        said.contains("(idle_timeout 30s): this session is ended"),
+        "{said}"
+    );
     assert!(took >= Duration::from_secs(25), "ended after {took:?}");
     // The typing session and the command session live on.
     std::thread::sleep(Duration::from_secs(3));
-    assert!(typing.try_wait().unwrap().is_none(), "the typing session ended");
+    assert!(
+        typing.try_wait().unwrap().is_none(),
+        "the typing session ended"
+    );
     assert_eq!(open_sessions(&d, &user), 2, "{}", d.log());
     let ends = events_named(&d, "session.end");
     assert_eq!(ends.len(), 1, "{ends:?}");
@@ -269,7 +284,10 @@ fn a_lock_ends_sessions_and_processes_refuses_logins_across_a_restart_until_unlo
         let out = sshd.ssh(&user, "echo admitted");
         let said = text(&out);
         assert!(!said.contains("admitted"), "{said}\n{}", d.log());
-        assert!(said.contains("is locked until unlocked: laptop reported stolen"), "{said}");
+        assert!(
+            said.contains("is locked until unlocked: laptop reported stolen"),
+            "{said}"
+        );
     };
     refused(&d);
     let list = d.ctl(&["locks", "--json"]);
@@ -286,9 +304,11 @@ fn a_lock_ends_sessions_and_processes_refuses_logins_across_a_restart_until_unlo
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the sweep to kill a locked user's process", Duration::from_secs(5), || {
-        late.try_wait().unwrap().is_some()
-    });
+    wait_for(
+        "the sweep to kill a locked user's process",
+        Duration::from_secs(5),
+        || late.try_wait().unwrap().is_some(),
+    );
 
     let out = d.ctl(&["unlock", "user", &user.name]);
     assert!(out.status.success(), "{}", text(&out));
@@ -297,21 +317,34 @@ fn a_lock_ends_sessions_and_processes_refuses_logins_across_a_restart_until_unlo
 
     d.stop();
     let events = d.events();
-    let created: Vec<_> = events.iter().filter(|e| e["event"] == "lock.created").collect();
+    let created: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "lock.created")
+        .collect();
     assert_eq!(created.len(), 1);
     assert_eq!(created[0]["code"], "TLK00I");
     assert_eq!(created[0]["target"]["user"], user.name.as_str());
     assert_eq!(created[0]["message"], "laptop reported stolen");
     assert_eq!(created[0]["sessions_ended"], 2);
-    assert!(created[0]["updated_by"].as_str().unwrap().starts_with("root"));
-    let deleted: Vec<_> = events.iter().filter(|e| e["event"] == "lock.deleted").collect();
+    assert!(created[0]["updated_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("root"));
+    let deleted: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "lock.deleted")
+        .collect();
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0]["code"], "TLK01I");
     let rejected: Vec<_> = events
         .iter()
         .filter(|e| e["event"] == "session.rejected" && e["reason"] == "lock")
         .collect();
-    assert_eq!(rejected.len(), 2, "one refusal before the restart, one after");
+    assert_eq!(
+        rejected.len(),
+        2,
+        "one refusal before the restart, one after"
+    );
 }
 
 #[test]
