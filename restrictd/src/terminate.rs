@@ -73,26 +73,53 @@ pub fn end_session(cgroup: &Cgroup, leader: u32, timeout: Duration) -> Result<us
 /// Kills every process whose real, effective or saved uid is `uid` (a
 /// forked child takes the uid and signals all it may, `kill(-1)`), then
 /// every other process whose uid or audit login uid is `uid`, except
-/// `spare` (session leaders: they end their logins themselves once their
-/// children are gone). Returns how many the second pass killed.
+/// `spare` and sshd's privileged processes (session leaders, and those of
+/// refused logins: they end their connections themselves once their
+/// children are gone, and a refused one first tells the user why).
+/// Returns how many processes it found to kill.
 pub fn kill_user(uid: u32, spare: &HashSet<u32>) -> usize {
     if uid == 0 {
         return 0;
     }
-    kill_as(uid);
-    let mut killed = 0;
     let me = std::process::id();
-    for pid in user_processes(Path::new("/proc"), uid) {
-        if pid == me || spare.contains(&pid) {
-            continue;
-        }
+    let victims = || -> Vec<u32> {
+        user_processes(Path::new("/proc"), uid)
+            .into_iter()
+            .filter(|p| *p != me && !spare.contains(p) && !is_sshd_monitor(*p))
+            .collect()
+    };
+    let found = victims();
+    if found.is_empty() {
+        return 0;
+    }
+    kill_as(uid);
+    for pid in victims() {
         if let Ok(p) = Pidfd::open(pid) {
-            if p.kill().is_ok() {
-                killed += 1;
-            }
+            let _ = p.kill();
         }
     }
-    killed
+    found.len()
+}
+
+/// A root process running sshd (`sshd`, or `sshd-session` since OpenSSH
+/// 9.8): the privileged half of a login, which carries the user's audit
+/// login uid.
+fn is_sshd_monitor(pid: u32) -> bool {
+    let root = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|u| u.split_whitespace().next().map(|v| v == "0"))
+        })
+        .unwrap_or(false);
+    root && std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|e| {
+            e.file_name()
+                .map(|n| n.to_string_lossy().starts_with("sshd"))
+        })
+        .unwrap_or(false)
 }
 
 /// `kill(-1, SIGKILL)` with the credentials of `uid`.
