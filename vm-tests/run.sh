@@ -404,19 +404,20 @@ wait_for "$RUN/s11c1" READY
 wait_for "$RUN/s11c2" READY
 sid11c=$(sid_of "$RUN/s11c1")
 check "loginctl lists alice's two sessions" '[ "$(as_root loginctl list-sessions --no-legend | awk "\$3==\"alice\"" | wc -l)" = 2 ]'
-check "the user unit runs" 'as_root pgrep -u alice -f "sleep 600" | wc -l | grep -qx 3'
-check "restrictctl lock user alice ends both sessions" 'as_root restrictctl lock user alice --reason "vm lock test" | grep -q "ended 2 session"'
+# (as_root's arguments go through the guest's shell again: no spaces in them)
+check "the user unit runs" 'as_root pgrep -u alice -f sleep.600 | wc -l | grep -qx 3'
+check "restrictctl lock user alice ends both sessions" 'as_root restrictctl lock user alice --reason vm-lock-test | grep -q "ended 2 session"'
 check "both logins' ssh exited" 'gone $bg1 && gone $bg2'
 check "loginctl no longer lists alice's sessions" 'for i in $(seq 40); do as_root loginctl list-sessions --no-legend | grep -q alice || exit 0; sleep 0.5; done; exit 1'
 check "no process of alice is left, the user unit included" 'for i in $(seq 20); do as_root pgrep -u alice >/dev/null || exit 0; sleep 0.5; done; exit 1'
 check "session.end says the lock ended it" 'match "$(wait_events $MID_END $sid11c)" ".REASON==\"lock\""'
-check "lock.created is in the journal" 'as_root journalctl --no-pager -o json MESSAGE_ID=f9d40d727e794bc8ae78244c85d08cc8 | jq -e "select(.SESSIONS_ENDED==\"2\")" >/dev/null'
+check "lock.created is in the journal" 'match "$(as_root journalctl --no-pager -o json MESSAGE_ID=f9d40d727e794bc8ae78244c85d08cc8)" ".SESSIONS_ENDED==\"2\" and .TARGET != null"'
 out=$(login_as alice 'echo ADMITTED' 2>&1 || true)
-check "a new login is refused, with the reason" 'has "$out" "vm lock test" && ! has "$out" ADMITTED'
+check "a new login is refused, with the reason" 'has "$out" "vm-lock-test" && ! has "$out" ADMITTED'
 check "session.rejected is in the journal" 'as_root journalctl --no-pager -o json MESSAGE_ID=a4848d110806400491284b9e213388f6 REASON=lock | grep -q alice'
 as_root systemctl restart restrictd
 out=$(login_as alice 'echo ADMITTED' 2>&1 || true)
-check "still refused after a restart" 'has "$out" "vm lock test" && ! has "$out" ADMITTED'
+check "still refused after a restart" 'has "$out" "vm-lock-test" && ! has "$out" ADMITTED'
 check "restrictctl locks lists the lock" 'as_root restrictctl locks | grep -q alice'
 check "restrictctl unlock user alice" 'as_root restrictctl unlock user alice'
 out=$(login_as alice 'echo ADMITTED' 2>&1 || true)

@@ -89,6 +89,26 @@ impl Controls {
         *self == Controls::default()
     }
 
+    /// The keys set here ("max_sessions 1, idle_timeout off"), for
+    /// `restrictd check`.
+    pub fn describe(&self) -> String {
+        let d = |v: Duration| if v.is_zero() { "off".into() } else { show(v) };
+        let mut parts = Vec::new();
+        if let Some(n) = self.max_sessions {
+            parts.push(match n {
+                0 => "max_sessions off".to_string(),
+                n => format!("max_sessions {n}"),
+            });
+        }
+        if let Some(v) = self.idle_timeout {
+            parts.push(format!("idle_timeout {}", d(v)));
+        }
+        if let Some(v) = self.max_duration {
+            parts.push(format!("max_duration {}", d(v)));
+        }
+        parts.join(", ")
+    }
+
     /// What is wrong with the limits, if anything (`what` names them).
     pub fn validate(&self, what: &str) -> Result<(), String> {
         for (key, d) in [

@@ -186,6 +186,14 @@ fn check(files: &[PathBuf], strictness: Strictness) -> Result<String, String> {
                 ""
             }
         );
+        if !p.controls.is_empty() {
+            // Keys it leaves out are the daemon config's session_controls.
+            let _ = writeln!(
+                out,
+                "  session controls: {} (others as the config's session_controls)",
+                p.controls.describe()
+            );
+        }
         if !p.unrestricted {
             out.push_str(&rules(p));
         }

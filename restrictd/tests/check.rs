@@ -190,3 +190,39 @@ fn per_login_policies_are_listed_with_whom_they_bind_and_shadows_warned() {
         "{stderr}"
     );
 }
+
+/// A policy's session controls are printed with whom it binds; a bad one
+/// is located; Teleport's resource cannot carry them.
+#[test]
+fn session_controls_in_policies_are_shown_and_bad_ones_located() {
+    let head = "kind: restrictd_policy\nversion: v1\nmetadata:\n  name: c\nspec:\n  match:\n    users: [alice]\n";
+    let (code, stdout, stderr) = check(
+        &[],
+        &format!(
+            "{head}  controls:\n    max_sessions: 2\n    idle_timeout: 15m\n    max_duration: 0\n"
+        ),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("session controls: max_sessions 2, idle_timeout 15m, max_duration off"),
+        "{stdout}"
+    );
+    for (controls, want) in [
+        ("    idle_timeout: soon\n", "soon"),
+        ("    idle_timeout: 5s\n", "shorter than the shortest limit"),
+        ("    max_session: 2\n", "max_session"),
+    ] {
+        let (code, _, stderr) = check(&[], &format!("{head}  controls:\n{controls}"));
+        assert_eq!(code, Some(1), "{controls}");
+        assert!(
+            stderr.contains("policy.yaml:") && stderr.contains(want),
+            "{controls}: {stderr}"
+        );
+    }
+    let (code, _, stderr) = check(
+        &[],
+        "kind: network_restrictions\nversion: v4\nspec:\n  controls:\n    max_sessions: 1\n",
+    );
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("session_controls"), "{stderr}");
+}
