@@ -27,10 +27,7 @@ use crate::{
     controls::{self, idle},
     error::Error,
     events::Output,
-    events::{
-        Body, ConnectionFields, LockBody, LockCreatedBody, LockDeletedBody, LockTarget,
-        SessionRejectedBody,
-    },
+    events::{Body, LockBody, LockCreatedBody, LockDeletedBody, LockTarget, SessionRejectedBody},
     identity::Identities,
     lifecycle::{write_atomic, Lifecycle, StateStore},
     locks::{self, Lock, Locks, Target},
@@ -112,23 +109,6 @@ struct Watched {
 /// How long the terminal gets to carry the last message to the client
 /// before the session's processes are killed.
 const LAST_WORDS: Duration = Duration::from_millis(200);
-
-/// Whom a refused login or a lock event names as the peer.
-fn connection_of(req: &Login) -> ConnectionFields {
-    match &req.ssh {
-        Some(c) => ConnectionFields {
-            remote_addr: c.remote.to_string(),
-            local_addr: c.local.to_string(),
-            proto: "ssh".into(),
-            remote_host: req.remote_host.clone(),
-        },
-        None => ConnectionFields {
-            remote_addr: req.remote_host.clone(),
-            remote_host: req.remote_host.clone(),
-            ..Default::default()
-        },
-    }
-}
 
 /// "root (login alice, pid 4242)": who called, as far as the kernel says
 /// (the audit login uid of the caller, which `sudo` keeps).
@@ -557,7 +537,7 @@ impl Core {
         self.recorder.daemon_event(
             &req.login,
             Body::SessionRejected(SessionRejectedBody {
-                connection: connection_of(req),
+                connection: crate::session::connection_fields(req.ssh.as_ref(), &req.remote_host),
                 service: req.service.clone(),
                 reason: reason.into(),
                 max,

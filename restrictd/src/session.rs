@@ -71,22 +71,27 @@ pub struct Session {
     pub end_reason: Option<String>,
 }
 
+/// Teleport's connection fields of a login: the SSH connection when known,
+/// else PAM_RHOST (`session.start`, `session.end`, `session.rejected`).
+pub fn connection_fields(ssh: Option<&SshConnection>, remote_host: &str) -> ConnectionFields {
+    match ssh {
+        Some(c) => ConnectionFields {
+            remote_addr: c.remote.to_string(),
+            local_addr: c.local.to_string(),
+            proto: "ssh".into(),
+            remote_host: remote_host.to_string(),
+        },
+        None => ConnectionFields {
+            remote_addr: remote_host.to_string(),
+            remote_host: remote_host.to_string(),
+            ..Default::default()
+        },
+    }
+}
+
 impl Session {
-    /// Teleport's connection fields for `session.start` and `session.end`.
     fn connection_fields(&self) -> ConnectionFields {
-        match &self.ssh {
-            Some(c) => ConnectionFields {
-                remote_addr: c.remote.to_string(),
-                local_addr: c.local.to_string(),
-                proto: "ssh".into(),
-                remote_host: self.remote_host.clone(),
-            },
-            None => ConnectionFields {
-                remote_addr: self.remote_host.clone(),
-                remote_host: self.remote_host.clone(),
-                ..Default::default()
-            },
-        }
+        connection_fields(self.ssh.as_ref(), &self.remote_host)
     }
 
     pub fn new(sid: Uuid, cgroup: Cgroup) -> Session {

@@ -105,14 +105,7 @@ pub fn kill_user(uid: u32, spare: &HashSet<u32>) -> usize {
 /// 9.8): the privileged half of a login, which carries the user's audit
 /// login uid.
 fn is_sshd_monitor(pid: u32) -> bool {
-    let root = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|u| u.split_whitespace().next().map(|v| v == "0"))
-        })
-        .unwrap_or(false);
+    let root = uids_of(Path::new(&format!("/proc/{pid}"))).first() == Some(&0);
     root && std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .and_then(|e| {
@@ -141,6 +134,21 @@ fn kill_as(uid: u32) {
     }
 }
 
+/// The real, effective, saved and filesystem uids of the process whose
+/// /proc directory is `dir` (the `Uid:` line of its status), in that order.
+fn uids_of(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|u| {
+                u.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
 /// Processes (by pid) whose real, effective, saved or filesystem uid, or
 /// audit login uid, is `uid`.
 pub fn user_processes(proc: &Path, uid: u32) -> Vec<u32> {
@@ -153,14 +161,7 @@ pub fn user_processes(proc: &Path, uid: u32) -> Vec<u32> {
             continue;
         };
         let dir = e.path();
-        let by_uid = std::fs::read_to_string(dir.join("status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .map(|u| u.split_whitespace().any(|v| v == uid.to_string()))
-            })
-            .unwrap_or(false);
+        let by_uid = uids_of(&dir).contains(&uid);
         let by_login = std::fs::read_to_string(dir.join("loginuid"))
             .ok()
             .is_some_and(|l| l.trim() == uid.to_string());

@@ -30,14 +30,8 @@ fn open_sessions(d: &Daemon, user: &User) -> usize {
 
 /// `ssh` running `remote` in the background, its output collected.
 fn background(sshd: &Sshd, user: &User, extra: &[&str], remote: &str) -> Child {
-    let mut c = sshd.ssh_cmd(user, remote);
-    // ssh_cmd put the destination last: the remote command follows it.
-    let mut cmd = Command::new("ssh");
-    cmd.args(c.get_args().take(c.get_args().len() - 2))
-        .args(extra)
-        .args(c.get_args().skip(c.get_args().len() - 2));
-    c = cmd;
-    c.stdin(Stdio::piped())
+    sshd.ssh_cmd_with(user, extra, remote)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -553,9 +553,14 @@ impl Sshd {
     /// `ssh` with `extra` client arguments (`-b 127.0.0.5` to log in from
     /// another loopback address).
     pub fn ssh_with(&self, user: &User, extra: &[&str], remote: &str) -> Output {
+        self.ssh_cmd_with(user, extra, remote).output().unwrap()
+    }
+
+    /// `ssh_cmd` with `extra` client arguments (`-tt`).
+    pub fn ssh_cmd_with(&self, user: &User, extra: &[&str], remote: &str) -> Command {
         let mut c = self.client(user, extra);
         c.arg(remote);
-        c.output().unwrap()
+        c
     }
 
     pub fn log(&self) -> String {
