@@ -414,7 +414,8 @@ check "session.end says the lock ended it" 'match "$(wait_events $MID_END $sid11
 check "lock.created is in the journal" 'match "$(as_root journalctl --no-pager -o json MESSAGE_ID=f9d40d727e794bc8ae78244c85d08cc8)" ".SESSIONS_ENDED==\"2\" and .TARGET != null"'
 out=$(login_as alice 'echo ADMITTED' 2>&1 || true)
 check "a new login is refused, with the reason" 'has "$out" "vm-lock-test" && ! has "$out" ADMITTED'
-check "session.rejected is in the journal" 'as_root journalctl --no-pager -o json MESSAGE_ID=a4848d110806400491284b9e213388f6 REASON=lock | grep -q alice'
+# Written by the daemon's recorder after the refusal: waited for, like every event.
+check "session.rejected is in the journal" 'for i in $(seq 40); do as_root journalctl --no-pager -o json MESSAGE_ID=a4848d110806400491284b9e213388f6 REASON=lock | grep -q alice && exit 0; sleep 0.5; done; exit 1'
 as_root systemctl restart restrictd
 out=$(login_as alice 'echo ADMITTED' 2>&1 || true)
 check "still refused after a restart" 'has "$out" "vm-lock-test" && ! has "$out" ADMITTED'
