@@ -37,6 +37,12 @@ pub const SESSION_RECORD_COMMANDS: u32 = 1 << 1;
 pub const SESSION_RECORD_NETWORK: u32 = 1 << 2;
 /// `SessionEntry.flags`: record file opens (`session.disk`).
 pub const SESSION_RECORD_DISK: u32 = 1 << 3;
+/// `SessionEntry.flags`: record what the session's terminal shows
+/// (`terminal_recording: output`).
+pub const SESSION_RECORD_TTY: u32 = 1 << 4;
+/// `SessionEntry.flags`: record what the user types too
+/// (`terminal_recording: input_output`).
+pub const SESSION_RECORD_TTY_INPUT: u32 = 1 << 5;
 
 /// `PROGRAM_GROUPS` flag of a group that is always loaded and attached.
 pub const GROUP_ALWAYS: u32 = u32::MAX;
@@ -46,10 +52,13 @@ pub const GROUP_ALWAYS: u32 = u32::MAX;
 /// always (`GROUP_ALWAYS`: `follow_` keeps a session's restriction on its
 /// leader when another PAM module moves it). (cgroup programs are always
 /// attached: they enforce.)
-pub const PROGRAM_GROUPS: [(&str, u32); 4] = [
+pub const PROGRAM_GROUPS: [(&str, u32); 6] = [
     ("cmd_", SESSION_RECORD_COMMANDS),
     ("disk_", SESSION_RECORD_DISK),
     ("net_", SESSION_RECORD_NETWORK),
+    // Before "tty_": groups are found by prefix, first match.
+    ("ttyin_", SESSION_RECORD_TTY_INPUT),
+    ("tty_", SESSION_RECORD_TTY),
     ("follow_", GROUP_ALWAYS),
 ];
 
@@ -167,9 +176,12 @@ pub struct LoadConfig {
     pub sock_state_offset: u32,
     /// Kernel struct layout, from the kernel's BTF.
     pub kernel: KernelOffsets,
+    /// Terminal bytes per session per second (`terminal.rate_limit`); 0:
+    /// no limit.
+    pub tty_rate: u32,
     /// 1: opens of character devices are not recorded.
-    /// (With the 33 fields above, the array below starts 8-aligned with no
-    /// padding: `load_config_has_no_padding` checks it.)
+    /// (With the u32 fields above, an even count, the array below starts
+    /// 8-aligned with no padding: `load_config_has_no_padding` checks it.)
     pub disk_exclude_devices: u32,
     /// Superblock magic numbers of the filesystems whose opens are not
     /// recorded (0: unused slot).
@@ -231,6 +243,14 @@ pub struct KernelOffsets {
     pub task_tgid: u32,
     /// `task_struct.sessionid` (the audit session id); 0 without audit.
     pub task_sessionid: u32,
+    /// A terminal: `inode.i_rdev` (is the file the pty multiplexer?),
+    /// `file.private_data` → `tty_file_private.tty` → `tty_struct.index`
+    /// and `.winsize`.
+    pub inode_i_rdev: u32,
+    pub file_private_data: u32,
+    pub tty_file_private_tty: u32,
+    pub tty_index: u32,
+    pub tty_winsize: u32,
     pub _pad: u32,
 }
 
@@ -238,8 +258,11 @@ pub struct KernelOffsets {
 pub const EVENT_COMMAND: u32 = 1;
 pub const EVENT_DISK: u32 = 2;
 pub const EVENT_NETWORK: u32 = 3;
-/// Size of the per-CPU `LOST` array (kinds are indices; slot 0 is unused).
-pub const LOST_SLOTS: u32 = 4;
+/// Terminal bytes (`TtyEvent`): not events of the journal, a recording.
+pub const EVENT_TTY: u32 = 4;
+/// Size of the per-CPU `LOST` array (kinds are indices; slot 0 is unused;
+/// a power of two, which the programs mask indices with).
+pub const LOST_SLOTS: u32 = 8;
 
 /// Largest argv a command event carries (the config limit is at most this).
 pub const ARGV_CAP: usize = 8192;
@@ -348,6 +371,9 @@ pub struct Dropped {
     pub full: [u64; LOST_SLOTS as usize],
     /// Over the session's rate limit (`disk_rate_limit`).
     pub limited: [u64; LOST_SLOTS as usize],
+    /// Terminal bytes not recorded (over `terminal.rate_limit`, or the
+    /// ring was full).
+    pub tty_bytes: u64,
 }
 
 /// A record key's records of each kind in the current one-second window,
@@ -372,6 +398,47 @@ pub struct DiskRate {
     pub window_start: u64,
     /// Events counted in the current window.
     pub count: u64,
+}
+
+/// A session's terminal bytes in the current one-second window
+/// (`TTY_RATE`, keyed by record key), and those not recorded since its last
+/// record, which that record's `dropped_before` reports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TtyRate {
+    pub window_start: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+}
+
+/// Bytes of terminal data one `TtyEvent` record carries at most; a larger
+/// read is split.
+pub const TTY_CHUNK: usize = 4096;
+/// Records one read is split into at most (64 KiB, more than sshd reads
+/// from a pty at once); the rest is counted as not recorded.
+pub const TTY_CHUNKS_MAX: u32 = 16;
+/// `TtyEvent.direction`.
+pub const TTY_OUTPUT: u32 = 0;
+pub const TTY_INPUT: u32 = 1;
+
+/// A piece of a session's terminal: bytes sshd read from the pty's master
+/// (what the terminal shows) or wrote to it (what the user typed), followed
+/// in the same record by `len` bytes of data.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TtyEvent {
+    pub header: RecordHeader,
+    /// The pty's index (`/dev/pts/N`).
+    pub tty: u32,
+    /// `TTY_OUTPUT` or `TTY_INPUT`.
+    pub direction: u32,
+    pub len: u32,
+    /// The terminal's size when the bytes passed (0: unknown).
+    pub rows: u16,
+    pub cols: u16,
+    /// Bytes of this session's terminal not recorded since its previous
+    /// record: a gap the replay marks.
+    pub dropped_before: u64,
 }
 
 pub const OPERATION_CONNECT: u8 = 0;
@@ -497,6 +564,8 @@ mod pod {
     unsafe impl aya::Pod for super::RecordHeader {}
     unsafe impl aya::Pod for super::CommandEvent {}
     unsafe impl aya::Pod for super::DiskEvent {}
+    unsafe impl aya::Pod for super::TtyEvent {}
+    unsafe impl aya::Pod for super::TtyRate {}
     unsafe impl aya::Pod for super::NetworkEvent {}
     unsafe impl aya::Pod for super::DenialKey {}
     unsafe impl aya::Pod for super::Denial {}
@@ -510,7 +579,7 @@ mod tests {
     /// would be bytes no field defines.
     #[test]
     fn load_config_has_no_padding() {
-        let fields = 7 * 4 + core::mem::size_of::<KernelOffsets>() + 4 + 8 * FS_EXCLUDE_MAX;
+        let fields = 8 * 4 + core::mem::size_of::<KernelOffsets>() + 4 + 8 * FS_EXCLUDE_MAX;
         assert_eq!(core::mem::size_of::<LoadConfig>(), fields);
         assert_eq!(core::mem::size_of::<KernelOffsets>() % 4, 0);
     }

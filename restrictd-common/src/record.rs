@@ -5,7 +5,8 @@
 use std::{fmt, mem::size_of, vec::Vec};
 
 use crate::{
-    CommandEvent, DiskEvent, NetworkEvent, RecordHeader, EVENT_COMMAND, EVENT_DISK, EVENT_NETWORK,
+    CommandEvent, DiskEvent, NetworkEvent, RecordHeader, TtyEvent, EVENT_COMMAND, EVENT_DISK,
+    EVENT_NETWORK, EVENT_TTY,
 };
 
 /// One record from a ring buffer.
@@ -17,6 +18,8 @@ pub enum Record {
     Command(CommandEvent, Vec<u8>, Vec<u8>, Vec<u8>),
     /// Header and path (without its NUL).
     Disk(DiskEvent, Vec<u8>),
+    /// Header and the terminal's bytes.
+    Tty(TtyEvent, Vec<u8>),
 }
 
 impl Record {
@@ -25,6 +28,7 @@ impl Record {
             Record::Network(k) => &k.header,
             Record::Command(h, ..) => &h.header,
             Record::Disk(h, _) => &h.header,
+            Record::Tty(h, _) => &h.header,
         }
     }
 }
@@ -133,6 +137,11 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let [path] = tail::<DiskEvent, 1>(bytes, kind, [h.path_len])?;
             Ok(Record::Disk(h, strip_nul(path)))
         }
+        EVENT_TTY => {
+            let h: TtyEvent = fixed(bytes, kind)?;
+            let [data] = tail::<TtyEvent, 1>(bytes, kind, [h.len])?;
+            Ok(Record::Tty(h, data.to_vec()))
+        }
         k => Err(DecodeError::UnknownKind(k)),
     }
 }
@@ -165,6 +174,20 @@ mod tests {
                 b"ls\0-l\0".to_vec()
             )
         );
+    }
+
+    #[test]
+    fn a_terminal_record_keeps_its_bytes_exactly() {
+        let mut h = TtyEvent::default();
+        h.header.kind = EVENT_TTY;
+        h.len = 4;
+        let mut b = bytes(&h);
+        b.extend_from_slice(b"a\0\x1b\n");
+        assert_eq!(decode(&b), Ok(Record::Tty(h, b"a\0\x1b\n".to_vec())));
+        h.len = 5;
+        let mut b = bytes(&h);
+        b.extend_from_slice(b"a\0\x1b\n");
+        assert!(matches!(decode(&b), Err(DecodeError::Lengths { .. })));
     }
 
     #[test]

@@ -90,8 +90,14 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
         task_real_parent: 0,
         task_tgid: 0,
         task_sessionid: 0,
+        inode_i_rdev: 0,
+        file_private_data: 0,
+        tty_file_private_tty: 0,
+        tty_index: 0,
+        tty_winsize: 0,
         _pad: 0,
     },
+    tty_rate: 0,
     disk_exclude_devices: 0,
     disk_exclude_fs: [0; FS_EXCLUDE_MAX],
 };
@@ -209,26 +215,36 @@ pub fn fill_header(h: &mut RecordHeader, kind: u32, cgroup_id: u64) {
         h.audit_sid =
             unsafe { read_kernel((task + o.task_sessionid as u64) as *const u32) }.unwrap_or(0);
     }
+    let (ino, dev, flags) = current_exe_id();
+    h.exe_ino = ino;
+    h.exe_dev = dev;
+    h.exe_flags = flags;
+}
+
+/// The current program's inode number, device (kernel `dev_t`) and
+/// `EXE_*` flags; zeros for a kernel thread.
+#[inline(always)]
+pub fn current_exe_id() -> (u64, u32, u32) {
+    let o = load_config().kernel;
     let exe = current_exe();
     let inode = if exe != 0 {
         read_ptr(exe, o.file_f_inode)
     } else {
         0
     };
-    h.exe_ino = 0;
-    h.exe_dev = 0;
-    h.exe_flags = 0;
-    if inode != 0 {
-        h.exe_ino = read_ptr(inode, o.inode_i_ino);
-        let sb = read_ptr(inode, o.inode_i_sb);
-        if sb != 0 {
-            h.exe_dev = unsafe { read_kernel((sb + o.sb_s_dev as u64) as *const u32) }.unwrap_or(0);
-        }
-        let nlink = unsafe { read_kernel((inode + o.inode_i_nlink as u64) as *const u32) };
-        if nlink == Some(0) {
-            h.exe_flags |= EXE_UNLINKED;
-        }
+    if inode == 0 {
+        return (0, 0, 0);
     }
+    let ino = read_ptr(inode, o.inode_i_ino);
+    let sb = read_ptr(inode, o.inode_i_sb);
+    let dev = if sb != 0 {
+        unsafe { read_kernel((sb + o.sb_s_dev as u64) as *const u32) }.unwrap_or(0)
+    } else {
+        0
+    };
+    let nlink = unsafe { read_kernel((inode + o.inode_i_nlink as u64) as *const u32) };
+    let flags = if nlink == Some(0) { EXE_UNLINKED } else { 0 };
+    (ino, dev, flags)
 }
 
 /// The current task's running program (`task->mm->exe_file`), or 0 (a
@@ -327,8 +343,19 @@ pub fn count_limited(kind: u32, key: u64) {
     });
 }
 
+/// Counts `n` terminal bytes of `key` that were not recorded.
+#[inline(always)]
+pub fn count_tty_bytes(key: u64, n: u64) {
+    count_dropped_by(key, n, |d| &mut d.tty_bytes);
+}
+
 #[inline(always)]
 fn count_dropped(key: u64, slot: impl Fn(&mut Dropped) -> &mut u64) {
+    count_dropped_by(key, 1, slot);
+}
+
+#[inline(always)]
+fn count_dropped_by(key: u64, n: u64, slot: impl Fn(&mut Dropped) -> &mut u64) {
     if DROPPED.get_ptr_mut(key).is_none() {
         // From a static: a zeroed value built on the stack is a memset call.
         #[allow(clippy::needless_borrows_for_generic_args)]
@@ -338,13 +365,14 @@ fn count_dropped(key: u64, slot: impl Fn(&mut Dropped) -> &mut u64) {
     // (more keys than sessions and identities together cannot be) leaves
     // the host-wide count as the only trace.
     if let Some(d) = DROPPED.get_ptr_mut(key) {
-        *slot(unsafe { &mut *d }) += 1;
+        *slot(unsafe { &mut *d }) += n;
     }
 }
 
 static ZERO_DROPPED: Dropped = Dropped {
     full: [0; LOST_SLOTS as usize],
     limited: [0; LOST_SLOTS as usize],
+    tty_bytes: 0,
 };
 static ZERO_SHARE: ShareWindow = ShareWindow {
     window_start: 0,

@@ -7,6 +7,8 @@
 //! - `disk`: file-open records from the open syscall tracepoints;
 //! - `follow`: a session leader moved by another PAM module keeps its
 //!   restriction in its new cgroup;
+//! - `tty`: terminal recording, the bytes sshd relays through a session's
+//!   pty master;
 //! - `path`: the walk that names a file or directory from kernel structs;
 //! - `common`: what every program shares (the session lookup, record
 //!   headers, the load-time configuration, reads, loss counters).
@@ -30,6 +32,7 @@ mod follow;
 mod net;
 mod path;
 mod skb;
+mod tty;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -196,6 +196,13 @@ impl Btf {
             task_tgid: m("task_struct", "tgid")?,
             // Only with CONFIG_AUDIT, as loginuid.
             task_sessionid: m("task_struct", "sessionid").unwrap_or(0),
+            inode_i_rdev: m("inode", "i_rdev")?,
+            file_private_data: m("file", "private_data")?,
+            // 0 where the kernel's BTF lacks them: terminals are then not
+            // recorded, and the daemon says so.
+            tty_file_private_tty: m("tty_file_private", "tty").unwrap_or(0),
+            tty_index: m("tty_struct", "index").unwrap_or(0),
+            tty_winsize: m("tty_struct", "winsize").unwrap_or(0),
             _pad: 0,
         })
     }

@@ -16,6 +16,8 @@ pub const DEFAULT_BPF_PIN_PATH: &str = "/sys/fs/bpf/restrictd";
 pub const DEFAULT_IDENTITY_STATE_FILE: &str = "/var/lib/restrictd/identities.json";
 /// On persistent storage: a lock must survive a reboot.
 pub const DEFAULT_LOCKS_FILE: &str = "/var/lib/restrictd/locks.json";
+/// On persistent storage: recordings are evidence.
+pub const DEFAULT_TERMINAL_DIR: &str = "/var/lib/restrictd/terminal";
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +49,81 @@ pub struct Config {
     pub session_controls: crate::controls::Controls,
     /// Users and groups locked out (`restrictctl lock`), kept across reboots.
     pub locks_file: PathBuf,
+    /// What of a session's terminal is recorded: `off`, `output` (what it
+    /// shows) or `input_output` (what the user types too, passwords typed
+    /// at a prompt that does not echo included).
+    pub terminal_recording: TerminalMode,
+    /// Where and how much terminal recordings are kept.
+    pub terminal: TerminalStorage,
+}
+
+/// `terminal_recording` (and a policy's `record.terminal`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminalMode {
+    Off,
+    #[default]
+    Output,
+    InputOutput,
+}
+
+impl TerminalMode {
+    /// Its session flags.
+    pub fn flags(self) -> u32 {
+        match self {
+            TerminalMode::Off => 0,
+            TerminalMode::Output => restrictd_common::SESSION_RECORD_TTY,
+            TerminalMode::InputOutput => {
+                restrictd_common::SESSION_RECORD_TTY | restrictd_common::SESSION_RECORD_TTY_INPUT
+            }
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TerminalMode::Off => "off",
+            TerminalMode::Output => "output",
+            TerminalMode::InputOutput => "input_output",
+        }
+    }
+}
+
+/// Terminal recordings: one file per session under `dir`, bounded three
+/// ways (rate, per session, in all).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TerminalStorage {
+    pub dir: PathBuf,
+    /// Bytes per second per session; more are counted, reported in
+    /// `session.lost` and marked where they were left out. 0: no limit.
+    pub rate_limit: u32,
+    /// Bytes kept per session; the rest is counted and marked the same way.
+    pub max_session_size: u64,
+    /// Bytes kept under `dir`: the oldest finished recordings are removed
+    /// to stay below it.
+    pub max_total_size: u64,
+    /// Size of the kernel's terminal ring buffer, in pages (a power of two).
+    pub buffer_size: u32,
+}
+
+/// 1 MiB/s per session: a person reads far less; `cat` of a big file is
+/// cut to that, with the gap marked.
+pub const DEFAULT_TERMINAL_RATE: u32 = 1 << 20;
+pub const DEFAULT_TERMINAL_SESSION_MAX: u64 = 64 << 20;
+pub const DEFAULT_TERMINAL_TOTAL_MAX: u64 = 1 << 30;
+/// 1 MiB: a second of the default rate.
+pub const TERMINAL_BUFFER_PAGES: u32 = 256;
+
+impl Default for TerminalStorage {
+    fn default() -> Self {
+        TerminalStorage {
+            dir: DEFAULT_TERMINAL_DIR.into(),
+            rate_limit: DEFAULT_TERMINAL_RATE,
+            max_session_size: DEFAULT_TERMINAL_SESSION_MAX,
+            max_total_size: DEFAULT_TERMINAL_TOTAL_MAX,
+            buffer_size: TERMINAL_BUFFER_PAGES,
+        }
+    }
 }
 
 /// Which users are restricted by identity, outside their sessions too
@@ -332,6 +409,8 @@ impl Default for Config {
             identities: IdentityConfig::default(),
             session_controls: crate::controls::Controls::default(),
             locks_file: DEFAULT_LOCKS_FILE.into(),
+            terminal_recording: TerminalMode::default(),
+            terminal: TerminalStorage::default(),
         }
     }
 }
@@ -372,8 +451,10 @@ impl Config {
                 ("NETWORK_EVENTS", er.network_buffer_size),
                 ("COMMAND_EVENTS", er.command_buffer_size),
                 ("DISK_EVENTS", er.disk_buffer_size),
+                ("TTY_EVENTS", self.terminal.buffer_size),
             ],
-            recording: er.session_flags(),
+            recording: self.session_flags(),
+            terminal_rate_limit: self.terminal.rate_limit,
             argv_limit: er.argv_limit,
             disk_filter: er.disk_filter().map_err(anyhow::Error::msg)?,
             disk_rate_limit: er.disk_rate_limit,
@@ -381,6 +462,11 @@ impl Config {
             disk_exclude_devices: er.disk_exclude_devices,
             pin_dir,
         })
+    }
+
+    /// The session flags of the host default: what its sessions record.
+    pub fn session_flags(&self) -> u32 {
+        self.enhanced_recording.session_flags() | self.terminal_recording.flags()
     }
 
     /// Reads and validates `path`. Errors name the file, and the line and
@@ -443,12 +529,26 @@ impl Config {
             ("bpf_pin_path", &self.bpf_pin_path),
             ("identities.state_file", &self.identities.state_file),
             ("locks_file", &self.locks_file),
+            ("terminal.dir", &self.terminal.dir),
         ] {
             if !p.is_absolute() {
                 return Err(format!("{key} {p:?} must be absolute"));
             }
         }
         self.session_controls.validate("session_controls")?;
+        let t = &self.terminal;
+        if t.buffer_size == 0 || !t.buffer_size.is_power_of_two() {
+            return Err(format!(
+                "terminal.buffer_size is {}: it must be a power of two (pages)",
+                t.buffer_size
+            ));
+        }
+        if t.max_session_size == 0 || t.max_total_size < t.max_session_size {
+            return Err(format!(
+                "terminal.max_session_size ({}) must be above 0 and at most terminal.max_total_size ({})",
+                t.max_session_size, t.max_total_size
+            ));
+        }
         let er = &self.enhanced_recording;
         for (key, pages) in [
             ("network_buffer_size", er.network_buffer_size),

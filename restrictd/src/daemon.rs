@@ -261,7 +261,7 @@ impl Core {
 
         let mut kernel = Kernel::load(config.load_options(Some(config.bpf_pin_path.clone()))?)?;
         let ids = kernel.policy.set_all(&set, |_| Ok(()))?;
-        let binding = Binding::new(set, ids.clone(), config.enhanced_recording.session_flags());
+        let binding = Binding::new(set, ids.clone(), config.session_flags());
         for w in binding.recording_warnings() {
             log::warn!("{w}");
         }
@@ -272,6 +272,7 @@ impl Core {
             kernel.counters,
             registry.clone(),
             Output::new(events)?,
+            Some(config.terminal.clone()),
         )?);
         let watch = Arc::new(CgroupWatch::new()?);
         let lifecycle = Lifecycle::new(
@@ -506,9 +507,11 @@ impl Core {
             self.rejected(req, "max_sessions", Some(max), &message, policy);
         }
         opened?;
-        let policy = self
-            .lifecycle
-            .find(&sid.to_string())
+        let opened = self.lifecycle.find(&sid.to_string());
+        if opened.as_ref().is_some_and(|s| s.terminal.is_some()) {
+            self.terminal_relay(pid);
+        }
+        let policy = opened
             .and_then(|s| s.policy)
             .unwrap_or_else(|| "host default".into());
         log::info!(
@@ -518,6 +521,30 @@ impl Core {
             cg.path.display()
         );
         Ok(sid.to_string())
+    }
+
+    /// Registers the login's PAM caller as the program whose pty reads are
+    /// session terminals, before it forks the user's side: sshd's. Another
+    /// caller (login, su) relays no SSH terminal: said once.
+    fn terminal_relay(&self, pid: u32) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !comm.starts_with("sshd") {
+            log::debug!(
+                "PAM caller {pid} ({}) is not sshd: its terminal is not recorded",
+                comm.trim()
+            );
+            return;
+        }
+        match self.lifecycle.add_tty_relay(pid) {
+            Ok(true) => log::info!(
+                "terminal recording: {} relays session terminals",
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| format!("process {pid}'s program"))
+            ),
+            Ok(false) => {}
+            Err(e) => log::error!("terminal recording: {e:#}"),
+        }
     }
 
     /// Records a refused login (`session.rejected`) and logs it.
@@ -633,7 +660,7 @@ impl Core {
         let mut current = self.policy_text.lock().unwrap();
         let set = policies_with(&self.config, Some(text), source)
             .map_err(|e| Error::InvalidPolicy(e.to_string()))?;
-        let flags = self.config.enhanced_recording.session_flags();
+        let flags = self.config.session_flags();
         let ids = {
             let mut maps = self.policy_maps.lock().unwrap();
             maps.set_all(&set, |ids| {

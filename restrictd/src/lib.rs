@@ -38,5 +38,6 @@ pub mod recorder;
 pub mod run;
 pub mod service;
 pub mod session;
+pub mod terminal;
 pub mod terminate;
 pub mod tracefs;

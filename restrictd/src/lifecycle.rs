@@ -316,6 +316,7 @@ impl Lifecycle {
         });
         let (policy, entry) = b.for_login(&who);
         s.policy = policy;
+        s.terminal = terminal_mode(entry.flags);
         let manager_entry = match (&s.manager, s.uid) {
             (Some(_), Some(uid)) => {
                 Some(Lifecycle::user_entry(&b, uid, &mut GroupCache::default()))
@@ -507,6 +508,12 @@ impl Lifecycle {
         if let Some(s) = self.registry.lock().unwrap().by_sid_mut(&sid.to_string()) {
             s.end_reason = Some(reason.to_string());
         }
+    }
+
+    /// Registers the program of `pid` (the PAM caller, sshd) as the relay
+    /// of session terminals (`tty.rs`).
+    pub fn add_tty_relay(&self, pid: u32) -> Result<bool> {
+        self.kernel.lock().unwrap().add_tty_relay(pid)
     }
 
     pub fn find(&self, sid: &str) -> Option<Session> {
@@ -811,4 +818,17 @@ fn register_manager(
         })?;
     kernel.set_manager_level(level)?;
     kernel.add(manager.id, entry)
+}
+
+/// The terminal recording mode session flags ask for.
+fn terminal_mode(flags: u32) -> Option<String> {
+    use restrictd_common::{SESSION_RECORD_TTY, SESSION_RECORD_TTY_INPUT};
+    match (
+        flags & SESSION_RECORD_TTY != 0,
+        flags & SESSION_RECORD_TTY_INPUT != 0,
+    ) {
+        (true, true) => Some("input_output".into()),
+        (true, false) => Some("output".into()),
+        _ => None,
+    }
 }

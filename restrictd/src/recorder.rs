@@ -25,7 +25,7 @@ use nix::sys::{
 };
 use restrictd_common::{
     record::{decode, Record},
-    DenialKey,
+    DenialKey, TtyEvent, TTY_INPUT,
 };
 
 use crate::{
@@ -33,6 +33,7 @@ use crate::{
     events::{from_record, now_boot_ns, Exe, Losses, Output},
     exes::ExeNames,
     session::Registry,
+    terminal::{Meta, Store},
 };
 
 /// How long a record waits for earlier-stamped ones before it is written.
@@ -73,6 +74,8 @@ enum Msg {
 /// What waits to be written, in time order once sorted.
 enum Item {
     Record(Record),
+    /// Terminal bytes: to the session's recording, not the log.
+    Tty(TtyEvent, Vec<u8>),
     Start(u64),
     End(u64, Vec<u64>),
     Daemon(String, Box<crate::events::Body>),
@@ -82,6 +85,16 @@ enum Item {
         since: u64,
         lost: Losses,
     },
+}
+
+/// What a batch writes, in order, once the registry is let go. Nearly
+/// all are events: boxing them would allocate once more per event.
+#[allow(clippy::large_enum_variant)]
+enum Out {
+    Event(u64, crate::events::Event),
+    Open(Meta, u64),
+    Tty(String, TtyEvent, Vec<u8>),
+    Close(String),
 }
 
 struct Pending {
@@ -104,12 +117,14 @@ impl Recorder {
     /// A recorder whose writer does not run yet (`start`): what is
     /// submitted meanwhile waits, so that sessions can be registered first.
     /// Losses counted before now are taken as reported (by a previous run
-    /// of the daemon).
+    /// of the daemon). With `terminal`, sessions that record their
+    /// terminal get a recording file there.
     pub fn new(
         rings: Vec<(String, RingBuf<MapData>)>,
         counters: Counters,
         registry: Arc<Mutex<Registry>>,
         output: Output,
+        terminal: Option<crate::config::TerminalStorage>,
     ) -> Result<Recorder> {
         let (tx, rx) = mpsc::channel();
         let wake = Arc::new(
@@ -142,6 +157,7 @@ impl Recorder {
             .collect();
         let writer = Writer {
             exes: ExeNames::default(),
+            terminal: terminal.map(Store::new),
             assembling: HashMap::new(),
             denials,
             denials_reported,
@@ -254,6 +270,7 @@ struct Writer {
     output: Output,
     lost: Arc<LostCounters>,
     exes: ExeNames,
+    terminal: Option<Store>,
     /// Commands waiting for more argv parts, by (pid, stamp): the record so
     /// far and the next part expected.
     assembling: HashMap<(u32, u64), (Record, u32)>,
@@ -378,6 +395,10 @@ impl Writer {
         }
         let n = got.len();
         for r in got {
+            if let Record::Tty(h, data) = r {
+                self.push(h.header.boot_ns, Item::Tty(h, data));
+                continue;
+            }
             if let Some(r) = self.join_parts(r) {
                 let t = r.header().boot_ns;
                 self.push(t, Item::Record(r));
@@ -445,31 +466,51 @@ impl Writer {
             return;
         }
         let due: Vec<Pending> = self.pending.drain(..n).collect();
-        let events: Vec<_> = {
+        let outs: Vec<Out> = {
             let registry = self.registry.clone();
             let mut reg = registry.lock().unwrap();
-            let mut events = Vec::with_capacity(due.len());
+            let mut outs = Vec::with_capacity(due.len());
             for p in due {
                 match p.item {
                     Item::Record(r) => {
                         let h = *r.header();
                         let body = self.body(&r);
-                        events.push(reg.stamp(h.cgroup_id, h.boot_ns, body));
+                        let ev = reg.stamp(h.cgroup_id, h.boot_ns, body);
+                        self.open_recording(&reg, &mut outs, h.cgroup_id, &ev.sid, p.boot_ns);
+                        outs.push(Out::Event(p.boot_ns, ev));
                     }
-                    Item::Start(cg) => events.extend(reg.start_event(cg, p.boot_ns)),
-                    Item::Daemon(user, body) => {
-                        events.push(reg.user_event(&user, p.boot_ns, *body))
+                    Item::Tty(h, data) => {
+                        let key = h.header.cgroup_id;
+                        if let Some(m) = reg.terminal_of(key) {
+                            let sid = m.sid.clone();
+                            self.open_recording(&reg, &mut outs, key, &sid, p.boot_ns);
+                            outs.push(Out::Tty(sid, h, data));
+                        }
                     }
-                    Item::Lost { key, since, lost } => {
-                        events.push(reg.lost_event(key, p.boot_ns, since, lost))
+                    Item::Start(cg) => {
+                        if let Some(ev) = reg.start_event(cg, p.boot_ns) {
+                            self.open_recording(&reg, &mut outs, cg, &ev.sid, p.boot_ns);
+                            outs.push(Out::Event(p.boot_ns, ev));
+                        }
                     }
+                    Item::Daemon(user, body) => outs.push(Out::Event(
+                        p.boot_ns,
+                        reg.user_event(&user, p.boot_ns, *body),
+                    )),
+                    Item::Lost { key, since, lost } => outs.push(Out::Event(
+                        p.boot_ns,
+                        reg.lost_event(key, p.boot_ns, since, lost),
+                    )),
                     Item::End(cg, keys) => {
                         // The last counts of the session's keys, read now
                         // that it is out of the kernel's session table.
                         for r in self.denial_reports(Some(&keys), p.boot_ns) {
                             let h = *r.header();
                             let body = self.body(&r);
-                            events.push(reg.stamp(h.cgroup_id, h.boot_ns, body));
+                            outs.push(Out::Event(
+                                h.boot_ns,
+                                reg.stamp(h.cgroup_id, h.boot_ns, body),
+                            ));
                         }
                         self.denials.remove_keys(&keys);
                         for key in keys {
@@ -477,29 +518,97 @@ impl Writer {
                             let before = self.dropped_reported.remove(&key).unwrap_or_default();
                             let new = total.since(&before);
                             if new.total() > 0 {
-                                events.push(reg.lost_event(
-                                    key,
+                                outs.push(Out::Event(
                                     p.boot_ns,
-                                    self.dropped_checked,
-                                    new,
+                                    reg.lost_event(key, p.boot_ns, self.dropped_checked, new),
                                 ));
                             }
                             self.dropped.remove(key);
                         }
-                        events.extend(reg.end(cg, p.boot_ns).map(|(_, ev)| ev));
+                        if let Some((s, ev)) = reg.end(cg, p.boot_ns) {
+                            outs.push(Out::Event(p.boot_ns, ev));
+                            outs.push(Out::Close(s.sid.to_string()));
+                        }
                     }
                 }
             }
-            events
+            outs
         };
         // Written without the registry lock: a login never waits on the log.
-        self.written += events.len() as u64;
-        for ev in &events {
-            if !self.output.emit(ev) && !ev.sid.is_empty() {
-                self.registry.lock().unwrap().note_unwritten(&ev.sid);
+        for out in outs {
+            match out {
+                Out::Event(boot_ns, ev) => {
+                    self.written += 1;
+                    if !self.output.emit(&ev) && !ev.sid.is_empty() {
+                        self.registry.lock().unwrap().note_unwritten(&ev.sid);
+                    }
+                    if let Some(t) = &mut self.terminal {
+                        t.event(boot_ns, &ev);
+                    }
+                }
+                Out::Open(meta, boot_ns) => {
+                    if let Some(t) = &mut self.terminal {
+                        t.open(&meta, boot_ns);
+                    }
+                }
+                Out::Tty(sid, h, data) => {
+                    if let Some(t) = &mut self.terminal {
+                        let left_out = t.terminal(
+                            &sid,
+                            h.header.boot_ns,
+                            h.tty,
+                            [h.rows, h.cols],
+                            h.direction == TTY_INPUT,
+                            h.dropped_before,
+                            &data,
+                        );
+                        if left_out > 0 {
+                            self.registry
+                                .lock()
+                                .unwrap()
+                                .note_terminal_dropped(&sid, left_out);
+                        }
+                    }
+                }
+                Out::Close(sid) => {
+                    if let Some(t) = &mut self.terminal {
+                        t.close(&sid);
+                    }
+                }
             }
         }
         self.output.flush();
+        if let Some(t) = &mut self.terminal {
+            t.flush();
+        }
+    }
+
+    /// Queues the opening of `sid`'s recording (record key `key`) before
+    /// its next item, if the session records its terminal and it is not
+    /// open yet (a new session, or one a restarted daemon continues).
+    fn open_recording(
+        &self,
+        reg: &Registry,
+        outs: &mut Vec<Out>,
+        key: u64,
+        sid: &str,
+        boot_ns: u64,
+    ) {
+        let Some(t) = &self.terminal else {
+            return;
+        };
+        if sid.is_empty() || t.is_open(sid) {
+            return;
+        }
+        if outs
+            .iter()
+            .any(|o| matches!(o, Out::Open(m, _) if m.sid == sid))
+        {
+            return;
+        }
+        if let Some(m) = reg.terminal_of(key) {
+            outs.push(Out::Open(m, boot_ns));
+        }
     }
 
     /// The event body of a record, with the program named: command records

@@ -85,6 +85,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         kernel.counters,
         registry.clone(),
         output,
+        None,
     )?);
     recorder.start()?;
     let lifecycle = Lifecycle::new(
@@ -93,7 +94,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         None,
         recorder.clone(),
         mount,
-        Binding::new(policies, ids, config.enhanced_recording.session_flags()),
+        Binding::new(policies, ids, config.session_flags()),
     );
 
     let sid = Uuid::new_v4();

@@ -69,6 +69,10 @@ pub struct Session {
     /// Why restrictd ended it (a session control, a lock), for `session.end`.
     #[serde(default)]
     pub end_reason: Option<String>,
+    /// What of its terminal is recorded (`output`, `input_output`); None:
+    /// nothing, and no recording file.
+    #[serde(default)]
+    pub terminal: Option<String>,
 }
 
 /// Teleport's connection fields of a login: the SSH connection when known,
@@ -117,6 +121,7 @@ impl Session {
             who: None,
             policy: None,
             end_reason: None,
+            terminal: None,
         }
     }
 }
@@ -279,6 +284,31 @@ impl Registry {
             .or_else(|| self.managers.get(&id))
             .copied()
             .unwrap_or(id)
+    }
+
+    /// The session of record key `key` if its terminal is recorded, as
+    /// its recording's header names it.
+    pub fn terminal_of(&self, key: u64) -> Option<crate::terminal::Meta> {
+        let s = self.sessions.get(&self.resolve(key))?;
+        let mode = match s.terminal.as_deref()? {
+            "input_output" => "input_output",
+            _ => "output",
+        };
+        Some(crate::terminal::Meta {
+            sid: s.sid.to_string(),
+            user: s.user.clone(),
+            login: s.login.clone(),
+            remote: s.connection_fields().remote_addr,
+            hostname: self.hostname.clone(),
+            mode,
+        })
+    }
+
+    /// Terminal bytes of session `sid` its recording left out.
+    pub fn note_terminal_dropped(&mut self, sid: &str, bytes: u64) {
+        if let Some(s) = self.by_sid_mut(sid) {
+            s.lost.terminal_bytes_dropped += bytes;
+        }
     }
 
     /// Moves session `cgroup_id` to cgroup `to` (its leader was moved

@@ -75,6 +75,123 @@ enum Command {
         #[arg(long, default_value = "/etc/pam.conf")]
         pam_conf: PathBuf,
     },
+    /// Replay session SID's terminal with its original timing (needs no
+    /// daemon; reads the recording under the config's `terminal.dir`).
+    Play {
+        sid: String,
+        /// Faster (2) or slower (0.5) than it happened.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
+        speed: f64,
+        /// Pauses longer than this many seconds are cut to it.
+        #[arg(long, default_value_t = 5.0, value_parser = parse_speed)]
+        max_idle: f64,
+        /// Which terminal (`/dev/pts/N`) of the session; default: its first.
+        #[arg(long)]
+        tty: Option<u32>,
+        #[command(flatten)]
+        rec: RecordingArgs,
+    },
+    /// Print session SID as a person reads it: who, from where, when, its
+    /// commands as a process tree, network connections (denials marked),
+    /// file opens, and the terminal's text between them.
+    Show {
+        sid: String,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        rec: RecordingArgs,
+    },
+    /// Write session SID's terminal as asciicast v2 (asciinema) to stdout.
+    Export {
+        sid: String,
+        #[arg(long, value_parser = ["asciicast"], default_value = "asciicast")]
+        format: String,
+        /// Which terminal of the session; default: its first.
+        #[arg(long)]
+        tty: Option<u32>,
+        #[command(flatten)]
+        rec: RecordingArgs,
+    },
+}
+
+/// Where recordings are: the daemon's config says.
+#[derive(clap::Args)]
+struct RecordingArgs {
+    /// The daemon's configuration file (for `terminal.dir`).
+    #[arg(long, default_value = restrictd::config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// The recordings directory, instead of the config's.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+impl RecordingArgs {
+    fn load(&self, sid: &str) -> anyhow::Result<restrictd::terminal::Recording> {
+        let dir = match &self.dir {
+            Some(d) => d.clone(),
+            None if self.config.exists() => {
+                restrictd::config::Config::load(&self.config)?.terminal.dir
+            }
+            None => restrictd::config::DEFAULT_TERMINAL_DIR.into(),
+        };
+        restrictd::terminal::Recording::of_session(&dir, sid)
+    }
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?}: a number above 0")),
+    }
+}
+
+/// `play`, `show`, `export`: local files, no daemon.
+fn recording_command(c: &Command) -> Option<anyhow::Result<()>> {
+    use restrictd::terminal;
+    use std::io::{IsTerminal, Write};
+    Some(match c {
+        Command::Play {
+            sid,
+            speed,
+            max_idle,
+            tty,
+            rec,
+        } => rec.load(sid).and_then(|r| {
+            let tty = r
+                .main_tty(*tty)
+                .ok_or_else(|| anyhow::anyhow!("session {sid} has no terminal output recorded (a session without a pty?); `restrictctl show {sid}` lists its events"))?;
+            r.play(
+                tty,
+                *speed,
+                *max_idle,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr(),
+            )
+        }),
+        Command::Show { sid, json, rec } => rec.load(sid).and_then(|r| {
+            let mut out = std::io::stdout().lock();
+            if *json {
+                let doc = serde_json::json!({
+                    "header": r.header,
+                    "items": terminal::show(&r),
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            } else {
+                let color = std::io::stdout().is_terminal();
+                write!(out, "{}", terminal::show_text(&r, color))?;
+            }
+            Ok(())
+        }),
+        Command::Export { sid, tty, rec, .. } => rec.load(sid).and_then(|r| {
+            let tty = r
+                .main_tty(*tty)
+                .ok_or_else(|| anyhow::anyhow!("session {sid} has no terminal output recorded"))?;
+            write!(std::io::stdout().lock(), "{}", r.asciicast(tty))?;
+            Ok(())
+        }),
+        _ => return None,
+    })
 }
 
 #[derive(Subcommand)]
@@ -126,6 +243,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::PamCheck { pam_d, pam_conf } = &cli.command {
         return pam_check(pam_d, pam_conf);
+    }
+    if let Some(r) = recording_command(&cli.command) {
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            // A reader that went away (`| head`) is not an error.
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+            {
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("restrictctl: {e:#}");
+                ExitCode::from(1)
+            }
+        };
     }
     match zbus::block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -305,7 +438,10 @@ async fn run(cmd: Command) -> Result<(), String> {
                 }
             }
         }
-        Command::PamCheck { .. } => unreachable!("handled in main without the bus"),
+        Command::PamCheck { .. }
+        | Command::Play { .. }
+        | Command::Show { .. }
+        | Command::Export { .. } => unreachable!("handled in main without the bus"),
     }
     Ok(())
 }

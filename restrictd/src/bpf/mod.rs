@@ -56,6 +56,8 @@ pub struct LoadOptions {
     pub argv_limit: u32,
     /// Session flags whose program groups are loaded and attached.
     pub recording: u32,
+    /// Terminal bytes per session per second; 0: unlimited.
+    pub terminal_rate_limit: u32,
     /// Pin maps (and, with `attach_pinned`, links) here in bpffs, so that
     /// they outlive this process and a restarted daemon finds them again.
     /// `None`: everything goes away with this process (`restrictd run`).
@@ -147,6 +149,7 @@ impl Kernel {
             sock_state_offset: sock_state_offset()?,
             argv_limit: opts.argv_limit.min(ARGV_LIMIT_MAX as u32),
             disk_rate: opts.disk_rate_limit,
+            tty_rate: opts.terminal_rate_limit,
             kernel: crate::btf::Btf::from_sys_fs()?.kernel_offsets()?,
             disk_exclude_devices: opts.disk_exclude_devices as u32,
             disk_exclude_fs: {
@@ -209,6 +212,7 @@ impl Kernel {
             identities: take(&mut ebpf, "IDENTITIES")?,
             runtime: take(&mut ebpf, "RUNTIME")?,
             disk_rate: take(&mut ebpf, "DISK_RATE")?,
+            tty_relays: take(&mut ebpf, "TTY_RELAYS")?,
         };
         let policy = PolicyMaps::new(&mut ebpf, reused)?;
         Ok(Kernel {
@@ -486,6 +490,8 @@ pub struct SessionMap {
     identities: HashMap<MapData, u32, SessionEntry>,
     runtime: Array<MapData, Runtime>,
     disk_rate: HashMap<MapData, u64, DiskRate>,
+    /// Programs that relay a session's terminal: exe inode -> kernel dev_t.
+    tty_relays: HashMap<MapData, u64, u32>,
 }
 
 impl SessionMap {
@@ -526,6 +532,23 @@ impl SessionMap {
     }
 
     /// Restricts the processes and sockets of `uid` outside every session.
+    /// Registers the program of process `pid` (a PAM caller: sshd) as one
+    /// whose reads and writes on a session's pty master are its terminal.
+    /// Returns whether it was new.
+    pub fn add_tty_relay(&mut self, pid: u32) -> Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let exe = format!("/proc/{pid}/exe");
+        let md = std::fs::metadata(&exe).with_context(|| format!("reading {exe}"))?;
+        let kdev = ((libc::major(md.dev()) << 20) | libc::minor(md.dev())) as u32;
+        if self.tty_relays.get(&md.ino(), 0).ok() == Some(kdev) {
+            return Ok(false);
+        }
+        self.tty_relays
+            .insert(md.ino(), kdev, 0)
+            .with_context(|| format!("registering {exe} as a terminal relay (too many?)"))?;
+        Ok(true)
+    }
+
     pub fn add_identity(&mut self, uid: u32, entry: SessionEntry) -> Result<()> {
         self.identities
             .insert(uid, entry, 0)

@@ -22,6 +22,8 @@ pub fn from_record(r: &Record) -> Body {
             Body::Command(CommandBody::from_kernel(h, path, exe, argv))
         }
         Record::Disk(h, path) => Body::Disk(DiskBody::from_kernel(h, path)),
+        // The recorder sends these to the terminal store, never here.
+        Record::Tty(..) => unreachable!("a terminal record is not an event"),
     }
 }
 
@@ -716,6 +718,11 @@ pub struct Losses {
     /// Events given an `ei` that no system log took (they went to stderr).
     #[serde(default)]
     pub unwritten: u64,
+    /// Bytes of the terminal not recorded (over `terminal.rate_limit` or
+    /// `max_session_size`, or its buffer was full); the recording marks
+    /// where. Not events: no `ei` is skipped for them.
+    #[serde(default)]
+    pub terminal_bytes_dropped: u64,
 }
 
 impl Losses {
@@ -729,6 +736,7 @@ impl Losses {
             command_events_dropped: d.limited[EVENT_COMMAND as usize],
             network_events_dropped: d.limited[EVENT_NETWORK as usize],
             unwritten: 0,
+            terminal_bytes_dropped: d.tty_bytes,
         }
     }
 
@@ -748,6 +756,9 @@ impl Losses {
                 .network_events_dropped
                 .saturating_sub(before.network_events_dropped),
             unwritten: self.unwritten.saturating_sub(before.unwritten),
+            terminal_bytes_dropped: self
+                .terminal_bytes_dropped
+                .saturating_sub(before.terminal_bytes_dropped),
         }
     }
 
@@ -759,6 +770,7 @@ impl Losses {
         self.command_events_dropped += o.command_events_dropped;
         self.network_events_dropped += o.network_events_dropped;
         self.unwritten += o.unwritten;
+        self.terminal_bytes_dropped += o.terminal_bytes_dropped;
     }
 
     /// Events that never got an `ei` (all but `unwritten`).
@@ -772,7 +784,7 @@ impl Losses {
     }
 
     pub fn total(&self) -> u64 {
-        self.unnumbered() + self.unwritten
+        self.unnumbered() + self.unwritten + self.terminal_bytes_dropped
     }
 
     /// "3 command (buffer full), 900 disk (over disk_rate_limit)", or None.
@@ -788,6 +800,10 @@ impl Losses {
             (self.command_events_dropped, "command (over its share)"),
             (self.network_events_dropped, "network (over its share)"),
             (self.unwritten, "not taken by the system log"),
+            (
+                self.terminal_bytes_dropped,
+                "terminal bytes (over terminal.rate_limit or max_session_size, or buffer full)",
+            ),
         ]
         .iter()
         .filter(|(n, _)| *n > 0)

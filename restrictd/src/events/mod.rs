@@ -223,7 +223,7 @@ impl Event {
 /// Whether a reader's terminal could act on `c` rather than show it: C0 and
 /// C1 controls, DEL, line and paragraph separators, and the bidirectional
 /// formatting characters that reorder what is displayed around them.
-fn is_unsafe_char(c: char) -> bool {
+pub fn is_unsafe_char(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

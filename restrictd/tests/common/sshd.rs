@@ -170,13 +170,24 @@ impl Daemon {
             &config,
             format!(
                 "root_path: /{name}\npolicy_file: {}\npolicy_dir: {}\nstate_dir: {}\nbpf_pin_path: {}\n\
-                 locks_file: {}\nidentities:\n  state_file: {}\n{extra}",
+                 locks_file: {}\nidentities:\n  state_file: {}\n{terminal}{extra}",
                 policy_file.display(),
                 dir.path().join("policy.d").display(),
                 dir.path().join("state").display(),
                 pin_dir.display(),
                 dir.path().join("locks.json").display(),
-                dir.path().join("identities.json").display()
+                dir.path().join("identities.json").display(),
+                // A test with its own `terminal:` section names the
+                // directory as @TERMINAL_DIR@.
+                terminal = if extra.lines().any(|l| l == "terminal:") {
+                    String::new()
+                } else {
+                    format!("terminal:\n  dir: {}\n", dir.path().join("terminal").display())
+                },
+                extra = extra.replace(
+                    "@TERMINAL_DIR@",
+                    &dir.path().join("terminal").display().to_string()
+                ),
             ),
         )
         .unwrap();
@@ -301,6 +312,11 @@ impl Daemon {
                 .any(|e| e["event"] == "session.end" && e["sid"] == sid)
         });
         events
+    }
+
+    /// Where this daemon keeps terminal recordings.
+    pub fn terminal_dir(&self) -> PathBuf {
+        self.dir.path().join("terminal")
     }
 
     pub fn sessions(&self) -> Vec<serde_json::Value> {
