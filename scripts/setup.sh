@@ -11,6 +11,7 @@ APT_PACKAGES=(
   openssh-server openssh-client dbus pamtester # SSH/PAM/D-Bus tests
   systemd rsyslog                           # standalone journald / syslog sinks
   python3 curl jq
+  procps                                    # top: the full-screen program a terminal test records
   libcap2-bin                               # setcap: the escape test's raw-socket attacker
   debhelper rpm lintian rpmlint             # packaging/build.sh
   debootstrap e2fsprogs                     # vm-tests/image.sh

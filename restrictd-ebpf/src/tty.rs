@@ -209,11 +209,13 @@ fn record(c: &TtyCall, n: u64, direction: u32) {
     if take > most {
         take = most;
     }
-    if take < n {
-        count_tty_bytes(c.key, n - take);
-        rate.dropped += n - take;
+    // What is kept is the head of the read: the rest is left out after it.
+    let left_out = n - take;
+    if left_out > 0 {
+        count_tty_bytes(c.key, left_out);
     }
     if take == 0 {
+        rate.dropped += left_out;
         return;
     }
     let Some(scratch) = TTY_SCRATCH.get_ptr_mut(0) else {
@@ -270,4 +272,5 @@ fn record(c: &TtyCall, n: u64, direction: u32) {
         }
         i += 1;
     }
+    rate.dropped += left_out;
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use restrictd_common::{
     SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RECORD_COMMANDS, SESSION_RECORD_DISK,
-    SESSION_RECORD_NETWORK, SESSION_RESTRICT,
+    SESSION_RECORD_NETWORK, SESSION_RECORD_TTY, SESSION_RECORD_TTY_INPUT, SESSION_RESTRICT,
 };
 
 use crate::{
@@ -80,6 +80,10 @@ impl Binding {
                 None => {}
             }
         }
+        if let Some(mode) = p.record.terminal {
+            let tty = SESSION_RECORD_TTY | SESSION_RECORD_TTY_INPUT;
+            flags = (flags & !tty) | (mode.flags() & self.host_flags);
+        }
         SessionEntry {
             policy_id: self.ids.by_name.get(&p.name).copied().unwrap_or(0),
             flags,
@@ -122,6 +126,17 @@ impl Binding {
                     ));
                 }
             }
+            if let Some(mode) = p.record.terminal {
+                if mode.flags() & !self.host_flags != 0 {
+                    out.push(format!(
+                        "{}: policy {:?}: record.terminal: {} records only what the host's terminal_recording loads ({})",
+                        p.at,
+                        p.name,
+                        mode.name(),
+                        host_terminal(self.host_flags)
+                    ));
+                }
+            }
         }
         out
     }
@@ -157,5 +172,16 @@ impl GroupCache {
             .entry(user.to_string())
             .or_insert_with(|| groups_of(user))
             .clone()
+    }
+}
+
+/// The host's `terminal_recording`, from its session flags.
+fn host_terminal(flags: u32) -> &'static str {
+    if flags & SESSION_RECORD_TTY_INPUT != 0 {
+        "input_output"
+    } else if flags & SESSION_RECORD_TTY != 0 {
+        "output"
+    } else {
+        "off"
     }
 }

@@ -289,6 +289,8 @@ pub struct Recording {
     pub commands: Option<bool>,
     pub network: Option<bool>,
     pub disk: Option<bool>,
+    /// `off`, `output` or `input_output`.
+    pub terminal: Option<crate::config::TerminalMode>,
 }
 
 /// A validated policy.
@@ -603,6 +605,8 @@ struct RawRecord {
     network: Option<bool>,
     #[serde(default)]
     disk: Option<bool>,
+    #[serde(default)]
+    terminal: Option<crate::config::TerminalMode>,
 }
 
 /// Teleport's label key pattern (`types.LabelPattern`).
@@ -889,6 +893,7 @@ fn document(raw: RawPolicy, loc: &Locator, strictness: Strictness) -> Result<Pol
             commands: record.commands,
             network: record.network,
             disk: record.disk,
+            terminal: record.terminal,
         },
         controls,
         at: format!("{}:{}", loc.source, raw.kind.referenced.line()),

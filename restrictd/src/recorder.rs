@@ -94,7 +94,8 @@ enum Out {
     Event(u64, crate::events::Event),
     Open(Meta, u64),
     Tty(String, TtyEvent, Vec<u8>),
-    Close(String),
+    /// A session's end, with the terminal bytes the kernel left out.
+    Close(String, u64),
 }
 
 struct Pending {
@@ -513,8 +514,10 @@ impl Writer {
                             ));
                         }
                         self.denials.remove_keys(&keys);
+                        let mut tty_dropped = 0;
                         for key in keys {
                             let total = Losses::from_kernel(&self.dropped.read(key));
+                            tty_dropped += total.terminal_bytes_dropped;
                             let before = self.dropped_reported.remove(&key).unwrap_or_default();
                             let new = total.since(&before);
                             if new.total() > 0 {
@@ -527,7 +530,7 @@ impl Writer {
                         }
                         if let Some((s, ev)) = reg.end(cg, p.boot_ns) {
                             outs.push(Out::Event(p.boot_ns, ev));
-                            outs.push(Out::Close(s.sid.to_string()));
+                            outs.push(Out::Close(s.sid.to_string(), tty_dropped));
                         }
                     }
                 }
@@ -570,9 +573,9 @@ impl Writer {
                         }
                     }
                 }
-                Out::Close(sid) => {
+                Out::Close(sid, tty_dropped) => {
                     if let Some(t) = &mut self.terminal {
-                        t.close(&sid);
+                        t.close(&sid, tty_dropped);
                     }
                 }
             }

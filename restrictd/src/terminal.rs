@@ -95,6 +95,10 @@ struct Open {
     start_ns: u64,
     /// Terminal bytes written, against `max_session_size`.
     bytes: u64,
+    /// Bytes the kernel left out that the file marks so far.
+    marked: u64,
+    /// `t` of the last line.
+    last_t: f64,
 }
 
 /// The recorder's side: open recordings, by sid.
@@ -161,6 +165,8 @@ impl Store {
                 file: BufWriter::new(file),
                 start_ns: boot_ns.saturating_sub(age),
                 bytes,
+                marked: existing.lines.iter().filter_map(|l| l.gap).sum(),
+                last_t: age as f64 / 1e9,
             });
         }
         let file = std::fs::OpenOptions::new()
@@ -186,6 +192,8 @@ impl Store {
             file,
             start_ns: boot_ns,
             bytes: 0,
+            marked: 0,
+            last_t: 0.0,
         })
     }
 
@@ -255,6 +263,8 @@ impl Store {
             return 0;
         };
         let t = secs(boot_ns, o.start_ns);
+        o.last_t = t;
+        o.marked += dropped_before;
         let mut left_out = 0;
         let mut gap = dropped_before;
         let room = max.saturating_sub(o.bytes);
@@ -316,10 +326,11 @@ impl Store {
         let Ok(e) = serde_json::to_value(ev) else {
             return;
         };
+        o.last_t = secs(boot_ns, o.start_ns);
         write_line(
             &mut o.file,
             &Line {
-                t: secs(boot_ns, o.start_ns),
+                t: o.last_t,
                 e: Some(e),
                 m: Some(ev.summary()),
                 ..Default::default()
@@ -327,9 +338,22 @@ impl Store {
         );
     }
 
-    /// Closes `sid`'s recording (its session ended).
-    pub fn close(&mut self, sid: &str) {
+    /// Closes `sid`'s recording (its session ended). `kernel_dropped`:
+    /// the bytes the kernel counted as left out for the session in all;
+    /// those no later record could mark (the end of a flood) are marked
+    /// here.
+    pub fn close(&mut self, sid: &str, kernel_dropped: u64) {
         if let Some(mut o) = self.open.remove(sid) {
+            if kernel_dropped > o.marked {
+                write_line(
+                    &mut o.file,
+                    &Line {
+                        t: o.last_t,
+                        gap: Some(kernel_dropped - o.marked),
+                        ..Default::default()
+                    },
+                );
+            }
             if let Err(e) = o.file.flush() {
                 log::error!("writing the terminal recording of {sid}: {e}");
             }

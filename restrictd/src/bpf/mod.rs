@@ -717,6 +717,7 @@ fn sum_dropped<'a>(per_cpu: impl Iterator<Item = &'a Dropped>) -> Dropped {
             d.full[i] += c.full[i];
             d.limited[i] += c.limited[i];
         }
+        d.tty_bytes += c.tty_bytes;
     }
     d
 }
