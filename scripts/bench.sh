@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # All benchmarks, one command (root): network restriction cost and policy
 # load time, login latency and daemon memory, exec and open storms with
-# recording, beside libbpf-tools' execsnoop and opensnoop and auditd. Prints numbers; see
+# recording, beside libbpf-tools' execsnoop and opensnoop and auditd, and
+# terminal recording's cost through sshd. Prints numbers; see
 # BENCHMARKS.md for how to read them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,3 +23,4 @@ cargo build --release --quiet
 cargo bench --quiet -p restrictd --bench connect
 cargo bench --quiet -p restrictd --bench login
 cargo bench --quiet -p restrictd --bench recording
+cargo bench --quiet -p restrictd --bench terminal
