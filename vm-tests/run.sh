@@ -454,6 +454,17 @@ check "session.end says idle_timeout" 'match "$(wait_events $MID_END $sid11d)" "
 as_root "rm /etc/restrictd/policy.d/60-idle.yaml && gpasswd -d alice vmidle >/dev/null && restrictctl policy apply /root/policy.yaml >/dev/null"
 exec 7>&-
 
+step "11e. terminal recording under the packaged unit: replay and show"
+# The marker is built by printf, so only the terminal's output holds it
+# whole, not the command line.
+login_as alice -tt 'echo SID=$RESTRICTD_SESSION_ID; printf "vm-%s-marker\n" terminal; cat /etc/hostname' >"$RUN/s11e" 2>&1 || true
+sid11e=$(sid_of "$RUN/s11e" | tr -d '\r')
+check "the session ended" 'wait_events $MID_END $sid11e'
+check "the client saw the marker" 'grep -q vm-terminal-marker "$RUN/s11e"'
+check "restrictctl play replays it" 'as_root restrictctl play $sid11e --speed 100 | grep -q vm-terminal-marker'
+check "restrictctl show lists the command and the file read" 'as_root restrictctl show $sid11e >"$RUN/show11e" && grep -q "/usr/bin/cat" "$RUN/show11e" && grep -q "/etc/hostname" "$RUN/show11e" && grep -q vm-terminal-marker "$RUN/show11e"'
+check "the recording is root's alone" '[ "$(as_root stat -c %a:%U /var/lib/restrictd/terminal/$sid11e.tty.jsonl)" = "600:root" ]'
+
 step "12. package removal with the PAM line still present"
 as_root "echo 'session required pam_restrict.so' >> /etc/pam.d/sshd"
 check "removal refused while a plain 'required' line exists" '! as_root dpkg -r restrictd >"$RUN/rm1" 2>&1'

@@ -12,7 +12,11 @@
 //! makes itself undumpable, and only a thread group renames itself.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
+    bindings::pt_regs,
+    helpers::{
+        bpf_get_current_comm,
+        generated::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs},
+    },
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
@@ -25,7 +29,7 @@ use restrictd_common::{
 use crate::{
     common::{
         count_lost, count_tty_bytes, current_exe_id, current_session, fill_header, load_config,
-        opaque, read_kernel, read_ptr, take_stash,
+        opaque, read_kernel, read_ptr,
     },
     path::fd_file,
 };
@@ -37,12 +41,6 @@ static TTY_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// (kernel `dev_t`). Filled by the daemon from each PAM caller.
 #[map]
 static TTY_RELAYS: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
-/// Reads and writes of a relay on a pty master in flight (pid_tgid ->
-/// call), from syscall entry to exit.
-#[map]
-static TTY_READS: LruHashMap<u64, TtyCall> = LruHashMap::with_max_entries(4096, 0);
-#[map]
-static TTY_WRITES: LruHashMap<u64, TtyCall> = LruHashMap::with_max_entries(4096, 0);
 /// Per record key: the rate window and the bytes not recorded since its
 /// last record.
 #[map]
@@ -56,8 +54,6 @@ struct TtyScratch {
     data: [u8; TTY_CHUNK],
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
 struct TtyCall {
     key: u64,
     buf: u64,
@@ -69,16 +65,21 @@ struct TtyCall {
 /// The pty multiplexer's device number (5:2, kernel `dev_t`): a pty master.
 const PTMX_RDEV: u32 = (5 << 20) | 2;
 
+/// Whether the current process may be sshd. Cheap, and first: every read
+/// and write on the host passes here. OpenSSH's programs are named sshd
+/// or sshd-session; a process cannot rename another.
+#[inline(always)]
+fn maybe_relay() -> bool {
+    match bpf_get_current_comm() {
+        Ok(c) => c[0] == b's' && c[1] == b's' && c[2] == b'h' && c[3] == b'd',
+        Err(_) => false,
+    }
+}
+
 /// The call to remember if the current process is a relay of a session
 /// with `flag`, and `fd` a pty master.
 #[inline(always)]
 fn relay_call(fd: i32, buf: u64, flag: u32) -> Option<TtyCall> {
-    // Cheap first: every read on the host passes here. OpenSSH's programs
-    // are named sshd or sshd-session; a process cannot rename another.
-    let comm = bpf_get_current_comm().ok()?;
-    if comm[0] != b's' || comm[1] != b's' || comm[2] != b'h' || comm[3] != b'd' {
-        return None;
-    }
     let (key, s) = current_session()?;
     if s.flags & flag == 0 {
         return None;
@@ -124,48 +125,44 @@ fn relay_call(fd: i32, buf: u64, flag: u32) -> Option<TtyCall> {
     })
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_read")]
-pub fn tty_in_read(ctx: TracePointContext) -> u32 {
-    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
-    let buf = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
-    if let Some(c) = relay_call(fd, buf, SESSION_RECORD_TTY) {
-        let _ = TTY_READS.insert(bpf_get_current_pid_tgid(), c, 0);
-    }
-    0
+/// The fd and buffer of the syscall the current task is leaving (x86-64:
+/// its first two arguments, which the kernel saved at entry and does not
+/// change). Read at exit, one program per call: on every read and write
+/// on the host, a second program at entry would cost as much again.
+#[inline(always)]
+fn call_args() -> (i32, u64) {
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let fd = unsafe { read_kernel(core::ptr::addr_of!((*regs).rdi)) }.unwrap_or(u64::MAX);
+    let buf = unsafe { read_kernel(core::ptr::addr_of!((*regs).rsi)) }.unwrap_or(0);
+    (fd as i32, buf)
 }
 
 /// The bytes a read returned: they are in the relay's buffer now, which
 /// only the relay (single-threaded, undumpable) writes.
 #[tracepoint(category = "syscalls", name = "sys_exit_read")]
 pub fn tty_out_read(ctx: TracePointContext) -> u32 {
-    if let Some(c) = take_stash(&TTY_READS) {
-        let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
-        if ret > 0 {
-            record(&c, ret as u64, TTY_OUTPUT);
-        }
-    }
-    0
+    exit(&ctx, SESSION_RECORD_TTY, TTY_OUTPUT)
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_write")]
-pub fn ttyin_in_write(ctx: TracePointContext) -> u32 {
-    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
-    let buf = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
-    if let Some(c) = relay_call(fd, buf, SESSION_RECORD_TTY_INPUT) {
-        let _ = TTY_WRITES.insert(bpf_get_current_pid_tgid(), c, 0);
-    }
-    0
-}
-
-/// What the write took (the count it returns), read from the relay's
-/// buffer.
+/// What a write to the pty took (the count it returns), read from the
+/// relay's buffer: what the user typed.
 #[tracepoint(category = "syscalls", name = "sys_exit_write")]
 pub fn ttyin_out_write(ctx: TracePointContext) -> u32 {
-    if let Some(c) = take_stash(&TTY_WRITES) {
-        let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
-        if ret > 0 {
-            record(&c, ret as u64, TTY_INPUT);
-        }
+    exit(&ctx, SESSION_RECORD_TTY_INPUT, TTY_INPUT)
+}
+
+#[inline(always)]
+fn exit(ctx: &TracePointContext, flag: u32, direction: u32) -> u32 {
+    if !maybe_relay() {
+        return 0;
+    }
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    if ret <= 0 {
+        return 0;
+    }
+    let (fd, buf) = call_args();
+    if let Some(c) = relay_call(fd, buf, flag) {
+        record(&c, ret as u64, direction);
     }
     0
 }

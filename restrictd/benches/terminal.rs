@@ -126,10 +126,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the benchmark needs root"
-    );
+    assert!(nix::unistd::geteuid().is_root(), "the benchmark needs root");
     let bus = Bus::new(true);
     let user = User::new();
     let pam = format!(
@@ -186,7 +183,9 @@ fn main() {
             t[t.len() * 99 / 100]
         );
     }
-    println!("\n1-byte read() of /dev/zero by a process outside every session, ns (best of 5 x 2M):");
+    println!(
+        "\n1-byte read() of /dev/zero by a process outside every session, ns (best of 5 x 2M):"
+    );
     println!("{:<18} {:>7.1}", "no daemon", no_daemon);
     for (i, (name, _)) in MODES.iter().enumerate() {
         println!(

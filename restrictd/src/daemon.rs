@@ -342,6 +342,13 @@ impl Core {
             locks: Mutex::new(locks),
             watched: Mutex::new(std::collections::HashMap::new()),
         });
+        // A new kernel state (an upgrade, a changed buffer size) starts
+        // with no terminal relays: restored sessions' sshd goes in again.
+        for s in core.lifecycle.all() {
+            if s.terminal.is_some() {
+                core.terminal_relay(s.leader_pid);
+            }
+        }
         // Sessions were restored above: records queued while restrictd
         // was away belong to them.
         core.recorder.start()?;
