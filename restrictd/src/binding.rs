@@ -185,3 +185,57 @@ fn host_terminal(flags: u32) -> &'static str {
         "off"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::TerminalMode, policy::Strictness};
+
+    fn binding(terminal: &str, host: TerminalMode) -> Binding {
+        let text = format!(
+            "kind: restrictd_policy\nversion: v1\nmetadata:\n  name: p\nspec:\n  match:\n    users: [alice]\n  \
+             record:\n    terminal: {terminal}\n  allow:\n    - cidr: 127.0.0.0/8\n"
+        );
+        let set = PolicySet::parse_with(&text, "p.yaml", Strictness::Teleport).unwrap();
+        Binding::new(set, PolicyIds::default(), SESSION_RESTRICT | host.flags())
+    }
+
+    fn terminal_flags(b: &Binding) -> u32 {
+        b.entry_named(Some("p")).flags & (SESSION_RECORD_TTY | SESSION_RECORD_TTY_INPUT)
+    }
+
+    #[test]
+    fn a_policys_terminal_recording_lowers_or_raises_within_the_hosts() {
+        let off = binding("off", TerminalMode::InputOutput);
+        assert_eq!(terminal_flags(&off), 0);
+        assert!(off.recording_warnings().is_empty());
+        let all = binding("input_output", TerminalMode::InputOutput);
+        assert_eq!(
+            terminal_flags(&all),
+            SESSION_RECORD_TTY | SESSION_RECORD_TTY_INPUT
+        );
+        // The host loads only the output programs: input is not recorded,
+        // and that is said.
+        let more = binding("input_output", TerminalMode::Output);
+        assert_eq!(terminal_flags(&more), SESSION_RECORD_TTY);
+        let w = more.recording_warnings();
+        assert!(
+            w.len() == 1
+                && w[0].contains("record.terminal: input_output")
+                && w[0].contains("(output)"),
+            "{w:?}"
+        );
+        // The host default follows the host's setting.
+        assert_eq!(more.entry_named(None).flags & SESSION_RECORD_TTY_INPUT, 0);
+    }
+
+    #[test]
+    fn a_bad_terminal_mode_is_an_error_naming_it() {
+        let text = "kind: restrictd_policy\nversion: v1\nmetadata:\n  name: p\nspec:\n  match:\n    users: [alice]\n  \
+             record:\n    terminal: keystrokes\n";
+        let e = PolicySet::parse_with(text, "p.yaml", Strictness::Teleport)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("p.yaml:") && e.contains("keystrokes"), "{e}");
+    }
+}
