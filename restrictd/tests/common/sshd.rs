@@ -170,15 +170,16 @@ impl Daemon {
             &config,
             format!(
                 "root_path: /{name}\npolicy_file: {}\npolicy_dir: {}\nstate_dir: {}\nbpf_pin_path: {}\n\
-                 locks_file: {}\nidentities:\n  state_file: {}\n{terminal}{extra}",
+                 locks_file: {}\n{terminal}identities:\n  state_file: {}\n{extra}",
                 policy_file.display(),
                 dir.path().join("policy.d").display(),
                 dir.path().join("state").display(),
                 pin_dir.display(),
                 dir.path().join("locks.json").display(),
                 dir.path().join("identities.json").display(),
-                // A test with its own `terminal:` section names the
-                // directory as @TERMINAL_DIR@.
+                // Before `identities:`, which tests extend by appending
+                // its keys. A test with its own `terminal:` section names
+                // the directory as @TERMINAL_DIR@.
                 terminal = if extra.lines().any(|l| l == "terminal:") {
                     String::new()
                 } else {
