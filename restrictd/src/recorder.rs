@@ -475,7 +475,10 @@ impl Writer {
                 match p.item {
                     Item::Record(r) => {
                         let h = *r.header();
-                        let body = self.body(&r);
+                        // (Terminal records come as `Item::Tty`.)
+                        let Some(body) = self.body(&r) else {
+                            continue;
+                        };
                         let ev = reg.stamp(h.cgroup_id, h.boot_ns, body);
                         self.open_recording(&reg, &mut outs, h.cgroup_id, &ev.sid, p.boot_ns);
                         outs.push(Out::Event(p.boot_ns, ev));
@@ -507,7 +510,9 @@ impl Writer {
                         // that it is out of the kernel's session table.
                         for r in self.denial_reports(Some(&keys), p.boot_ns) {
                             let h = *r.header();
-                            let body = self.body(&r);
+                            let Some(body) = self.body(&r) else {
+                                continue;
+                            };
                             outs.push(Out::Event(
                                 h.boot_ns,
                                 reg.stamp(h.cgroup_id, h.boot_ns, body),
@@ -616,9 +621,9 @@ impl Writer {
 
     /// The event body of a record, with the program named: command records
     /// name theirs (and teach `exes`), others are named from `exes`.
-    fn body(&mut self, r: &Record) -> crate::events::Body {
+    fn body(&mut self, r: &Record) -> Option<crate::events::Body> {
         let h = r.header();
-        let mut body = from_record(r);
+        let mut body = from_record(r)?;
         if let Record::Command(_, _, exe, _) = r {
             self.exes
                 .learn(h.exe_dev, h.exe_ino, &String::from_utf8_lossy(exe));
@@ -627,7 +632,7 @@ impl Writer {
                 *e = Exe::new(name, h.exe_flags);
             }
         }
-        body
+        Some(body)
     }
 
     /// Queues a report of every kind of denial repeated since the last

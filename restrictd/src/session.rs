@@ -644,7 +644,8 @@ mod tests {
         let mut k = restrictd_common::NetworkEvent::default();
         k.header.cgroup_id = manager;
         k.version = 4;
-        let body = crate::events::from_record(&restrictd_common::record::Record::Network(k));
+        let body =
+            crate::events::from_record(&restrictd_common::record::Record::Network(k)).unwrap();
         reg.stamp(manager, 0, body).sid
     }
 

@@ -246,7 +246,8 @@ impl Store {
     }
 
     /// Appends terminal bytes of `sid`; returns the bytes left out by
-    /// `max_session_size` (marked in the file as a gap).
+    /// `max_session_size` (marked in the file as a gap), or all of them
+    /// when the session's file could not be made.
     #[allow(clippy::too_many_arguments)]
     pub fn terminal(
         &mut self,
@@ -259,8 +260,10 @@ impl Store {
         data: &[u8],
     ) -> u64 {
         let max = self.cfg.max_session_size;
+        // Not open: its file could not be made (logged). The bytes are
+        // counted as left out, not lost without a trace.
         let Some(o) = self.open.get_mut(sid) else {
-            return 0;
+            return data.len() as u64;
         };
         let t = secs(boot_ns, o.start_ns);
         o.last_t = t;

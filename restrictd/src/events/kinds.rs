@@ -14,17 +14,17 @@ use serde::Serialize;
 
 use super::{comm_to_string, Body, Kind, KindInfo};
 
-/// The event body of a kernel record.
-pub fn from_record(r: &Record) -> Body {
-    match r {
+/// The event body of a kernel record; None for terminal bytes, which are
+/// a recording, not an event.
+pub fn from_record(r: &Record) -> Option<Body> {
+    Some(match r {
         Record::Network(k) => Body::Network(NetworkBody::from_kernel(k)),
         Record::Command(h, path, exe, argv) => {
             Body::Command(CommandBody::from_kernel(h, path, exe, argv))
         }
         Record::Disk(h, path) => Body::Disk(DiskBody::from_kernel(h, path)),
-        // The recorder sends these to the terminal store, never here.
-        Record::Tty(..) => unreachable!("a terminal record is not an event"),
-    }
+        Record::Tty(..) => return None,
+    })
 }
 
 /// The program a process runs, which it cannot choose (unlike `program`,
