@@ -661,6 +661,12 @@ mod tests {
             "identities:\n  state_file: identities.json",
             "identities:\n  exempt_user: [alice]",
             "identities:\n  users: alice",
+            "terminal_recording: keystrokes",
+            "terminal:\n  buffer_size: 100",
+            "terminal:\n  max_session_size: 0",
+            "terminal:\n  max_session_size: 2000\n  max_total_size: 1000",
+            "terminal:\n  dir: recordings",
+            "terminal:\n  rate: 10",
         ] {
             let e = Config::parse(bad, "c.yaml").unwrap_err();
             assert!(e.to_string().starts_with("c.yaml:"), "{bad}: {e}");

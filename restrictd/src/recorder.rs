@@ -471,6 +471,8 @@ impl Writer {
             let registry = self.registry.clone();
             let mut reg = registry.lock().unwrap();
             let mut outs = Vec::with_capacity(due.len());
+            // Recordings this batch opens (before their first item).
+            let mut opening = HashSet::new();
             for p in due {
                 match p.item {
                     Item::Record(r) => {
@@ -480,20 +482,40 @@ impl Writer {
                             continue;
                         };
                         let ev = reg.stamp(h.cgroup_id, h.boot_ns, body);
-                        self.open_recording(&reg, &mut outs, h.cgroup_id, &ev.sid, p.boot_ns);
+                        self.open_recording(
+                            &reg,
+                            &mut outs,
+                            &mut opening,
+                            h.cgroup_id,
+                            &ev.sid,
+                            p.boot_ns,
+                        );
                         outs.push(Out::Event(p.boot_ns, ev));
                     }
                     Item::Tty(h, data) => {
                         let key = h.header.cgroup_id;
-                        if let Some(m) = reg.terminal_of(key) {
-                            let sid = m.sid.clone();
-                            self.open_recording(&reg, &mut outs, key, &sid, p.boot_ns);
+                        if let Some(sid) = reg.terminal_sid(key) {
+                            self.open_recording(
+                                &reg,
+                                &mut outs,
+                                &mut opening,
+                                key,
+                                &sid,
+                                p.boot_ns,
+                            );
                             outs.push(Out::Tty(sid, h, data));
                         }
                     }
                     Item::Start(cg) => {
                         if let Some(ev) = reg.start_event(cg, p.boot_ns) {
-                            self.open_recording(&reg, &mut outs, cg, &ev.sid, p.boot_ns);
+                            self.open_recording(
+                                &reg,
+                                &mut outs,
+                                &mut opening,
+                                cg,
+                                &ev.sid,
+                                p.boot_ns,
+                            );
                             outs.push(Out::Event(p.boot_ns, ev));
                         }
                     }
@@ -598,6 +620,7 @@ impl Writer {
         &self,
         reg: &Registry,
         outs: &mut Vec<Out>,
+        opening: &mut HashSet<String>,
         key: u64,
         sid: &str,
         boot_ns: u64,
@@ -605,16 +628,11 @@ impl Writer {
         let Some(t) = &self.terminal else {
             return;
         };
-        if sid.is_empty() || t.is_open(sid) {
-            return;
-        }
-        if outs
-            .iter()
-            .any(|o| matches!(o, Out::Open(m, _) if m.sid == sid))
-        {
+        if sid.is_empty() || t.is_open(sid) || opening.contains(sid) {
             return;
         }
         if let Some(m) = reg.terminal_of(key) {
+            opening.insert(m.sid.clone());
             outs.push(Out::Open(m, boot_ns));
         }
     }

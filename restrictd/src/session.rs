@@ -304,6 +304,12 @@ impl Registry {
         })
     }
 
+    /// The sid of record key `key`'s session if its terminal is recorded.
+    pub fn terminal_sid(&self, key: u64) -> Option<String> {
+        let s = self.sessions.get(&self.resolve(key))?;
+        s.terminal.as_ref().map(|_| s.sid.to_string())
+    }
+
     /// Terminal bytes of session `sid` its recording left out.
     pub fn note_terminal_dropped(&mut self, sid: &str, bytes: u64) {
         if let Some(s) = self.by_sid_mut(sid) {

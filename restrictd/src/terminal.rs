@@ -269,23 +269,21 @@ impl Store {
         o.last_t = t;
         o.marked += dropped_before;
         let mut left_out = 0;
-        let mut gap = dropped_before;
         let room = max.saturating_sub(o.bytes);
         let keep = &data[..data.len().min(room as usize)];
         if keep.len() < data.len() {
             left_out = (data.len() - keep.len()) as u64;
         }
-        if gap > 0 {
+        if dropped_before > 0 {
             write_line(
                 &mut o.file,
                 &Line {
                     t,
                     tty: Some(tty),
-                    gap: Some(gap),
+                    gap: Some(dropped_before),
                     ..Default::default()
                 },
             );
-            gap = 0;
         }
         if !keep.is_empty() {
             // Written by hand: base64 needs no JSON escaping, and scanning
@@ -309,7 +307,7 @@ impl Store {
                 &Line {
                     t,
                     tty: Some(tty),
-                    gap: Some(left_out + gap),
+                    gap: Some(left_out),
                     ..Default::default()
                 },
             );
@@ -393,13 +391,12 @@ pub struct Recording {
 }
 
 /// A terminal chunk, decoded.
-pub struct Chunk<'a> {
+pub struct Chunk {
     pub t: f64,
     pub tty: u32,
     pub size: Option<[u16; 2]>,
     pub input: bool,
     pub data: Vec<u8>,
-    pub line: &'a Line,
 }
 
 impl Recording {
@@ -452,7 +449,7 @@ impl Recording {
         Recording::load(&path)
     }
 
-    pub fn chunks(&self) -> impl Iterator<Item = Chunk<'_>> {
+    pub fn chunks(&self) -> impl Iterator<Item = Chunk> + '_ {
         self.lines.iter().filter_map(|l| {
             let (enc, input) = match (&l.o, &l.i) {
                 (Some(o), _) => (o, false),
@@ -465,7 +462,6 @@ impl Recording {
                 size: l.size,
                 input,
                 data: B64.decode(enc).ok()?,
-                line: l,
             })
         })
     }
@@ -859,6 +855,32 @@ mod tests {
         );
         let gaps: Vec<u64> = r.lines.iter().filter_map(|l| l.gap).collect();
         assert_eq!(gaps, vec![5, 10, 2]);
+    }
+
+    #[test]
+    fn a_session_id_cannot_name_another_file_and_a_missing_one_says_where() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["", "../etc/passwd", ".hidden", "a/b"] {
+            let e = Recording::of_session(dir.path(), bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is not a session id"), "{bad}: {e}");
+        }
+        let e = Recording::of_session(dir.path(), "0f0e")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no recording of session 0f0e")
+                && e.contains(&dir.path().display().to_string())
+                && e.contains("journalctl SESSION_ID=0f0e"),
+            "{e}"
+        );
+        std::fs::write(path_of(dir.path(), "x"), "not json\n").unwrap();
+        let e = Recording::of_session(dir.path(), "x").unwrap_err();
+        assert!(
+            format!("{e:#}").contains(":1: not a restrictd terminal recording"),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -83,15 +83,24 @@ fn the_replay_is_what_the_client_received_for_commands_and_a_full_screen_program
     let d = Daemon::new(&bus, None);
     let sshd = Sshd::new(&bus, &user, "fail=closed");
     // Plain output with colours, a tab and bytes that are not UTF-8; then
-    // top drawing its full screen once.
+    // top drawing its full screen once; then output through a pty the
+    // user opens inside the session (script), which must be neither missed
+    // nor recorded twice.
     for remote in [
         "echo hello; printf '\\033[1;31mred\\033[0m\\tcol\\n\\377\\376end\\n'; ls -l /",
         "top -b -n 1 | head -5; top -n 1",
+        "script -qc 'printf \"in%s-%s\\n\" ner pty; ls /' /dev/null; echo outer",
     ] {
         let got = tty_session(&sshd, &user, remote);
         let sid = ended_sid(&d, &user);
         let replay = restrictctl(&d.terminal_dir(), &["play", &sid, "--speed", "1000"]).stdout;
-        assert!(got.len() > 100, "{}", String::from_utf8_lossy(&got));
+        assert!(got.len() > 30, "{}", String::from_utf8_lossy(&got));
+        let rec = recording(&d, &sid);
+        let ttys: std::collections::BTreeSet<u32> = rec.chunks().map(|c| c.tty).collect();
+        assert_eq!(ttys.len(), 1, "one terminal recorded: {ttys:?}");
+        if remote.starts_with("script") {
+            assert!(String::from_utf8_lossy(&got).contains("inner-pty"));
+        }
         assert!(
             replay == got,
             "replay of {sid} differs from what the client received:\nclient: {:?}\nreplay: {:?}",

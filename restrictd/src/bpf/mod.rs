@@ -160,6 +160,14 @@ impl Kernel {
                 a
             },
         };
+        if opts.recording & restrictd_common::SESSION_RECORD_TTY != 0
+            && config.kernel.tty_index == 0
+            && config.kernel.tty_winsize == 0
+        {
+            log::warn!(
+                "this kernel's BTF has no tty_struct: terminal_recording records nothing here"
+            );
+        }
         crate::tracefs::check_syscall_layout()?;
         loader.override_global("LOAD_CONFIG", &config, true);
         let mut reused = false;
