@@ -241,9 +241,16 @@ pub fn verdict(out: &Output) -> String {
     last
 }
 
+/// The events in a `--events` file. A last line without its newline is
+/// one the daemon is still writing (its buffer went out mid-line): not
+/// yet an event, so left for the next read.
 pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..i],
+        None => "",
+    };
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).expect("each event line is JSON"))
         .collect()
