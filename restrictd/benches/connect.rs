@@ -33,6 +33,10 @@ fn main() -> anyhow::Result<()> {
     }
     // `cargo bench` passes --bench; `-- throughput` runs only that part.
     let only_throughput = std::env::args().any(|a| a == "throughput");
+    // `-- load`: only the policy load times.
+    if std::env::args().any(|a| a == "load") {
+        return load_times();
+    }
     let mount = find_cgroup2_mount()?;
     let home = own_cgroup(&mount)?;
     let root = Cgroup::create_all(&mount.join(format!("restrictd-bench-{}", std::process::id())))?;
@@ -104,7 +108,11 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
 
     drop(stats);
     throughput(root, session, home)?;
+    load_times()
+}
 
+/// Policy load and live-replacement times.
+fn load_times() -> anyhow::Result<()> {
     // Many per-login policies: 1,000 policies of 100 rules with ports.
     {
         println!();
