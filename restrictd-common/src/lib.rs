@@ -76,6 +76,10 @@ pub struct SessionEntry {
     /// A per-user policy only needs a distinct id here and its rules in the tries.
     pub policy_id: u32,
     pub flags: u32,
+    /// Which disk filter judges its opens after the host's: 0 none (the
+    /// host's alone), else the id of the policy whose `record.disk_include`
+    /// / `disk_exclude` entries are in `PATH_RULES` under it.
+    pub disk_filter: u32,
 }
 
 /// Protocol classes of a rule (`PortRange.protocols` bits) and of a call
@@ -275,10 +279,16 @@ pub const FAILED_ARGS_MAX: u32 = 64;
 /// as the caller gave it.
 pub const DIR_DEPTH_MAX: usize = 32;
 
-/// Longest path prefix a disk filter rule can have (the LPM trie key limit).
-pub const PATH_PREFIX_MAX: usize = 256;
-/// `PATH_RULES` trie key data: the first bytes of a path.
-pub type PathKeyData = [u8; PATH_PREFIX_MAX];
+/// Longest path prefix a disk filter rule can have: the LPM trie's key
+/// limit (256 bytes) less the filter id in front.
+pub const PATH_PREFIX_MAX: usize = 252;
+/// `PATH_RULES` trie key data: the filter's id, big-endian (0: the host's
+/// filter, else a policy's, see `SessionEntry::disk_filter`), then the
+/// first bytes of a path.
+pub type PathKeyData = [u8; 4 + PATH_PREFIX_MAX];
+/// Entries `PATH_RULES` holds: the host's filter and policies' own, the
+/// old and new ones together while a policy set is replaced.
+pub const PATH_RULES_MAX: u32 = 16_384;
 /// `PATH_RULES` values: what the longest matching prefix says.
 pub const PATH_INCLUDE: u8 = 1;
 pub const PATH_EXCLUDE: u8 = 2;

@@ -13,13 +13,13 @@ use aya_ebpf::{
 };
 use restrictd_common::{
     DiskEvent, DiskRate, PathKeyData, EVENT_DISK, MAX_SESSIONS, PATH_ALWAYS, PATH_CAP,
-    PATH_INCLUDE, PATH_PREFIX_MAX, SESSION_RECORD_DISK,
+    PATH_INCLUDE, PATH_PREFIX_MAX, PATH_RULES_MAX, SESSION_RECORD_DISK,
 };
 
 use crate::{
     common::{
-        count_limited, count_lost, fill_header, load_config, read_user_u64, read_user_u8,
-        session_with, take_stash, within_share,
+        count_limited, count_lost, current_session, fill_header, load_config, read_user_u64,
+        read_user_u8, session_with, take_stash, within_share,
     },
     path::{dir_prefix, excluded_by_kind, fd_file, fd_path, in_users_mount_ns},
 };
@@ -29,9 +29,10 @@ use crate::{
 static DISK_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static DISK_SCRATCH: PerCpuArray<DiskScratch> = PerCpuArray::with_max_entries(1, 0);
-/// Include/exclude path prefixes; the longest match decides.
+/// Include/exclude path prefixes per filter (the host's, and policies'
+/// own); the longest match decides.
 #[map]
-static PATH_RULES: LpmTrie<PathKeyData, u8> = LpmTrie::with_max_entries(4096, 0);
+static PATH_RULES: LpmTrie<PathKeyData, u8> = LpmTrie::with_max_entries(PATH_RULES_MAX, 0);
 /// Per-session rate window, keyed by cgroup id.
 #[map]
 static DISK_RATE: HashMap<u64, DiskRate> = HashMap::with_max_entries(MAX_SESSIONS, 0);
@@ -131,9 +132,13 @@ fn exit(ctx: &TracePointContext) -> u32 {
     let Some(args) = take_stash(&OPENS) else {
         return 0;
     };
-    let Some(cgroup_id) = session_with(SESSION_RECORD_DISK) else {
+    let Some((cgroup_id, session)) = current_session() else {
         return 0;
     };
+    if session.flags & SESSION_RECORD_DISK == 0 {
+        return 0;
+    }
+    let filter = session.disk_filter;
     let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
     let Some(scratch) = DISK_SCRATCH.get_ptr_mut(0) else {
         return 0;
@@ -170,7 +175,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
                 // The last component was written with its NUL.
                 p + 1
             };
-            submit(scratch, cgroup_id, len);
+            submit(scratch, cgroup_id, filter, len);
             return 0;
         }
     }
@@ -197,16 +202,18 @@ fn exit(ctx: &TracePointContext) -> u32 {
         count_lost(EVENT_DISK, cgroup_id);
         return 0;
     }
-    submit(scratch, cgroup_id, at + n as usize);
+    submit(scratch, cgroup_id, filter, at + n as usize);
     0
 }
 
-/// Applies the path filter (to absolute paths; one the kernel could not
-/// resolve goes to userspace unjudged) and the session's rate limit (not to
-/// always recorded paths, so that a flood of other opens cannot hide
-/// them), then sends header + path.
+/// Applies the path filters (to absolute paths; one the kernel could not
+/// resolve goes to userspace unjudged): the host's, then the session
+/// policy's `filter` (0: none), which can only narrow what the host's
+/// includes and never hides an always recorded path. Then the session's
+/// rate limit (not for always recorded paths, so that a flood of other
+/// opens cannot hide them), then sends header + path.
 #[inline(always)]
-fn submit(scratch: &mut DiskScratch, cgroup_id: u64, path_len: usize) {
+fn submit(scratch: &mut DiskScratch, cgroup_id: u64, filter: u32, path_len: usize) {
     let path_len = path_len & (2 * PATH_CAP - 1);
     if path_len == 0 {
         return;
@@ -214,17 +221,23 @@ fn submit(scratch: &mut DiskScratch, cgroup_id: u64, path_len: usize) {
     let mut always = false;
     if scratch.path[0] == b'/' {
         let n = path_len.min(PATH_PREFIX_MAX);
-        scratch.key.prefix_len = 8 * n as u32;
+        scratch.key.prefix_len = 32 + 8 * n as u32;
+        scratch.key.data[..4].copy_from_slice(&[0; 4]);
         unsafe {
             bpf_probe_read_kernel(
-                core::ptr::addr_of_mut!(scratch.key.data) as *mut _,
+                (core::ptr::addr_of_mut!(scratch.key.data) as *mut u8).add(4) as *mut _,
                 PATH_PREFIX_MAX as u32,
                 scratch.path.as_ptr() as *const _,
             )
         };
-        match PATH_RULES.get(&scratch.key) {
-            Some(&PATH_INCLUDE) => {}
-            Some(&PATH_ALWAYS) => always = true,
+        let mut verdict = PATH_RULES.get(&scratch.key).copied();
+        if filter != 0 && verdict == Some(PATH_INCLUDE) {
+            scratch.key.data[..4].copy_from_slice(&filter.to_be_bytes());
+            verdict = PATH_RULES.get(&scratch.key).copied();
+        }
+        match verdict {
+            Some(PATH_INCLUDE) => {}
+            Some(PATH_ALWAYS) => always = true,
             // In a mount namespace the user made, any file can be bound to
             // any path: no path is left out there.
             _ if in_users_mount_ns() => {}

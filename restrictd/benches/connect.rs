@@ -101,6 +101,7 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
             SessionEntry {
                 policy_id: ids.by_name["p0"],
                 flags: SESSION_RESTRICT,
+                disk_filter: 0,
             },
         )?;
         row(&n.to_string(), &e, target, root, session, home)?;
@@ -313,6 +314,7 @@ fn enforcer(policies: &[&Policy], root: &Cgroup, session: &Cgroup) -> anyhow::Re
         SessionEntry {
             policy_id: POLICY_FOLLOW_ACTIVE,
             flags: SESSION_RESTRICT,
+            disk_filter: 0,
         },
     )?;
     Ok(e)

@@ -61,6 +61,7 @@ impl Binding {
             return SessionEntry {
                 policy_id: POLICY_FOLLOW_ACTIVE,
                 flags,
+                disk_filter: 0,
             };
         };
         if p.unrestricted {
@@ -84,9 +85,16 @@ impl Binding {
             let tty = SESSION_RECORD_TTY | SESSION_RECORD_TTY_INPUT;
             flags = (flags & !tty) | (mode.flags() & self.host_flags);
         }
+        let policy_id = self.ids.by_name.get(&p.name).copied().unwrap_or(0);
         SessionEntry {
-            policy_id: self.ids.by_name.get(&p.name).copied().unwrap_or(0),
+            policy_id,
             flags,
+            // Its own disk filter is in the trie under its id.
+            disk_filter: if p.record.disk_paths.is_some() {
+                policy_id
+            } else {
+                0
+            },
         }
     }
 

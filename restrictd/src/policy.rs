@@ -284,13 +284,25 @@ pub struct Who {
 }
 
 /// What a policy records; `None`: as the host configuration says.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recording {
     pub commands: Option<bool>,
     pub network: Option<bool>,
     pub disk: Option<bool>,
     /// `off`, `output` or `input_output`.
     pub terminal: Option<crate::config::TerminalMode>,
+    /// `disk_include` / `disk_exclude`: which of the opens the host's
+    /// filter records this policy's logins record (it narrows the host's
+    /// filter, never widens it; always recorded paths stay recorded).
+    pub disk_paths: Option<DiskPaths>,
+}
+
+/// A policy's own disk filter, and the lists it was made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskPaths {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub filter: crate::pathfilter::PathFilter,
 }
 
 /// A validated policy.
@@ -596,7 +608,7 @@ struct RawAuth {
     keys: Vec<String>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawRecord {
     #[serde(default)]
@@ -607,6 +619,10 @@ struct RawRecord {
     disk: Option<bool>,
     #[serde(default)]
     terminal: Option<crate::config::TerminalMode>,
+    #[serde(default)]
+    disk_include: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    disk_exclude: Option<Vec<Spanned<String>>>,
 }
 
 /// Teleport's label key pattern (`types.LabelPattern`).
@@ -872,6 +888,10 @@ fn document(raw: RawPolicy, loc: &Locator, strictness: Strictness) -> Result<Pol
             }
         }
     };
+    let disk_paths = match &spec.record {
+        Some(r) => disk_paths(r, loc)?,
+        None => None,
+    };
     let record = spec.record.map(|r| r.value).unwrap_or_default();
     let controls = match spec.controls {
         None => crate::controls::Controls::default(),
@@ -894,12 +914,54 @@ fn document(raw: RawPolicy, loc: &Locator, strictness: Strictness) -> Result<Pol
             network: record.network,
             disk: record.disk,
             terminal: record.terminal,
+            disk_paths,
         },
         controls,
         at: format!("{}:{}", loc.source, raw.kind.referenced.line()),
         warnings,
         index: LazyIndex::default(),
     })
+}
+
+/// `record.disk_include` and `record.disk_exclude` as a filter (None when
+/// neither is given). A missing include list is `/`: the policy only
+/// excludes. Each prefix is checked where it is written.
+fn disk_paths(r: &Spanned<RawRecord>, loc: &Locator) -> Result<Option<DiskPaths>, PolicyError> {
+    let (inc, exc) = (&r.value.disk_include, &r.value.disk_exclude);
+    if inc.is_none() && exc.is_none() {
+        return Ok(None);
+    }
+    let mut lists: [Vec<String>; 2] = Default::default();
+    for (i, (name, list)) in [("disk_include", inc), ("disk_exclude", exc)]
+        .into_iter()
+        .enumerate()
+    {
+        for p in list.iter().flatten() {
+            crate::pathfilter::PathFilter::new(std::slice::from_ref(&p.value), &[], &[]).map_err(
+                |e| {
+                    loc.at(
+                        p,
+                        format!(
+                            "spec.record.{name}: {}",
+                            e.trim_start_matches("disk_include: ")
+                        ),
+                    )
+                },
+            )?;
+            lists[i].push(p.value.clone());
+        }
+    }
+    let [mut include, exclude] = lists;
+    if inc.is_none() {
+        include.push("/".into());
+    }
+    let filter = crate::pathfilter::PathFilter::new(&include, &exclude, &[])
+        .map_err(|e| loc.at(r, format!("spec.record.{e}")))?;
+    Ok(Some(DiskPaths {
+        include,
+        exclude,
+        filter,
+    }))
 }
 
 /// A rule's protocol and ports.

@@ -550,3 +550,124 @@ fn what_the_user_writes_into_the_pam_environment_binds_no_policy_and_is_not_reco
     );
     assert!(!start.to_string().contains("10.9.9."), "{start}");
 }
+
+/// A policy's own disk filter (`record.disk_include` / `disk_exclude`)
+/// narrows what its logins record, within the host's filter: alice's
+/// policy records only one directory less a subdirectory, while bob (the
+/// host default) records all three files; alice's `~/.ssh` stays recorded
+/// (always recorded paths cannot be filtered out); a live change that drops
+/// her filter reaches her running session; a relative prefix is refused
+/// with its location.
+#[test]
+fn a_policys_disk_filter_narrows_what_its_logins_record() {
+    let bus = Bus::new(true);
+    let alice = User::new();
+    let bob = User::new();
+    let dir = tempfile::Builder::new()
+        .prefix("rd-disk-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let d = dir.path().display().to_string();
+    for sub in ["in", "in/skip", "out"] {
+        std::fs::create_dir_all(format!("{d}/{sub}")).unwrap();
+        std::fs::write(format!("{d}/{sub}/f"), "x\n").unwrap();
+    }
+    let policy = |record: &str| {
+        per_login_policy(&format!(
+            "---\nkind: restrictd_policy\nversion: v1\nmetadata:\n  name: narrow\nspec:\n  match:\n    users: [{a}]\n  allow:\n    - cidr: 127.0.0.1/32\n{record}",
+            a = alice.name
+        ))
+    };
+    let narrow =
+        format!("  record:\n    disk_include: [{d}/in]\n    disk_exclude: [{d}/in/skip]\n");
+    let daemon = Daemon::new(&bus, Some(&policy(&narrow)));
+    let sshd = Sshd::configured(
+        &bus,
+        &[&alice, &bob],
+        &format!("session required {}\n", pam_module().display()),
+        "",
+    );
+    let files = format!("{d}/in/f {d}/in/skip/f {d}/out/f");
+    let recorded = |user: &User| {
+        let out = sshd.ssh(
+            user,
+            &format!(
+                "cat {files} ~/.ssh/authorized_keys >/dev/null; echo sid=$RESTRICTD_SESSION_ID"
+            ),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let sid = stdout.trim().strip_prefix("sid=").unwrap().to_string();
+        let mut paths: Vec<String> = daemon
+            .wait_end(&sid)
+            .iter()
+            .filter(|e| e["event"] == "session.disk" && e["sid"] == sid.as_str())
+            .filter_map(|e| e["path"].as_str().map(String::from))
+            .filter(|p| p.starts_with(&d) || p.ends_with("/.ssh/authorized_keys"))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let keys = |u: &User| format!("/home/{}/.ssh/authorized_keys", u.name);
+    assert_eq!(
+        recorded(&alice),
+        sorted(vec![format!("{d}/in/f"), keys(&alice)]),
+        "alice's policy: {d}/in less {d}/in/skip, and ~/.ssh always"
+    );
+    assert_eq!(
+        recorded(&bob),
+        sorted(vec![
+            format!("{d}/in/f"),
+            format!("{d}/in/skip/f"),
+            format!("{d}/out/f"),
+            keys(&bob)
+        ]),
+        "bob: the host's filter"
+    );
+
+    // A live change without her filter reaches alice's running session.
+    let mut live = LiveSession::new(&sshd, &alice);
+    let file = daemon.dir.path().join("new.yaml");
+    std::fs::write(&file, policy("")).unwrap();
+    let out = daemon.ctl(&["policy", "apply", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    live.run(&format!("cat {d}/out/f >/dev/null"));
+    let out_f = format!("{d}/out/f");
+    wait_for(
+        "the open under the new policy",
+        Duration::from_secs(10),
+        || {
+            daemon.events().iter().any(|e| {
+                e["event"] == "session.disk"
+                    && e["path"] == out_f.as_str()
+                    && e["user"] == alice.name.as_str()
+            })
+        },
+    );
+
+    // A relative prefix is refused where it is written; nothing changes.
+    std::fs::write(
+        &file,
+        policy("  record:\n    disk_exclude: [/var, tmp/x]\n"),
+    )
+    .unwrap();
+    let out = daemon.ctl(&["policy", "apply", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("new.yaml:19:26:")
+            && err.contains("disk_exclude")
+            && err.contains("not an absolute path"),
+        "{err}"
+    );
+}

@@ -81,6 +81,24 @@ pub struct Kernel {
     pub reused: bool,
 }
 
+/// A second handle on map `name` (its fd duplicated), for a second owner.
+fn reopen<T>(ebpf: &Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    use std::os::fd::AsFd;
+    let Some(Map::LpmTrie(data)) = ebpf.map(name) else {
+        bail!("BPF object has no LPM trie {name}");
+    };
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .with_context(|| format!("duplicating BPF map {name}"))?;
+    let data = MapData::from_fd(fd).with_context(|| format!("BPF map {name}"))?;
+    T::try_from(Map::LpmTrie(data)).with_context(|| format!("BPF map {name}"))
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
 where
     T: TryFrom<Map, Error = MapError>,
@@ -211,6 +229,9 @@ impl Kernel {
             .into_iter()
             .map(|r| Ok((r.clone(), take(&mut ebpf, &r)?)))
             .collect::<Result<Vec<_>>>()?;
+        // The policy maps write policies' own disk filters into the same
+        // trie, through a second handle.
+        let policy_paths = reopen(&ebpf, "PATH_RULES")?;
         let mut path_rules: LpmTrie<MapData, PathKeyData, u8> = take(&mut ebpf, "PATH_RULES")?;
         set_path_rules(&mut path_rules, &opts.disk_filter)?;
         let path_rules = PathRules(path_rules);
@@ -222,7 +243,7 @@ impl Kernel {
             disk_rate: take(&mut ebpf, "DISK_RATE")?,
             tty_relays: take(&mut ebpf, "TTY_RELAYS")?,
         };
-        let policy = PolicyMaps::new(&mut ebpf, reused)?;
+        let policy = PolicyMaps::new(&mut ebpf, policy_paths, reused)?;
         Ok(Kernel {
             path_rules,
             counters: Counters {
@@ -644,16 +665,7 @@ impl PathRules {
     /// Adds (or overwrites with) the entries of `filter`: always recorded
     /// paths of a home first seen at a login, which no exclude may hide.
     pub fn add(&mut self, filter: &PathFilter) -> Result<()> {
-        use aya::maps::lpm_trie::Key;
-        for (prefix, action) in filter.trie_entries() {
-            let mut data = [0u8; PATH_PREFIX_MAX];
-            data[..prefix.len()].copy_from_slice(prefix);
-            let key = Key::new(8 * prefix.len() as u32, data);
-            self.0.insert(&key, action, 0).with_context(|| {
-                format!("disk filter rule {:?}", String::from_utf8_lossy(prefix))
-            })?;
-        }
-        Ok(())
+        write_path_rules(&mut self.0, HOST_FILTER, filter, true)
     }
 }
 
@@ -730,20 +742,52 @@ fn sum_dropped<'a>(per_cpu: impl Iterator<Item = &'a Dropped>) -> Dropped {
     d
 }
 
-/// Replaces the disk filter rules in the kernel trie. The trie is small
-/// (a few entries per prefix), so clearing and refilling is cheap; opens in
-/// between are judged by a partial rule set for microseconds.
+/// The host's disk filter id in `PATH_RULES` (policies' own are their ids).
+const HOST_FILTER: u32 = 0;
+
+/// Replaces the host's disk filter rules in the kernel trie (policies'
+/// own stay: the policy maps own them). The filter is small (a few entries
+/// per prefix), so clearing and refilling is cheap; opens in between are
+/// judged by a partial rule set for microseconds.
 fn set_path_rules(trie: &mut LpmTrie<MapData, PathKeyData, u8>, filter: &PathFilter) -> Result<()> {
-    use aya::maps::lpm_trie::Key;
-    let old: Vec<Key<PathKeyData>> = trie.keys().filter_map(|k| k.ok()).collect();
+    let old: Vec<_> = trie
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| path_filter_id(&k.data()) == HOST_FILTER)
+        .collect();
     for k in &old {
         let _ = trie.remove(k);
     }
+    write_path_rules(trie, HOST_FILTER, filter, true)
+}
+
+/// The filter id a `PATH_RULES` key belongs to.
+pub(crate) fn path_filter_id(data: &PathKeyData) -> u32 {
+    u32::from_be_bytes([data[0], data[1], data[2], data[3]])
+}
+
+/// Inserts (or removes) `filter`'s entries under filter id `id`.
+pub(crate) fn write_path_rules(
+    trie: &mut LpmTrie<MapData, PathKeyData, u8>,
+    id: u32,
+    filter: &PathFilter,
+    insert: bool,
+) -> Result<()> {
+    use aya::maps::lpm_trie::Key;
     for (prefix, action) in filter.trie_entries() {
-        let mut data = [0u8; PATH_PREFIX_MAX];
-        data[..prefix.len()].copy_from_slice(prefix);
-        trie.insert(&Key::new(8 * prefix.len() as u32, data), action, 0)
-            .with_context(|| format!("disk filter rule {:?}", String::from_utf8_lossy(prefix)))?;
+        let mut data = [0u8; 4 + PATH_PREFIX_MAX];
+        data[..4].copy_from_slice(&id.to_be_bytes());
+        data[4..4 + prefix.len()].copy_from_slice(prefix);
+        let key = Key::new(32 + 8 * prefix.len() as u32, data);
+        let what = || format!("disk filter rule {:?}", String::from_utf8_lossy(prefix));
+        if insert {
+            trie.insert(&key, action, 0).with_context(what)?;
+        } else {
+            match trie.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).with_context(what),
+            }
+        }
     }
     Ok(())
 }

@@ -10,10 +10,10 @@ use aya::{
 use ipnet::IpNet;
 use restrictd_common::{
     key::{self, V4KeyData, V6KeyData},
-    PortRange, RuleValue, POLICY_NONE, PORT_RANGES,
+    PathKeyData, PortRange, RuleValue, POLICY_NONE, PORT_RANGES,
 };
 
-use super::take;
+use super::{path_filter_id, take, write_path_rules};
 use crate::policy::{Policy, PolicySet, Rule};
 
 /// How long old policy rules outlive a switch (see `set_all`).
@@ -36,6 +36,9 @@ pub struct PolicyMaps {
     deny_v4: V4Trie,
     allow_v6: V6Trie,
     deny_v6: V6Trie,
+    /// `PATH_RULES`: policies' own disk filters, under their ids (the
+    /// host's filter, id 0, is `PathRules`'s).
+    paths: LpmTrie<MapData, PathKeyData, u8>,
     /// The policies whose rules are in the tries, under their ids.
     current: Vec<(u32, Policy)>,
     next_id: u32,
@@ -44,13 +47,18 @@ pub struct PolicyMaps {
 impl PolicyMaps {
     /// `reused`: the maps are live from a previous run; keep enforcing what
     /// is there, and never reuse a policy id that may still be in the tries.
-    pub(super) fn new(ebpf: &mut Ebpf, reused: bool) -> Result<PolicyMaps> {
+    pub(super) fn new(
+        ebpf: &mut Ebpf,
+        paths: LpmTrie<MapData, PathKeyData, u8>,
+        reused: bool,
+    ) -> Result<PolicyMaps> {
         let mut p = PolicyMaps {
             active: take(ebpf, "ACTIVE")?,
             allow_v4: take(ebpf, "ALLOW_V4")?,
             deny_v4: take(ebpf, "DENY_V4")?,
             allow_v6: take(ebpf, "ALLOW_V6")?,
             deny_v6: take(ebpf, "DENY_V6")?,
+            paths,
             current: Vec::new(),
             next_id: 1,
         };
@@ -61,6 +69,12 @@ impl PolicyMaps {
                 max_id(&p.deny_v4),
                 max_id(&p.allow_v6),
                 max_id(&p.deny_v6),
+                p.paths
+                    .keys()
+                    .filter_map(|k| k.ok())
+                    .map(|k| path_filter_id(&k.data()))
+                    .max()
+                    .unwrap_or(0),
             ]
             .into_iter()
             .max()
@@ -105,10 +119,9 @@ impl PolicyMaps {
                 let _ = me.write_rules(*id, p, false);
             }
         };
+        // Every policy gets an id, an unrestricted one too: it may have a
+        // disk filter, and its sessions skip the rule lookup anyway.
         for p in set.all() {
-            if p.unrestricted {
-                continue;
-            }
             let id = self.next_id;
             // Ids are never reused while in use; wrapping after 4 billion updates is fine.
             self.next_id = self.next_id.wrapping_add(1).max(1);
@@ -151,7 +164,21 @@ impl PolicyMaps {
         purge(&mut self.allow_v4, &keep)?;
         purge(&mut self.allow_v6, &keep)?;
         purge(&mut self.deny_v4, &keep)?;
-        purge(&mut self.deny_v6, &keep)
+        purge(&mut self.deny_v6, &keep)?;
+        keep.push(0); // the host's disk filter
+        let stale: Vec<_> = self
+            .paths
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !keep.contains(&path_filter_id(&k.data())))
+            .collect();
+        for k in &stale {
+            match self.paths.remove(k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("removing a stale disk filter rule"),
+            }
+        }
+        Ok(())
     }
 
     /// Inserts (or removes) the rules of `policy` under `id`. Every IPv4 CIDR
@@ -183,7 +210,13 @@ impl PolicyMaps {
         {
             std::process::abort();
         }
-        both(&mut self.deny_v4, &deny4, &mut self.deny_v6, &deny6, insert)
+        both(&mut self.deny_v4, &deny4, &mut self.deny_v6, &deny6, insert)?;
+        // Its own disk filter, if any, under the same id.
+        if let Some(d) = &policy.record.disk_paths {
+            write_path_rules(&mut self.paths, id, &d.filter, insert)
+                .map_err(|e| anyhow!("{}: {e:#}", what("record.disk_include/disk_exclude")))?;
+        }
+        Ok(())
     }
 }
 
