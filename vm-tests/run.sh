@@ -247,7 +247,7 @@ check "before: 127.0.0.1 allowed" 'grep -qx "TCP 127.0.0.1 22 ok" "$RUN/s7"'
 check "after: the same session is denied" 'grep -qx "TCP 127.0.0.1 22 EPERM" "$RUN/s7"'
 as_root restrictctl policy apply /root/policy.yaml >/dev/null
 
-step "7b. a per-login policy in policy.d binds alice by group, TCP port 22 only"
+step "7b. a per-login policy in policy.d binds alice by group, TCP port 22 only, with its own disk filter"
 as_root "groupadd -f vmdba && usermod -aG vmdba alice && mkdir -p /etc/restrictd/policy.d && cat > /etc/restrictd/policy.d/50-dba.yaml" <<'POLICY'
 kind: restrictd_policy
 version: v1
@@ -260,16 +260,21 @@ spec:
     - cidr: 127.0.0.1/32
       ports: [22]
       protocol: tcp
+  record:
+    disk_exclude: [/etc/hostname]
 POLICY
 check "restrictd check says whom it binds" 'as_root restrictd check /root/policy.yaml /etc/restrictd/policy.d | grep -q "binds groups vmdba"'
 check "applied with the policy file" 'as_root restrictctl policy apply /root/policy.yaml'
-out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; vmnet tcp 127.0.0.1 22; vmnet tcp 127.0.0.1 2222; vmnet udp 127.0.0.1 9' 2>&1 || true)
+out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; vmnet tcp 127.0.0.1 22; vmnet tcp 127.0.0.1 2222; vmnet udp 127.0.0.1 9; cat /etc/hostname /etc/passwd >/dev/null' 2>&1 || true)
 echo "$out" | sed 's/^/    /'
 sid7b=$(sed -n 's/^SID=//p' <<<"$out")
 check "its port is allowed" 'has "$out" "TCP 127.0.0.1 22 ok"'
 check "another port of the same host is denied" 'has "$out" "TCP 127.0.0.1 2222 EPERM"'
 check "UDP is denied (the rule is tcp)" 'has "$out" "UDP 127.0.0.1 9 EPERM"'
 check "session.start names the policy" 'match "$(wait_events $MID_START $sid7b)" ".POLICY==\"vm-dba\""'
+check "restrictd check shows its disk filter" 'as_root restrictd check /root/policy.yaml /etc/restrictd/policy.d | grep -q "not under /etc/hostname"'
+check "its disk filter: /etc/passwd recorded" 'wait_events $MID_DISK $sid7b PATH=/etc/passwd >/dev/null'
+check "its disk filter: /etc/hostname, read before it, not recorded" '[ -z "$(events $MID_DISK $sid7b PATH=/etc/hostname)" ]'
 check "explain names the policy and the verdict" 'as_root restrictctl policy explain --user alice 127.0.0.1:2222/tcp | grep -q "policy: vm-dba.*" && as_root restrictctl policy explain --user alice 127.0.0.1:2222/tcp | grep -q "denied"'
 check "pam-check notes Debian's pam_env user_readenv=1 before the line" 'as_root restrictctl pam-check | grep -q "user_readenv=1 runs before"'
 as_root "rm /etc/restrictd/policy.d/50-dba.yaml && gpasswd -d alice vmdba >/dev/null && restrictctl policy apply /root/policy.yaml >/dev/null"

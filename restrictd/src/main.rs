@@ -194,6 +194,18 @@ fn check(files: &[PathBuf], strictness: Strictness) -> Result<String, String> {
                 p.controls.describe()
             );
         }
+        if let Some(d) = &p.record.disk_paths {
+            let _ = writeln!(
+                out,
+                "  disk opens recorded (of what the host records): under {}{}",
+                d.include.join(", "),
+                if d.exclude.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not under {}", d.exclude.join(", "))
+                }
+            );
+        }
         if !p.unrestricted {
             out.push_str(&rules(p));
         }

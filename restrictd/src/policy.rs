@@ -2080,6 +2080,16 @@ spec:
         bad("  match:\n    user: [a]\n", 7, "user");
         bad("  match:\n    sources: [10.0.0.0/33]\n", 7, "sources");
         bad("  record:\n    disks: false\n", 7, "disks");
+        bad(
+            "  record:\n    disk_include: [/a, b]\n",
+            7,
+            "not an absolute path",
+        );
+        bad(
+            "  record:\n    disk_include: [/a]\n    disk_exclude: [/a/]\n",
+            7,
+            "also in another list",
+        );
         let e = PolicySet::parse_with(
             "kind: restrictd_policy\nversion: v1\nspec: {}\n",
             "p.yaml",
