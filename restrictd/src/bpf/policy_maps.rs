@@ -114,22 +114,12 @@ impl PolicyMaps {
     ) -> Result<PolicyIds> {
         let mut ids = PolicyIds::default();
         let mut written: Vec<(u32, Policy)> = Vec::new();
-        let undo = |me: &mut PolicyMaps, written: &[(u32, Policy)]| {
-            for (id, p) in written {
-                let _ = me.write_rules(*id, p, false);
-            }
-        };
         // Every policy gets an id, an unrestricted one too: it may have a
         // disk filter, and its sessions skip the rule lookup anyway.
         for p in set.all() {
             let id = self.next_id;
             // Ids are never reused while in use; wrapping after 4 billion updates is fine.
             self.next_id = self.next_id.wrapping_add(1).max(1);
-            if let Err(e) = self.write_rules(id, p, true) {
-                let _ = self.write_rules(id, p, false);
-                undo(self, &written);
-                return Err(e).with_context(|| format!("policy {:?}", p.name));
-            }
             written.push((id, p.clone()));
             if set.default.as_ref().is_some_and(|d| std::ptr::eq(d, p)) {
                 ids.default = id;
@@ -137,8 +127,12 @@ impl PolicyMaps {
                 ids.by_name.insert(p.name.clone(), id);
             }
         }
+        if let Err(e) = self.write_policies(&written, true) {
+            let _ = self.write_policies(&written, false);
+            return Err(e);
+        }
         if let Err(e) = retarget(&ids) {
-            undo(self, &written);
+            let _ = self.write_policies(&written, false);
             return Err(e);
         }
         self.active
@@ -149,9 +143,7 @@ impl PolicyMaps {
             // A program that read an old id just before the switch is still
             // looking it up; its rules stay until such runs are long over.
             std::thread::sleep(POLICY_GRACE);
-            for (id, p) in &old {
-                self.write_rules(*id, p, false)?;
-            }
+            self.write_policies(&old, false)?;
         }
         Ok(ids)
     }
@@ -181,42 +173,96 @@ impl PolicyMaps {
         Ok(())
     }
 
-    /// Inserts (or removes) the rules of `policy` under `id`. Every IPv4 CIDR
-    /// is also entered as its v4-mapped IPv6 form (`::ffff:a.b.c.d/96+len`),
-    /// so an AF_INET6 socket cannot bypass IPv4 rules.
+    /// Inserts (or removes) the rules of each policy under its id. Every
+    /// IPv4 CIDR is also entered as its v4-mapped IPv6 form
+    /// (`::ffff:a.b.c.d/96+len`), so an AF_INET6 socket cannot bypass IPv4
+    /// rules.
     ///
-    /// The v4 and v6 tries are independent maps, written by two threads (a
-    /// 100,000-CIDR policy is hundreds of thousands of map syscalls). Allow
-    /// entries are handled before deny entries, which makes removal safe.
-    fn write_rules(&mut self, id: u32, policy: &Policy, insert: bool) -> Result<()> {
-        let what = |list: &str| format!("policy {:?}, {list} list", policy.name);
-        let (allow4, allow6) =
-            rule_entries(id, &policy.allow).map_err(|e| anyhow!("{}: {e}", what("allow")))?;
-        let (deny4, deny6) =
-            rule_entries(id, &policy.deny).map_err(|e| anyhow!("{}: {e}", what("deny")))?;
-        both(
-            &mut self.allow_v4,
-            &allow4,
-            &mut self.allow_v6,
-            &allow6,
-            insert,
-        )?;
+    /// All policies' entries go in together, in batches: the v4 and v6
+    /// tries are independent maps, written by two threads. Allow entries
+    /// are handled before deny entries, which makes removal safe.
+    fn write_policies(&mut self, list: &[(u32, Policy)], insert: bool) -> Result<()> {
+        let mut allow = Lists::default();
+        let mut deny = Lists::default();
+        for (i, (id, p)) in list.iter().enumerate() {
+            let what = |l: &str| format!("policy {:?}, {l} list", p.name);
+            allow
+                .add(i, rule_entries(*id, &p.allow))
+                .map_err(|e| anyhow!("{}: {e}", what("allow")))?;
+            deny.add(i, rule_entries(*id, &p.deny))
+                .map_err(|e| anyhow!("{}: {e}", what("deny")))?;
+        }
+        let name = |i: usize| list[i].1.name.as_str();
+        allow.write(&mut self.allow_v4, &mut self.allow_v6, insert, name)?;
         // Fault injection for the tests: the daemon dies with the new allow
         // rules of policy NAME written and its deny rules not (the old
         // policy is active).
         if insert
-            && std::env::var("RESTRICTD_FAULT")
-                .is_ok_and(|v| v.strip_prefix("policy-mid-write:") == Some(policy.name.as_str()))
+            && std::env::var("RESTRICTD_FAULT").is_ok_and(|v| {
+                v.strip_prefix("policy-mid-write:")
+                    .is_some_and(|n| list.iter().any(|(_, p)| p.name == n))
+            })
         {
             std::process::abort();
         }
-        both(&mut self.deny_v4, &deny4, &mut self.deny_v6, &deny6, insert)?;
-        // Its own disk filter, if any, under the same id.
-        if let Some(d) = &policy.record.disk_paths {
-            write_path_rules(&mut self.paths, id, &d.filter, insert)
-                .map_err(|e| anyhow!("{}: {e:#}", what("record.disk_include/disk_exclude")))?;
+        deny.write(&mut self.deny_v4, &mut self.deny_v6, insert, name)?;
+        // Their own disk filters, under the same ids.
+        for (id, p) in list {
+            if let Some(d) = &p.record.disk_paths {
+                write_path_rules(&mut self.paths, *id, &d.filter, insert).map_err(|e| {
+                    anyhow!(
+                        "policy {:?}, record.disk_include/disk_exclude: {e:#}",
+                        p.name
+                    )
+                })?;
+            }
         }
         Ok(())
+    }
+}
+
+/// One list (allow or deny) of several policies: the entries of both tries,
+/// and for each entry the index of its policy.
+#[derive(Default)]
+struct Lists {
+    v4: Entries<V4KeyData>,
+    v6: Entries<V6KeyData>,
+    owner4: Vec<usize>,
+    owner6: Vec<usize>,
+}
+
+impl Lists {
+    fn add(
+        &mut self,
+        owner: usize,
+        entries: Result<(Entries<V4KeyData>, Entries<V6KeyData>), String>,
+    ) -> Result<(), String> {
+        let (v4, v6) = entries?;
+        self.owner4.extend(std::iter::repeat_n(owner, v4.len()));
+        self.owner6.extend(std::iter::repeat_n(owner, v6.len()));
+        self.v4.extend(v4);
+        self.v6.extend(v6);
+        Ok(())
+    }
+
+    /// Updates the v4 and the v6 trie concurrently. An error names the
+    /// policy (`name` of its index) and the rule.
+    fn write<'a>(
+        &self,
+        t4: &mut V4Trie,
+        t6: &mut V6Trie,
+        insert: bool,
+        name: impl Fn(usize) -> &'a str + Sync,
+    ) -> Result<()> {
+        std::thread::scope(|s| {
+            let t = s.spawn(|| update_all(t4, &self.v4, insert));
+            let r6 = update_all(t6, &self.v6, insert);
+            let r4 = t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let named = |r: Result<(), (usize, anyhow::Error)>, owners: &[usize]| {
+                r.map_err(|(i, e)| e.context(format!("policy {:?}", name(owners[i]))))
+            };
+            named(r4, &self.owner4).and(named(r6, &self.owner6))
+        })
     }
 }
 
@@ -359,39 +405,115 @@ fn simplify(mut r: Vec<(u16, u16, u32)>) -> Vec<(u16, u16, u32)> {
         .collect()
 }
 
+/// Writes (or removes) `entries`; on failure, the index of the entry that
+/// failed and why.
 fn update_all<K: aya::Pod>(
     trie: &mut LpmTrie<MapData, K, RuleValue>,
     entries: &[(Key<K>, RuleValue, IpNet)],
     insert: bool,
-) -> Result<()> {
-    for (key, value, net) in entries {
-        if insert {
-            trie.insert(key, value, 0)
-                .with_context(|| format!("rule {net}"))?;
+) -> Result<(), (usize, anyhow::Error)> {
+    use aya::maps::IterableMap;
+    use std::os::fd::AsFd;
+    // Batches of entries per syscall: a 100,000-rule set is otherwise as
+    // many syscalls, each costing more than the trie insert it carries.
+    for (c, chunk) in entries.chunks(BATCH).enumerate() {
+        let base = c * BATCH;
+        let keys: Vec<Key<K>> = chunk.iter().map(|(k, ..)| *k).collect();
+        let done = if insert {
+            let values: Vec<RuleValue> = chunk.iter().map(|(_, v, _)| *v).collect();
+            batch(
+                trie.map().fd().as_fd(),
+                BPF_MAP_UPDATE_BATCH,
+                &keys,
+                Some(&values),
+            )
         } else {
-            match trie.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).with_context(|| format!("removing rule {net}")),
+            batch::<_, RuleValue>(trie.map().fd().as_fd(), BPF_MAP_DELETE_BATCH, &keys, None)
+        };
+        if let Err((n, e)) = done {
+            let net = chunk.get(n).map(|(.., net)| *net);
+            let at = net.map(|n| format!("rule {n}")).unwrap_or_default();
+            // A removal of an entry already gone stops the batch there;
+            // go on one by one from it.
+            if !insert && e.raw_os_error() == Some(libc::ENOENT) {
+                for (j, (key, _, net)) in chunk.iter().enumerate().skip(n) {
+                    match trie.remove(key) {
+                        Ok(()) | Err(MapError::KeyNotFound) => {}
+                        Err(e) => {
+                            return Err((
+                                base + j,
+                                anyhow::Error::new(e).context(format!("removing rule {net}")),
+                            ))
+                        }
+                    }
+                }
+                continue;
             }
+            let what = if insert { at } else { format!("removing {at}") };
+            return Err((
+                base + n.min(chunk.len() - 1),
+                anyhow::Error::new(e).context(what),
+            ));
         }
     }
     Ok(())
 }
 
-/// Updates a v4 and a v6 trie concurrently.
-fn both(
-    v4: &mut V4Trie,
-    k4: &Entries<V4KeyData>,
-    v6: &mut V6Trie,
-    k6: &Entries<V6KeyData>,
-    insert: bool,
-) -> Result<()> {
-    std::thread::scope(|s| {
-        let t = s.spawn(|| update_all(v4, k4, insert));
-        let r6 = update_all(v6, k6, insert);
-        let r4 = t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-        r4.and(r6)
-    })
+/// Entries per batch syscall.
+const BATCH: usize = 4096;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// `bpf_attr` for the `BPF_MAP_*_BATCH` commands (linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// One `BPF_MAP_UPDATE_BATCH` (`values` given) or `BPF_MAP_DELETE_BATCH`
+/// of map `fd` (aya has no batch calls; LPM tries have the kernel's
+/// generic ones since 5.6 or so). On failure: how many entries were done
+/// before the one that failed, and the error.
+fn batch<K: Copy, V: Copy>(
+    fd: std::os::fd::BorrowedFd,
+    cmd: libc::c_long,
+    keys: &[K],
+    values: Option<&[V]>,
+) -> std::result::Result<(), (usize, std::io::Error)> {
+    use std::os::fd::AsRawFd;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.map_or(0, |v| v.as_ptr() as u64),
+        count: keys.len() as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    // SAFETY: attr points at arrays of `count` keys (and values) of the
+    // map's key (and value) size, alive for the call; the kernel writes
+    // only `count` back.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err((attr.count as usize, std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn max_id<K: aya::Pod + AsRef<[u8]>>(trie: &LpmTrie<MapData, K, RuleValue>) -> u32 {
