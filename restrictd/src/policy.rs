@@ -643,14 +643,22 @@ fn options() -> serde_saphyr::Options {
     options
 }
 
-/// Where a policy error points.
+/// Where a policy error points: in `source`, whose part being read starts
+/// after line `lines_before`.
 struct Locator<'a> {
     source: &'a str,
+    lines_before: u64,
 }
 
 impl Locator<'_> {
+    fn line<T>(&self, s: &Spanned<T>) -> u64 {
+        s.referenced.line() + self.lines_before
+    }
+
     fn err(&self, loc: Option<Location>, message: String) -> PolicyError {
-        let (line, column) = loc.map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let (line, column) = loc
+            .map(|l| (l.line() + self.lines_before, l.column()))
+            .unwrap_or((0, 0));
         PolicyError {
             source: self.source.to_string(),
             line,
@@ -664,22 +672,32 @@ impl Locator<'_> {
     }
 
     fn place<T>(&self, s: &Spanned<T>) -> String {
-        format!(
-            "{}:{}:{}",
-            self.source,
-            s.referenced.line(),
-            s.referenced.column()
-        )
+        format!("{}:{}:{}", self.source, self.line(s), s.referenced.column())
     }
 }
 
-/// The YAML documents of `text`, each a policy.
+/// The YAML documents of `text`, each a policy. A large text is read in
+/// parts, one per CPU, split where a document starts (see `parts`).
 fn parse_documents(
     text: &str,
     source: &str,
     strictness: Strictness,
 ) -> Result<Vec<Policy>, PolicyError> {
-    let loc = Locator { source };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    parse_documents_in(text, source, strictness, threads)
+}
+
+/// `parse_documents` in at most `threads` parts.
+fn parse_documents_in(
+    text: &str,
+    source: &str,
+    strictness: Strictness,
+    threads: usize,
+) -> Result<Vec<Policy>, PolicyError> {
+    let loc = Locator {
+        source,
+        lines_before: 0,
+    };
     if text
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
@@ -689,8 +707,102 @@ fn parse_documents(
             format!("policy is empty: expected a `kind: {KIND}` or `kind: {POLICY_KIND}` document"),
         ));
     }
-    let raws: Vec<RawPolicy> =
-        serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| {
+    let parts = parts(text, threads);
+    if parts.len() == 1 {
+        let raws = raw_documents(text, &loc)?;
+        return raws
+            .into_iter()
+            .map(|raw| document(raw, &loc, strictness))
+            .collect();
+    }
+    // Every part is read, then checked; as one reading would, the first
+    // YAML error in the text wins over any document's error.
+    let done: Vec<(Result<Vec<RawPolicy>, PolicyError>, Locator)> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|&(lines_before, part)| {
+                s.spawn(move || {
+                    let loc = Locator {
+                        source,
+                        lines_before,
+                    };
+                    (raw_documents(part, &loc), loc)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut read = Vec::new();
+    for (raws, loc) in done {
+        read.push((raws?, loc));
+    }
+    let checked: Vec<Result<Vec<Policy>, PolicyError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = read
+            .into_iter()
+            .map(|(raws, loc)| {
+                s.spawn(move || {
+                    raws.into_iter()
+                        .map(|raw| document(raw, &loc, strictness))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut all = Vec::new();
+    for c in checked {
+        all.extend(c?);
+    }
+    Ok(all)
+}
+
+/// Below this size a text is read in one part.
+const PARALLEL_MIN: usize = 256 << 10;
+
+/// `text` cut into at most `n` parts of similar size, each with the number
+/// of lines before it, at lines that start a document (`---` at the start
+/// of a line, alone or followed by a blank: YAML lets no scalar or
+/// collection contain such a line, and anchors do not cross documents, so
+/// the parts read as the whole does). A text with directives (`%`) or
+/// document end markers (`...`), which would tie parts together, or a
+/// small one, is one part.
+fn parts(text: &str, n: usize) -> Vec<(u64, &str)> {
+    if n < 2 || text.len() < PARALLEL_MIN {
+        return vec![(0, text)];
+    }
+    let marker = |l: &str, m: &str| {
+        l.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+    };
+    let target = text.len() / n;
+    let mut parts = Vec::new();
+    let (mut start, mut start_line) = (0usize, 0u64);
+    let (mut offset, mut line) = (0usize, 0u64);
+    for l in text.split_inclusive('\n') {
+        let bare = l.trim_end_matches('\n');
+        if bare.starts_with('%') || marker(bare, "...") {
+            return vec![(0, text)];
+        }
+        if marker(bare, "---") && offset - start >= target && parts.len() + 1 < n {
+            parts.push((start_line, &text[start..offset]));
+            (start, start_line) = (offset, line);
+        }
+        offset += l.len();
+        line += 1;
+    }
+    parts.push((start_line, &text[start..]));
+    parts
+}
+
+/// The raw documents of `text` (a whole text or a part of one).
+fn raw_documents(text: &str, loc: &Locator) -> Result<Vec<RawPolicy>, PolicyError> {
+    serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| {
             let (line, column, mut message) = yaml_error(&e);
             if message.starts_with("unknown field") {
                 message.push_str(
@@ -698,15 +810,13 @@ fn parse_documents(
                 );
             }
             PolicyError {
-                source: source.to_string(),
-                line,
+                source: loc.source.to_string(),
+                // 0: no location.
+                line: if line == 0 { 0 } else { line + loc.lines_before },
                 column,
                 message,
             }
-        })?;
-    raws.into_iter()
-        .map(|raw| document(raw, &loc, strictness))
-        .collect()
+        })
 }
 
 /// One document, checked for its kind.
@@ -917,7 +1027,7 @@ fn document(raw: RawPolicy, loc: &Locator, strictness: Strictness) -> Result<Pol
             disk_paths,
         },
         controls,
-        at: format!("{}:{}", loc.source, raw.kind.referenced.line()),
+        at: format!("{}:{}", loc.source, loc.line(&raw.kind)),
         warnings,
         index: LazyIndex::default(),
     })
@@ -1954,6 +2064,41 @@ spec:
             service: Some("sshd".into()),
             auth: None,
         }
+    }
+
+    #[test]
+    fn a_large_text_read_in_parts_reads_as_a_whole_and_locates_errors_alike() {
+        let text = synthetic_policies_yaml(300, 40);
+        let cut = parts(&text, 4);
+        assert_eq!(cut.len(), 4, "{} bytes", text.len());
+        for (before, part) in &cut[1..] {
+            assert!(part.starts_with("---\n"));
+            assert_eq!(text.lines().nth(*before as usize), Some("---"));
+        }
+        let whole = parse_documents_in(&text, "p.yaml", Strictness::Teleport, 1).unwrap();
+        let split = parse_documents_in(&text, "p.yaml", Strictness::Teleport, 4).unwrap();
+        assert_eq!(whole.len(), 300);
+        // (Not assert_eq: a difference would print megabytes.)
+        assert!(whole == split, "the parts read differently");
+        assert_eq!(split[299].at, whole[299].at);
+        // A bad document late in the text, and a YAML error later still:
+        // the YAML error wins, at the same place either way.
+        let bad_port = text.replacen("ports: [443", "ports: [70000", 1);
+        let late = |t: &str, what: &str| {
+            let cut = t.rfind("  name: p250\n").unwrap();
+            format!("{}{what}{}", &t[..cut], &t[cut..])
+        };
+        for t in [
+            late(&text, "  labels: {bad key: x}\n"),
+            late(&bad_port, "  labels: [\n"),
+        ] {
+            let one = parse_documents_in(&t, "p.yaml", Strictness::Teleport, 1).unwrap_err();
+            let four = parse_documents_in(&t, "p.yaml", Strictness::Teleport, 4).unwrap_err();
+            assert_eq!(one.to_string(), four.to_string());
+            assert!(one.line > 10_000, "{one}");
+        }
+        // Directives tie documents together: read whole.
+        assert_eq!(parts(&format!("%YAML 1.2\n{text}"), 4).len(), 1);
     }
 
     #[test]
