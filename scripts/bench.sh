@@ -7,10 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The peers the recording benchmark runs beside restrictd (execsnoop,
-# opensnoop, auditd); not needed for anything else.
+# The peers the benchmarks run beside restrictd (nftables for the connect
+# cost; execsnoop, opensnoop and auditd for recording); not needed for
+# anything else.
 missing=()
-for p in libbpf-tools auditd; do
+for p in libbpf-tools auditd nftables; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

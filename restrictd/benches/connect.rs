@@ -31,7 +31,8 @@ fn main() -> anyhow::Result<()> {
             "the benchmark needs root (it loads BPF programs and moves itself between cgroups)"
         );
     }
-    // `cargo bench` passes --bench; `-- throughput` runs only that part.
+    // `cargo bench` passes --bench; `-- throughput`, `-- nft` and `-- load`
+    // run only that part.
     let only_throughput = std::env::args().any(|a| a == "throughput");
     // `-- load`: only the policy load times.
     if std::env::args().any(|a| a == "load") {
@@ -41,7 +42,11 @@ fn main() -> anyhow::Result<()> {
     let home = own_cgroup(&mount)?;
     let root = Cgroup::create_all(&mount.join(format!("restrictd-bench-{}", std::process::id())))?;
     let session = root.create_child("session")?;
-    let result = if only_throughput {
+    let result = if std::env::args().any(|a| a == "nft") {
+        // `-- nft`: only the comparison with nftables.
+        let target = SocketAddr::from((Ipv4Addr::LOCALHOST, closed_port()));
+        beside_nftables(target, &root, &session, &home)
+    } else if only_throughput {
         throughput(&root, &session, &home)
     } else {
         bench(&root, &session, &home)
@@ -77,6 +82,9 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
         // the full check (session hash, policy id, two LPM lookups).
         row(&format!("{n}+{n}"), &enforcer, target, root, session, home)?;
     }
+    drop(stats);
+    beside_nftables(target, root, session, home)?;
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
 
     // Rules with ports: a per-login policy whose every rule has TCP 443 and
     // 8000-8080 (the session's own policy id; each trie entry's port
@@ -366,6 +374,184 @@ fn prog_stats(e: &Kernel, names: &[&str]) -> anyhow::Result<(u64, u128)> {
         total.1 += time.as_nanos();
     }
     Ok(total)
+}
+
+/// The same job done by nftables, in the same rounds: the policy's CIDRs as
+/// interval sets, judged for the sockets of one cgroup (`socket cgroupv2`)
+/// in the output hook (by destination) and the input hook (by source), as
+/// restrictd judges a session's calls and both directions of its packets.
+/// A drop in the output hook fails connect() with EPERM, as restrictd's
+/// programs do. Skipped, saying so, without `nft`.
+fn beside_nftables(
+    target: SocketAddr,
+    root: &Cgroup,
+    session: &Cgroup,
+    home: &Cgroup,
+) -> anyhow::Result<()> {
+    println!();
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("beside nftables: skipped, no nft (scripts/bench.sh installs it)");
+        return Ok(());
+    }
+    let mount = find_cgroup2_mount()?;
+    // nft names a cgroup by its path below /sys/fs/cgroup.
+    let Ok(under) = mount.strip_prefix("/sys/fs/cgroup") else {
+        println!(
+            "beside nftables: skipped, cgroup2 is at {} (nft looks below /sys/fs/cgroup)",
+            mount.display()
+        );
+        return Ok(());
+    };
+    let name = format!("restrictd-bench-{}-nft", std::process::id());
+    let nft_cgroup = Cgroup::create_all(&mount.join(&name))?;
+    let rel = under.join(&name);
+    let result = (|| -> anyhow::Result<()> {
+        println!(
+            "beside nftables (the same CIDRs as interval sets, judged in the output and input hooks"
+        );
+        println!("for one cgroup's sockets): median ns per connect(), added = side - outside");
+        println!(
+            "{:>16} {:>9} {:>10} {:>9} {:>9} {:>9} {:>15}",
+            "CIDRs allow+deny",
+            "outside",
+            "restrictd",
+            "added",
+            "nftables",
+            "added",
+            "ratio rd/nft"
+        );
+        for n in [10usize, 1_000, 100_000] {
+            let policy = Policy::parse(&synthetic_yaml(n, n), "synthetic")?;
+            let _enforcer = enforcer(&[&policy], root, session)?;
+            // Level 1: the cgroup is right below the cgroup2 root.
+            let table = Nft::load(&policy, &rel.display().to_string(), 1)?;
+            let (mut outside, mut rd, mut nft) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                home.add_process(std::process::id())?;
+                sample(target, &mut outside);
+                session.add_process(std::process::id())?;
+                sample(target, &mut rd);
+                nft_cgroup.add_process(std::process::id())?;
+                sample(target, &mut nft);
+            }
+            home.add_process(std::process::id())?;
+            // Proof that nft judged the connects: its jump rule counted them.
+            let matched = table.matched()?;
+            anyhow::ensure!(
+                matched >= (ROUNDS * PER_ROUND) as u64,
+                "nft's cgroup rule matched {matched} packets, expected every connect's SYN"
+            );
+            let (o, r, f) = (median(&mut outside), median(&mut rd), median(&mut nft));
+            let (ra, fa) = (r as i64 - o as i64, f as i64 - o as i64);
+            println!(
+                "{:>16} {:>9} {:>10} {:>9} {:>9} {:>9} {:>15.2}",
+                format!("{n}+{n}"),
+                o,
+                r,
+                ra,
+                f,
+                fa,
+                ra as f64 / fa.max(1) as f64
+            );
+        }
+        Ok(())
+    })();
+    home.add_process(std::process::id())?;
+    nft_cgroup.remove()?;
+    result
+}
+
+/// An nftables table made for the benchmark, deleted when dropped.
+struct Nft {
+    table: String,
+}
+
+impl Nft {
+    /// `policy`'s CIDRs for the sockets of the cgroup at `cgroup` (a path
+    /// below /sys/fs/cgroup), `level` deep in the cgroup2 hierarchy.
+    fn load(policy: &Policy, cgroup: &str, level: usize) -> anyhow::Result<Nft> {
+        use std::fmt::Write;
+        let table = format!("restrictd_bench_{}", std::process::id());
+        let set = |name: &str, ty: &str, nets: &mut dyn Iterator<Item = String>| {
+            let mut out = format!("  set {name} {{ type {ty}; flags interval; elements = {{ ");
+            let mut any = false;
+            for (i, n) in nets.enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                let _ = write!(out, "{n}");
+                any = true;
+            }
+            // nft refuses an empty element list.
+            if !any {
+                out = format!("  set {name} {{ type {ty}; flags interval; ");
+            } else {
+                out.push_str(" }; ");
+            }
+            out.push_str("}\n");
+            out
+        };
+        let nets = |rules: &[restrictd::policy::Rule], v4: bool| -> Vec<String> {
+            rules
+                .iter()
+                .filter(|r| matches!(r.net, ipnet::IpNet::V4(_)) == v4)
+                .map(|r| r.net.to_string())
+                .collect()
+        };
+        let mut text = format!("table inet {table} {{\n");
+        for (name, ty, rules, v4) in [
+            ("allow4", "ipv4_addr", &policy.allow, true),
+            ("deny4", "ipv4_addr", &policy.deny, true),
+            ("allow6", "ipv6_addr", &policy.allow, false),
+            ("deny6", "ipv6_addr", &policy.deny, false),
+        ] {
+            text.push_str(&set(name, ty, &mut nets(rules, v4).into_iter()));
+        }
+        let _ = write!(
+            text,
+            "  chain out {{\n    type filter hook output priority 0; policy accept;\n    socket cgroupv2 level {level} \"{cgroup}\" counter jump judge_out\n  }}\n\
+             \x20 chain judge_out {{\n    ip daddr @deny4 drop\n    ip daddr != @allow4 drop\n    ip6 daddr @deny6 drop\n    ip6 daddr != @allow6 drop\n  }}\n\
+             \x20 chain in {{\n    type filter hook input priority 0; policy accept;\n    socket cgroupv2 level {level} \"{cgroup}\" jump judge_in\n  }}\n\
+             \x20 chain judge_in {{\n    ip saddr @deny4 drop\n    ip saddr != @allow4 drop\n    ip6 saddr @deny6 drop\n    ip6 saddr != @allow6 drop\n  }}\n}}\n"
+        );
+        let file = std::env::temp_dir().join(format!("{table}.nft"));
+        fs::write(&file, text)?;
+        let out = std::process::Command::new("nft")
+            .arg("-f")
+            .arg(&file)
+            .output()?;
+        let _ = fs::remove_file(&file);
+        anyhow::ensure!(
+            out.status.success(),
+            "nft -f: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Nft { table })
+    }
+
+    /// Packets the cgroup rule has matched (its counter).
+    fn matched(&self) -> anyhow::Result<u64> {
+        let out = std::process::Command::new("nft")
+            .args(["list", "chain", "inet", &self.table, "out"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_once("counter packets ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no counter in: {text}"))
+    }
+}
+
+impl Drop for Nft {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
 }
 
 fn median(v: &mut [u64]) -> u64 {
