@@ -430,30 +430,24 @@ fn update_all<K: aya::Pod>(
         } else {
             batch::<_, RuleValue>(trie.map().fd().as_fd(), BPF_MAP_DELETE_BATCH, &keys, None)
         };
-        if let Err((n, e)) = done {
-            let net = chunk.get(n).map(|(.., net)| *net);
-            let at = net.map(|n| format!("rule {n}")).unwrap_or_default();
-            // A removal of an entry already gone stops the batch there;
-            // go on one by one from it.
-            if !insert && e.raw_os_error() == Some(libc::ENOENT) {
-                for (j, (key, _, net)) in chunk.iter().enumerate().skip(n) {
-                    match trie.remove(key) {
-                        Ok(()) | Err(MapError::KeyNotFound) => {}
-                        Err(e) => {
-                            return Err((
-                                base + j,
-                                anyhow::Error::new(e).context(format!("removing rule {net}")),
-                            ))
-                        }
-                    }
+        // A batch stops at the entry it could not write (or remove: one
+        // already gone), and a kernel without batch calls for LPM tries
+        // refuses the first; either way, go on one entry at a time from
+        // there, which names the entry that fails.
+        let Err((n, _)) = done else {
+            continue;
+        };
+        for (j, (key, value, net)) in chunk.iter().enumerate().skip(n) {
+            let r = if insert {
+                trie.insert(key, value, 0)
+                    .map_err(|e| anyhow::Error::new(e).context(format!("rule {net}")))
+            } else {
+                match trie.remove(key) {
+                    Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                    Err(e) => Err(anyhow::Error::new(e).context(format!("removing rule {net}"))),
                 }
-                continue;
-            }
-            let what = if insert { at } else { format!("removing {at}") };
-            return Err((
-                base + n.min(chunk.len() - 1),
-                anyhow::Error::new(e).context(what),
-            ));
+            };
+            r.map_err(|e| (base + j, e))?;
         }
     }
     Ok(())
@@ -479,9 +473,8 @@ struct BatchAttr {
 }
 
 /// One `BPF_MAP_UPDATE_BATCH` (`values` given) or `BPF_MAP_DELETE_BATCH`
-/// of map `fd` (aya has no batch calls; LPM tries have the kernel's
-/// generic ones since 5.6 or so). On failure: how many entries were done
-/// before the one that failed, and the error.
+/// of map `fd` (aya has no batch calls). On failure: how many entries were
+/// done before the one that failed, and the error.
 fn batch<K: Copy, V: Copy>(
     fd: std::os::fd::BorrowedFd,
     cmd: libc::c_long,
