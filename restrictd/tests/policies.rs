@@ -635,6 +635,43 @@ fn a_policys_disk_filter_narrows_what_its_logins_record() {
         "bob: the host's filter"
     );
 
+    // Outside her sessions (runuser, as a cron job would run), alice's
+    // processes are recorded through the same filter. Her always recorded
+    // ~/.ssh, opened last, marks that the rest is in.
+    let out = alice.run(
+        &[
+            "sh",
+            "-c",
+            &format!("cat {files} ~/.ssh/authorized_keys >/dev/null"),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut outside = Vec::new();
+    wait_for(
+        "alice's opens outside a session",
+        Duration::from_secs(10),
+        || {
+            outside = daemon
+                .events()
+                .into_iter()
+                .filter(|e| {
+                    e["event"] == "session.disk"
+                        && e["outside_session"] == true
+                        && e["user"] == alice.name.as_str()
+                })
+                .filter_map(|e| e["path"].as_str().map(String::from))
+                .filter(|p| p.starts_with(&d) || *p == keys(&alice))
+                .collect();
+            outside.contains(&keys(&alice))
+        },
+    );
+    assert_eq!(
+        sorted(outside),
+        sorted(vec![format!("{d}/in/f"), keys(&alice)]),
+        "outside a session too: only {d}/in less skip, and ~/.ssh"
+    );
+
     // A live change without her filter reaches alice's running session.
     let mut live = LiveSession::new(&sshd, &alice);
     let file = daemon.dir.path().join("new.yaml");
