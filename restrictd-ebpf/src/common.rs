@@ -119,15 +119,19 @@ pub fn load_config() -> LoadConfig {
 /// cost three hash misses and a read of their login uid.
 #[inline(always)]
 pub fn current_session() -> Option<(u64, &'static SessionEntry)> {
-    let uid = bpf_get_current_uid_gid() as u32;
+    let mut uid = 0;
     let found = session_of(
         unsafe { bpf_get_current_cgroup_id() },
         |level| unsafe { bpf_get_current_ancestor_cgroup_id(level) },
-        uid,
+        || {
+            uid = bpf_get_current_uid_gid() as u32;
+            uid
+        },
     );
     if found.is_some() {
         return found;
     }
+    // session_of has read `uid` on its way to None.
     let off = load_config().kernel.task_loginuid;
     if off == 0 {
         return None;
@@ -143,12 +147,14 @@ pub fn current_session() -> Option<(u64, &'static SessionEntry)> {
 
 /// The one lookup order, for processes (`current_session`) and sockets
 /// (`skb`): cgroup `id` in `SESSIONS`, then its ancestor at the
-/// user-manager level (`ancestor(level)`), then `uid` in `IDENTITIES`.
+/// user-manager level (`ancestor(level)`), then `uid()` in `IDENTITIES`.
+/// The uid is asked for only then: a helper call costs tens of ns, and a
+/// session's own calls find their cgroup first.
 #[inline(always)]
 pub fn session_of(
     id: u64,
     ancestor: impl FnOnce(i32) -> u64,
-    uid: u32,
+    uid: impl FnOnce() -> u32,
 ) -> Option<(u64, &'static SessionEntry)> {
     if let Some(s) = unsafe { SESSIONS.get(id) } {
         return Some((id, s));
@@ -162,7 +168,7 @@ pub fn session_of(
             }
         }
     }
-    identity(uid)
+    identity(uid())
 }
 
 /// `RUNTIME[0].generation` (see `Runtime`).

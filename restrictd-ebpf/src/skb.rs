@@ -82,7 +82,7 @@ fn socket_session(ctx: &SkBuffContext) -> Option<(u64, &'static SessionEntry)> {
     session_of(
         unsafe { bpf_skb_cgroup_id(skb) },
         |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) },
-        unsafe { bpf_get_socket_uid(skb) },
+        || unsafe { bpf_get_socket_uid(skb) },
     )
 }
 
