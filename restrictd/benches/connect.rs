@@ -476,32 +476,6 @@ impl Nft {
     fn load(policy: &Policy, cgroup: &str, level: usize) -> anyhow::Result<Nft> {
         use std::fmt::Write;
         let table = format!("restrictd_bench_{}", std::process::id());
-        let set = |name: &str, ty: &str, nets: &mut dyn Iterator<Item = String>| {
-            let mut out = format!("  set {name} {{ type {ty}; flags interval; elements = {{ ");
-            let mut any = false;
-            for (i, n) in nets.enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                let _ = write!(out, "{n}");
-                any = true;
-            }
-            // nft refuses an empty element list.
-            if !any {
-                out = format!("  set {name} {{ type {ty}; flags interval; ");
-            } else {
-                out.push_str(" }; ");
-            }
-            out.push_str("}\n");
-            out
-        };
-        let nets = |rules: &[restrictd::policy::Rule], v4: bool| -> Vec<String> {
-            rules
-                .iter()
-                .filter(|r| matches!(r.net, ipnet::IpNet::V4(_)) == v4)
-                .map(|r| r.net.to_string())
-                .collect()
-        };
         let mut text = format!("table inet {table} {{\n");
         for (name, ty, rules, v4) in [
             ("allow4", "ipv4_addr", &policy.allow, true),
@@ -509,7 +483,21 @@ impl Nft {
             ("allow6", "ipv6_addr", &policy.allow, false),
             ("deny6", "ipv6_addr", &policy.deny, false),
         ] {
-            text.push_str(&set(name, ty, &mut nets(rules, v4).into_iter()));
+            let nets: Vec<String> = rules
+                .iter()
+                .filter(|r| matches!(r.net, ipnet::IpNet::V4(_)) == v4)
+                .map(|r| r.net.to_string())
+                .collect();
+            // nft refuses an empty element list.
+            let elements = if nets.is_empty() {
+                String::new()
+            } else {
+                format!(" elements = {{ {} }};", nets.join(", "))
+            };
+            let _ = writeln!(
+                text,
+                "  set {name} {{ type {ty}; flags interval;{elements} }}"
+            );
         }
         let _ = write!(
             text,

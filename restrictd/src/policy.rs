@@ -707,54 +707,37 @@ fn parse_documents_in(
             format!("policy is empty: expected a `kind: {KIND}` or `kind: {POLICY_KIND}` document"),
         ));
     }
+    // Each part is read, then its documents checked; as one reading of the
+    // whole would, the first YAML error in the text wins over any
+    // document's error.
+    let read_and_check = |(lines_before, part): (u64, &str)| {
+        let loc = Locator {
+            source,
+            lines_before,
+        };
+        raw_documents(part, &loc).map(|raws| {
+            raws.into_iter()
+                .map(|raw| document(raw, &loc, strictness))
+                .collect::<Result<Vec<_>, _>>()
+        })
+    };
     let parts = parts(text, threads);
-    if parts.len() == 1 {
-        let raws = raw_documents(text, &loc)?;
-        return raws
-            .into_iter()
-            .map(|raw| document(raw, &loc, strictness))
-            .collect();
+    let done: Vec<_> = if parts.len() == 1 {
+        vec![read_and_check(parts[0])]
+    } else {
+        let f = &read_and_check;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = parts.iter().map(|&part| s.spawn(move || f(part))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    let mut checked = Vec::new();
+    for d in done {
+        checked.push(d?);
     }
-    // Every part is read, then checked; as one reading would, the first
-    // YAML error in the text wins over any document's error.
-    let done: Vec<(Result<Vec<RawPolicy>, PolicyError>, Locator)> = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|&(lines_before, part)| {
-                s.spawn(move || {
-                    let loc = Locator {
-                        source,
-                        lines_before,
-                    };
-                    (raw_documents(part, &loc), loc)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    let mut read = Vec::new();
-    for (raws, loc) in done {
-        read.push((raws?, loc));
-    }
-    let checked: Vec<Result<Vec<Policy>, PolicyError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = read
-            .into_iter()
-            .map(|(raws, loc)| {
-                s.spawn(move || {
-                    raws.into_iter()
-                        .map(|raw| document(raw, &loc, strictness))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
     let mut all = Vec::new();
     for c in checked {
         all.extend(c?);

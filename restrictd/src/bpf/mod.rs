@@ -753,17 +753,12 @@ fn set_path_rules(trie: &mut LpmTrie<MapData, PathKeyData, u8>, filter: &PathFil
     let old: Vec<_> = trie
         .keys()
         .filter_map(|k| k.ok())
-        .filter(|k| path_filter_id(&k.data()) == HOST_FILTER)
+        .filter(|k| restrictd_common::key::policy_id(&k.data()) == HOST_FILTER)
         .collect();
     for k in &old {
         let _ = trie.remove(k);
     }
     write_path_rules(trie, HOST_FILTER, filter, true)
-}
-
-/// The filter id a `PATH_RULES` key belongs to.
-pub(crate) fn path_filter_id(data: &PathKeyData) -> u32 {
-    u32::from_be_bytes([data[0], data[1], data[2], data[3]])
 }
 
 /// Inserts (or removes) `filter`'s entries under filter id `id`.

@@ -13,7 +13,7 @@ use restrictd_common::{
     PathKeyData, PortRange, RuleValue, POLICY_NONE, PORT_RANGES,
 };
 
-use super::{path_filter_id, take, write_path_rules};
+use super::{take, write_path_rules};
 use crate::policy::{Policy, PolicySet, Rule};
 
 /// How long old policy rules outlive a switch (see `set_all`).
@@ -69,12 +69,7 @@ impl PolicyMaps {
                 max_id(&p.deny_v4),
                 max_id(&p.allow_v6),
                 max_id(&p.deny_v6),
-                p.paths
-                    .keys()
-                    .filter_map(|k| k.ok())
-                    .map(|k| path_filter_id(&k.data()))
-                    .max()
-                    .unwrap_or(0),
+                max_id(&p.paths),
             ]
             .into_iter()
             .max()
@@ -158,19 +153,7 @@ impl PolicyMaps {
         purge(&mut self.deny_v4, &keep)?;
         purge(&mut self.deny_v6, &keep)?;
         keep.push(0); // the host's disk filter
-        let stale: Vec<_> = self
-            .paths
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !keep.contains(&path_filter_id(&k.data())))
-            .collect();
-        for k in &stale {
-            match self.paths.remove(k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("removing a stale disk filter rule"),
-            }
-        }
-        Ok(())
+        purge(&mut self.paths, &keep)
     }
 
     /// Inserts (or removes) the rules of each policy under its id. Every
@@ -509,7 +492,9 @@ fn batch<K: Copy, V: Copy>(
     Ok(())
 }
 
-fn max_id<K: aya::Pod + AsRef<[u8]>>(trie: &LpmTrie<MapData, K, RuleValue>) -> u32 {
+/// The largest policy id among `trie`'s keys (a rule trie's, or a disk
+/// filter's: both start with the id).
+fn max_id<K: aya::Pod + AsRef<[u8]>, V: aya::Pod>(trie: &LpmTrie<MapData, K, V>) -> u32 {
     trie.keys()
         .filter_map(|k| k.ok())
         .map(|k| key::policy_id(k.data().as_ref()))
@@ -517,8 +502,9 @@ fn max_id<K: aya::Pod + AsRef<[u8]>>(trie: &LpmTrie<MapData, K, RuleValue>) -> u
         .unwrap_or(0)
 }
 
-fn purge<K: aya::Pod + AsRef<[u8]>>(
-    trie: &mut LpmTrie<MapData, K, RuleValue>,
+/// Removes `trie`'s keys whose policy id is not in `keep`.
+fn purge<K: aya::Pod + AsRef<[u8]>, V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, K, V>,
     keep: &[u32],
 ) -> Result<()> {
     let stale: Vec<Key<K>> = trie
