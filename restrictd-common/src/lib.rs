@@ -82,6 +82,35 @@ pub struct SessionEntry {
     pub disk_filter: u32,
 }
 
+/// `SESSION_SLOTS` entry: a direct-mapped copy of part of `SESSIONS`, read
+/// without a hash lookup (on this class of machine a hash lookup costs
+/// ~150 ns, an array slot almost nothing). The cgroup with id `c` can only
+/// be in slot `slot_index(c)`; a cgroup whose slot another holds is found
+/// in `SESSIONS` only. `seq` is a sequence lock: the daemon (the only
+/// writer, through a shared mapping) makes it odd, writes `cgroup_id` and
+/// `entry`, and makes it even again; a reader that sees it odd or changed
+/// falls back to `SESSIONS`. `SESSIONS` stays the truth: a slot is filled
+/// after its session is in `SESSIONS` and emptied before it leaves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionSlot {
+    pub seq: u64,
+    /// 0: empty (no cgroup has id 0).
+    pub cgroup_id: u64,
+    pub entry: SessionEntry,
+    pub _pad: u32,
+}
+
+/// Number of `SESSION_SLOTS` (a power of two).
+pub const SESSION_SLOTS: u32 = 65_536;
+
+/// The one slot cgroup `cgroup_id` may have. Cgroup ids are allocated in
+/// sequence, so live sessions' low bits rarely collide.
+#[inline(always)]
+pub fn slot_index(cgroup_id: u64) -> u32 {
+    (cgroup_id & (SESSION_SLOTS as u64 - 1)) as u32
+}
+
 /// Protocol classes of a rule (`PortRange.protocols` bits) and of a call
 /// or packet being judged. MPTCP counts as TCP, UDP-Lite as UDP (same port
 /// fields); ICMP is ICMP and ICMPv6; anything else is `PROTO_OTHER`, judged
@@ -565,6 +594,7 @@ mod pod {
     // SAFETY: #[repr(C)] structs of integers and byte arrays, with explicit
     // padding fields: every bit pattern is a valid value.
     unsafe impl aya::Pod for super::SessionEntry {}
+    unsafe impl aya::Pod for super::SessionSlot {}
     unsafe impl aya::Pod for super::RuleValue {}
     unsafe impl aya::Pod for super::Runtime {}
     unsafe impl aya::Pod for super::LoadConfig {}

@@ -2,7 +2,7 @@
 //! configuration, record headers, reads and loss counters.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
@@ -16,15 +16,19 @@ use aya_ebpf::{
     EbpfContext,
 };
 use restrictd_common::{
-    Dropped, KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry, ShareWindow,
-    EXE_UNLINKED, FS_EXCLUDE_MAX, IDENTITY_KEY, LOST_SLOTS, MAX_IDENTITIES, MAX_SESSIONS,
-    SHARE_PER_SECOND,
+    slot_index, Dropped, KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry,
+    SessionSlot, ShareWindow, EXE_UNLINKED, FS_EXCLUDE_MAX, IDENTITY_KEY, LOST_SLOTS,
+    MAX_IDENTITIES, MAX_SESSIONS, SESSION_SLOTS as SLOT_COUNT, SHARE_PER_SECOND,
 };
 
 pub const AF_INET6: u32 = 10;
 
 #[map]
 pub static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+/// The fast path in front of `SESSIONS` (see `SessionSlot`); the daemon
+/// writes it through a shared mapping.
+#[map]
+static SESSION_SLOTS: Array<SessionSlot> = Array::with_max_entries(SLOT_COUNT, BPF_F_MMAPABLE);
 /// Restricted identities, by uid: what applies to a process of that user
 /// (or with that audit login uid) outside every session.
 #[map]
@@ -118,7 +122,7 @@ pub fn load_config() -> LoadConfig {
 /// session reaches through them stay restricted. Processes of other users
 /// cost three hash misses and a read of their login uid.
 #[inline(always)]
-pub fn current_session() -> Option<(u64, &'static SessionEntry)> {
+pub fn current_session() -> Option<(u64, SessionEntry)> {
     let mut uid = 0;
     let found = session_of(
         unsafe { bpf_get_current_cgroup_id() },
@@ -146,7 +150,7 @@ pub fn current_session() -> Option<(u64, &'static SessionEntry)> {
 }
 
 /// The one lookup order, for processes (`current_session`) and sockets
-/// (`skb`): cgroup `id` in `SESSIONS`, then its ancestor at the
+/// (`skb`): cgroup `id` in `SESSION_SLOTS`, then in `SESSIONS`, then its ancestor at the
 /// user-manager level (`ancestor(level)`), then `uid()` in `IDENTITIES`.
 /// The uid is asked for only then: a helper call costs tens of ns, and a
 /// session's own calls find their cgroup first.
@@ -155,20 +159,39 @@ pub fn session_of(
     id: u64,
     ancestor: impl FnOnce(i32) -> u64,
     uid: impl FnOnce() -> u32,
-) -> Option<(u64, &'static SessionEntry)> {
-    if let Some(s) = unsafe { SESSIONS.get(id) } {
+) -> Option<(u64, SessionEntry)> {
+    if let Some(s) = slot_session(id) {
         return Some((id, s));
+    }
+    if let Some(s) = unsafe { SESSIONS.get(id) } {
+        return Some((id, *s));
     }
     let level = RUNTIME.get(0).map(|r| r.manager_level).unwrap_or(0);
     if level != 0 {
         let manager = ancestor(level as i32);
         if manager != 0 && manager != id {
             if let Some(s) = unsafe { SESSIONS.get(manager) } {
-                return Some((manager, s));
+                return Some((manager, *s));
             }
         }
     }
     identity(uid())
+}
+
+/// Cgroup `id`'s entry in its slot, if the slot holds it and no write
+/// was under way while it was read (`SessionSlot`). Volatile reads keep the
+/// order seq, id, entry, seq; x86-64 does not reorder loads with loads.
+#[inline(always)]
+fn slot_session(id: u64) -> Option<SessionEntry> {
+    let slot = SESSION_SLOTS.get_ptr(slot_index(id))?;
+    unsafe {
+        let seq = core::ptr::read_volatile(&(*slot).seq);
+        if id == 0 || seq & 1 != 0 || core::ptr::read_volatile(&(*slot).cgroup_id) != id {
+            return None;
+        }
+        let entry = core::ptr::read_volatile(&(*slot).entry);
+        (core::ptr::read_volatile(&(*slot).seq) == seq).then_some(entry)
+    }
 }
 
 /// `RUNTIME[0].generation` (see `Runtime`).
@@ -193,8 +216,8 @@ pub fn raise_generation() {
 
 /// The entry of a restricted identity, with its record key.
 #[inline(always)]
-fn identity(uid: u32) -> Option<(u64, &'static SessionEntry)> {
-    unsafe { IDENTITIES.get(uid) }.map(|s| (IDENTITY_KEY | uid as u64, s))
+fn identity(uid: u32) -> Option<(u64, SessionEntry)> {
+    unsafe { IDENTITIES.get(uid) }.map(|s| (IDENTITY_KEY | uid as u64, *s))
 }
 
 /// The session's cgroup id, if the current process is in a session with

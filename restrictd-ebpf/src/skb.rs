@@ -77,7 +77,7 @@ struct Packet {
 /// The session (or restricted identity) that owns the packet's socket: the
 /// socket's cgroup, its ancestor at the user-manager level, or its owner.
 #[inline(always)]
-fn socket_session(ctx: &SkBuffContext) -> Option<(u64, &'static SessionEntry)> {
+fn socket_session(ctx: &SkBuffContext) -> Option<(u64, SessionEntry)> {
     let skb = ctx.skb.skb;
     session_of(
         unsafe { bpf_skb_cgroup_id(skb) },

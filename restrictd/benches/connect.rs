@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
             "the benchmark needs root (it loads BPF programs and moves itself between cgroups)"
         );
     }
-    // `cargo bench` passes --bench; `-- throughput`, `-- nft` and `-- load`
+    // `cargo bench` passes --bench; `-- connect`, `-- throughput`, `-- nft` and `-- load`
     // run only that part.
     let only_throughput = std::env::args().any(|a| a == "throughput");
     // `-- load`: only the policy load times.
@@ -48,6 +48,9 @@ fn main() -> anyhow::Result<()> {
         beside_nftables(target, &root, &session, &home)
     } else if only_throughput {
         throughput(&root, &session, &home)
+    } else if std::env::args().any(|a| a == "connect") {
+        // `-- connect`: only the connect() tables (nftables beside them).
+        connect_tables(&root, &session, &home)
     } else {
         bench(&root, &session, &home)
     };
@@ -63,6 +66,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
+    connect_tables(root, session, home)?;
+    throughput(root, session, home)?;
+    load_times()
+}
+
+fn connect_tables(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
     let port = closed_port();
     let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     println!("connect() to closed port 127.0.0.1:{port}, {ROUNDS}x{PER_ROUND} samples per side");
@@ -116,8 +125,7 @@ fn bench(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Result<()> {
     }
 
     drop(stats);
-    throughput(root, session, home)?;
-    load_times()
+    Ok(())
 }
 
 /// Policy load and live-replacement times.

@@ -469,11 +469,10 @@ impl Lifecycle {
         };
         let registered = {
             let mut kernel = self.kernel.lock().unwrap();
-            let added = match kernel.contains(to.id) {
-                true => Ok(()),
-                false => kernel.add(to.id, entry),
-            };
-            added
+            // Also when the kernel has registered it already (follow.rs):
+            // this fills its `SESSION_SLOTS` slot, the programs' fast path.
+            kernel
+                .add(to.id, entry)
                 .and_then(|_| match (&manager, manager_entry) {
                     (Some(m), Some(e)) => register_manager(&mut kernel, &self.mount, m, e),
                     _ => Ok(()),

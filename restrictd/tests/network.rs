@@ -588,3 +588,100 @@ except PermissionError:
     let n = target.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"pktinfo");
 }
+
+/// Sessions are found through a direct-mapped slot array before the hash
+/// (`SESSION_SLOTS`). A cgroup whose slot another cgroup holds is still
+/// found and enforced, the holder's entry never applies to it, and live
+/// updates and removals reach it wherever it is kept.
+#[test]
+fn a_session_is_enforced_whether_or_not_it_holds_its_fast_slot() {
+    use restrictd::{
+        bpf::Kernel,
+        cgroup::{find_cgroup2_mount, Cgroup},
+        policy::Policy,
+    };
+    use restrictd_common::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT, SESSION_SLOTS};
+    use std::os::unix::process::CommandExt;
+    require_root();
+    let mount = find_cgroup2_mount().unwrap();
+    let root =
+        Cgroup::create_all(&mount.join(format!("restrictd-test-slots-{}", std::process::id())))
+            .unwrap();
+    let session = root.create_child("session").unwrap();
+    let cleanup = || {
+        let _ = session.remove();
+        let _ = root.remove();
+    };
+    let (listener, port) = tcp_listener("127.0.0.1");
+    listener.set_nonblocking(true).unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let mut k = Kernel::load(
+            restrictd::config::Config::default()
+                .load_options(None)
+                .unwrap(),
+        )
+        .unwrap();
+        // Only 10.0.0.0/8: the loopback listener is denied to restricted sessions.
+        let policy = Policy::parse(&policy_yaml(&["10.0.0.0/8"], &[]), "test").unwrap();
+        k.policy.set(Some(&policy)).unwrap();
+        k.programs.attach(&root.path).unwrap();
+        let entry = |flags| SessionEntry {
+            policy_id: POLICY_FOLLOW_ACTIVE,
+            flags,
+            disk_filter: 0,
+        };
+        // From the session's cgroup: whether the connect got through, with
+        // proof at the listener.
+        let connect = || -> bool {
+            let procs = session.path.join("cgroup.procs");
+            let mut cmd = std::process::Command::new("python3");
+            cmd.args([&probe(), "tcp", "127.0.0.1", &port.to_string()]);
+            // SAFETY: only a write(2) to a file between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || std::fs::write(&procs, "0"));
+            }
+            let verdict = verdict(&cmd.output().unwrap());
+            let arrived = listener.accept().is_ok();
+            assert_eq!(verdict == "ok", arrived, "probe said {verdict}");
+            assert!(
+                verdict == "ok" || verdict == "EPERM",
+                "probe said {verdict}"
+            );
+            arrived
+        };
+        // Another cgroup with the same slot, registered first: it holds the
+        // slot. Restricted, it must not restrict the session's cgroup.
+        let holder = session.id + SESSION_SLOTS as u64;
+        k.sessions.add(holder, entry(SESSION_RESTRICT)).unwrap();
+        assert!(
+            connect(),
+            "the slot holder's entry applied to another cgroup"
+        );
+        // Unrestricted, it must not free the session: the hash decides.
+        k.sessions.add(holder, entry(0)).unwrap();
+        k.sessions.add(session.id, entry(SESSION_RESTRICT)).unwrap();
+        assert!(!connect(), "a session without its slot was not enforced");
+        k.sessions.remove(holder).unwrap();
+        assert!(!connect(), "removing the slot holder freed the session");
+        // Registered again, the session takes its slot; a live change and
+        // the removal reach it there.
+        k.sessions.add(session.id, entry(SESSION_RESTRICT)).unwrap();
+        assert!(!connect(), "a session in its slot was not enforced");
+        k.sessions.add(session.id, entry(0)).unwrap();
+        assert!(
+            connect(),
+            "a live change to unrestricted did not reach the slot"
+        );
+        k.sessions.add(session.id, entry(SESSION_RESTRICT)).unwrap();
+        assert!(
+            !connect(),
+            "a live change to restricted did not reach the slot"
+        );
+        k.sessions.remove(session.id).unwrap();
+        assert!(connect(), "a removed session stayed restricted");
+    });
+    cleanup();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}

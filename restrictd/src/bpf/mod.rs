@@ -11,6 +11,7 @@
 
 pub mod object;
 mod policy_maps;
+mod slots;
 
 use std::{
     fs::File,
@@ -235,7 +236,11 @@ impl Kernel {
         let mut path_rules: LpmTrie<MapData, PathKeyData, u8> = take(&mut ebpf, "PATH_RULES")?;
         set_path_rules(&mut path_rules, &opts.disk_filter)?;
         let path_rules = PathRules(path_rules);
-        let sessions = SessionMap {
+        let slots = ebpf
+            .take_map("SESSION_SLOTS")
+            .ok_or_else(|| anyhow!("BPF object has no map SESSION_SLOTS"))?;
+        let mut sessions = SessionMap {
+            slots: slots::SessionSlots::new(slots)?,
             sessions: take(&mut ebpf, "SESSIONS")?,
             leaders: take(&mut ebpf, "LEADERS")?,
             identities: take(&mut ebpf, "IDENTITIES")?,
@@ -243,6 +248,7 @@ impl Kernel {
             disk_rate: take(&mut ebpf, "DISK_RATE")?,
             tty_relays: take(&mut ebpf, "TTY_RELAYS")?,
         };
+        sessions.rebuild_slots();
         let policy = PolicyMaps::new(&mut ebpf, policy_paths, reused)?;
         Ok(Kernel {
             path_rules,
@@ -514,6 +520,8 @@ impl Programs {
 /// beside it.
 pub struct SessionMap {
     sessions: HashMap<MapData, u64, SessionEntry>,
+    /// The programs' fast path to `sessions`, kept in step with it.
+    slots: slots::SessionSlots,
     /// Session leader tgid -> its session's cgroup id (`follow.rs`).
     leaders: HashMap<MapData, u32, u64>,
     identities: HashMap<MapData, u32, SessionEntry>,
@@ -528,12 +536,22 @@ impl SessionMap {
         self.sessions
             .insert(cgroup_id, entry, 0)
             .with_context(|| format!("registering cgroup {cgroup_id} (too many sessions?)"))?;
+        // After SESSIONS: a reader that misses the slot finds the hash.
+        self.slots.set(cgroup_id, entry);
         self.update_runtime(|_| ())
+    }
+
+    /// Refills the slots from `SESSIONS` (see `SessionSlots::rebuild`).
+    fn rebuild_slots(&mut self) {
+        let live: Vec<(u64, SessionEntry)> = self.sessions.iter().filter_map(|r| r.ok()).collect();
+        self.slots.rebuild(live);
     }
 
     /// Unregisters the cgroup. Its loss counts stay in `DROPPED` for the
     /// recorder's last report of the session.
     pub fn remove(&mut self, cgroup_id: u64) -> Result<()> {
+        // Before SESSIONS: a slot never outlives its session's entry.
+        self.slots.clear(cgroup_id);
         match self.sessions.remove(&cgroup_id) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(e).with_context(|| format!("unregistering cgroup {cgroup_id}")),
