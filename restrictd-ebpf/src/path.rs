@@ -248,7 +248,9 @@ unsafe fn walk_path(buf: *mut u8, path: u64) -> Option<usize> {
         if l <= 1 {
             return None;
         }
-        pos += l as usize - 1;
+        // Masked though it stays below PATH_CAP: 6.1's verifier loses the
+        // bound of a copy of `pos` the compiler spilled before the checks.
+        pos = (pos + l as usize - 1) & (PATH_CAP - 1);
     }
     Some(pos)
 }
