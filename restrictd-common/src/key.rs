@@ -5,9 +5,9 @@
 
 pub const POLICY_ID_BITS: u32 = 32;
 
-/// `ALLOW_V4`/`DENY_V4` key data.
+/// `RULES_V4` key data.
 pub type V4KeyData = [u8; 8];
-/// `ALLOW_V6`/`DENY_V6` key data.
+/// `RULES_V6` key data.
 pub type V6KeyData = [u8; 20];
 
 #[inline(always)]

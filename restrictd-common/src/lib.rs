@@ -14,9 +14,9 @@ pub mod key;
 pub mod record;
 
 /// Upper bound on entries in each LPM trie. Tries are `BPF_F_NO_PREALLOC`, so
-/// this costs nothing until used. It covers 100,000 CIDRs per list, IPv4 rules
-/// doubled into the IPv6 trie as v4-mapped entries, and two policies alive at
-/// once during an atomic swap.
+/// this costs nothing until used. It covers 100,000 CIDRs in each of the two
+/// lists (one trie holds both), IPv4 rules doubled into the IPv6 trie as
+/// v4-mapped entries, and two policies alive at once during an atomic swap.
 pub const MAX_RULES: u32 = 1 << 20;
 /// Upper bound on concurrently restricted cgroups.
 pub const MAX_SESSIONS: u32 = 65_536;
@@ -170,6 +170,27 @@ impl RuleValue {
             i += 1;
         }
         false
+    }
+}
+
+/// Value of the rule tries (`RULES_V4`, `RULES_V6`): one entry per prefix
+/// of either list, holding what each list says about it. `allow` is the
+/// `RuleValue` of the longest allow prefix containing this one (empty if
+/// none), `deny` likewise, so one longest-prefix lookup answers for both
+/// lists: any longer prefix of either list that contains the address
+/// would itself be an entry, and the longer match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleEntry {
+    pub allow: RuleValue,
+    pub deny: RuleValue,
+}
+
+impl RuleEntry {
+    /// Deny overrides allow; what no allow covers is denied.
+    #[inline(always)]
+    pub fn allows(&self, proto: u32, port: u16) -> bool {
+        self.allow.covers(proto, port) && !self.deny.covers(proto, port)
     }
 }
 
@@ -596,6 +617,7 @@ mod pod {
     unsafe impl aya::Pod for super::SessionEntry {}
     unsafe impl aya::Pod for super::SessionSlot {}
     unsafe impl aya::Pod for super::RuleValue {}
+    unsafe impl aya::Pod for super::RuleEntry {}
     unsafe impl aya::Pod for super::Runtime {}
     unsafe impl aya::Pod for super::LoadConfig {}
     unsafe impl aya::Pod for super::KernelOffsets {}

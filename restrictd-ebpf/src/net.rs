@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::{SockAddrContext, TracePointContext},
 };
 use restrictd_common::{
-    key, proto_class, Denial, DenialKey, NetworkEvent, RuleValue, SockState, ACTION_DENIED,
+    key, proto_class, Denial, DenialKey, NetworkEvent, RuleEntry, SockState, ACTION_DENIED,
     ACTION_OBSERVED, EVENT_NETWORK, MAX_DENIALS, MAX_RULES, OPERATION_CONNECT, OPERATION_SEND,
     POLICY_FOLLOW_ACTIVE, POLICY_NONE, PROTO_TCP, PROTO_UDP, SESSION_RECORD_NETWORK,
     SESSION_RESTRICT,
@@ -25,14 +25,12 @@ const DENY: i32 = 0;
 /// `ACTIVE[0]`: id of the host-wide policy, or `POLICY_NONE`.
 #[map]
 static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+/// The rules of every policy, keyed by policy id and prefix; one entry
+/// answers for both lists (`RuleEntry`), so a verdict is one lookup.
 #[map]
-static ALLOW_V4: LpmTrie<key::V4KeyData, RuleValue> = LpmTrie::with_max_entries(MAX_RULES, 0);
+static RULES_V4: LpmTrie<key::V4KeyData, RuleEntry> = LpmTrie::with_max_entries(MAX_RULES, 0);
 #[map]
-static DENY_V4: LpmTrie<key::V4KeyData, RuleValue> = LpmTrie::with_max_entries(MAX_RULES, 0);
-#[map]
-static ALLOW_V6: LpmTrie<key::V6KeyData, RuleValue> = LpmTrie::with_max_entries(MAX_RULES, 0);
-#[map]
-static DENY_V6: LpmTrie<key::V6KeyData, RuleValue> = LpmTrie::with_max_entries(MAX_RULES, 0);
+static RULES_V6: LpmTrie<key::V6KeyData, RuleEntry> = LpmTrie::with_max_entries(MAX_RULES, 0);
 /// Size set by the loader (`network_buffer_size`).
 #[map]
 pub static NETWORK_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
@@ -307,19 +305,20 @@ pub fn policy_allows(
             key::prefix_len(32),
             key::v4(policy, [dst[0], dst[1], dst[2], dst[3]]),
         );
-        covered(ALLOW_V4.get(&k), proto, port) && !covered(DENY_V4.get(&k), proto, port)
+        allows(RULES_V4.get(&k), proto, port)
     } else {
         let k = Key::new(key::prefix_len(128), key::v6(policy, *dst));
-        covered(ALLOW_V6.get(&k), proto, port) && !covered(DENY_V6.get(&k), proto, port)
+        allows(RULES_V6.get(&k), proto, port)
     }
 }
 
+/// No entry: no rule of either list covers the address, so it is denied.
 #[inline(always)]
-fn covered(v: Option<&RuleValue>, proto: u32, port: u16) -> bool {
+fn allows(e: Option<&RuleEntry>, proto: u32, port: u16) -> bool {
     // A match, not `is_some_and`: its closure was left a BPF-to-BPF call,
     // and every call costs tens of ns here.
-    match v {
-        Some(v) => v.covers(proto, port),
+    match e {
+        Some(e) => e.allows(proto, port),
         None => false,
     }
 }

@@ -88,7 +88,7 @@ fn connect_tables(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Res
         let enforcer = enforcer(&[&policy], root, session)?;
         // outside: no program runs. no-session: below the attach point but in
         // no session (the program runs and misses the session hash). session:
-        // the full check (session hash, policy id, two LPM lookups).
+        // the full check (session slot, policy id, one LPM lookup).
         row(&format!("{n}+{n}"), &enforcer, target, root, session, home)?;
     }
     drop(stats);

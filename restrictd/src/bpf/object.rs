@@ -74,7 +74,7 @@ mod tests {
         for m in [
             "SESSIONS",
             "ACTIVE",
-            "ALLOW_V4",
+            "RULES_V4",
             "NETWORK_EVENTS",
             "DISK_EVENTS",
         ] {

@@ -10,7 +10,7 @@ use aya::{
 use ipnet::IpNet;
 use restrictd_common::{
     key::{self, V4KeyData, V6KeyData},
-    PathKeyData, PortRange, RuleValue, POLICY_NONE, PORT_RANGES,
+    PathKeyData, PortRange, RuleEntry, POLICY_NONE, PORT_RANGES,
 };
 
 use super::{take, write_path_rules};
@@ -19,8 +19,8 @@ use crate::policy::{Policy, PolicySet, Rule};
 /// How long old policy rules outlive a switch (see `set_all`).
 const POLICY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
-type V4Trie = LpmTrie<MapData, V4KeyData, RuleValue>;
-type V6Trie = LpmTrie<MapData, V6KeyData, RuleValue>;
+type V4Trie = LpmTrie<MapData, V4KeyData, RuleEntry>;
+type V6Trie = LpmTrie<MapData, V6KeyData, RuleEntry>;
 
 /// The kernel ids of an applied set: the host default's (`POLICY_NONE`
 /// without one) and each per-login policy's by name.
@@ -32,10 +32,8 @@ pub struct PolicyIds {
 
 pub struct PolicyMaps {
     active: Array<MapData, u32>,
-    allow_v4: V4Trie,
-    deny_v4: V4Trie,
-    allow_v6: V6Trie,
-    deny_v6: V6Trie,
+    rules_v4: V4Trie,
+    rules_v6: V6Trie,
     /// `PATH_RULES`: policies' own disk filters, under their ids (the
     /// host's filter, id 0, is `PathRules`'s).
     paths: LpmTrie<MapData, PathKeyData, u8>,
@@ -54,10 +52,8 @@ impl PolicyMaps {
     ) -> Result<PolicyMaps> {
         let mut p = PolicyMaps {
             active: take(ebpf, "ACTIVE")?,
-            allow_v4: take(ebpf, "ALLOW_V4")?,
-            deny_v4: take(ebpf, "DENY_V4")?,
-            allow_v6: take(ebpf, "ALLOW_V6")?,
-            deny_v6: take(ebpf, "DENY_V6")?,
+            rules_v4: take(ebpf, "RULES_V4")?,
+            rules_v6: take(ebpf, "RULES_V6")?,
             paths,
             current: Vec::new(),
             next_id: 1,
@@ -65,10 +61,8 @@ impl PolicyMaps {
         if reused {
             let max = [
                 p.active.get(&0, 0)?,
-                max_id(&p.allow_v4),
-                max_id(&p.deny_v4),
-                max_id(&p.allow_v6),
-                max_id(&p.deny_v6),
+                max_id(&p.rules_v4),
+                max_id(&p.rules_v6),
                 max_id(&p.paths),
             ]
             .into_iter()
@@ -98,8 +92,7 @@ impl PolicyMaps {
     /// write each), and `ACTIVE` is switched to the new host default in one
     /// map write: each connect() sees a whole old policy or a whole new
     /// one, never a mix. The old rules are removed `POLICY_GRACE` later (a
-    /// program run takes well under a microsecond), allow rules first, so
-    /// even a program preempted mid-lookup could only be stricter. If
+    /// program run takes well under a microsecond). If
     /// `retarget` fails, the new rules are removed and the old stay in force.
     /// Only this object is busy meanwhile: logins use `SessionMap`.
     pub fn set_all(
@@ -148,10 +141,8 @@ impl PolicyMaps {
     pub fn purge_inactive(&mut self, keep: &[u32]) -> Result<()> {
         let mut keep = keep.to_vec();
         keep.push(self.active.get(&0, 0)?);
-        purge(&mut self.allow_v4, &keep)?;
-        purge(&mut self.allow_v6, &keep)?;
-        purge(&mut self.deny_v4, &keep)?;
-        purge(&mut self.deny_v6, &keep)?;
+        purge(&mut self.rules_v4, &keep)?;
+        purge(&mut self.rules_v6, &keep)?;
         keep.push(0); // the host's disk filter
         purge(&mut self.paths, &keep)
     }
@@ -162,33 +153,24 @@ impl PolicyMaps {
     /// rules.
     ///
     /// All policies' entries go in together, in batches: the v4 and v6
-    /// tries are independent maps, written by two threads. Allow entries
-    /// are handled before deny entries, which makes removal safe.
+    /// tries are independent maps, written by two threads.
     fn write_policies(&mut self, list: &[(u32, Policy)], insert: bool) -> Result<()> {
-        let mut allow = Lists::default();
-        let mut deny = Lists::default();
+        let mut entries = PolicyEntries::default();
         for (i, (id, p)) in list.iter().enumerate() {
-            let what = |l: &str| format!("policy {:?}, {l} list", p.name);
-            allow
-                .add(i, rule_entries(*id, &p.allow))
-                .map_err(|e| anyhow!("{}: {e}", what("allow")))?;
-            deny.add(i, rule_entries(*id, &p.deny))
-                .map_err(|e| anyhow!("{}: {e}", what("deny")))?;
+            entries
+                .add(i, rule_entries(*id, &p.allow, &p.deny))
+                .map_err(|e| anyhow!("policy {:?}, {e}", p.name))?;
         }
         let name = |i: usize| list[i].1.name.as_str();
-        allow.write(&mut self.allow_v4, &mut self.allow_v6, insert, name)?;
-        // Fault injection for the tests: the daemon dies with the new allow
-        // rules of policy NAME written and its deny rules not (the old
+        // Fault injection for the tests: the daemon dies with the new
+        // policy NAME's IPv4 entries written and its IPv6 ones not (the old
         // policy is active).
-        if insert
+        let fault = insert
             && std::env::var("RESTRICTD_FAULT").is_ok_and(|v| {
                 v.strip_prefix("policy-mid-write:")
                     .is_some_and(|n| list.iter().any(|(_, p)| p.name == n))
-            })
-        {
-            std::process::abort();
-        }
-        deny.write(&mut self.deny_v4, &mut self.deny_v6, insert, name)?;
+            });
+        entries.write(&mut self.rules_v4, &mut self.rules_v6, insert, fault, name)?;
         // Their own disk filters, under the same ids.
         for (id, p) in list {
             if let Some(d) = &p.record.disk_paths {
@@ -204,17 +186,17 @@ impl PolicyMaps {
     }
 }
 
-/// One list (allow or deny) of several policies: the entries of both tries,
-/// and for each entry the index of its policy.
+/// The trie entries of several policies, and for each entry the index of
+/// its policy.
 #[derive(Default)]
-struct Lists {
+struct PolicyEntries {
     v4: Entries<V4KeyData>,
     v6: Entries<V6KeyData>,
     owner4: Vec<usize>,
     owner6: Vec<usize>,
 }
 
-impl Lists {
+impl PolicyEntries {
     fn add(
         &mut self,
         owner: usize,
@@ -228,15 +210,21 @@ impl Lists {
         Ok(())
     }
 
-    /// Updates the v4 and the v6 trie concurrently. An error names the
-    /// policy (`name` of its index) and the rule.
+    /// Updates the v4 and the v6 trie concurrently (with `fault`, the v4
+    /// trie only, then the process aborts). An error names the policy
+    /// (`name` of its index) and the rule.
     fn write<'a>(
         &self,
         t4: &mut V4Trie,
         t6: &mut V6Trie,
         insert: bool,
+        fault: bool,
         name: impl Fn(usize) -> &'a str + Sync,
     ) -> Result<()> {
+        if fault {
+            let _ = update_all(t4, &self.v4, insert);
+            std::process::abort();
+        }
         std::thread::scope(|s| {
             let t = s.spawn(|| update_all(t4, &self.v4, insert));
             let r6 = update_all(t6, &self.v6, insert);
@@ -253,38 +241,56 @@ impl Lists {
 /// ranges cover any one address of a list), as applying it would.
 pub fn check_fits(set: &PolicySet) -> Result<(), String> {
     for p in set.all() {
-        for (list, rules) in [("allow", &p.allow), ("deny", &p.deny)] {
-            rule_entries(0, rules).map_err(|e| format!("policy {:?}, {list} list: {e}", p.name))?;
-        }
+        rule_entries(0, &p.allow, &p.deny).map_err(|e| format!("policy {:?}, {e}", p.name))?;
     }
     Ok(())
 }
 
-type Entries<K> = Vec<(Key<K>, RuleValue, IpNet)>;
+type Entries<K> = Vec<(Key<K>, RuleEntry, IpNet)>;
 
-/// The trie entries of a list: IPv4 ones, and IPv6 ones (IPv6 rules plus
-/// every IPv4 rule in its v4-mapped form). Each entry's value holds the
-/// port ranges of every rule of the list whose CIDR covers its prefix, so
-/// that the longest match alone decides.
+/// Which list a rule is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum List {
+    Allow,
+    Deny,
+}
+
+/// The trie entries of a policy's two lists: IPv4 ones, and IPv6 ones
+/// (IPv6 rules plus every IPv4 rule in its v4-mapped form). One entry per
+/// prefix of either list; each list's half of its value holds the port
+/// ranges of every rule of that list whose CIDR covers the prefix, so that
+/// the longest match alone decides.
 fn rule_entries(
     id: u32,
-    rules: &[Rule],
+    allow: &[Rule],
+    deny: &[Rule],
 ) -> Result<(Entries<V4KeyData>, Entries<V6KeyData>), String> {
-    let mut v4: Vec<(u128, u8, IpNet, &Rule)> = Vec::new();
-    let mut v6: Vec<(u128, u8, IpNet, &Rule)> = Vec::new();
-    for r in rules {
+    let mut v4: Vec<Net> = Vec::new();
+    let mut v6: Vec<Net> = Vec::new();
+    let lists = [(List::Allow, allow), (List::Deny, deny)];
+    for (list, r) in lists
+        .iter()
+        .flat_map(|(l, rules)| rules.iter().map(|r| (*l, r)))
+    {
         match r.net {
             IpNet::V4(n) => {
-                v4.push((u32::from(n.network()) as u128, n.prefix_len(), r.net, r));
+                v4.push((
+                    u32::from(n.network()) as u128,
+                    n.prefix_len(),
+                    r.net,
+                    list,
+                    r,
+                ));
                 let mapped: Ipv6Addr = key::v4_mapped(n.network().octets()).into();
                 v6.push((
                     u128::from(mapped),
                     key::V4_MAPPED_PREFIX + n.prefix_len(),
                     r.net,
+                    list,
                     r,
                 ));
             }
-            IpNet::V6(n) => v6.push((u128::from(n.network()), n.prefix_len(), r.net, r)),
+            IpNet::V6(n) => v6.push((u128::from(n.network()), n.prefix_len(), r.net, list, r)),
         }
     }
     let v4 = merged(v4, 32)?
@@ -304,29 +310,31 @@ fn rule_entries(
     Ok((v4, v6))
 }
 
+/// A rule's prefix (address bits, length), its CIDR, list and rule.
+type Net<'a> = (u128, u8, IpNet, List, &'a Rule);
+
 /// A port range and its protocols: `(lo, hi, PROTO_* bits)`.
 type Range = (u16, u16, u32);
 
-/// One entry per distinct prefix, its value the ranges of its own rules and
-/// of every rule on a shorter prefix that contains it.
-fn merged(
-    mut nets: Vec<(u128, u8, IpNet, &Rule)>,
-    bits: u8,
-) -> Result<Vec<(u128, u8, IpNet, RuleValue)>, String> {
+/// One entry per distinct prefix of either list, each list's half the
+/// ranges of that list's rules on this prefix and on every shorter prefix
+/// that contains it.
+fn merged(mut nets: Vec<Net>, bits: u8) -> Result<Vec<(u128, u8, IpNet, RuleEntry)>, String> {
     // Containing prefixes sort before what they contain.
     nets.sort_by_key(|&(addr, len, ..)| (addr, len));
     let contains = |(pa, pl): (u128, u8), (ca, cl): (u128, u8)| {
         pl <= cl && (pl == 0 || (pa ^ ca) >> (bits - pl) == 0)
     };
-    let mut out: Vec<(u128, u8, IpNet, RuleValue)> = Vec::new();
-    // The chain of prefixes containing the current one, with their ranges.
-    let mut stack: Vec<(u128, u8, Vec<Range>)> = Vec::new();
+    let mut out: Vec<(u128, u8, IpNet, RuleEntry)> = Vec::new();
+    // The chain of prefixes containing the current one, with each list's
+    // ranges.
+    let mut stack: Vec<(u128, u8, [Vec<Range>; 2])> = Vec::new();
     let mut i = 0;
     while i < nets.len() {
-        let (addr, len, net, _) = nets[i];
-        let mut own = Vec::new();
+        let (addr, len, net, ..) = nets[i];
+        let mut own: [Vec<Range>; 2] = Default::default();
         while i < nets.len() && (nets[i].0, nets[i].1) == (addr, len) {
-            own.extend(nets[i].3.ranges());
+            own[(nets[i].3 == List::Deny) as usize].extend(nets[i].4.ranges());
             i += 1;
         }
         while stack
@@ -335,20 +343,26 @@ fn merged(
         {
             stack.pop();
         }
-        let mut ranges = stack.last().map(|(_, _, r)| r.clone()).unwrap_or_default();
-        ranges.extend(own);
-        let ranges = simplify(ranges);
-        if ranges.len() > PORT_RANGES {
-            return Err(format!(
-                "{} port ranges apply to {net} (its own rules and those of the CIDRs containing it); at most {PORT_RANGES} can: merge ranges or split the CIDR",
-                ranges.len()
-            ));
+        let mut ranges: [Vec<Range>; 2] =
+            stack.last().map(|(_, _, r)| r.clone()).unwrap_or_default();
+        let mut entry = RuleEntry::default();
+        for (k, (name, value)) in [("allow", &mut entry.allow), ("deny", &mut entry.deny)]
+            .into_iter()
+            .enumerate()
+        {
+            ranges[k].extend(std::mem::take(&mut own[k]));
+            ranges[k] = simplify(std::mem::take(&mut ranges[k]));
+            if ranges[k].len() > PORT_RANGES {
+                return Err(format!(
+                    "{name} list: {} port ranges apply to {net} (its own rules and those of the CIDRs containing it); at most {PORT_RANGES} can: merge ranges or split the CIDR",
+                    ranges[k].len()
+                ));
+            }
+            for (slot, &(lo, hi, protocols)) in value.ranges.iter_mut().zip(&ranges[k]) {
+                *slot = PortRange { lo, hi, protocols };
+            }
         }
-        let mut value = RuleValue::default();
-        for (slot, &(lo, hi, protocols)) in value.ranges.iter_mut().zip(&ranges) {
-            *slot = PortRange { lo, hi, protocols };
-        }
-        out.push((addr, len, net, value));
+        out.push((addr, len, net, entry));
         stack.push((addr, len, ranges));
     }
     Ok(out)
@@ -391,8 +405,8 @@ fn simplify(mut r: Vec<(u16, u16, u32)>) -> Vec<(u16, u16, u32)> {
 /// Writes (or removes) `entries`; on failure, the index of the entry that
 /// failed and why.
 fn update_all<K: aya::Pod>(
-    trie: &mut LpmTrie<MapData, K, RuleValue>,
-    entries: &[(Key<K>, RuleValue, IpNet)],
+    trie: &mut LpmTrie<MapData, K, RuleEntry>,
+    entries: &[(Key<K>, RuleEntry, IpNet)],
     insert: bool,
 ) -> Result<(), (usize, anyhow::Error)> {
     use aya::maps::IterableMap;
@@ -403,7 +417,7 @@ fn update_all<K: aya::Pod>(
         let base = c * BATCH;
         let keys: Vec<Key<K>> = chunk.iter().map(|(k, ..)| *k).collect();
         let done = if insert {
-            let values: Vec<RuleValue> = chunk.iter().map(|(_, v, _)| *v).collect();
+            let values: Vec<RuleEntry> = chunk.iter().map(|(_, v, _)| *v).collect();
             batch(
                 trie.map().fd().as_fd(),
                 BPF_MAP_UPDATE_BATCH,
@@ -411,7 +425,7 @@ fn update_all<K: aya::Pod>(
                 Some(&values),
             )
         } else {
-            batch::<_, RuleValue>(trie.map().fd().as_fd(), BPF_MAP_DELETE_BATCH, &keys, None)
+            batch::<_, RuleEntry>(trie.map().fd().as_fd(), BPF_MAP_DELETE_BATCH, &keys, None)
         };
         // A batch stops at the entry it could not write (or remove: one
         // already gone), and a kernel without batch calls for LPM tries
@@ -536,7 +550,7 @@ mod tests {
     }
 
     /// The entry the kernel's longest-prefix match finds for `addr`.
-    fn lookup(entries: &Entries<V4KeyData>, addr: [u8; 4]) -> Option<RuleValue> {
+    fn lookup(entries: &Entries<V4KeyData>, addr: [u8; 4]) -> Option<RuleEntry> {
         entries
             .iter()
             .filter(|(_, _, net)| net.contains(&std::net::IpAddr::from(addr)))
@@ -552,10 +566,10 @@ mod tests {
             rule("10.1.2.0/24", PROTO_ANY, &[]),
             rule("11.0.0.0/8", PROTO_TCP, &[(22, 22)]),
         ];
-        let (v4, v6) = rule_entries(7, &rules).unwrap();
+        let (v4, v6) = rule_entries(7, &rules, &[]).unwrap();
         assert_eq!(v4.len(), 4);
         assert_eq!(v6.len(), 4);
-        let at = |a| lookup(&v4, a).unwrap();
+        let at = |a| lookup(&v4, a).unwrap().allow;
         assert!(at([10, 1, 9, 9]).covers(PROTO_TCP, 443));
         assert!(at([10, 1, 9, 9]).covers(PROTO_UDP, 53));
         assert!(!at([10, 1, 9, 9]).covers(PROTO_TCP, 53));
@@ -565,28 +579,56 @@ mod tests {
         assert!(!at([11, 0, 0, 1]).covers(PROTO_TCP, 443));
     }
 
+    /// One entry per prefix of either list answers for both: a deny prefix
+    /// inside an allow prefix carries the allow, an allow prefix inside a
+    /// deny prefix carries the deny, and deny overrides allow per port.
+    #[test]
+    fn one_entry_answers_for_both_lists() {
+        let allow = [
+            rule("10.0.0.0/8", PROTO_ANY, &[]),
+            rule("12.1.0.0/16", PROTO_TCP, &[(443, 443)]),
+        ];
+        let deny = [
+            rule("10.1.0.0/16", PROTO_TCP, &[(22, 22)]),
+            rule("12.0.0.0/8", PROTO_TCP, &[(443, 443)]),
+        ];
+        let (v4, _) = rule_entries(1, &allow, &deny).unwrap();
+        assert_eq!(v4.len(), 4);
+        let at = |a| lookup(&v4, a).unwrap();
+        assert!(at([10, 1, 0, 1]).allows(PROTO_TCP, 443));
+        assert!(!at([10, 1, 0, 1]).allows(PROTO_TCP, 22));
+        assert!(at([10, 2, 0, 1]).allows(PROTO_TCP, 22));
+        // The deny of 12/8 reaches into the allow of 12.1/16.
+        assert!(!at([12, 1, 0, 1]).allows(PROTO_TCP, 443));
+        assert!(!at([12, 2, 0, 1]).allows(PROTO_UDP, 53));
+        assert!(lookup(&v4, [11, 0, 0, 1]).is_none());
+    }
+
     #[test]
     fn too_many_ranges_on_one_address_is_an_error_naming_it() {
         let rules: Vec<Rule> = (0..9)
             .map(|i| rule("10.0.0.0/8", PROTO_TCP, &[(i * 10, i * 10)]))
             .collect();
-        let Err(e) = rule_entries(1, &rules) else {
+        let Err(e) = rule_entries(1, &[], &rules) else {
             panic!("nine ranges on one prefix must not fit")
         };
-        assert!(e.contains("10.0.0.0/8") && e.contains("at most 8"), "{e}");
+        assert!(
+            e.contains("deny list") && e.contains("10.0.0.0/8") && e.contains("at most 8"),
+            "{e}"
+        );
         // Adjacent ranges of one protocol join.
         let rules: Vec<Rule> = (0..20)
             .map(|i| rule("10.0.0.0/8", PROTO_TCP, &[(i, i)]))
             .collect();
-        let (v4, _) = rule_entries(1, &rules).unwrap();
+        let (v4, _) = rule_entries(1, &rules, &[]).unwrap();
         assert_eq!(
-            v4[0].1.ranges[0],
+            v4[0].1.allow.ranges[0],
             PortRange {
                 lo: 0,
                 hi: 19,
                 protocols: PROTO_TCP
             }
         );
-        assert_eq!(v4[0].1.ranges[1].protocols, 0);
+        assert_eq!(v4[0].1.allow.ranges[1].protocols, 0);
     }
 }
