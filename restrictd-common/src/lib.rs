@@ -202,10 +202,12 @@ pub struct Runtime {
     /// registers for users with restricted sessions; 0: none registered.
     pub manager_level: u32,
     pub _pad: u32,
-    /// Raised after every change that can give a socket a session it did
-    /// not have (a session, identity or manager level added): the packet
-    /// programs cache "this socket has no session" per socket, valid only
-    /// for the generation it was found in.
+    /// Raised by the daemon after every change that can give a socket a
+    /// session it did not have (a session, identity or manager level
+    /// added): the packet programs cache "this socket has no session" per
+    /// socket, valid only for the generation it was found in. The kernel's
+    /// own registrations (`follow.rs`) raise `KERNEL_GENERATION` instead, a
+    /// map the daemon never writes; the generation is the sum of both.
     pub generation: u64,
 }
 

@@ -49,6 +49,9 @@ static SHARES: LruHashMap<u64, ShareWindow> =
 /// `RUNTIME[0]`: what the daemon changes while programs run.
 #[map]
 static RUNTIME: Array<Runtime> = Array::with_max_entries(1, 0);
+/// `KERNEL_GENERATION[0]`: raised by the programs only (`raise_generation`).
+#[map]
+static KERNEL_GENERATION: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Set by the loader (`EbpfLoader::override_global`); read-only here.
 #[unsafe(no_mangle)]
@@ -194,21 +197,25 @@ fn slot_session(id: u64) -> Option<SessionEntry> {
     }
 }
 
-/// `RUNTIME[0].generation` (see `Runtime`).
+/// The generation a socket's "no session" is valid for (see `Runtime`):
+/// the daemon's raises plus the kernel's. Each is only ever raised, so any
+/// raise changes the sum.
 #[inline(always)]
 pub fn generation() -> u64 {
-    RUNTIME.get(0).map(|r| r.generation).unwrap_or(0)
+    let daemon = RUNTIME.get(0).map(|r| r.generation).unwrap_or(0);
+    let kernel = KERNEL_GENERATION.get(0).copied().unwrap_or(0);
+    daemon.wrapping_add(kernel)
 }
 
-/// Raises `RUNTIME[0].generation` after a session was added here in the
-/// kernel (see `Runtime`).
+/// Raises the generation after a session was added here in the kernel.
+/// In a map of its own: the daemon rewrites `RUNTIME[0]` whole, which
+/// would undo a raise made between its read and its write.
 #[inline(always)]
 pub fn raise_generation() {
-    if let Some(r) = RUNTIME.get_ptr_mut(0) {
+    if let Some(g) = KERNEL_GENERATION.get_ptr_mut(0) {
         unsafe {
             core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                &mut (*r).generation,
-                1,
+                g, 1,
             )
         };
     }

@@ -57,7 +57,7 @@ pub fn packet_in(ctx: SkBuffContext) -> i32 {
 }
 
 /// Per socket: `generation << 1 | 1` when the socket was found to belong to
-/// no session in that `RUNTIME` generation, so that the sockets of the rest
+/// no session in that generation (`common::generation`), so that the sockets of the rest
 /// of the host pay one storage lookup per packet, not the session lookups.
 /// One 8-byte word, written whole, so a reader never sees half an update.
 #[btf_map]
