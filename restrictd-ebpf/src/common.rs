@@ -153,8 +153,8 @@ pub fn current_session() -> Option<(u64, SessionEntry)> {
 }
 
 /// The one lookup order, for processes (`current_session`) and sockets
-/// (`skb`): cgroup `id` in `SESSION_SLOTS`, then in `SESSIONS`, then its ancestor at the
-/// user-manager level (`ancestor(level)`), then `uid()` in `IDENTITIES`.
+/// (`skb`): cgroup `id` in `SESSION_SLOTS`, then in `SESSIONS`, then its
+/// ancestor at the user-manager level (`ancestor(level)`), then `uid()` in `IDENTITIES`.
 /// The uid is asked for only then: a helper call costs tens of ns, and a
 /// session's own calls find their cgroup first.
 #[inline(always)]

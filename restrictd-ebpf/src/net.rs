@@ -315,8 +315,8 @@ pub fn policy_allows(
 /// No entry: no rule of either list covers the address, so it is denied.
 #[inline(always)]
 fn allows(e: Option<&RuleEntry>, proto: u32, port: u16) -> bool {
-    // A match, not `is_some_and`: its closure was left a BPF-to-BPF call,
-    // and every call costs tens of ns here.
+    // A match, not `is_some_and`, whose closure the compiler left as a
+    // BPF-to-BPF call.
     match e {
         Some(e) => e.allows(proto, port),
         None => false,

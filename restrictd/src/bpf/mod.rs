@@ -560,12 +560,6 @@ impl SessionMap {
         Ok(())
     }
 
-    /// Whether cgroup `id` is registered (the kernel registers the cgroup a
-    /// session leader is moved to).
-    pub fn contains(&self, cgroup_id: u64) -> bool {
-        self.sessions.get(&cgroup_id, 0).is_ok()
-    }
-
     /// From now on, when process `pid` is moved to another cgroup, that
     /// cgroup gets the entry of `cgroup_id` in the kernel at once.
     pub fn follow_leader(&mut self, pid: u32, cgroup_id: u64) -> Result<()> {

@@ -11,6 +11,10 @@ use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData};
 use restrictd_common::{slot_index, SessionEntry, SessionSlot, SESSION_SLOTS};
 
+// The mapping is read as an array of `SessionSlot`s: the kernel lays an
+// array map's values out at a stride of their size rounded up to 8.
+const _: () = assert!(std::mem::size_of::<SessionSlot>().is_multiple_of(8));
+
 pub struct SessionSlots {
     /// Keeps the map (and so the mapping's backing) alive.
     _map: MapData,
