@@ -110,6 +110,27 @@ except PermissionError:
 " "$2" "$3" ;;
 esac'
 
+# The attack on failed-open names (issue 16, point 6): vm-tests/kname-race.c,
+# built static here (the guest has no compiler).
+cc -O2 -static -pthread -o "$RUN/kname-race" vm-tests/kname-race.c
+# Runs the attack in a login and checks the session's disk events: every
+# failed open named by the kernel's copy of its path carries the errno of
+# that path; nearly all are named so (only an open that moved between CPUs
+# falls back to the caller's memory, flagged PATH_FROM_CALLER).
+kname_race_checks() {
+    local out sid ev
+    out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; vm-kname-race 400' 2>&1 || true)
+    echo "$out" | sed 's/^/    /'
+    sid=$(sed -n 's/^SID=//p' <<<"$out")
+    check "the race made the kernel try both paths" '[[ $out =~ RACE\ ENOENT=[1-9][0-9]*\ ENOTDIR=[1-9] ]]'
+    wait_events $MID_END "$sid" >/dev/null || true
+    ev=$(events $MID_DISK "$sid" | jq -c 'select(.PATH|test("^/etc/hostnam[eX]/f$")) | {p: .PATH, rc: .RETURN_CODE, caller: (.PATH_FROM_CALLER // "")}')
+    echo "    disk events of the race: $(jq -s -c 'group_by(.) | map({k: .[0], n: length})' <<<"$ev")"
+    check "all 400 failed opens recorded" '[ "$(jq -s length <<<"$ev")" = 400 ]'
+    check "no failed open is named by a path the kernel did not try" '[ "$(jq -s "[.[] | select(.caller == \"\" and ((.p == \"/etc/hostnamX/f\" and .rc != \"-2\") or (.p == \"/etc/hostname/f\" and .rc != \"-20\")))] | length" <<<"$ev")" = 0 ]'
+    check "the kernel's copy names at least 90% of them (no PATH_FROM_CALLER)" '[ "$(jq -s "[.[] | select(.caller == \"\")] | length" <<<"$ev")" -ge 360 ]'
+}
+
 step "boot $IMG"
 vm_boot
 echo "  guest sshd on 127.0.0.1:$PORT"
@@ -117,6 +138,7 @@ kernel1=$(as_root uname -r)
 echo "  guest kernel: $kernel1"
 
 as_root "cat > /usr/local/bin/vmnet && chmod 755 /usr/local/bin/vmnet" <<<"$VMNET"
+copy_to_guest "$RUN/kname-race" /usr/local/bin/vm-kname-race && as_root chmod 755 /usr/local/bin/vm-kname-race
 # A jq test over journal events (one JSON object per line): true if any matches.
 match() {
     # Slurped: jq 1.6's -e looks only at the last input's result.
@@ -198,6 +220,9 @@ check "an allowed connect reports the source the kernel chose" 'match "$(events 
 check "a successful open returns the file descriptor" 'match "$(events $MID_DISK $sid PATH=/etc/hostname)" ".PROGRAM==\"cat\" and .RETURN_CODE==\"3\""'
 check "README query: what alice ran" "as_root journalctl --no-pager MESSAGE_ID=$MID_CMD USER=alice | grep -q 'alice ran /usr/bin/cat /etc/hostname'"
 check "README query: everything denied" 'as_root journalctl --no-pager SYSLOG_IDENTIFIER=restrictd ACTION=1 | grep -q 127.0.0.9'
+
+step "5b. a failed open is named by the path the kernel tried, whatever another thread does to the caller's copy"
+kname_race_checks
 
 step "6. loginctl lists the session; terminate-session ends it"
 login_as alice 'echo SID=$RESTRICTD_SESSION_ID; echo READY; exec sleep 600' >"$RUN/s6" 2>&1 &
@@ -489,6 +514,7 @@ step "13. a second kernel: Debian's backports kernel, from a fresh image"
 vm_stop
 VM_KERNEL=bpo vm_boot
 as_root "cat > /usr/local/bin/vmnet && chmod 755 /usr/local/bin/vmnet" <<<"$VMNET"
+copy_to_guest "$RUN/kname-race" /usr/local/bin/vm-kname-race && as_root chmod 755 /usr/local/bin/vm-kname-race
 kernel2=$(as_root uname -r)
 echo "  guest kernel: $kernel2"
 check "the guest runs the backports kernel, not $kernel1" '[ "$kernel2" != "$kernel1" ] && [[ "$kernel2" == *+deb12* || "$kernel2" == *bpo* ]]'
@@ -521,6 +547,7 @@ check "the denial is in the journal" 'match "$(events $MID_NET $sid ACTION=1)" "
 check "the allowed connect, with its source" 'match "$(events $MID_NET $sid ACTION=0)" ".DST_ADDR==\"127.0.0.1\" and .SRC_ADDR==\"127.0.0.1\""'
 check "the command, with argv" 'match "$(events $MID_CMD $sid PATH=/usr/bin/cat)" "(.ARGV|fromjson)==[\"/etc/hostname\"]"'
 check "the open" 'match "$(events $MID_DISK $sid PATH=/etc/hostname)" ".PROGRAM==\"cat\""'
+kname_race_checks
 
 echo
 echo "vm-tests: $PASSED passed, ${#FAILED[@]} failed"

@@ -419,8 +419,14 @@ pub struct DiskEvent {
     /// The new file descriptor, or the negative errno of a failed open.
     pub return_code: i32,
     pub path_len: u32,
-    pub _pad: u32,
+    /// `DISK_PATH_*` bits.
+    pub path_flags: u32,
 }
+
+/// The path of a failed open as the caller's memory held it after the
+/// call, not the kernel's own copy: another thread of the caller could
+/// have changed it since the kernel read it.
+pub const DISK_PATH_FROM_CALLER: u32 = 1;
 
 /// Events of one record key (a session's cgroup id, a user manager's, or
 /// `IDENTITY_KEY | uid`) that were not written, per event kind (`EVENT_*`

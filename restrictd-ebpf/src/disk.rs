@@ -4,22 +4,22 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-        generated::{bpf_probe_read_kernel, bpf_probe_read_user_str},
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
-    macros::{map, tracepoint},
+    macros::{kprobe, map, tracepoint},
     maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{ProbeContext, TracePointContext},
 };
 use restrictd_common::{
-    DiskEvent, DiskRate, PathKeyData, EVENT_DISK, MAX_SESSIONS, PATH_ALWAYS, PATH_CAP,
-    PATH_INCLUDE, PATH_PREFIX_MAX, PATH_RULES_MAX, SESSION_RECORD_DISK,
+    DiskEvent, DiskRate, PathKeyData, DISK_PATH_FROM_CALLER, EVENT_DISK, MAX_SESSIONS, PATH_ALWAYS,
+    PATH_CAP, PATH_INCLUDE, PATH_PREFIX_MAX, PATH_RULES_MAX, SESSION_RECORD_DISK,
 };
 
 use crate::{
     common::{
-        count_limited, count_lost, current_session, fill_header, load_config, read_user_u64,
-        read_user_u8, session_with, take_stash, within_share,
+        count_limited, count_lost, current_session, fill_header, load_config, read_kernel,
+        read_user_u64, read_user_u8, session_with, take_stash, within_share,
     },
     path::{dir_prefix, excluded_by_kind, fd_file, fd_path, in_users_mount_ns},
 };
@@ -57,6 +57,98 @@ struct OpenArgs {
     dirfd: i32,
     /// openat2's `struct open_how` (user memory, read at exit), or 0.
     how: u64,
+    /// Where `disk_kname` left the kernel's copy of the path: the CPU + 1
+    /// (0: nowhere) and the copy's `seq` there.
+    kname_cpu: u32,
+    kname_seq: u32,
+}
+
+/// The kernel's own copy of the path of the open in progress on this CPU
+/// (`disk_kname`). Per CPU rather than per thread: one copy per open of
+/// every recorded session would cost a 4 KiB map insert. An open that moved
+/// to another CPU, or whose CPU served another open meanwhile, finds its
+/// copy gone and falls back to the caller's memory, flagged as such.
+#[repr(C)]
+struct KernelName {
+    owner: u64,
+    seq: u32,
+    len: u32,
+    name: [u8; PATH_CAP],
+}
+
+#[map]
+static KNAME: PerCpuArray<KernelName> = PerCpuArray::with_max_entries(1, 0);
+
+/// do_filp_open(dfd, struct filename *pathname, op), entered once by every
+/// open(2)-family call after the kernel copied the path from the caller:
+/// for an open of a recorded session (one `stash` kept), keep that copy,
+/// which no other thread can change, to name the open if it fails.
+/// Attached where the kernel has kprobes; without them failed opens are
+/// named from the caller's memory and flagged (`DISK_PATH_FROM_CALLER`).
+#[kprobe(function = "do_filp_open")]
+pub fn disk_kname(ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let Some(args) = OPENS.get_ptr_mut(id) else {
+        return 0;
+    };
+    let args = unsafe { &mut *args };
+    // The syscall's own call comes first; a nested one is not its path.
+    if args.kname_cpu != 0 {
+        return 0;
+    }
+    let Some(filename) = ctx.arg::<u64>(1) else {
+        return 0;
+    };
+    // struct filename starts with `const char *name` (the loader checks).
+    let Some(name) = (unsafe { read_kernel(filename as *const u64) }) else {
+        return 0;
+    };
+    let Some(k) = KNAME.get_ptr_mut(0) else {
+        return 0;
+    };
+    let k = unsafe { &mut *k };
+    // Invalidate before writing: an exit reading this copy re-checks `seq`.
+    k.seq = k.seq.wrapping_add(1);
+    let n = unsafe {
+        bpf_probe_read_kernel_str(
+            k.name.as_mut_ptr() as *mut _,
+            PATH_CAP as u32,
+            name as *const _,
+        )
+    };
+    if n <= 0 {
+        return 0;
+    }
+    k.len = n as u32;
+    k.owner = id;
+    k.seq = k.seq.wrapping_add(1);
+    args.kname_seq = k.seq;
+    args.kname_cpu = unsafe { bpf_get_smp_processor_id() } + 1;
+    0
+}
+
+/// Copies this thread's open's path, as the kernel read it, to `dst` (at
+/// most `PATH_CAP` bytes with the NUL); its length, or None if the copy is
+/// not on this CPU or no longer this open's.
+#[inline(always)]
+fn kernel_name(args: &OpenArgs, dst: *mut u8) -> Option<usize> {
+    if args.kname_cpu == 0 || args.kname_cpu != unsafe { bpf_get_smp_processor_id() } + 1 {
+        return None;
+    }
+    let k = unsafe { &*KNAME.get_ptr(0)? };
+    let id = bpf_get_current_pid_tgid();
+    let seq = unsafe { core::ptr::read_volatile(&k.seq) };
+    if k.owner != id || seq != args.kname_seq {
+        return None;
+    }
+    let n = unsafe {
+        bpf_probe_read_kernel_str(dst as *mut _, PATH_CAP as u32, k.name.as_ptr() as *const _)
+    };
+    // Overwritten while copied (a preempting open on this CPU)?
+    if n <= 0 || unsafe { core::ptr::read_volatile(&k.seq) } != seq || k.owner != id {
+        return None;
+    }
+    Some(n as usize)
 }
 
 const AT_FDCWD: i32 = -100;
@@ -74,6 +166,8 @@ fn stash(filename: u64, flags: u32, dirfd: i32, how: u64) -> u32 {
         flags,
         dirfd,
         how,
+        kname_cpu: 0,
+        kname_seq: 0,
     };
     let _ = OPENS.insert(bpf_get_current_pid_tgid(), args, 0);
     0
@@ -156,7 +250,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
     // The new fd, or the negative errno (Teleport's meaning).
     h.return_code = ret as i32;
     h.path_len = 0;
-    h._pad = 0;
+    h.path_flags = 0;
 
     // A successful open names the file by its real path: the new fd's
     // f_path, walked like a directory (symlinks and ".." resolved, so a
@@ -180,8 +274,12 @@ fn exit(ctx: &TracePointContext) -> u32 {
         }
     }
     // Failed (or unresolvable): directory part first (none for an absolute
-    // path), then the path as given.
-    let first = read_user_u8(args.filename).unwrap_or(0);
+    // path), then the path the kernel tried: its own copy where
+    // `disk_kname` kept one, else the caller's memory, flagged.
+    let first = match kernel_first_byte(&args) {
+        Some(b) => b,
+        None => read_user_u8(args.filename).unwrap_or(0),
+    };
     let dir = if first != b'/' {
         let fd = (args.dirfd != AT_FDCWD).then_some(args.dirfd);
         unsafe { dir_prefix(scratch.path.as_mut_ptr(), fd) }
@@ -189,12 +287,15 @@ fn exit(ctx: &TracePointContext) -> u32 {
         0
     };
     let at = dir & (PATH_CAP - 1);
-    let n = unsafe {
-        bpf_probe_read_user_str(
-            scratch.path.as_mut_ptr().add(at) as *mut _,
-            PATH_CAP as u32,
-            args.filename as *const _,
-        )
+    let dst = unsafe { scratch.path.as_mut_ptr().add(at) };
+    let n = match kernel_name(&args, dst) {
+        Some(n) => n as i64,
+        None => {
+            scratch.header.path_flags = DISK_PATH_FROM_CALLER;
+            unsafe {
+                bpf_probe_read_user_str(dst as *mut _, PATH_CAP as u32, args.filename as *const _)
+            }
+        }
     };
     if n <= 0 {
         // No path to report (unreadable, or the walk failed and the string
@@ -204,6 +305,16 @@ fn exit(ctx: &TracePointContext) -> u32 {
     }
     submit(scratch, cgroup_id, filter, at + n as usize);
     0
+}
+
+/// The first byte of the kernel's copy of the path, if it is this open's.
+#[inline(always)]
+fn kernel_first_byte(args: &OpenArgs) -> Option<u8> {
+    if args.kname_cpu == 0 || args.kname_cpu != unsafe { bpf_get_smp_processor_id() } + 1 {
+        return None;
+    }
+    let k = unsafe { &*KNAME.get_ptr(0)? };
+    (k.owner == bpf_get_current_pid_tgid() && k.seq == args.kname_seq).then_some(k.name[0])
 }
 
 /// Applies the path filters (to absolute paths; one the kernel could not

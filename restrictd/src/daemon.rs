@@ -314,6 +314,9 @@ impl Core {
         // sockets are anywhere on the host, not only in sessions.
         programs.attach(&mount)?;
         programs.attach_tracepoints()?;
+        if programs.kernel_names() {
+            log::info!("failed opens are named by the kernel's copy of their path (kprobe on do_filp_open)");
+        }
         fault("upgrade-before-retire");
         let version = programs.version().unwrap_or_default();
         match programs.retire_others() {

@@ -23,7 +23,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
-        CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program, TracePoint,
+        CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, KProbe, Program, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -209,7 +209,10 @@ impl Kernel {
         for (name, prog) in ebpf.programs() {
             if !matches!(
                 prog,
-                Program::CgroupSockAddr(_) | Program::CgroupSkb(_) | Program::TracePoint(_)
+                Program::CgroupSockAddr(_)
+                    | Program::CgroupSkb(_)
+                    | Program::TracePoint(_)
+                    | Program::KProbe(_)
             ) {
                 bail!("BPF program {name}: a program type restrictd does not attach");
             }
@@ -262,6 +265,7 @@ impl Kernel {
                 info,
                 recording: opts.recording,
                 pin,
+                kernel_names: false,
             },
             sessions,
             policy,
@@ -278,6 +282,23 @@ pub struct Programs {
     recording: u32,
     /// This version's pin directory (`pin_dir/<state version>`).
     pin: Option<PathBuf>,
+    /// `disk_kname` is attached (`kernel_names`).
+    kernel_names: bool,
+}
+
+/// What a kprobe program reads of its function's arguments is where it
+/// reads it in this kernel (BTF).
+fn kprobe_layout_ok(function: &str) -> Result<()> {
+    match function {
+        "do_filp_open" => {
+            let off = crate::btf::Btf::from_sys_fs()?.member_offset("filename", "name")?;
+            if off != 0 {
+                bail!("struct filename's name is at offset {off} here, not 0");
+            }
+            Ok(())
+        }
+        other => bail!("no layout check for kprobe {other}"),
+    }
 }
 
 /// The version of the kernel state this build makes with these options:
@@ -448,7 +469,62 @@ impl Programs {
                 })
             })?;
         }
+        self.attach_kprobes();
         Ok(())
+    }
+
+    /// Attaches the kprobe programs, which only make records more exact
+    /// (`disk_kname`: a failed open named by the kernel's copy of its
+    /// path): where they cannot be attached (a kernel without kprobes, a
+    /// function renamed), the daemon goes on without them and says so, and
+    /// the records say where their data came from instead.
+    fn attach_kprobes(&mut self) {
+        let wanted: Vec<(String, String)> = self
+            .ebpf
+            .programs()
+            .filter(|(name, prog)| {
+                matches!(prog, Program::KProbe(_))
+                    && group_wanted(name, self.recording).unwrap_or(false)
+            })
+            .filter_map(|(name, _)| {
+                let f = self.info.kprobe_function(name)?;
+                Some((name.to_string(), f.to_string()))
+            })
+            .collect();
+        for (name, function) in wanted {
+            if let Err(e) = kprobe_layout_ok(&function) {
+                log::warn!("not attaching {name}: {e:#}; failed opens are named from the caller's memory, flagged path_from_caller");
+                continue;
+            }
+            let pin = self
+                .pin
+                .as_ref()
+                .map(|d| d.join(format!("link-kp-{function}")));
+            let attached = self.attach_one(&name, pin, |prog: &mut KProbe, keep| {
+                let id = prog
+                    .attach(&function, 0)
+                    .with_context(|| format!("attaching {name} to kprobe {function}"))?;
+                Ok(if keep {
+                    let link = FdLink::try_from(prog.take_link(id)?)
+                        .with_context(|| format!("{name}: this kernel cannot pin kprobe links"))?;
+                    Some(link)
+                } else {
+                    None
+                })
+            });
+            match attached {
+                Ok(()) => self.kernel_names = true,
+                Err(e) => log::warn!(
+                    "{e:#} (does this kernel have kprobes?): failed opens are named from the caller's memory, flagged path_from_caller"
+                ),
+            }
+        }
+    }
+
+    /// Whether failed opens are named by the kernel's copy of their path
+    /// (`disk_kname` attached).
+    pub fn kernel_names(&self) -> bool {
+        self.kernel_names
     }
 
     /// This version's programs are attached (`attach`, `attach_tracepoints`):
@@ -491,6 +567,7 @@ impl Programs {
             Program::CgroupSockAddr(p) => p.load().with_context(refused)?,
             Program::CgroupSkb(p) => p.load().with_context(refused)?,
             Program::TracePoint(p) => p.load().with_context(refused)?,
+            Program::KProbe(p) => p.load().with_context(refused)?,
             _ => bail!("BPF program {name}: a program type restrictd does not attach"),
         }
         log::debug!("BPF program {name} verified in {:?}", started.elapsed());

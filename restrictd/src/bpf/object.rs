@@ -64,6 +64,17 @@ impl ObjectInfo {
     }
 }
 
+impl ObjectInfo {
+    /// The kernel function a kprobe program is attached to: its section is
+    /// `kprobe/<function>`. None if it is not a kprobe program.
+    pub fn kprobe_function(&self, program: &str) -> Option<&str> {
+        self.sections
+            .get(program)
+            .and_then(|s| s.strip_prefix("kprobe/"))
+            .filter(|f| !f.is_empty())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

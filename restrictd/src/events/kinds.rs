@@ -7,8 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use restrictd_common::{
     record::Record, CommandEvent, DiskEvent, Dropped, NetworkEvent, RecordHeader, ACTION_DENIED,
-    EVENT_COMMAND, EVENT_DISK, EVENT_NETWORK, EXE_UNLINKED, OPERATION_CONNECT, OPERATION_PACKET_IN,
-    OPERATION_PACKET_OUT, OPERATION_SEND, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
+    DISK_PATH_FROM_CALLER, EVENT_COMMAND, EVENT_DISK, EVENT_NETWORK, EXE_UNLINKED,
+    OPERATION_CONNECT, OPERATION_PACKET_IN, OPERATION_PACKET_OUT, OPERATION_SEND,
+    PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
 };
 use serde::Serialize;
 
@@ -215,6 +216,12 @@ pub struct DiskBody {
     pub flags: u32,
     /// The new file descriptor, or the negative errno of a failed open.
     pub return_code: i32,
+    /// A failed open's path as the caller's memory held it after the call
+    /// (the kernel's own copy could not be read): another thread of the
+    /// caller may have changed it, so it may not be the path the kernel
+    /// tried. Absent (false) when the path is the kernel's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub path_from_caller: bool,
     pub pid: u32,
     #[serde(flatten)]
     pub audit: AuditSession,
@@ -232,6 +239,7 @@ impl DiskBody {
             path: clean_path(path),
             flags: h.flags,
             return_code: h.return_code,
+            path_from_caller: h.path_flags & DISK_PATH_FROM_CALLER != 0,
             pid: h.header.pid,
             audit: AuditSession::of(&h.header),
             unix_uid: h.header.uid,
@@ -270,10 +278,15 @@ impl Kind for DiskBody {
             format!("{who} opened {} ({})", self.path, self.mode())
         } else {
             format!(
-                "{who} failed to open {} ({}): {}",
+                "{who} failed to open {} ({}): {}{}",
                 self.path,
                 self.mode(),
-                nix::errno::Errno::from_raw(-self.return_code)
+                nix::errno::Errno::from_raw(-self.return_code),
+                if self.path_from_caller {
+                    " [path as the caller's memory held it after the call]"
+                } else {
+                    ""
+                }
             )
         }
     }
