@@ -1,9 +1,10 @@
-//! Exec storm and file-open storm inside one `restrictd run` session with the
-//! default ring buffers: operations per second with recording on and off,
+//! Exec, file-open and connect storms inside one `restrictd run` session with
+//! the default ring buffers: operations per second with recording on and off,
 //! whether every operation was recorded, and the event writer's CPU time per
-//! event; next to libbpf-tools' execsnoop and opensnoop, and auditd, tracing the same
-//! storm (scripts/bench.sh installs them).
-//! Run as root: `cargo bench -p restrictd --bench recording` (or scripts/bench.sh).
+//! event; next to libbpf-tools' execsnoop, opensnoop and tcpconnect, and
+//! auditd, tracing the same storm (scripts/bench.sh installs them).
+//! Run as root: `cargo bench -p restrictd --bench recording` (or scripts/bench.sh);
+//! `-- exec`, `-- open` or `-- connect` runs one storm.
 
 use std::{
     process::Command,
@@ -12,6 +13,9 @@ use std::{
 };
 
 const SECONDS: u64 = 10;
+/// The connect storm's listener: a loopback address of its own, so that
+/// its events are told apart by destination.
+const CONNECT_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 77);
 const RESTRICTD: &str = env!("CARGO_BIN_EXE_restrictd");
 
 fn main() {
@@ -58,6 +62,32 @@ fn main() {
         println!("{}", count.load(Ordering::Relaxed));
         return;
     }
+    // Inside the session: TCP connects to a closed port on CONNECT_ADDR
+    // from `workers` threads. Each is a connection started (the event) and
+    // refused at once: no listener whose accept queue could fill and stall
+    // the storm on SYN retransmits, no TIME_WAIT to run ports out.
+    if args.get(1).map(String::as_str) == Some("connects") {
+        let workers: usize = args[2].parse().unwrap();
+        let target = std::net::TcpListener::bind((CONNECT_ADDR, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let stop = Instant::now() + Duration::from_secs(SECONDS);
+        let count = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    while Instant::now() < stop {
+                        let e = std::net::TcpStream::connect(target).unwrap_err();
+                        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        println!("{}", count.load(Ordering::Relaxed));
+        return;
+    }
     assert!(nix::unistd::geteuid().is_root(), "the benchmark needs root");
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -65,136 +95,201 @@ fn main() {
         * 2;
     let dir = tempfile::tempdir().unwrap();
 
-    outside_cost(dir.path());
+    // `-- exec`, `-- open` or `-- connect`: only that storm.
+    let only = args[1..]
+        .iter()
+        .find(|a| matches!(a.as_str(), "exec" | "open" | "connect"))
+        .cloned();
+    let want = |s: &str| only.as_deref().is_none_or(|o| o == s);
+    if only.is_none() {
+        outside_cost(dir.path());
+    }
 
-    println!("exec storm: /bin/true from {workers} threads for {SECONDS} s in one session");
-    header("execs");
-    let off = storm(
-        dir.path(),
-        "enabled: false",
-        &["storm", &workers.to_string()],
-    );
-    let on = storm(
-        dir.path(),
-        "enabled: true",
-        &["storm", &workers.to_string()],
-    );
-    let cmd_only = storm(
-        dir.path(),
-        "enabled: true\n  disk_events: false",
-        &["storm", &workers.to_string()],
-    );
-    let is_exec = |l: &str| {
-        l.contains("\"session.command\"")
-            && l.contains("storm-marker")
-            && l.contains("\"/bin/true\"")
-    };
-    row("on", &on, on.count(is_exec), 0, on.lost_command);
-    let snoop = peer(
-        "/usr/sbin/execsnoop",
-        dir.path(),
-        &["storm", &workers.to_string()],
-    );
-    row(
-        "no disk",
-        &cmd_only,
-        cmd_only.count(is_exec),
-        0,
-        cmd_only.lost_command,
-    );
-    if let Some(s) = &snoop {
+    if want("exec") {
+        println!("exec storm: /bin/true from {workers} threads for {SECONDS} s in one session");
+        header("execs");
+        let off = storm(
+            dir.path(),
+            "enabled: false",
+            &["storm", &workers.to_string()],
+        );
+        let on = storm(
+            dir.path(),
+            "enabled: true",
+            &["storm", &workers.to_string()],
+        );
+        let cmd_only = storm(
+            dir.path(),
+            "enabled: true\n  disk_events: false",
+            &["storm", &workers.to_string()],
+        );
+        let is_exec = |l: &str| {
+            l.contains("\"session.command\"")
+                && l.contains("storm-marker")
+                && l.contains("\"/bin/true\"")
+        };
+        row("on", &on, on.count(is_exec), 0, on.lost_command);
+        let snoop = peer(
+            "/usr/sbin/execsnoop",
+            dir.path(),
+            &["storm", &workers.to_string()],
+        );
         row(
-            "execsnoop",
-            s,
-            s.count(|l| l.contains("storm-marker")),
+            "no disk",
+            &cmd_only,
+            cmd_only.count(is_exec),
             0,
-            0,
+            cmd_only.lost_command,
         );
-    }
-    let audit = auditd_peer("-S execve", dir.path(), &["storm", &workers.to_string()]);
-    if let Some(a) = &audit {
-        // One EXECVE record per exec, with its arguments.
-        let n = a.count(|l| l.starts_with("type=EXECVE") && l.contains("storm-marker"));
-        row("auditd", a, n, 0, a.lost_command);
-    }
-    row("off", &off, 0, 0, 0);
-    println!(
-        "throughput ratio on/off: {:.3} (all events), {:.3} (commands and network only)",
-        on.rate() / off.rate(),
-        cmd_only.rate() / off.rate()
-    );
-    if let Some(s) = &snoop {
+        if let Some(s) = &snoop {
+            row(
+                "execsnoop",
+                s,
+                s.count(|l| l.contains("storm-marker")),
+                0,
+                0,
+            );
+        }
+        let audit = auditd_peer("-S execve", dir.path(), &["storm", &workers.to_string()]);
+        if let Some(a) = &audit {
+            // One EXECVE record per exec, with its arguments.
+            let n = a.count(|l| l.starts_with("type=EXECVE") && l.contains("storm-marker"));
+            row("auditd", a, n, 0, a.lost_command);
+        }
+        row("off", &off, 0, 0, 0);
         println!(
-            "execsnoop/off: {:.3}; restrictd on / execsnoop: {:.3}",
-            s.rate() / off.rate(),
-            on.rate() / s.rate()
+            "throughput ratio on/off: {:.3} (all events), {:.3} (commands and network only)",
+            on.rate() / off.rate(),
+            cmd_only.rate() / off.rate()
         );
+        if let Some(s) = &snoop {
+            println!(
+                "execsnoop/off: {:.3}; restrictd on / execsnoop: {:.3}",
+                s.rate() / off.rate(),
+                on.rate() / s.rate()
+            );
+        }
+        if let Some(a) = &audit {
+            println!(
+                "auditd/off: {:.3}; restrictd on / auditd: {:.3}",
+                a.rate() / off.rate(),
+                on.rate() / a.rate()
+            );
+        }
+        println!();
     }
-    if let Some(a) = &audit {
-        println!(
-            "auditd/off: {:.3}; restrictd on / auditd: {:.3}",
-            a.rate() / off.rate(),
-            on.rate() / a.rate()
-        );
-    }
-    println!();
 
-    let file = dir.path().join("open-storm-file");
-    std::fs::write(&file, "x").unwrap();
-    let f = file.display().to_string();
-    let args = ["opens", &workers.to_string(), &f];
-    println!("file-open storm: open+close of one file from {workers} threads for {SECONDS} s");
-    header("opens");
-    let off = storm(dir.path(), "enabled: false", &args);
-    let needle = format!("\"path\":\"{f}\"");
-    let is_open = |l: &str| l.contains("\"session.disk\"") && l.contains(&needle);
-    // Default config: the per-session rate limit (1000/s) caps what is recorded.
-    let limited = storm(dir.path(), "enabled: true", &args);
-    row(
-        "on",
-        &limited,
-        limited.count(is_open),
-        limited.dropped,
-        limited.lost_disk,
-    );
-    let unlimited = storm(dir.path(), "enabled: true\n  disk_rate_limit: 0", &args);
-    row(
-        "unlimited",
-        &unlimited,
-        unlimited.count(is_open),
-        unlimited.dropped,
-        unlimited.lost_disk,
-    );
-    let snoop = peer("/usr/sbin/opensnoop", dir.path(), &args);
-    if let Some(s) = &snoop {
-        row("opensnoop", s, s.count(|l| l.contains(&f)), 0, 0);
-    }
-    let audit = auditd_peer("-S open,openat,openat2,creat", dir.path(), &args);
-    if let Some(a) = &audit {
-        // One PATH record per open, naming the file.
-        let name = format!("name=\"{f}\"");
-        let n = a.count(|l| l.starts_with("type=PATH") && l.contains(&name));
-        row("auditd", a, n, 0, a.lost_disk);
-    }
-    row("off", &off, 0, 0, 0);
-    println!(
-        "throughput ratio on/off: {:.3} (rate-limited), {:.3} (unlimited)",
-        limited.rate() / off.rate(),
-        unlimited.rate() / off.rate()
-    );
-    if let Some(s) = &snoop {
-        println!(
-            "opensnoop/off: {:.3}; restrictd on / opensnoop: {:.3}",
-            s.rate() / off.rate(),
-            limited.rate() / s.rate()
+    if want("open") {
+        let file = dir.path().join("open-storm-file");
+        std::fs::write(&file, "x").unwrap();
+        let f = file.display().to_string();
+        let args = ["opens", &workers.to_string(), &f];
+        println!("file-open storm: open+close of one file from {workers} threads for {SECONDS} s");
+        header("opens");
+        let off = storm(dir.path(), "enabled: false", &args);
+        let needle = format!("\"path\":\"{f}\"");
+        let is_open = |l: &str| l.contains("\"session.disk\"") && l.contains(&needle);
+        // Default config: the per-session rate limit (1000/s) caps what is recorded.
+        let limited = storm(dir.path(), "enabled: true", &args);
+        row(
+            "on",
+            &limited,
+            limited.count(is_open),
+            limited.dropped,
+            limited.lost_disk,
         );
-    }
-    if let Some(a) = &audit {
-        println!(
-            "auditd/off: {:.3}; restrictd on / auditd: {:.3}",
-            a.rate() / off.rate(),
-            limited.rate() / a.rate()
+        let unlimited = storm(dir.path(), "enabled: true\n  disk_rate_limit: 0", &args);
+        row(
+            "unlimited",
+            &unlimited,
+            unlimited.count(is_open),
+            unlimited.dropped,
+            unlimited.lost_disk,
         );
+        let snoop = peer("/usr/sbin/opensnoop", dir.path(), &args);
+        if let Some(s) = &snoop {
+            row("opensnoop", s, s.count(|l| l.contains(&f)), 0, 0);
+        }
+        let audit = auditd_peer("-S open,openat,openat2,creat", dir.path(), &args);
+        if let Some(a) = &audit {
+            // One PATH record per open, naming the file.
+            let name = format!("name=\"{f}\"");
+            let n = a.count(|l| l.starts_with("type=PATH") && l.contains(&name));
+            row("auditd", a, n, 0, a.lost_disk);
+        }
+        row("off", &off, 0, 0, 0);
+        println!(
+            "throughput ratio on/off: {:.3} (rate-limited), {:.3} (unlimited)",
+            limited.rate() / off.rate(),
+            unlimited.rate() / off.rate()
+        );
+        if let Some(s) = &snoop {
+            println!(
+                "opensnoop/off: {:.3}; restrictd on / opensnoop: {:.3}",
+                s.rate() / off.rate(),
+                limited.rate() / s.rate()
+            );
+        }
+        if let Some(a) = &audit {
+            println!(
+                "auditd/off: {:.3}; restrictd on / auditd: {:.3}",
+                a.rate() / off.rate(),
+                limited.rate() / a.rate()
+            );
+        }
+        println!();
+    }
+
+    if want("connect") {
+        // Every allowed TCP connect of a recorded session is an event (issue
+        // 16: "connect storm with the default config").
+        let args = ["connects", &workers.to_string()];
+        println!(
+            "connect storm: TCP connects to a closed port on {CONNECT_ADDR} from {workers} threads for {SECONDS} s"
+        );
+        header("connects");
+        let off = storm(dir.path(), "enabled: false", &args);
+        let needle = format!("\"dst_addr\":\"{CONNECT_ADDR}\"");
+        let is_connect = |l: &str| l.contains("\"session.network\"") && l.contains(&needle);
+        let on = storm(dir.path(), "enabled: true", &args);
+        row(
+            "on",
+            &on,
+            on.count(is_connect),
+            on.dropped_network,
+            on.lost_network,
+        );
+        let snoop = peer("/usr/sbin/tcpconnect", dir.path(), &args);
+        if let Some(s) = &snoop {
+            let addr = CONNECT_ADDR.to_string();
+            row("tcpconnect", s, s.count(|l| l.contains(&addr)), 0, 0);
+        }
+        let audit = auditd_peer("-S connect", dir.path(), &args);
+        if let Some(a) = &audit {
+            // One SOCKADDR record per connect: family AF_INET, port, then the
+            // address, in hex.
+            let addr = CONNECT_ADDR.octets().map(|o| format!("{o:02X}")).concat();
+            let n = a.count(|l| {
+                l.starts_with("type=SOCKADDR") && l.contains("saddr=0200") && l.contains(&addr)
+            });
+            row("auditd", a, n, 0, a.lost_command);
+        }
+        row("off", &off, 0, 0, 0);
+        println!("throughput ratio on/off: {:.3}", on.rate() / off.rate());
+        if let Some(s) = &snoop {
+            println!(
+                "tcpconnect/off: {:.3}; restrictd on / tcpconnect: {:.3}",
+                s.rate() / off.rate(),
+                on.rate() / s.rate()
+            );
+        }
+        if let Some(a) = &audit {
+            println!(
+                "auditd/off: {:.3}; restrictd on / auditd: {:.3}",
+                a.rate() / off.rate(),
+                on.rate() / a.rate()
+            );
+        }
     }
 }
 
@@ -373,6 +468,11 @@ fn peer(tool: &str, dir: &std::path::Path, args: &[&str]) -> Option<Run> {
     let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
     run.events = std::fs::read_to_string(&out_path).unwrap_or_default();
     let lines = run.events.lines().count() as u64;
+    if lines == 0 {
+        // tcpconnect needs kprobes or BPF trampolines, which some kernels lack.
+        println!("({tool} traced nothing on this kernel: no row)");
+        return None;
+    }
     run.writer_cpu = Some((t(usage.ru_utime) + t(usage.ru_stime), lines));
     Some(run)
 }
@@ -384,9 +484,12 @@ struct Run {
     /// Lost because a ring buffer was full, as restrictd reported it.
     lost_command: u64,
     lost_disk: u64,
+    lost_network: u64,
     /// Disk events kept out by the rate limit or the session's share of
     /// the ring (session.end's disk_events_dropped).
     dropped: u64,
+    /// Network events kept out (session.end's network_events_dropped).
+    dropped_network: u64,
     /// The event writer's CPU time and the events it wrote.
     writer_cpu: Option<(Duration, u64)>,
 }
@@ -434,7 +537,7 @@ fn row(name: &str, r: &Run, recorded: u64, dropped: u64, lost: u64) {
         dash(lost.to_string()),
         cpu,
     );
-    let peer = name.ends_with("snoop") || name == "auditd";
+    let peer = name.ends_with("snoop") || name == "tcpconnect" || name == "auditd";
     if recording && !peer && recorded + dropped + lost != r.executed {
         println!(
             "           (unaccounted: {} executed, {recorded} recorded + {dropped} dropped + {lost} lost)",
@@ -484,12 +587,13 @@ fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
             })
             .unwrap_or(0)
     };
-    let dropped = events
+    let end = events
         .lines()
         .find(|l| l.contains("\"session.end\""))
         .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .and_then(|v| v["disk_events_dropped"].as_u64())
-        .unwrap_or(0);
+        .unwrap_or_default();
+    let dropped = end["disk_events_dropped"].as_u64().unwrap_or(0);
+    let dropped_network = end["network_events_dropped"].as_u64().unwrap_or(0);
     let _ = std::fs::remove_dir(restrictd::cgroup::find_cgroup2_mount().unwrap().join(&root));
     // "event writer: N events, 1.2s CPU (x µs per event)"
     let writer_cpu = stderr.lines().find_map(|l| {
@@ -509,7 +613,9 @@ fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
         events,
         lost_command: lost("command"),
         lost_disk: lost("disk"),
+        lost_network: lost("network"),
         dropped,
+        dropped_network,
         writer_cpu,
     }
 }

@@ -266,8 +266,12 @@ pub const DEFAULT_DISK_RATE_LIMIT: u32 = 1000;
 /// recorded takes more than a screenful; and four of them fit the default
 /// command ring a quarter each.
 pub const DEFAULT_ARGV_LIMIT: u32 = 32 * 1024;
-/// Default size of the network event ring buffer: Teleport's 8 pages.
-pub const NETWORK_BUFFER_PAGES: u32 = 8;
+/// Default size of the network event ring buffer, in pages. Teleport uses
+/// 8; with 8 a storm of allowed connects (57,000/s on the reference
+/// machine) filled half of it between two reads of the writer and a third
+/// of the connects went unrecorded (the session's share); with 64 (256
+/// KiB) none (BENCHMARKS.md, connect storm).
+pub const NETWORK_BUFFER_PAGES: u32 = 64;
 /// Default size of the command event ring buffer, in pages. Teleport uses 8;
 /// more here so that an exec storm with long argv loses nothing (BENCHMARKS.md).
 pub const COMMAND_BUFFER_PAGES: u32 = 64;

@@ -361,8 +361,8 @@ impl Writer {
             // most of the writer's CPU. After a small batch, records are
             // left to gather briefly; they are held HOLD anyway. The pause
             // is short enough that a flood starting meanwhile fills no
-            // ring past the half where shares start (a 32 KiB network ring
-            // takes 2 ms of 50,000 connects/s to reach it).
+            // ring past the half where shares start (the default 256 KiB
+            // network ring takes some 16 ms of 50,000 connects/s to reach it).
             if n > 0 && n < COALESCE_BELOW {
                 std::thread::sleep(COALESCE);
             }
