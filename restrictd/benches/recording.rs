@@ -23,43 +23,19 @@ fn main() {
     // Inside the session: run /bin/true from `workers` threads for SECONDS;
     // print how many execs completed.
     if args.get(1).map(String::as_str) == Some("storm") {
-        let workers: usize = args[2].parse().unwrap();
-        let stop = Instant::now() + Duration::from_secs(SECONDS);
-        let count = AtomicU64::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    while Instant::now() < stop {
-                        let st = Command::new("/bin/true")
-                            .arg("storm-marker")
-                            .status()
-                            .unwrap();
-                        assert!(st.success());
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-            }
+        storm_loop(&args[2], || {
+            let st = Command::new("/bin/true")
+                .arg("storm-marker")
+                .status()
+                .unwrap();
+            assert!(st.success());
         });
-        println!("{}", count.load(Ordering::Relaxed));
         return;
     }
     // Inside the session: open and close a file from `workers` threads.
     if args.get(1).map(String::as_str) == Some("opens") {
-        let workers: usize = args[2].parse().unwrap();
         let file = std::path::PathBuf::from(&args[3]);
-        let stop = Instant::now() + Duration::from_secs(SECONDS);
-        let count = AtomicU64::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    while Instant::now() < stop {
-                        drop(std::fs::File::open(&file).unwrap());
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-            }
-        });
-        println!("{}", count.load(Ordering::Relaxed));
+        storm_loop(&args[2], || drop(std::fs::File::open(&file).unwrap()));
         return;
     }
     // Inside the session: TCP connects to a closed port on CONNECT_ADDR
@@ -67,25 +43,14 @@ fn main() {
     // refused at once: no listener whose accept queue could fill and stall
     // the storm on SYN retransmits, no TIME_WAIT to run ports out.
     if args.get(1).map(String::as_str) == Some("connects") {
-        let workers: usize = args[2].parse().unwrap();
         let target = std::net::TcpListener::bind((CONNECT_ADDR, 0))
             .unwrap()
             .local_addr()
             .unwrap();
-        let stop = Instant::now() + Duration::from_secs(SECONDS);
-        let count = AtomicU64::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    while Instant::now() < stop {
-                        let e = std::net::TcpStream::connect(target).unwrap_err();
-                        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-            }
+        storm_loop(&args[2], || {
+            let e = std::net::TcpStream::connect(target).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
         });
-        println!("{}", count.load(Ordering::Relaxed));
         return;
     }
     assert!(nix::unistd::geteuid().is_root(), "the benchmark needs root");
@@ -162,20 +127,8 @@ fn main() {
             on.rate() / off.rate(),
             cmd_only.rate() / off.rate()
         );
-        if let Some(s) = &snoop {
-            println!(
-                "execsnoop/off: {:.3}; restrictd on / execsnoop: {:.3}",
-                s.rate() / off.rate(),
-                on.rate() / s.rate()
-            );
-        }
-        if let Some(a) = &audit {
-            println!(
-                "auditd/off: {:.3}; restrictd on / auditd: {:.3}",
-                a.rate() / off.rate(),
-                on.rate() / a.rate()
-            );
-        }
+        peer_ratios("execsnoop", &snoop, &off, &on);
+        peer_ratios("auditd", &audit, &off, &on);
         println!();
     }
 
@@ -223,20 +176,8 @@ fn main() {
             limited.rate() / off.rate(),
             unlimited.rate() / off.rate()
         );
-        if let Some(s) = &snoop {
-            println!(
-                "opensnoop/off: {:.3}; restrictd on / opensnoop: {:.3}",
-                s.rate() / off.rate(),
-                limited.rate() / s.rate()
-            );
-        }
-        if let Some(a) = &audit {
-            println!(
-                "auditd/off: {:.3}; restrictd on / auditd: {:.3}",
-                a.rate() / off.rate(),
-                limited.rate() / a.rate()
-            );
-        }
+        peer_ratios("opensnoop", &snoop, &off, &limited);
+        peer_ratios("auditd", &audit, &off, &limited);
         println!();
     }
 
@@ -276,20 +217,38 @@ fn main() {
         }
         row("off", &off, 0, 0, 0);
         println!("throughput ratio on/off: {:.3}", on.rate() / off.rate());
-        if let Some(s) = &snoop {
-            println!(
-                "tcpconnect/off: {:.3}; restrictd on / tcpconnect: {:.3}",
-                s.rate() / off.rate(),
-                on.rate() / s.rate()
-            );
+        peer_ratios("tcpconnect", &snoop, &off, &on);
+        peer_ratios("auditd", &audit, &off, &on);
+    }
+}
+
+/// Inside the session: runs `op` from `workers` threads for SECONDS and
+/// prints how many times it completed.
+fn storm_loop(workers: &str, op: impl Fn() + Sync) {
+    let workers: usize = workers.parse().unwrap();
+    let stop = Instant::now() + Duration::from_secs(SECONDS);
+    let count = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                while Instant::now() < stop {
+                    op();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         }
-        if let Some(a) = &audit {
-            println!(
-                "auditd/off: {:.3}; restrictd on / auditd: {:.3}",
-                a.rate() / off.rate(),
-                on.rate() / a.rate()
-            );
-        }
+    });
+    println!("{}", count.load(Ordering::Relaxed));
+}
+
+/// A peer's throughput beside recording off, and restrictd's (`on`) beside it.
+fn peer_ratios(name: &str, peer: &Option<Run>, off: &Run, on: &Run) {
+    if let Some(p) = peer {
+        println!(
+            "{name}/off: {:.3}; restrictd on / {name}: {:.3}",
+            p.rate() / off.rate(),
+            on.rate() / p.rate()
+        );
     }
 }
 
