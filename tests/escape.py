@@ -21,6 +21,7 @@ import array
 import ctypes
 import errno
 import json
+import mmap
 import os
 import re
 import socket
@@ -37,12 +38,18 @@ ATTACKS = [
     "icmp4_ping", "icmp6_ping", "raw4_icmp", "raw6_icmp", "raw4_proto253",
     "srh6_via_denied", "srh6_via_allowed", "lsrr4", "broadcast4", "multicast4",
     "pidfd_getfd", "scm_rights_in", "scm_rights_out", "outside_process",
+    "uring_tcp4_connect", "uring_udp4_sendmsg", "uring_socket_udp4_sendmsg",
+    "uring_sqpoll_udp6_sendmsg",
 ]
 IPPROTO_UDPLITE = 136
 IPPROTO_MPTCP = 262
 IPV6_RTHDR = 57
 MSG_FASTOPEN = 0x20000000
 SYS_PIDFD_GETFD = 438
+SYS_IO_URING_SETUP, SYS_IO_URING_ENTER = 425, 426
+IORING_OP_SENDMSG, IORING_OP_CONNECT, IORING_OP_SOCKET = 9, 16, 45
+IORING_SETUP_SQPOLL = 2
+IORING_ENTER_GETEVENTS, IORING_ENTER_SQ_WAKEUP = 1, 2
 
 
 def env():
@@ -67,6 +74,75 @@ def helper_call(cmd, fd=None):
         socket.send_fds(u, [cmd.encode()], [fd])
     msg, fds, _, _ = socket.recv_fds(u, 1024, 1)
     return msg.decode(), (fds[0] if fds else None)
+
+
+class Uring:
+    """An io_uring instance driven by raw syscalls (no liburing here): one
+    operation at a time, submitted and waited for. With `sqpoll`, the
+    kernel's submission thread, not this process, carries out the
+    operation."""
+
+    def __init__(self, sqpoll=False):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.syscall.restype = ctypes.c_long
+        self.sqpoll = sqpoll
+        params = ctypes.create_string_buffer(120)
+        if sqpoll:
+            struct.pack_into("<IIII", params, 8, IORING_SETUP_SQPOLL, 0, 1000, 0)
+        self.fd = self.libc.syscall(SYS_IO_URING_SETUP, 4, params)
+        if self.fd < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "io_uring_setup: " + os.strerror(e))
+        sq_entries, cq_entries = struct.unpack_from("<II", params, 0)
+        # io_sqring_offsets and io_cqring_offsets: 8 u32 and a u64 each.
+        self.sq_off = struct.unpack_from("<8IQ", params, 40)
+        self.cq_off = struct.unpack_from("<8IQ", params, 80)
+        self.sq = mmap.mmap(self.fd, self.sq_off[6] + 4 * sq_entries, offset=0)
+        self.cq = mmap.mmap(self.fd, self.cq_off[5] + 16 * cq_entries, offset=0x8000000)
+        self.sqes = mmap.mmap(self.fd, 64 * sq_entries, offset=0x10000000)
+
+    def op(self, opcode, fd, addr=0, addr2=0, length=0):
+        """Runs one operation; returns its result (>= 0, or raises)."""
+        self.sqes[0:64] = bytes(64)
+        struct.pack_into("<BBHiQQIIQ", self.sqes, 0, opcode, 0, 0, fd, addr2, addr, length, 0, 0x7264)
+        head_off, tail_off, mask_off = self.sq_off[0], self.sq_off[1], self.sq_off[2]
+        tail = struct.unpack_from("<I", self.sq, tail_off)[0]
+        mask = struct.unpack_from("<I", self.sq, mask_off)[0]
+        struct.pack_into("<I", self.sq, self.sq_off[6] + 4 * (tail & mask), 0)
+        struct.pack_into("<I", self.sq, tail_off, tail + 1)
+        flags = IORING_ENTER_GETEVENTS | (IORING_ENTER_SQ_WAKEUP if self.sqpoll else 0)
+        if self.libc.syscall(SYS_IO_URING_ENTER, self.fd, 1, 1, flags, None, 0) < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "io_uring_enter: " + os.strerror(e))
+        head = struct.unpack_from("<I", self.cq, self.cq_off[0])[0]
+        cmask = struct.unpack_from("<I", self.cq, self.cq_off[2])[0]
+        _, res, _ = struct.unpack_from("<QiI", self.cq, self.cq_off[5] + 16 * (head & cmask))
+        struct.pack_into("<I", self.cq, self.cq_off[0], head + 1)
+        if res < 0:
+            raise OSError(-res, os.strerror(-res))
+        return res
+
+
+def sockaddr(addr):
+    """A C sockaddr for (host, port), and its length."""
+    host, p = addr
+    if ":" in host:
+        raw = struct.pack("<H", socket.AF_INET6) + struct.pack("!HI", p, 0) + \
+            socket.inet_pton(socket.AF_INET6, host) + bytes(4)
+    else:
+        raw = struct.pack("<H", socket.AF_INET) + struct.pack("!H", p) + \
+            socket.inet_aton(host) + bytes(8)
+    return ctypes.create_string_buffer(raw, len(raw)), len(raw)
+
+
+def uring_sendmsg(ring, fd, data, addr):
+    """IORING_OP_SENDMSG of `data` to `addr` on socket `fd`."""
+    name, namelen = sockaddr(addr)
+    buf = ctypes.create_string_buffer(data, len(data))
+    iov = ctypes.create_string_buffer(struct.pack("<QQ", ctypes.addressof(buf), len(data)))
+    msg = ctypes.create_string_buffer(struct.pack(
+        "<QI4xQQQQi4x", ctypes.addressof(name), namelen, ctypes.addressof(iov), 1, 0, 0, 0))
+    ring.op(IORING_OP_SENDMSG, fd, ctypes.addressof(msg), 0, 1)
 
 
 def run(name):
@@ -174,6 +250,22 @@ def run(name):
     elif name == "outside_process":
         reply, _ = helper_call("send %s %d %s" % (d4, p, m.decode()))
         return reply
+    elif name == "uring_tcp4_connect":
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sa, salen = sockaddr(a4)
+        Uring().op(IORING_OP_CONNECT, s.fileno(), ctypes.addressof(sa), salen)
+        s.sendall(m)
+    elif name == "uring_udp4_sendmsg":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        uring_sendmsg(Uring(), s.fileno(), m, a4)
+    elif name == "uring_socket_udp4_sendmsg":
+        # The socket itself made by io_uring (IORING_OP_SOCKET, Linux 5.19).
+        ring = Uring()
+        fd = ring.op(IORING_OP_SOCKET, socket.AF_INET, 0, socket.SOCK_DGRAM, 0)
+        uring_sendmsg(ring, fd, m, a4)
+    elif name == "uring_sqpoll_udp6_sendmsg":
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        uring_sendmsg(Uring(sqpoll=True), s.fileno(), m, a6)
     else:
         return "unknown"
     return "sent"

@@ -137,6 +137,11 @@ fn no_way_out_of_a_restricted_ssh_session() {
     assert!(out.status.success(), "{}\n{}", text(&out), daemon.log());
     let results = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(results.lines().count(), names.len(), "{results}");
+    // The io_uring attempts must reach the kernel's checks: a ring that
+    // failed to set up would "pass" by sending nothing.
+    for line in results.lines().filter(|l| l.starts_with("uring_")) {
+        assert!(line.ends_with("=EPERM"), "{line}\n{results}");
+    }
 
     // `ssh -W`: sshd itself, in the session, connects for the client.
     let w_port = base + names.len() as u16;
