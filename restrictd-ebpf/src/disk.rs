@@ -60,7 +60,8 @@ struct OpenArgs {
     /// Where `disk_kname` left the kernel's copy of the path: the CPU + 1
     /// (0: nowhere) and the copy's `seq` there.
     kname_cpu: u32,
-    kname_seq: u32,
+    _pad: u32,
+    kname_seq: u64,
 }
 
 /// The kernel's own copy of the path of the open in progress on this CPU
@@ -71,8 +72,7 @@ struct OpenArgs {
 #[repr(C)]
 struct KernelName {
     owner: u64,
-    seq: u32,
-    len: u32,
+    seq: u64,
     name: [u8; PATH_CAP],
 }
 
@@ -119,7 +119,6 @@ pub fn disk_kname(ctx: ProbeContext) -> u32 {
     if n <= 0 {
         return 0;
     }
-    k.len = n as u32;
     k.owner = id;
     k.seq = k.seq.wrapping_add(1);
     args.kname_seq = k.seq;
@@ -127,25 +126,29 @@ pub fn disk_kname(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Copies this thread's open's path, as the kernel read it, to `dst` (at
-/// most `PATH_CAP` bytes with the NUL); its length, or None if the copy is
-/// not on this CPU or no longer this open's.
+/// The kernel's copy of this thread's open's path, if it is on this CPU
+/// and still this open's.
 #[inline(always)]
-fn kernel_name(args: &OpenArgs, dst: *mut u8) -> Option<usize> {
+fn own_copy(args: &OpenArgs) -> Option<&'static KernelName> {
     if args.kname_cpu == 0 || args.kname_cpu != unsafe { bpf_get_smp_processor_id() } + 1 {
         return None;
     }
     let k = unsafe { &*KNAME.get_ptr(0)? };
-    let id = bpf_get_current_pid_tgid();
-    let seq = unsafe { core::ptr::read_volatile(&k.seq) };
-    if k.owner != id || seq != args.kname_seq {
-        return None;
-    }
+    let fresh = unsafe { core::ptr::read_volatile(&k.seq) } == args.kname_seq;
+    (fresh && k.owner == bpf_get_current_pid_tgid()).then_some(k)
+}
+
+/// Copies this thread's open's path, as the kernel read it, to `dst` (at
+/// most `PATH_CAP` bytes with the NUL); its length, or None if there is no
+/// such copy (`own_copy`).
+#[inline(always)]
+fn kernel_name(args: &OpenArgs, dst: *mut u8) -> Option<usize> {
+    let k = own_copy(args)?;
     let n = unsafe {
         bpf_probe_read_kernel_str(dst as *mut _, PATH_CAP as u32, k.name.as_ptr() as *const _)
     };
     // Overwritten while copied (a preempting open on this CPU)?
-    if n <= 0 || unsafe { core::ptr::read_volatile(&k.seq) } != seq || k.owner != id {
+    if n <= 0 || unsafe { core::ptr::read_volatile(&k.seq) } != args.kname_seq {
         return None;
     }
     Some(n as usize)
@@ -167,6 +170,7 @@ fn stash(filename: u64, flags: u32, dirfd: i32, how: u64) -> u32 {
         dirfd,
         how,
         kname_cpu: 0,
+        _pad: 0,
         kname_seq: 0,
     };
     let _ = OPENS.insert(bpf_get_current_pid_tgid(), args, 0);
@@ -276,8 +280,8 @@ fn exit(ctx: &TracePointContext) -> u32 {
     // Failed (or unresolvable): directory part first (none for an absolute
     // path), then the path the kernel tried: its own copy where
     // `disk_kname` kept one, else the caller's memory, flagged.
-    let first = match kernel_first_byte(&args) {
-        Some(b) => b,
+    let first = match own_copy(&args) {
+        Some(k) => k.name[0],
         None => read_user_u8(args.filename).unwrap_or(0),
     };
     let dir = if first != b'/' {
@@ -305,16 +309,6 @@ fn exit(ctx: &TracePointContext) -> u32 {
     }
     submit(scratch, cgroup_id, filter, at + n as usize);
     0
-}
-
-/// The first byte of the kernel's copy of the path, if it is this open's.
-#[inline(always)]
-fn kernel_first_byte(args: &OpenArgs) -> Option<u8> {
-    if args.kname_cpu == 0 || args.kname_cpu != unsafe { bpf_get_smp_processor_id() } + 1 {
-        return None;
-    }
-    let k = unsafe { &*KNAME.get_ptr(0)? };
-    (k.owner == bpf_get_current_pid_tgid() && k.seq == args.kname_seq).then_some(k.name[0])
 }
 
 /// Applies the path filters (to absolute paths; one the kernel could not
