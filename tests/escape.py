@@ -9,6 +9,10 @@ escape.py helper DIR          a process of the same user outside the session
                               (a cron job): serves a unix socket DIR/helper.sock
 escape.py inbound PORT SECS   listen on TCP and UDP PORT on all addresses for
                               SECS seconds; print what arrived
+escape.py uring-open SPEC... open files through io_uring (IORING_OP_OPENAT), which
+                              makes no open(2) call: SPEC "/path", "DIR:NAME" (NAME
+                              relative to an fd of DIR) or "sqpoll:/path" (by a
+                              SQPOLL ring's kernel thread); print "SPEC=fd" or errno
 escape.py sniff IFACE OUT     (root, in the denied host's netns) write one JSON
                               line per IP packet arriving on IFACE
 
@@ -47,7 +51,8 @@ IPV6_RTHDR = 57
 MSG_FASTOPEN = 0x20000000
 SYS_PIDFD_GETFD = 438
 SYS_IO_URING_SETUP, SYS_IO_URING_ENTER = 425, 426
-IORING_OP_SENDMSG, IORING_OP_CONNECT, IORING_OP_SOCKET = 9, 16, 45
+IORING_OP_SENDMSG, IORING_OP_CONNECT, IORING_OP_OPENAT, IORING_OP_SOCKET = 9, 16, 18, 45
+AT_FDCWD = -100
 IORING_SETUP_SQPOLL = 2
 IORING_ENTER_GETEVENTS, IORING_ENTER_SQ_WAKEUP = 1, 2
 
@@ -143,6 +148,20 @@ def uring_sendmsg(ring, fd, data, addr):
     msg = ctypes.create_string_buffer(struct.pack(
         "<QI4xQQQQi4x", ctypes.addressof(name), namelen, ctypes.addressof(iov), 1, 0, 0, 0))
     ring.op(IORING_OP_SENDMSG, fd, ctypes.addressof(msg), 0, 1)
+
+
+def uring_open(spec):
+    """Opens what `spec` names through io_uring; returns the fd as text."""
+    sqpoll = spec.startswith("sqpoll:")
+    path = spec[len("sqpoll:"):] if sqpoll else spec
+    dfd = AT_FDCWD
+    if ":" in path:
+        d, path = path.split(":", 1)
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    name = ctypes.create_string_buffer(path.encode())
+    fd = Uring(sqpoll).op(IORING_OP_OPENAT, dfd, ctypes.addressof(name))
+    os.close(fd)
+    return str(fd)
 
 
 def run(name):
@@ -397,6 +416,13 @@ def main():
         helper(sys.argv[2])
     elif mode == "inbound":
         inbound(int(sys.argv[2]), float(sys.argv[3]))
+    elif mode == "uring-open":
+        for spec in sys.argv[2:]:
+            try:
+                res = uring_open(spec)
+            except OSError as e:
+                res = errname(e)
+            print("%s=%s" % (spec, res), flush=True)
     elif mode == "sniff":
         sniff(sys.argv[2], sys.argv[3])
 

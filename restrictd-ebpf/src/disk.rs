@@ -12,14 +12,15 @@ use aya_ebpf::{
     programs::{ProbeContext, TracePointContext},
 };
 use restrictd_common::{
-    DiskEvent, DiskRate, PathKeyData, DISK_PATH_FROM_CALLER, EVENT_DISK, MAX_SESSIONS, PATH_ALWAYS,
-    PATH_CAP, PATH_INCLUDE, PATH_PREFIX_MAX, PATH_RULES_MAX, SESSION_RECORD_DISK,
+    DiskEvent, DiskRate, PathKeyData, DISK_IO_URING, DISK_PATH_FROM_CALLER, EVENT_DISK,
+    MAX_SESSIONS, PATH_ALWAYS, PATH_CAP, PATH_INCLUDE, PATH_PREFIX_MAX, PATH_RULES_MAX,
+    SESSION_RECORD_DISK,
 };
 
 use crate::{
     common::{
-        count_limited, count_lost, current_session, fill_header, load_config, read_kernel,
-        read_user_u64, read_user_u8, session_with, take_stash, within_share,
+        count_limited, count_lost, ctx_field, current_session, fill_header, load_config,
+        read_kernel, read_ptr, read_user_u64, read_user_u8, session_with, take_stash, within_share,
     },
     path::{dir_prefix, excluded_by_kind, fd_file, fd_path, in_users_mount_ns},
 };
@@ -308,6 +309,80 @@ fn exit(ctx: &TracePointContext) -> u32 {
         return 0;
     }
     submit(scratch, cgroup_id, filter, at + n as usize);
+    0
+}
+
+/// io_uring's open operations (uapi `IORING_OP_OPENAT`, `_OPENAT2`).
+const IORING_OP_OPENAT: u8 = 18;
+const IORING_OP_OPENAT2: u8 = 28;
+
+/// An open submitted through io_uring, which makes no open(2)-family call
+/// (the tracepoints above never see it): recorded when it is submitted, in
+/// the submitter's context (its task, or its ring's submission thread),
+/// after the kernel has copied the path (the op's prep), so the name is
+/// the kernel's. The open itself may run later, on a worker; its result is
+/// not recorded (`DISK_IO_URING`). A relative path is joined to the
+/// directory (`dfd` or the cwd) as it is now.
+#[tracepoint(
+    category = "io_uring",
+    name = "io_uring_submit_req,io_uring_submit_sqe"
+)]
+pub fn disk_uring(ctx: TracePointContext) -> u32 {
+    let c = load_config();
+    let o = c.kernel;
+    if c.uring_opcode_offset == 0 || o.io_open_filename == 0 {
+        return 0;
+    }
+    let opcode = ctx_field::<u8>(&ctx, c.uring_opcode_offset).unwrap_or(0);
+    if opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2 {
+        return 0;
+    }
+    let Some((cgroup_id, session)) = current_session() else {
+        return 0;
+    };
+    if session.flags & SESSION_RECORD_DISK == 0 {
+        return 0;
+    }
+    let req = ctx_field::<u64>(&ctx, c.uring_req_offset).unwrap_or(0);
+    if req == 0 {
+        return 0;
+    }
+    let open = req + o.io_kiocb_cmd as u64;
+    let dfd = unsafe { read_kernel((open + o.io_open_dfd as u64) as *const i32) }.unwrap_or(0);
+    // struct filename starts with `const char *name` (the loader checks).
+    let name = read_ptr(read_ptr(open, o.io_open_filename), 0);
+    // struct open_how starts with the u64 flags.
+    let flags = read_ptr(open, o.io_open_how) as u32;
+    let Some(scratch) = DISK_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    let h = &mut scratch.header;
+    fill_header(&mut h.header, EVENT_DISK, cgroup_id);
+    h.flags = flags;
+    h.return_code = 0;
+    h.path_len = 0;
+    h.path_flags = DISK_IO_URING;
+    let first = unsafe { read_kernel(name as *const u8) }.unwrap_or(0);
+    let dir = if name != 0 && first != b'/' {
+        let fd = (dfd != AT_FDCWD).then_some(dfd);
+        unsafe { dir_prefix(scratch.path.as_mut_ptr(), fd) }
+    } else {
+        0
+    };
+    let at = dir & (PATH_CAP - 1);
+    let n = unsafe {
+        bpf_probe_read_kernel_str(
+            scratch.path.as_mut_ptr().add(at) as *mut _,
+            PATH_CAP as u32,
+            name as *const _,
+        )
+    };
+    if n <= 0 {
+        count_lost(EVENT_DISK, cgroup_id);
+        return 0;
+    }
+    submit(scratch, cgroup_id, session.disk_filter, at + n as usize);
     0
 }
 

@@ -160,6 +160,21 @@ impl Btf {
     /// Everything the disk programs need to resolve a directory's path.
     pub fn kernel_offsets(&self) -> Result<restrictd_common::KernelOffsets> {
         let m = |s: &str, f: &str| self.member_offset(s, f);
+        // io_uring's opens, all or nothing (a kernel without io_uring, or
+        // one whose layout differs, gets none: those opens are then not
+        // recorded, as the README says of kernels without them).
+        let uring = (|| -> Result<[u32; 4]> {
+            Ok([
+                m("io_kiocb", "cmd")?,
+                m("io_open", "dfd")?,
+                m("io_open", "filename")?,
+                m("io_open", "how")?,
+            ])
+        })()
+        .ok()
+        // The program reads `filename->name` as the struct's first word.
+        .filter(|u| u[2] != 0 && m("filename", "name").is_ok_and(|o| o == 0))
+        .unwrap_or([0; 4]);
         Ok(restrictd_common::KernelOffsets {
             task_fs: m("task_struct", "fs")?,
             task_files: m("task_struct", "files")?,
@@ -203,6 +218,10 @@ impl Btf {
             tty_file_private_tty: m("tty_file_private", "tty").unwrap_or(0),
             tty_index: m("tty_struct", "index").unwrap_or(0),
             tty_winsize: m("tty_struct", "winsize").unwrap_or(0),
+            io_kiocb_cmd: uring[0],
+            io_open_dfd: uring[1],
+            io_open_filename: uring[2],
+            io_open_how: uring[3],
             _pad: 0,
         })
     }
@@ -263,6 +282,8 @@ mod tests {
             ("super_block", "s_magic"),
             ("mnt_namespace", "user_ns"),
             ("user_namespace", "level"),
+            ("io_open", "filename"),
+            ("io_open", "how"),
         ] {
             assert_eq!(
                 btf.member_offset(s, m).unwrap() * 8,

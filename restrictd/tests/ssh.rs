@@ -5,7 +5,9 @@ mod common;
 
 use std::{process::Stdio, time::Duration};
 
-use common::{assert_ei_accounted, policy_yaml, read_until, sshd::*, tcp_listener, udp_socket};
+use common::{
+    assert_ei_accounted, policy_yaml, read_until, repo, sshd::*, tcp_listener, udp_socket,
+};
 
 #[test]
 fn ssh_login_is_restricted_recorded_and_closed_at_logout() {
@@ -715,6 +717,80 @@ fn flood_then_read_secrets(bus: &Bus, daemon: &Daemon, user: &User) {
     assert_eq!(k["return_code"], 3, "cat's new file descriptor: {k}");
     let s = disk("/etc/shadow").expect("the /etc/shadow attempt not recorded");
     assert_eq!(s["return_code"], -13, "EACCES: {s}");
+}
+
+/// A user opens files through io_uring (IORING_OP_OPENAT), which makes no
+/// open(2) call, to read without a trace: from their own task, relative
+/// to a directory fd, by a SQPOLL ring's kernel thread, and their SSH keys
+/// after a flood of junk opens has used up the session's rate limit. Each
+/// open is recorded when submitted, by the kernel's copy of its path,
+/// made absolute.
+#[test]
+fn opens_through_io_uring_are_recorded() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let sshd = Sshd::new(&bus, &user, "");
+    let escape = repo().join("tests/escape.py");
+    let escape = escape.display();
+    let out = sshd.ssh(
+        &user,
+        &format!(
+            "python3 {escape} uring-open /etc/hostname /etc:passwd sqpoll:/etc/group /etc/no-such-file; \
+             python3 -c \"[open('/etc/hostname').close() for _ in range(3000)]\"; \
+             python3 {escape} uring-open ~/.ssh/authorized_keys"
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let results = String::from_utf8_lossy(&out.stdout).to_string();
+    let keys = format!("/home/{}/.ssh/authorized_keys", user.name);
+    // The caller's view: every open but the missing file's was made.
+    for spec in ["/etc/hostname", "/etc:passwd", "sqpoll:/etc/group", "/home"] {
+        assert!(
+            results.lines().any(
+                |l| l.starts_with(spec) && l.rsplit('=').next().unwrap().parse::<i32>().is_ok()
+            ),
+            "{spec}: {results}"
+        );
+    }
+    assert!(results.contains("/etc/no-such-file=ENOENT"), "{results}");
+    let mut events = Vec::new();
+    wait_for("the session's end", Duration::from_secs(10), || {
+        events = daemon.events();
+        events.iter().any(|e| e["event"] == "session.end")
+    });
+    let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
+    assert!(
+        end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
+        "the flood must have exhausted the rate limit: {end}"
+    );
+    let uring = |path: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "session.disk" && e["path"] == path && e["io_uring"] == true)
+            .cloned()
+            .unwrap_or_else(|| panic!("the io_uring open of {path} is not recorded"))
+    };
+    for path in [
+        "/etc/hostname",
+        "/etc/passwd",
+        "/etc/group",
+        "/etc/no-such-file",
+        &keys,
+    ] {
+        let e = uring(path);
+        assert_eq!(e["user"], user.name.as_str(), "{e}");
+        assert!(e.get("return_code").is_none(), "{e}");
+        // (io_uring adds O_LARGEFILE.)
+        assert_eq!(e["flags"].as_u64().unwrap() & 0o3, 0, "O_RDONLY: {e}");
+    }
+    // Submitted by the ring's kernel thread, in the user's session.
+    let sq = uring("/etc/group");
+    assert!(
+        sq["program"].as_str().unwrap().starts_with("iou-sqp"),
+        "{sq}"
+    );
+    assert_eq!(sq["sid"], uring("/etc/hostname")["sid"], "{sq}");
 }
 
 /// A user floods the recorder with junk opens past the session's disk

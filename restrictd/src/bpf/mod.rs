@@ -117,6 +117,18 @@ fn field_offset(category: &str, tracepoint: &str, field: &str) -> Result<u32> {
         .with_context(|| format!("{category}/{tracepoint} field {field} at offset {off}"))
 }
 
+/// The io_uring tracepoints a request's submission fires, newest name first.
+pub const URING_SUBMIT: [&str; 2] = ["io_uring_submit_req", "io_uring_submit_sqe"];
+
+/// A field's offset in io_uring's submission tracepoint, 0 where there is
+/// none (no io_uring, or no such field): its opens are then not recorded.
+fn uring_submit_offset(field: &str) -> u32 {
+    URING_SUBMIT
+        .iter()
+        .find_map(|tp| field_offset("io_uring", tp, field).ok())
+        .unwrap_or(0)
+}
+
 /// Where `sock/inet_sock_set_state`'s `oldstate` is, once every field the
 /// program reads is found where `SockState` has it.
 fn sock_state_offset() -> Result<u32> {
@@ -166,6 +178,8 @@ impl Kernel {
             attach_dst_id_offset: field_offset("cgroup", "cgroup_attach_task", "dst_id")?,
             attach_pid_offset: field_offset("cgroup", "cgroup_attach_task", "pid")?,
             sock_state_offset: sock_state_offset()?,
+            uring_req_offset: uring_submit_offset("req"),
+            uring_opcode_offset: uring_submit_offset("opcode"),
             argv_limit: opts.argv_limit.min(ARGV_LIMIT_MAX as u32),
             disk_rate: opts.disk_rate_limit,
             tty_rate: opts.terminal_rate_limit,

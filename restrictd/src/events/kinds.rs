@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use restrictd_common::{
     record::Record, CommandEvent, DiskEvent, Dropped, NetworkEvent, RecordHeader, ACTION_DENIED,
-    DISK_PATH_FROM_CALLER, EVENT_COMMAND, EVENT_DISK, EVENT_NETWORK, EXE_UNLINKED,
+    DISK_IO_URING, DISK_PATH_FROM_CALLER, EVENT_COMMAND, EVENT_DISK, EVENT_NETWORK, EXE_UNLINKED,
     OPERATION_CONNECT, OPERATION_PACKET_IN, OPERATION_PACKET_OUT, OPERATION_SEND,
     PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
 };
@@ -214,8 +214,16 @@ pub struct DiskBody {
     pub path: String,
     /// open(2) flags as passed (O_RDONLY 0, O_WRONLY 1, O_RDWR 2, O_CREAT 0o100, ...).
     pub flags: u32,
-    /// The new file descriptor, or the negative errno of a failed open.
-    pub return_code: i32,
+    /// The new file descriptor, or the negative errno of a failed open;
+    /// absent for an open submitted through io_uring (`io_uring`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_code: Option<i32>,
+    /// An open submitted through io_uring (IORING_OP_OPENAT, _OPENAT2),
+    /// recorded when it was submitted: `path` is the kernel's copy of the
+    /// path given, joined to its directory as it was then; whether it
+    /// succeeded is not recorded.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub io_uring: bool,
     /// A failed open's path as the caller's memory held it after the call
     /// (the kernel's own copy could not be read): another thread of the
     /// caller may have changed it, so it may not be the path the kernel
@@ -238,7 +246,8 @@ impl DiskBody {
         DiskBody {
             path: clean_path(path),
             flags: h.flags,
-            return_code: h.return_code,
+            return_code: (h.path_flags & DISK_IO_URING == 0).then_some(h.return_code),
+            io_uring: h.path_flags & DISK_IO_URING != 0,
             path_from_caller: h.path_flags & DISK_PATH_FROM_CALLER != 0,
             pid: h.header.pid,
             audit: AuditSession::of(&h.header),
@@ -274,20 +283,24 @@ impl Kind for DiskBody {
     };
 
     fn summary(&self, who: &str, _sid: &str) -> String {
-        if self.return_code >= 0 {
-            format!("{who} opened {} ({})", self.path, self.mode())
-        } else {
-            format!(
+        match self.return_code {
+            None => format!(
+                "{who} asked io_uring to open {} ({}) [result not recorded]",
+                self.path,
+                self.mode()
+            ),
+            Some(rc) if rc >= 0 => format!("{who} opened {} ({})", self.path, self.mode()),
+            Some(rc) => format!(
                 "{who} failed to open {} ({}): {}{}",
                 self.path,
                 self.mode(),
-                nix::errno::Errno::from_raw(-self.return_code),
+                nix::errno::Errno::from_raw(-rc),
                 if self.path_from_caller {
                     " [path as the caller's memory held it after the call]"
                 } else {
                     ""
                 }
-            )
+            ),
         }
     }
 }
