@@ -315,6 +315,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
 /// io_uring's open operations (uapi `IORING_OP_OPENAT`, `_OPENAT2`).
 const IORING_OP_OPENAT: u8 = 18;
 const IORING_OP_OPENAT2: u8 = 28;
+const OPEN_OPS: u64 = (1 << IORING_OP_OPENAT) | (1 << IORING_OP_OPENAT2);
 
 /// An open submitted through io_uring, which makes no open(2)-family call
 /// (the tracepoints above never see it): recorded when it is submitted, in
@@ -334,7 +335,9 @@ pub fn disk_uring(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let opcode = ctx_field::<u8>(&ctx, c.uring_opcode_offset).unwrap_or(0);
-    if opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2 {
+    // One branch, not one per opcode: two paths with the opcode known to
+    // differ would double what the verifier explores below.
+    if (1u64 << (opcode & 63)) & OPEN_OPS == 0 {
         return 0;
     }
     let Some((cgroup_id, session)) = current_session() else {
@@ -364,7 +367,7 @@ pub fn disk_uring(ctx: TracePointContext) -> u32 {
     h.path_len = 0;
     h.path_flags = DISK_IO_URING;
     let first = unsafe { read_kernel(name as *const u8) }.unwrap_or(0);
-    let dir = if name != 0 && first != b'/' {
+    let dir = if first != b'/' {
         let fd = (dfd != AT_FDCWD).then_some(dfd);
         unsafe { dir_prefix(scratch.path.as_mut_ptr(), fd) }
     } else {
