@@ -317,6 +317,11 @@ impl Core {
         if programs.kernel_names() {
             log::info!("failed opens are named by the kernel's copy of their path (kprobe on do_filp_open)");
         }
+        if programs.uring_opens() {
+            log::info!(
+                "opens made through io_uring are recorded (io_uring's submission tracepoint)"
+            );
+        }
         fault("upgrade-before-retire");
         let version = programs.version().unwrap_or_default();
         match programs.retire_others() {

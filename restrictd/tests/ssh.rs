@@ -793,6 +793,79 @@ fn opens_through_io_uring_are_recorded() {
     assert_eq!(sq["sid"], uring("/etc/hostname")["sid"], "{sq}");
 }
 
+/// A kernel whose verifier refuses the io_uring program (as Debian's 6.1
+/// once did) costs only that record: the daemon starts, says so, restricts
+/// and records as before.
+#[test]
+fn a_refused_io_uring_program_costs_only_its_record() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let (denied, pd) = tcp_listener("127.0.0.2");
+    denied.set_nonblocking(true).unwrap();
+    let mut daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.1"], &[])));
+    // Started once without the fault, its link is pinned: unpin it, so
+    // that the next start attaches (and is refused) again.
+    daemon.stop();
+    for version in std::fs::read_dir(&daemon.pin_dir).unwrap() {
+        for link in std::fs::read_dir(version.unwrap().path()).unwrap() {
+            let link = link.unwrap().path();
+            if link
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("link-tp-io_uring")
+            {
+                std::fs::remove_file(link).unwrap();
+            }
+        }
+    }
+    daemon
+        .env
+        .push(("RESTRICTD_FAULT".into(), "refuse-disk_uring".into()));
+    daemon.start();
+    assert!(
+        daemon
+            .log()
+            .contains("opens made through io_uring are not recorded on this kernel"),
+        "{}",
+        daemon.log()
+    );
+    let sshd = Sshd::new(&bus, &user, "");
+    let escape = repo().join("tests/escape.py");
+    let out = sshd.ssh(
+        &user,
+        &format!(
+            "cat /etc/hostname >/dev/null; python3 {} uring-open /etc/passwd; {}",
+            escape.display(),
+            probe_cmd("tcp", "127.0.0.2", pd)
+        ),
+    );
+    assert!(text(&out).contains("EPERM"), "{}", text(&out));
+    assert!(
+        denied.accept().is_err(),
+        "the denied listener got a connection"
+    );
+    let mut events = Vec::new();
+    wait_for("the session's end", Duration::from_secs(10), || {
+        events = daemon.events();
+        events.iter().any(|e| e["event"] == "session.end")
+    });
+    let disk = |path: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == "session.disk" && e["path"] == path)
+            .count()
+    };
+    assert!(disk("/etc/hostname") >= 1, "{events:#?}");
+    // The one record lost: the io_uring open (made: the caller got an fd).
+    let made = String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+        l.strip_prefix("/etc/passwd=")
+            .is_some_and(|fd| fd.parse::<u32>().is_ok())
+    });
+    assert!(made, "{}", text(&out));
+    assert!(events.iter().all(|e| e["io_uring"] != true), "{events:#?}");
+}
+
 /// A user floods the recorder with junk opens past the session's disk
 /// rate limit and stays logged in. The loss is reported as an event of
 /// that session within seconds, while it runs, and shown for that session

@@ -117,8 +117,12 @@ fn field_offset(category: &str, tracepoint: &str, field: &str) -> Result<u32> {
         .with_context(|| format!("{category}/{tracepoint} field {field} at offset {off}"))
 }
 
+/// The program that records io_uring's opens (optional: see
+/// `attach_tracepoints`).
+const URING_PROGRAM: &str = "disk_uring";
+
 /// The io_uring tracepoints a request's submission fires, newest name first.
-pub const URING_SUBMIT: [&str; 2] = ["io_uring_submit_req", "io_uring_submit_sqe"];
+const URING_SUBMIT: [&str; 2] = ["io_uring_submit_req", "io_uring_submit_sqe"];
 
 /// A field's offset in io_uring's submission tracepoint, 0 where there is
 /// none (no io_uring, or no such field): its opens are then not recorded.
@@ -280,6 +284,7 @@ impl Kernel {
                 recording: opts.recording,
                 pin,
                 kernel_names: false,
+                uring_opens: false,
             },
             sessions,
             policy,
@@ -298,6 +303,8 @@ pub struct Programs {
     pin: Option<PathBuf>,
     /// `disk_kname` is attached (`kernel_names`).
     kernel_names: bool,
+    /// `disk_uring` is attached (`uring_opens`).
+    uring_opens: bool,
 }
 
 /// What a kprobe program reads of its function's arguments is where it
@@ -469,7 +476,13 @@ impl Programs {
                 .pin
                 .as_ref()
                 .map(|d| d.join(format!("link-tp-{tracepoint}")));
-            self.attach_one(&name, pin, |prog: &mut TracePoint, keep| {
+            let attached = self.attach_one(&name, pin, |prog: &mut TracePoint, keep| {
+                // Tests: a kernel that refuses the program.
+                if name == URING_PROGRAM
+                    && std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| v == "refuse-disk_uring")
+                {
+                    bail!("{name}: refused (RESTRICTD_FAULT=refuse-disk_uring)");
+                }
                 let id = prog.attach(&category, &tracepoint).with_context(|| {
                     format!("attaching {name} to tracepoint {category}/{tracepoint}")
                 })?;
@@ -481,7 +494,18 @@ impl Programs {
                 } else {
                     None
                 })
-            })?;
+            });
+            match attached {
+                Ok(()) if name == URING_PROGRAM => self.uring_opens = true,
+                Ok(()) => {}
+                // io_uring's own tracepoint, the newest and least settled
+                // of them: a kernel whose verifier refuses it keeps every
+                // other record and all enforcement.
+                Err(e) if name == URING_PROGRAM => {
+                    log::warn!("{e:#}: opens made through io_uring are not recorded on this kernel")
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.attach_kprobes();
         Ok(())
@@ -539,6 +563,12 @@ impl Programs {
     /// (`disk_kname` attached).
     pub fn kernel_names(&self) -> bool {
         self.kernel_names
+    }
+
+    /// Whether opens made through io_uring are recorded (`disk_uring`
+    /// attached).
+    pub fn uring_opens(&self) -> bool {
+        self.uring_opens
     }
 
     /// This version's programs are attached (`attach`, `attach_tracepoints`):
