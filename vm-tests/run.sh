@@ -131,17 +131,19 @@ kname_race_checks() {
     check "the kernel's copy names at least 90% of them (no PATH_FROM_CALLER)" '[ "$(jq -s "[.[] | select(.caller == \"\")] | length" <<<"$ev")" -ge 360 ]'
 }
 
-# Opens through io_uring, which make no open(2) call (tests/escape.py
-# uring-open): recorded at submission by the kernel's copy of the path,
-# from the user's task and from a SQPOLL ring's kernel thread.
+# Opens through io_uring, which make no open(2) call (vm-tests/uring-open.c,
+# static: the guest's python has no ctypes): recorded at submission by the
+# kernel's copy of the path, from the user's task and from a SQPOLL ring's
+# kernel thread.
+cc -O2 -static -o "$RUN/uring-open" vm-tests/uring-open.c
 uring_open_checks() {
     local out sid
-    out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; python3 /usr/local/bin/vm-escape.py uring-open /etc/hostname sqpoll:/etc/group' 2>&1 || true)
+    out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; vm-uring-open /etc/hostname sqpoll:/etc/group' 2>&1 || true)
     echo "$out" | sed 's/^/    /'
     sid=$(sed -n 's/^SID=//p' <<<"$out")
     check "io_uring opened both files" '[[ $out =~ /etc/hostname=[0-9] ]] && [[ $out =~ sqpoll:/etc/group=[0-9] ]]'
     wait_events $MID_END "$sid" >/dev/null || true
-    check "an io_uring open is in the journal: IO_URING=true, no RETURN_CODE" 'match "$(events $MID_DISK "$sid" PATH=/etc/hostname IO_URING=true)" ".PROGRAM==\"python3\" and .USER==\"alice\" and .RETURN_CODE==null and (.MESSAGE|test(\"asked io_uring to open /etc/hostname\"))"'
+    check "an io_uring open is in the journal: IO_URING=true, no RETURN_CODE" 'match "$(events $MID_DISK "$sid" PATH=/etc/hostname IO_URING=true)" ".PROGRAM==\"vm-uring-open\" and .USER==\"alice\" and .RETURN_CODE==null and (.MESSAGE|test(\"asked io_uring to open /etc/hostname\"))"'
     check "and one that a SQPOLL ring's kernel thread submitted" 'match "$(events $MID_DISK "$sid" PATH=/etc/group IO_URING=true)" "(.PROGRAM|test(\"^iou-sqp\")) and .USER==\"alice\""'
 }
 
@@ -153,7 +155,7 @@ echo "  guest kernel: $kernel1"
 
 as_root "cat > /usr/local/bin/vmnet && chmod 755 /usr/local/bin/vmnet" <<<"$VMNET"
 copy_to_guest "$RUN/kname-race" /usr/local/bin/vm-kname-race && as_root chmod 755 /usr/local/bin/vm-kname-race
-copy_to_guest tests/escape.py /usr/local/bin/vm-escape.py && as_root chmod 755 /usr/local/bin/vm-escape.py
+copy_to_guest "$RUN/uring-open" /usr/local/bin/vm-uring-open && as_root chmod 755 /usr/local/bin/vm-uring-open
 # A jq test over journal events (one JSON object per line): true if any matches.
 match() {
     # Slurped: jq 1.6's -e looks only at the last input's result.
@@ -533,7 +535,7 @@ vm_stop
 VM_KERNEL=bpo vm_boot
 as_root "cat > /usr/local/bin/vmnet && chmod 755 /usr/local/bin/vmnet" <<<"$VMNET"
 copy_to_guest "$RUN/kname-race" /usr/local/bin/vm-kname-race && as_root chmod 755 /usr/local/bin/vm-kname-race
-copy_to_guest tests/escape.py /usr/local/bin/vm-escape.py && as_root chmod 755 /usr/local/bin/vm-escape.py
+copy_to_guest "$RUN/uring-open" /usr/local/bin/vm-uring-open && as_root chmod 755 /usr/local/bin/vm-uring-open
 kernel2=$(as_root uname -r)
 echo "  guest kernel: $kernel2"
 check "the guest runs the backports kernel, not $kernel1" '[ "$kernel2" != "$kernel1" ] && [[ "$kernel2" == *+deb12* || "$kernel2" == *bpo* ]]'
