@@ -230,10 +230,6 @@ pub struct LoadConfig {
     /// `sock/inet_sock_set_state`: offset of `oldstate`; the fields after
     /// it follow at fixed distances (`SockState`), which the loader checks.
     pub sock_state_offset: u32,
-    /// io_uring's submission tracepoint (`io_uring_submit_req`, before 6.2
-    /// `io_uring_submit_sqe`): offsets of `req` and `opcode`; 0: none.
-    pub uring_req_offset: u32,
-    pub uring_opcode_offset: u32,
     /// Kernel struct layout, from the kernel's BTF.
     pub kernel: KernelOffsets,
     /// Terminal bytes per session per second (`terminal.rate_limit`); 0:
@@ -311,14 +307,14 @@ pub struct KernelOffsets {
     pub tty_file_private_tty: u32,
     pub tty_index: u32,
     pub tty_winsize: u32,
-    /// io_uring's opens: `io_kiocb.cmd` (where the op's data is),
-    /// `io_open.dfd`, `.filename`, `.how`. `io_open_filename` 0: no
-    /// io_uring in this kernel's BTF.
+    /// io_uring's opens: `io_kiocb.opcode`, `io_kiocb.cmd` (where the op's
+    /// data is), `io_open.dfd`, `.filename`, `.how`. `io_open_filename` 0:
+    /// no io_uring in this kernel's BTF.
+    pub io_kiocb_opcode: u32,
     pub io_kiocb_cmd: u32,
     pub io_open_dfd: u32,
     pub io_open_filename: u32,
     pub io_open_how: u32,
-    pub _pad: u32,
 }
 
 /// Event kinds: `RecordHeader.kind`, and the index of their `LOST` counter.

@@ -7,9 +7,9 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
         generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
-    macros::{kprobe, map, tracepoint},
+    macros::{kprobe, map, raw_tracepoint, tracepoint},
     maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, TracePointContext},
 };
 use restrictd_common::{
     DiskEvent, DiskRate, PathKeyData, DISK_IO_URING, DISK_PATH_FROM_CALLER, EVENT_DISK,
@@ -19,8 +19,8 @@ use restrictd_common::{
 
 use crate::{
     common::{
-        count_limited, count_lost, ctx_field, current_session, fill_header, load_config,
-        read_kernel, read_ptr, read_user_u64, read_user_u8, session_with, take_stash, within_share,
+        count_limited, count_lost, current_session, fill_header, load_config, read_kernel,
+        read_ptr, read_user_u64, read_user_u8, session_with, take_stash, within_share,
     },
     path::{dir_prefix, excluded_by_kind, fd_file, fd_path, in_users_mount_ns},
 };
@@ -323,20 +323,21 @@ const OPEN_OPS: u64 = (1 << IORING_OP_OPENAT) | (1 << IORING_OP_OPENAT2);
 /// after the kernel has copied the path (the op's prep), so the name is
 /// the kernel's. The open itself may run later, on a worker; its result is
 /// not recorded (`DISK_IO_URING`). A relative path is joined to the
-/// directory (`dfd` or the cwd) as it is now.
-#[tracepoint(
-    category = "io_uring",
-    name = "io_uring_submit_req,io_uring_submit_sqe"
-)]
-pub fn disk_uring(ctx: TracePointContext) -> u32 {
-    let c = load_config();
-    let o = c.kernel;
-    if c.uring_opcode_offset == 0 || o.io_open_filename == 0 {
+/// directory (`dfd` or the cwd) as it is now. A raw tracepoint (the
+/// request is its first argument): a classic one would have the kernel
+/// format a record, its opcode's name included, for every request of every
+/// ring on the host.
+#[raw_tracepoint(tracepoint = "io_uring_submit_req")]
+pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
+    let o = load_config().kernel;
+    if o.io_open_filename == 0 {
         return 0;
     }
-    let opcode = ctx_field::<u8>(&ctx, c.uring_opcode_offset).unwrap_or(0);
+    let req: u64 = ctx.arg(0);
+    let opcode = unsafe { read_kernel((req + o.io_kiocb_opcode as u64) as *const u8) }.unwrap_or(0);
     // One branch, not one per opcode: two paths with the opcode known to
-    // differ would double what the verifier explores below.
+    // differ would double what the verifier explores below (6.1's then
+    // hits its limit).
     if (1u64 << (opcode & 63)) & OPEN_OPS == 0 {
         return 0;
     }
@@ -344,10 +345,6 @@ pub fn disk_uring(ctx: TracePointContext) -> u32 {
         return 0;
     };
     if session.flags & SESSION_RECORD_DISK == 0 {
-        return 0;
-    }
-    let req = ctx_field::<u64>(&ctx, c.uring_req_offset).unwrap_or(0);
-    if req == 0 {
         return 0;
     }
     let open = req + o.io_kiocb_cmd as u64;

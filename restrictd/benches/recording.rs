@@ -60,13 +60,14 @@ fn main() {
         * 2;
     let dir = tempfile::tempdir().unwrap();
 
-    // `-- exec`, `-- open` or `-- connect`: only that storm.
+    // `-- exec`, `-- open` or `-- connect`: only that storm; `-- outside`:
+    // only the cost to processes outside sessions.
     let only = args[1..]
         .iter()
-        .find(|a| matches!(a.as_str(), "exec" | "open" | "connect"))
+        .find(|a| matches!(a.as_str(), "exec" | "open" | "connect" | "outside"))
         .cloned();
     let want = |s: &str| only.as_deref().is_none_or(|o| o == s);
-    if only.is_none() {
+    if want("outside") {
         outside_cost(dir.path());
     }
 
@@ -335,15 +336,27 @@ fn auditd_peer(syscalls: &str, dir: &std::path::Path, args: &[&str]) -> Option<R
 
 /// What a process outside every session pays while restrictd records:
 /// syscall tracepoints put every system call of every process on the
-/// kernel's slow path while they are attached, and the open tracepoints
-/// run a session lookup for every open on the host.
+/// kernel's slow path while they are attached, the open tracepoints run a
+/// session lookup for every open on the host, and io_uring's submission
+/// tracepoint runs `disk_uring` for every request submitted on the host.
 fn outside_cost(dir: &std::path::Path) {
     let file = dir.join("outside-file");
     std::fs::write(&file, "x").unwrap();
     let cpath = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
-    let measure = || {
-        let mut best = (f64::MAX, f64::MAX);
+    let mut ring = io_uring::IoUring::new(8).unwrap();
+    let measure = |ring: &mut io_uring::IoUring| {
+        let mut best = (f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..5 {
+            let n = 200_000;
+            let t = Instant::now();
+            for _ in 0..n {
+                let nop = io_uring::opcode::Nop::new().build();
+                // SAFETY: a NOP refers to no memory.
+                unsafe { ring.submission().push(&nop).unwrap() };
+                ring.submit_and_wait(1).unwrap();
+                ring.completion().next().unwrap();
+            }
+            best.2 = best.2.min(t.elapsed().as_nanos() as f64 / n as f64);
             let n = 1_000_000;
             let t = Instant::now();
             for _ in 0..n {
@@ -362,7 +375,7 @@ fn outside_cost(dir: &std::path::Path) {
         }
         best
     };
-    let without = measure();
+    let without = measure(&mut ring);
     // A restrictd instance with recording on, its programs attached, while
     // this process (in no session) measures again.
     let config = dir.join("outside.yaml");
@@ -379,7 +392,7 @@ fn outside_cost(dir: &std::path::Path) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let with = measure();
+    let with = measure(&mut ring);
     std::fs::write(&done, "").unwrap();
     let _ = daemon.wait();
     let _ = std::fs::remove_dir(restrictd::cgroup::find_cgroup2_mount().unwrap().join(&root));
@@ -391,10 +404,16 @@ fn outside_cost(dir: &std::path::Path) {
         with.0 - without.0
     );
     println!(
-        "  open+close:    {:>7.0} without restrictd, {:>7.0} while it records ({:+.0})\n",
+        "  open+close:    {:>7.0} without restrictd, {:>7.0} while it records ({:+.0})",
         without.1,
         with.1,
         with.1 - without.1
+    );
+    println!(
+        "  io_uring NOP:  {:>7.0} without restrictd, {:>7.0} while it records ({:+.0})\n",
+        without.2,
+        with.2,
+        with.2 - without.2
     );
 }
 

@@ -163,8 +163,9 @@ impl Btf {
         // io_uring's opens, all or nothing (a kernel without io_uring, or
         // one whose layout differs, gets none: those opens are then not
         // recorded, as the README says of kernels without them).
-        let uring = (|| -> Result<[u32; 4]> {
+        let uring = (|| -> Result<[u32; 5]> {
             Ok([
+                m("io_kiocb", "opcode")?,
                 m("io_kiocb", "cmd")?,
                 m("io_open", "dfd")?,
                 m("io_open", "filename")?,
@@ -173,8 +174,8 @@ impl Btf {
         })()
         .ok()
         // The program reads `filename->name` as the struct's first word.
-        .filter(|u| u[2] != 0 && m("filename", "name").is_ok_and(|o| o == 0))
-        .unwrap_or([0; 4]);
+        .filter(|u| u[3] != 0 && m("filename", "name").is_ok_and(|o| o == 0))
+        .unwrap_or([0; 5]);
         Ok(restrictd_common::KernelOffsets {
             task_fs: m("task_struct", "fs")?,
             task_files: m("task_struct", "files")?,
@@ -218,11 +219,11 @@ impl Btf {
             tty_file_private_tty: m("tty_file_private", "tty").unwrap_or(0),
             tty_index: m("tty_struct", "index").unwrap_or(0),
             tty_winsize: m("tty_struct", "winsize").unwrap_or(0),
-            io_kiocb_cmd: uring[0],
-            io_open_dfd: uring[1],
-            io_open_filename: uring[2],
-            io_open_how: uring[3],
-            _pad: 0,
+            io_kiocb_opcode: uring[0],
+            io_kiocb_cmd: uring[1],
+            io_open_dfd: uring[2],
+            io_open_filename: uring[3],
+            io_open_how: uring[4],
         })
     }
 

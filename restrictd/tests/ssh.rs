@@ -813,7 +813,7 @@ fn a_refused_io_uring_program_costs_only_its_record() {
                 .file_name()
                 .unwrap()
                 .to_string_lossy()
-                .starts_with("link-tp-io_uring")
+                .starts_with("link-rtp-io_uring")
             {
                 std::fs::remove_file(link).unwrap();
             }

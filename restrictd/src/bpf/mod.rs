@@ -23,7 +23,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
-        CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, KProbe, Program, TracePoint,
+        CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, KProbe, Program, RawTracePoint, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -121,17 +121,10 @@ fn field_offset(category: &str, tracepoint: &str, field: &str) -> Result<u32> {
 /// `attach_tracepoints`).
 const URING_PROGRAM: &str = "disk_uring";
 
-/// The io_uring tracepoints a request's submission fires, newest name first.
+/// The io_uring tracepoints a request's submission fires, newest name first
+/// (`io_uring_submit_sqe` before 6.2); the request is the first argument
+/// of both.
 const URING_SUBMIT: [&str; 2] = ["io_uring_submit_req", "io_uring_submit_sqe"];
-
-/// A field's offset in io_uring's submission tracepoint, 0 where there is
-/// none (no io_uring, or no such field): its opens are then not recorded.
-fn uring_submit_offset(field: &str) -> u32 {
-    URING_SUBMIT
-        .iter()
-        .find_map(|tp| field_offset("io_uring", tp, field).ok())
-        .unwrap_or(0)
-}
 
 /// Where `sock/inet_sock_set_state`'s `oldstate` is, once every field the
 /// program reads is found where `SockState` has it.
@@ -182,8 +175,6 @@ impl Kernel {
             attach_dst_id_offset: field_offset("cgroup", "cgroup_attach_task", "dst_id")?,
             attach_pid_offset: field_offset("cgroup", "cgroup_attach_task", "pid")?,
             sock_state_offset: sock_state_offset()?,
-            uring_req_offset: uring_submit_offset("req"),
-            uring_opcode_offset: uring_submit_offset("opcode"),
             argv_limit: opts.argv_limit.min(ARGV_LIMIT_MAX as u32),
             disk_rate: opts.disk_rate_limit,
             tty_rate: opts.terminal_rate_limit,
@@ -230,6 +221,7 @@ impl Kernel {
                 Program::CgroupSockAddr(_)
                     | Program::CgroupSkb(_)
                     | Program::TracePoint(_)
+                    | Program::RawTracePoint(_)
                     | Program::KProbe(_)
             ) {
                 bail!("BPF program {name}: a program type restrictd does not attach");
@@ -476,13 +468,7 @@ impl Programs {
                 .pin
                 .as_ref()
                 .map(|d| d.join(format!("link-tp-{tracepoint}")));
-            let attached = self.attach_one(&name, pin, |prog: &mut TracePoint, keep| {
-                // Tests: a kernel that refuses the program.
-                if name == URING_PROGRAM
-                    && std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| v == "refuse-disk_uring")
-                {
-                    bail!("{name}: refused (RESTRICTD_FAULT=refuse-disk_uring)");
-                }
+            self.attach_one(&name, pin, |prog: &mut TracePoint, keep| {
                 let id = prog.attach(&category, &tracepoint).with_context(|| {
                     format!("attaching {name} to tracepoint {category}/{tracepoint}")
                 })?;
@@ -494,21 +480,53 @@ impl Programs {
                 } else {
                     None
                 })
-            });
-            match attached {
-                Ok(()) if name == URING_PROGRAM => self.uring_opens = true,
-                Ok(()) => {}
-                // io_uring's own tracepoint, the newest and least settled
-                // of them: a kernel whose verifier refuses it keeps every
-                // other record and all enforcement.
-                Err(e) if name == URING_PROGRAM => {
-                    log::warn!("{e:#}: opens made through io_uring are not recorded on this kernel")
-                }
-                Err(e) => return Err(e),
-            }
+            })?;
         }
+        self.attach_uring(&events);
         self.attach_kprobes();
         Ok(())
+    }
+
+    /// Attaches `disk_uring` (io_uring's opens) to the raw tracepoint of
+    /// io_uring's submissions. Optional: a kernel that refuses it (its
+    /// verifier, its tracepoint) keeps every other record and all
+    /// enforcement, and the daemon says that io_uring opens are not
+    /// recorded there.
+    fn attach_uring(&mut self, events: &std::path::Path) {
+        if !group_wanted(URING_PROGRAM, self.recording).unwrap_or(false) {
+            return;
+        }
+        let Some(tracepoint) = URING_SUBMIT
+            .iter()
+            .find(|tp| events.join("io_uring").join(tp).is_dir())
+        else {
+            // No io_uring here: nothing to record.
+            return;
+        };
+        let pin = self
+            .pin
+            .as_ref()
+            .map(|d| d.join(format!("link-rtp-{tracepoint}")));
+        let attached = self.attach_one(URING_PROGRAM, pin, |prog: &mut RawTracePoint, keep| {
+            // Tests: a kernel that refuses the program.
+            if std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| v == "refuse-disk_uring") {
+                bail!("{URING_PROGRAM}: refused (RESTRICTD_FAULT=refuse-disk_uring)");
+            }
+            let id = prog.attach(tracepoint).with_context(|| {
+                format!("attaching {URING_PROGRAM} to raw tracepoint {tracepoint}")
+            })?;
+            Ok(if keep {
+                Some(FdLink::from(prog.take_link(id)?))
+            } else {
+                None
+            })
+        });
+        match attached {
+            Ok(()) => self.uring_opens = true,
+            Err(e) => {
+                log::warn!("{e:#}: opens made through io_uring are not recorded on this kernel")
+            }
+        }
     }
 
     /// Attaches the kprobe programs, which only make records more exact
@@ -612,6 +630,7 @@ impl Programs {
             Program::CgroupSkb(p) => p.load().with_context(refused)?,
             Program::TracePoint(p) => p.load().with_context(refused)?,
             Program::KProbe(p) => p.load().with_context(refused)?,
+            Program::RawTracePoint(p) => p.load().with_context(refused)?,
             _ => bail!("BPF program {name}: a program type restrictd does not attach"),
         }
         log::debug!("BPF program {name} verified in {:?}", started.elapsed());
