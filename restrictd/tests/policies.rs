@@ -526,11 +526,7 @@ fn what_the_user_writes_into_the_pam_environment_binds_no_policy_and_is_not_reco
         "{}",
         daemon.log()
     );
-    let mut events = Vec::new();
-    wait_for("the session's end", Duration::from_secs(10), || {
-        events = daemon.events();
-        events.iter().any(|e| e["event"] == "session.end")
-    });
+    let events = daemon.wait_any_end();
     let start = events
         .iter()
         .find(|e| e["event"] == "session.start")

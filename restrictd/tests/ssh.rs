@@ -697,11 +697,7 @@ fn flood_then_read_secrets(bus: &Bus, daemon: &Daemon, user: &User) {
     );
     assert!(out.status.success(), "{}", text(&out));
     let keys = format!("/home/{}/.ssh/authorized_keys", user.name);
-    let mut events = Vec::new();
-    wait_for("the session's end", Duration::from_secs(10), || {
-        events = daemon.events();
-        events.iter().any(|e| e["event"] == "session.end")
-    });
+    let events = daemon.wait_any_end();
     let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
     assert!(
         end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
@@ -754,11 +750,7 @@ fn opens_through_io_uring_are_recorded() {
         );
     }
     assert!(results.contains("/etc/no-such-file=ENOENT"), "{results}");
-    let mut events = Vec::new();
-    wait_for("the session's end", Duration::from_secs(10), || {
-        events = daemon.events();
-        events.iter().any(|e| e["event"] == "session.end")
-    });
+    let events = daemon.wait_any_end();
     let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
     assert!(
         end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
@@ -845,11 +837,7 @@ fn a_refused_io_uring_program_costs_only_its_record() {
         denied.accept().is_err(),
         "the denied listener got a connection"
     );
-    let mut events = Vec::new();
-    wait_for("the session's end", Duration::from_secs(10), || {
-        events = daemon.events();
-        events.iter().any(|e| e["event"] == "session.end")
-    });
+    let events = daemon.wait_any_end();
     let disk = |path: &str| {
         events
             .iter()
@@ -1001,11 +989,7 @@ fn a_denial_flood_is_aggregated_with_exact_counts_and_hides_nothing() {
         "a denied datagram arrived"
     );
 
-    let mut events = Vec::new();
-    wait_for("the session's end", Duration::from_secs(10), || {
-        events = daemon.events();
-        events.iter().any(|e| e["event"] == "session.end")
-    });
+    let events = daemon.wait_any_end();
     let reports: Vec<_> = events
         .iter()
         .filter(|e| {
@@ -1148,11 +1132,7 @@ fn files_cannot_hide_under_device_or_excluded_paths() {
         .unwrap()
         .trim()
         .to_string();
-    let mut events = Vec::new();
-    wait_for("the session's end", Duration::from_secs(10), || {
-        events = daemon.events();
-        events.iter().any(|e| e["event"] == "session.end")
-    });
+    let events = daemon.wait_any_end();
     let opened = |program: &str, path: &str| {
         events.iter().any(|e| {
             e["event"] == "session.disk"
@@ -1226,11 +1206,7 @@ except PermissionError:
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(stdout.contains("denied"), "{stdout}");
-    let mut events = Vec::new();
-    wait_for("the session's end", Duration::from_secs(10), || {
-        events = daemon.events();
-        events.iter().any(|e| e["event"] == "session.end")
-    });
+    let events = daemon.wait_any_end();
     let command = |arg: &str| {
         events
             .iter()
@@ -1283,11 +1259,7 @@ fn padding_cannot_push_a_command_past_what_is_recorded() {
         /bin/echo "$pad" "$pad" past-the-limit > /dev/null"#;
     let out = sshd.ssh(&user, script);
     assert!(out.status.success(), "{}", text(&out));
-    let mut events = Vec::new();
-    wait_for("the session's end", Duration::from_secs(10), || {
-        events = daemon.events();
-        events.iter().any(|e| e["event"] == "session.end")
-    });
+    let events = daemon.wait_any_end();
     let echo = |n: usize| {
         events
             .iter()

@@ -118,7 +118,7 @@ fn field_offset(category: &str, tracepoint: &str, field: &str) -> Result<u32> {
 }
 
 /// The program that records io_uring's opens (optional: see
-/// `attach_tracepoints`).
+/// `attach_uring`).
 const URING_PROGRAM: &str = "disk_uring";
 
 /// The io_uring tracepoints a request's submission fires, newest name first
@@ -276,6 +276,7 @@ impl Kernel {
                 recording: opts.recording,
                 pin,
                 kernel_names: false,
+                uring_layout: config.kernel.io_open_filename != 0,
                 uring_opens: false,
             },
             sessions,
@@ -295,6 +296,8 @@ pub struct Programs {
     pin: Option<PathBuf>,
     /// `disk_kname` is attached (`kernel_names`).
     kernel_names: bool,
+    /// The kernel's BTF gave `disk_uring` the layout it reads.
+    uring_layout: bool,
     /// `disk_uring` is attached (`uring_opens`).
     uring_opens: bool,
 }
@@ -503,6 +506,10 @@ impl Programs {
             // No io_uring here: nothing to record.
             return;
         };
+        if !self.uring_layout {
+            log::warn!("this kernel's BTF has no io_kiocb/io_open layout restrictd reads: opens made through io_uring are not recorded on this kernel");
+            return;
+        }
         let pin = self
             .pin
             .as_ref()

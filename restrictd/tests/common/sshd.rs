@@ -315,6 +315,17 @@ impl Daemon {
         events
     }
 
+    /// Waits (10 s at most) for a `session.end`, of any session, in the
+    /// events file; returns every event then.
+    pub fn wait_any_end(&self) -> Vec<serde_json::Value> {
+        let mut events = Vec::new();
+        wait_for("the session's end", Duration::from_secs(10), || {
+            events = self.events();
+            events.iter().any(|e| e["event"] == "session.end")
+        });
+        events
+    }
+
     /// Where this daemon keeps terminal recordings.
     pub fn terminal_dir(&self) -> PathBuf {
         self.dir.path().join("terminal")
