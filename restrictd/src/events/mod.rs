@@ -2,8 +2,11 @@
 //! event (`kinds`: one place per kind for its name, code, MESSAGE_ID,
 //! summary line and fields) and where they are written (`output`).
 
+mod journal;
 mod kinds;
 pub mod output;
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 
@@ -157,7 +160,7 @@ impl Event {
             (Some(u), false) => u.clone(),
             (None, _) => format!("session {}", self.sid),
         };
-        escape_text(&self.body.summary(&who, &self.sid))
+        escape_text(&self.body.summary(&who, &self.sid)).into_owned()
     }
 
     /// journald fields: every event field, UPPERCASE (`sid` as `SESSION_ID`),
@@ -168,56 +171,77 @@ impl Event {
 
     /// `journal_fields`, given the event already serialized (`EVENT_JSON`).
     pub fn journal_fields_with(&self, event_json: &str) -> Vec<(String, String)> {
-        // The fields are read back from the event's JSON text, each value
-        // as its raw text: no tree of values is built for every event.
-        let fields: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
-            serde_json::from_str(event_json).expect("an event is a JSON object");
-        let mut out = Vec::with_capacity(fields.len() + 4);
-        out.extend([
-            ("MESSAGE_ID".to_string(), self.message_id().to_string()),
-            (
-                "SYSLOG_IDENTIFIER".to_string(),
-                SYSLOG_IDENTIFIER.to_string(),
-            ),
-            ("SYSLOG_FACILITY".to_string(), "10".to_string()), // authpriv
-        ]);
-        {
-            for (k, v) in fields {
-                let key = match k {
-                    "sid" => "SESSION_ID".to_string(),
-                    "time" => "EVENT_TIME".to_string(),
-                    // journald field names: A-Z, 0-9 and _ only ("addr.remote" -> ADDR_REMOTE).
-                    k => k
-                        .chars()
-                        .map(|c| {
-                            if c.is_ascii_alphanumeric() {
-                                c.to_ascii_uppercase()
-                            } else {
-                                '_'
-                            }
-                        })
-                        .collect(),
-                };
-                // What journalctl shows: no control character, so no value
-                // can forge a line or make journald store it as a blob.
-                let raw = v.get();
-                let val = if raw.starts_with('"') {
-                    // Borrowed when the string has no JSON escapes.
-                    match serde_json::from_str::<&str>(raw) {
-                        Ok(s) => escape_text(s),
-                        Err(_) => {
-                            escape_text(&serde_json::from_str::<String>(raw).unwrap_or_default())
-                        }
-                    }
-                } else {
-                    escape_json(raw)
-                };
-                out.push((key, val));
-            }
-        }
-        out.push(("EVENT_JSON".to_string(), event_json.to_string()));
+        let mut out = Vec::new();
+        self.each_journal_field(event_json, |k, v| out.push((k.to_string(), v.to_string())));
         out
     }
+
+    /// The fields of `journal_fields`, each given to `f` as it is made: the
+    /// writer puts them straight into the datagram, without a list of
+    /// owned strings per event.
+    pub fn each_journal_field(&self, event_json: &str, mut f: impl FnMut(&str, &str)) {
+        f("MESSAGE_ID", self.message_id());
+        f("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER);
+        f("SYSLOG_FACILITY", "10"); // authpriv
+        let mut key = String::new();
+        // The fields are read back from the event's JSON text, each value
+        // as its raw text, one after the other: no tree of values is built.
+        each_json_field(event_json, |k, v| {
+            key.clear();
+            match k {
+                "sid" => key.push_str("SESSION_ID"),
+                "time" => key.push_str("EVENT_TIME"),
+                // journald field names: A-Z, 0-9 and _ only ("addr.remote" -> ADDR_REMOTE).
+                k => key.extend(k.chars().map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })),
+            }
+            // What journalctl shows: no control character, so no value
+            // can forge a line or make journald store it as a blob.
+            let raw = v.get();
+            if raw.starts_with('"') {
+                // Borrowed when the string has no JSON escapes.
+                match serde_json::from_str::<&str>(raw) {
+                    Ok(s) => f(&key, &escape_text(s)),
+                    Err(_) => f(
+                        &key,
+                        &escape_text(&serde_json::from_str::<String>(raw).unwrap_or_default()),
+                    ),
+                }
+            } else {
+                f(&key, &escape_json(raw))
+            }
+        });
+        f("EVENT_JSON", event_json);
+    }
+}
+
+/// Calls `f` with each top-level key of the JSON object `json` and its
+/// value's raw text, in the text's order.
+fn each_json_field(json: &str, f: impl FnMut(&str, &serde_json::value::RawValue)) {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    struct Each<F>(F);
+    impl<'de, F: FnMut(&str, &serde_json::value::RawValue)> Visitor<'de> for Each<F> {
+        type Value = ();
+        fn expecting(&self, fmt: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fmt.write_str("an event object")
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+            while let Some((k, v)) =
+                map.next_entry::<&'de str, &'de serde_json::value::RawValue>()?
+            {
+                (self.0)(k, v);
+            }
+            Ok(())
+        }
+    }
+    serde_json::Deserializer::from_str(json)
+        .deserialize_map(Each(f))
+        .expect("an event is a JSON object with plain keys");
 }
 
 /// Whether a reader's terminal could act on `c` rather than show it: C0 and
@@ -237,9 +261,9 @@ pub fn is_unsafe_char(c: char) -> bool {
 /// the log should see it: every unsafe character (`is_unsafe_char`)
 /// written as `\xNN` or `\u{NNNN}`, and a backslash as `\\`, so the
 /// escapes cannot be imitated. `EVENT_JSON` keeps the exact text.
-pub fn escape_text(s: &str) -> String {
+pub fn escape_text(s: &str) -> Cow<'_, str> {
     if !s.chars().any(|c| c == '\\' || is_unsafe_char(c)) {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
@@ -252,13 +276,16 @@ pub fn escape_text(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// JSON text (a field that is an array or object) with the characters
 /// JSON leaves raw but a terminal acts on (DEL, C1, bidi) as `\uNNNN`
 /// escapes, so it stays valid JSON.
-pub(crate) fn escape_json(s: &str) -> String {
+pub(crate) fn escape_json(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe_char) {
+        return Cow::Borrowed(s);
+    }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if is_unsafe_char(c) {
@@ -267,7 +294,7 @@ pub(crate) fn escape_json(s: &str) -> String {
             out.push(c);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The current CLOCK_BOOTTIME, the clock the kernel stamps records with.

@@ -4,7 +4,7 @@
 
 use std::{io::Write, path::Path};
 
-use super::{Event, KINDS, LOST_MESSAGE_ID, SYSLOG_IDENTIFIER};
+use super::{journal::Journal, Event, KINDS, LOST_MESSAGE_ID, SYSLOG_IDENTIFIER};
 use crate::bpf::Lost;
 
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -19,7 +19,7 @@ pub struct Output {
 }
 
 enum SystemLog {
-    Journal,
+    Journal(Journal),
     Syslog(Box<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>),
     None,
 }
@@ -48,7 +48,7 @@ impl Output {
 
     pub fn system_log_name(&self) -> &'static str {
         match self.system {
-            SystemLog::Journal => "journald",
+            SystemLog::Journal(_) => "journald",
             SystemLog::Syslog(_) => "syslog",
             SystemLog::None => "none",
         }
@@ -73,7 +73,7 @@ impl Output {
         );
         log::warn!("{msg}");
         let res = match &mut self.system {
-            SystemLog::Journal => {
+            SystemLog::Journal(_) => {
                 let mut fields = vec![
                     ("MESSAGE_ID".to_string(), LOST_MESSAGE_ID.to_string()),
                     (
@@ -123,7 +123,7 @@ impl Output {
             }
         }
         let res = match &mut self.system {
-            SystemLog::Journal => send_journal(ev, &json).or_else(|e| {
+            SystemLog::Journal(j) => send_journal(j, ev, &json).or_else(|e| {
                 // journald may have gone away: try syslog before giving up.
                 log::warn!("journald write failed ({e}); trying syslog");
                 SystemLog::detect_syslog().map_or(Err(e), |mut l| send_syslog(&mut l, ev, &json))
@@ -144,7 +144,7 @@ impl Output {
 impl SystemLog {
     fn detect() -> SystemLog {
         if Path::new(JOURNAL_SOCKET).exists() {
-            return SystemLog::Journal;
+            return SystemLog::Journal(Journal::new(JOURNAL_SOCKET));
         }
         if let Some(l) = SystemLog::detect_syslog() {
             return SystemLog::Syslog(Box::new(l));
@@ -169,17 +169,14 @@ impl SystemLog {
     }
 }
 
-fn send_journal(ev: &Event, json: &str) -> anyhow::Result<()> {
-    let prio = if ev.denied() {
-        libsystemd::logging::Priority::Warning
-    } else {
-        libsystemd::logging::Priority::Info
-    };
-    libsystemd::logging::journal_send(
-        prio,
-        &ev.summary(),
-        ev.journal_fields_with(json).into_iter(),
-    )
+fn send_journal(j: &mut Journal, ev: &Event, json: &str) -> anyhow::Result<()> {
+    // syslog's levels: warning for a denial, info for the rest.
+    let priority = if ev.denied() { "4" } else { "6" };
+    j.send(|f| {
+        f.add("PRIORITY", priority);
+        f.add("MESSAGE", &ev.summary());
+        ev.each_journal_field(json, |k, v| f.add(k, v));
+    })
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -192,9 +189,9 @@ fn send_syslog(
     // whoever reads the log on a terminal.
     let json = super::escape_json(json);
     if ev.denied() {
-        l.warning(json)
+        l.warning(&*json)
     } else {
-        l.info(json)
+        l.info(&*json)
     }
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
