@@ -35,6 +35,7 @@ pub mod pamconf;
 pub mod pathfilter;
 pub mod policy;
 pub mod recorder;
+pub mod repeats;
 pub mod run;
 pub mod service;
 pub mod session;

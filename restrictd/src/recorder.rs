@@ -32,6 +32,7 @@ use crate::{
     bpf::{Counters, DenialCounts, DropCounters, Lost, LostCounters},
     events::{from_record, now_boot_ns, Exe, Losses, Output},
     exes::ExeNames,
+    repeats::AllowedRepeats,
     session::Registry,
     terminal::{Meta, Store},
 };
@@ -162,6 +163,7 @@ impl Recorder {
             assembling: HashMap::new(),
             denials,
             denials_reported,
+            allowed: AllowedRepeats::default(),
             dropped,
             dropped_reported,
             dropped_checked: now_boot_ns(),
@@ -174,6 +176,7 @@ impl Recorder {
             pending: Vec::new(),
             seq: 0,
             written: 0,
+            records: 0,
             reported: baseline,
             last_report: None,
             last_check: Instant::now(),
@@ -278,6 +281,8 @@ struct Writer {
     denials: DenialCounts,
     /// Per kind of denial: the entry's `first_ns` and the repeats reported.
     denials_reported: HashMap<DenialKey, (u64, u64)>,
+    /// Allowed network events that repeat, folded into counts.
+    allowed: AllowedRepeats,
     dropped: DropCounters,
     /// Per record key: the counts already reported.
     dropped_reported: HashMap<u64, Losses>,
@@ -285,8 +290,9 @@ struct Writer {
     dropped_checked: u64,
     pending: Vec<Pending>,
     seq: u64,
-    /// Events written (for the CPU-per-event figure at stop).
+    /// Events written, and records read (for the CPU figures at stop).
     written: u64,
+    records: u64,
     reported: Lost,
     last_report: Option<Instant>,
     last_check: Instant,
@@ -344,14 +350,25 @@ impl Writer {
             if stop {
                 self.check_denials();
                 self.check_dropped();
+                // Sessions that ended take their folds with their end;
+                // the rest are written after.
+                self.write_until(u64::MAX);
+                let now = now_boot_ns();
+                let keys = self.allowed.keys();
+                for ev in self.allowed.due(now, Some(&keys), |_| false) {
+                    self.push(now, Item::Record(Record::Network(ev)));
+                }
                 self.write_until(u64::MAX);
                 self.check_lost(true);
                 let cpu = thread_cpu();
+                // Per record: a record folded into another event's count
+                // costs the writer too.
                 log::info!(
-                    "event writer: {} events, {:?} CPU ({:.1} µs per event)",
+                    "event writer: {} records, {} events, {:?} CPU ({:.1} µs per record)",
+                    self.records,
                     self.written,
                     cpu,
-                    cpu.as_secs_f64() * 1e6 / self.written.max(1) as f64
+                    cpu.as_secs_f64() * 1e6 / self.records.max(1) as f64
                 );
                 return Ok(());
             }
@@ -367,6 +384,7 @@ impl Writer {
                 std::thread::sleep(COALESCE);
             }
             if self.last_check.elapsed() >= LOST_CHECK_EVERY {
+                self.check_allowed();
                 self.check_denials();
                 self.check_dropped();
                 self.check_lost(false);
@@ -395,12 +413,26 @@ impl Writer {
             }
         }
         let n = got.len();
+        self.records += n as u64;
         for r in got {
             if let Record::Tty(h, data) = r {
                 self.push(h.header.boot_ns, Item::Tty(h, data));
                 continue;
             }
             if let Some(r) = self.join_parts(r) {
+                let r = match r {
+                    Record::Network(ev) => {
+                        let (fold, ev) = self.allowed.admit(ev);
+                        if let Some(f) = fold {
+                            self.push(f.header.boot_ns, Item::Record(Record::Network(f)));
+                        }
+                        match ev {
+                            Some(ev) => Record::Network(ev),
+                            None => continue,
+                        }
+                    }
+                    r => r,
+                };
                 let t = r.header().boot_ns;
                 self.push(t, Item::Record(r));
             }
@@ -530,7 +562,9 @@ impl Writer {
                     Item::End(cg, keys) => {
                         // The last counts of the session's keys, read now
                         // that it is out of the kernel's session table.
-                        for r in self.denial_reports(Some(&keys), p.boot_ns) {
+                        let folds = self.allowed.due(p.boot_ns, Some(&keys), |_| false);
+                        let denials = self.denial_reports(Some(&keys), p.boot_ns);
+                        for r in folds.into_iter().map(Record::Network).chain(denials) {
                             let h = *r.header();
                             let Some(body) = self.body(&r) else {
                                 continue;
@@ -651,6 +685,16 @@ impl Writer {
             }
         }
         Some(body)
+    }
+
+    /// Queues the folds of allowed network events whose window is over
+    /// (those of ending sessions come with their end).
+    fn check_allowed(&mut self) {
+        let now = now_boot_ns();
+        let ending = self.registry.lock().unwrap().ending_keys();
+        for ev in self.allowed.due(now, None, |k| ending.contains(&k)) {
+            self.push(now, Item::Record(Record::Network(ev)));
+        }
     }
 
     /// Queues a report of every kind of denial repeated since the last

@@ -685,3 +685,63 @@ fn a_session_is_enforced_whether_or_not_it_holds_its_fast_slot() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// A process connecting to one destination over and over (a flood the
+/// system log could not keep up with) is written as its first connects
+/// and then counts: every connect is accounted for, and a connect to
+/// another destination in the middle of it is an event of its own.
+#[test]
+fn repeated_allowed_connects_are_folded_into_counts_that_add_up() {
+    let sb = Sandbox::new();
+    // Closed ports: each connect is refused at once (the event is the
+    // connection's start), with no accept queue to fill.
+    let closed = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (flood, other) = (closed(), closed());
+    let script = format!(
+        "import socket
+def c(p):
+    s = socket.socket()
+    try: s.connect(('127.0.0.1', p))
+    except ConnectionRefusedError: pass
+    s.close()
+for i in range(3000):
+    c({flood})
+    if i == 1500: c({other})
+"
+    );
+    assert!(sb.run(None, &["python3", "-c", &script]).status.success());
+    let ev = sb.network_events();
+    let to = |port: u16| -> Vec<&serde_json::Value> {
+        ev.iter()
+            .filter(|e| e["action"] == 0 && e["dst_port"] == port)
+            .collect()
+    };
+    let flood_ev = to(flood);
+    let total: u64 = flood_ev
+        .iter()
+        .map(|e| 1 + e["repeats"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, 3000, "every connect is counted: {flood_ev:?}");
+    let sid = &flood_ev[0]["sid"];
+    assert!(
+        flood_ev
+            .iter()
+            .all(|e| e["sid"] == *sid && e["sid"] != "" && e["user"].is_string()),
+        "the counts are the session's events: {flood_ev:?}"
+    );
+    assert!(
+        flood_ev.len() < 200,
+        "the flood is folded, not written one by one: {} events",
+        flood_ev.len()
+    );
+    assert!(
+        flood_ev
+            .iter()
+            .any(|e| e["repeats"].as_u64().unwrap_or(0) > 0),
+        "{flood_ev:?}"
+    );
+    assert_eq!(to(other).len(), 1, "{ev:?}");
+}
