@@ -4,7 +4,9 @@
 //! event; next to libbpf-tools' execsnoop, opensnoop and tcpconnect, and
 //! auditd, tracing the same storm (scripts/bench.sh installs them).
 //! Run as root: `cargo bench -p restrictd --bench recording` (or scripts/bench.sh);
-//! `-- exec`, `-- open` or `-- connect` runs one storm.
+//! `-- exec`, `-- open` or `-- connect` runs one storm; `-- journald` writes
+//! the events to a private journald (tests/with-journald.sh), as a host
+//! does, instead of to an `--events` file, and counts them there.
 
 use std::{
     process::Command,
@@ -67,6 +69,14 @@ fn main() {
         .find(|a| matches!(a.as_str(), "exec" | "open" | "connect" | "outside"))
         .cloned();
     let want = |s: &str| only.as_deref().is_none_or(|o| o == s);
+    println!(
+        "events written to {}",
+        if journald() {
+            "a private journald (counted there)"
+        } else {
+            "an --events file"
+        }
+    );
     if want("outside") {
         outside_cost(dir.path());
     }
@@ -223,6 +233,11 @@ fn main() {
     }
 }
 
+/// `-- journald`: events go to a private journald and are counted there.
+fn journald() -> bool {
+    std::env::args().any(|a| a == "journald")
+}
+
 /// Inside the session: runs `op` from `workers` threads for SECONDS and
 /// prints how many times it completed.
 fn storm_loop(workers: &str, op: impl Fn() + Sync) {
@@ -314,7 +329,8 @@ fn auditd_peer(syscalls: &str, dir: &std::path::Path, args: &[&str]) -> Option<R
     ));
     ctl("-e 1");
     let lost_before = lost();
-    let mut run = storm(dir, "enabled: false", args);
+    // The peer writes its own log: no journald under it.
+    let mut run = storm_to(dir, "enabled: false", args, false);
     let lost_n = lost().saturating_sub(lost_before);
     ctl("-D");
     ctl("-e 0");
@@ -435,7 +451,8 @@ fn peer(tool: &str, dir: &std::path::Path, args: &[&str]) -> Option<Run> {
         .unwrap();
     // Its programs load and attach in well under this.
     std::thread::sleep(Duration::from_secs(2));
-    let mut run = storm(dir, "enabled: false", args);
+    // The peer writes its own log: no journald under it.
+    let mut run = storm_to(dir, "enabled: false", args, false);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     // SIGINT: the tools flush their output and exit.
     nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).unwrap();
@@ -470,6 +487,10 @@ struct Run {
     dropped_network: u64,
     /// The event writer's CPU time and the events it wrote.
     writer_cpu: Option<(Duration, u64)>,
+    /// `-- journald`: the private journald's CPU time.
+    journald_cpu: Option<Duration>,
+    /// Events the writer wrote (repeats folded into one count once).
+    written: u64,
 }
 
 impl Run {
@@ -477,13 +498,25 @@ impl Run {
         self.executed as f64 / SECONDS as f64
     }
 
+    /// Matching lines; an event that folds repeats in (`"repeats":N`,
+    /// network events) counts for 1 + N.
     fn count(&self, f: impl Fn(&str) -> bool) -> u64 {
-        self.events.lines().filter(|l| f(l)).count() as u64
+        self.events
+            .lines()
+            .filter(|l| f(l))
+            .map(|l| {
+                1 + l
+                    .split("\"repeats\":")
+                    .nth(1)
+                    .and_then(|r| r.split([',', '}']).next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 }
 
 fn header(what: &str) {
-    println!(
+    print!(
         "{:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}",
         "recording",
         what,
@@ -491,7 +524,15 @@ fn header(what: &str) {
         "recorded",
         "kept out",
         "lost",
-        "writer µs/evt"
+        "writer µs/rec"
+    );
+    println!(
+        "{}",
+        if journald() {
+            "  journald µs/entry"
+        } else {
+            ""
+        }
     );
 }
 
@@ -505,7 +546,7 @@ fn row(name: &str, r: &Run, recorded: u64, dropped: u64, lost: u64) {
         }
         _ => "-".into(),
     };
-    println!(
+    print!(
         "{:>10} {:>10} {:>10.0} {:>10} {:>10} {:>10} {:>14}",
         name,
         r.executed,
@@ -516,6 +557,13 @@ fn row(name: &str, r: &Run, recorded: u64, dropped: u64, lost: u64) {
         cpu,
     );
     let peer = name.ends_with("snoop") || name == "tcpconnect" || name == "auditd";
+    // journald's CPU per event it stored: what the host pays beyond the writer.
+    match r.journald_cpu {
+        Some(j) if r.written > 0 && recording && !peer => {
+            println!("{:>17.1}", j.as_secs_f64() * 1e6 / r.written as f64)
+        }
+        _ => println!(),
+    }
     if recording && !peer && recorded + dropped + lost != r.executed {
         println!(
             "           (unaccounted: {} executed, {recorded} recorded + {dropped} dropped + {lost} lost)",
@@ -527,6 +575,11 @@ fn row(name: &str, r: &Run, recorded: u64, dropped: u64, lost: u64) {
 /// Runs this binary with `args` in a `restrictd run` session whose
 /// enhanced_recording section is `recording`.
 fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
+    storm_to(dir, recording, args, journald())
+}
+
+/// `storm`, its events written to journald (`journal`) or a file.
+fn storm_to(dir: &std::path::Path, recording: &str, args: &[&str], journal: bool) -> Run {
     let config = dir.join("restrictd.yaml");
     let root = format!("restrictd-bench-{}", std::process::id());
     std::fs::write(
@@ -536,12 +589,26 @@ fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
     .unwrap();
     let events = dir.join("events.jsonl");
     let _ = std::fs::remove_file(&events);
-    let out = Command::new(RESTRICTD)
+    let mut cmd = if journal {
+        // journald's copy of every event, one JSON line each.
+        let mut c = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/with-journald.sh"
+        ));
+        c.env("WITH_JOURNALD_FIELD", "EVENT_JSON")
+            .env("WITH_JOURNALD_CPU", "1")
+            .arg(&events)
+            .arg(RESTRICTD);
+        c
+    } else {
+        Command::new(RESTRICTD)
+    };
+    cmd.args(["run", "--config"]).arg(&config);
+    if !journal {
+        cmd.arg("--events").arg(&events);
+    }
+    let out = cmd
         .env("RUST_LOG", "info")
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--events")
-        .arg(&events)
         .arg("--")
         .arg(std::env::current_exe().unwrap())
         .args(args)
@@ -573,7 +640,18 @@ fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
     let dropped = end["disk_events_dropped"].as_u64().unwrap_or(0);
     let dropped_network = end["network_events_dropped"].as_u64().unwrap_or(0);
     let _ = std::fs::remove_dir(restrictd::cgroup::find_cgroup2_mount().unwrap().join(&root));
-    // "event writer: N events, 1.2s CPU (x µs per event)"
+    // "event writer: N records, M events, 1.2s CPU (x µs per record)"
+    let written: u64 = stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("event writer: ").nth(1)?;
+            rest.split(", ")
+                .nth(1)?
+                .strip_suffix(" events")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
     let writer_cpu = stderr.lines().find_map(|l| {
         let rest = l.split("event writer: ").nth(1)?;
         let n: u64 = rest.split_whitespace().next()?.parse().ok()?;
@@ -586,6 +664,14 @@ fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
             .ok()?;
         Some((Duration::from_secs_f64(us * n as f64 / 1e6), n))
     });
+    // "with-journald: journald CPU N ticks of 1/HZ s"
+    let journald_cpu = stderr.lines().find_map(|l| {
+        let rest = l.strip_prefix("with-journald: journald CPU ")?;
+        let mut w = rest.split_whitespace();
+        let ticks: f64 = w.next()?.parse().ok()?;
+        let hz: f64 = w.nth(2)?.strip_prefix("1/")?.parse().ok()?;
+        Some(Duration::from_secs_f64(ticks / hz))
+    });
     Run {
         executed,
         events,
@@ -595,5 +681,7 @@ fn storm(dir: &std::path::Path, recording: &str, args: &[&str]) -> Run {
         dropped,
         dropped_network,
         writer_cpu,
+        journald_cpu,
+        written,
     }
 }
