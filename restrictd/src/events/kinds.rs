@@ -891,9 +891,40 @@ impl Kind for LostBody {
 /// (its walk too long, see DIR_DEPTH_MAX) are kept as they are.
 fn clean_path(raw: &[u8]) -> String {
     let path = String::from_utf8_lossy(raw).into_owned();
-    if !path.starts_with('/') {
+    if !path.starts_with('/') || !needs_cleaning(&path) {
         return path;
     }
     let p: std::path::PathBuf = std::path::Path::new(&path).components().collect();
     p.display().to_string()
+}
+
+/// Whether rebuilding `path` (absolute) from its components would change
+/// it: most paths are clean, and the rebuild costs two more allocations
+/// on every event.
+fn needs_cleaning(path: &str) -> bool {
+    path.contains("//")
+        || path.contains("/./")
+        || path.ends_with("/.")
+        || (path.len() > 1 && path.ends_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_paths_are_kept_and_others_rebuilt_as_before() {
+        let rebuilt = |p: &str| -> String {
+            let p: std::path::PathBuf = std::path::Path::new(p).components().collect();
+            p.display().to_string()
+        };
+        for p in [
+            "/", "/a", "/a/b", "/a/./b", "/a//b", "//a", "/a/", "/a/.", "/./a", "/a/../b", "/a/..",
+            "/.a/b.", "/a/.b/", "/a/b/./", "/a.//b", "/...", "/a/...",
+        ] {
+            assert_eq!(clean_path(p.as_bytes()), rebuilt(p), "{p:?}");
+        }
+        assert_eq!(clean_path(b"/home/a/./x"), "/home/a/x");
+        assert_eq!(clean_path(b"rel/./x"), "rel/./x");
+    }
 }
