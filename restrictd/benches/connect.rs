@@ -78,18 +78,41 @@ fn connect_tables(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Res
     // The kernel's own count of time spent in our programs: the precise added
     // cost, free of the syscall's run-to-run noise. Disabled when the fd drops.
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
-    println!("median ns per connect(); prog = kernel-measured ns per connect4 run");
-    println!(
-        "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10}",
-        "CIDRs allow+deny", "outside", "no-session", "session", "added", "prog miss", "prog hit"
-    );
+    // The statistics' floor, measured beside our programs in the same rounds.
+    let floor = EmptyConnect4::attach(&root.path.with_extension("floor"), home)?;
+    println!("median ns per connect(); prog = kernel-measured ns per connect4 run;");
+    println!("empty = the same for a connect4 program that only returns 1 (the floor: the");
+    println!("statistics' clock reads and the call); own = prog hit - empty");
+    let header = |first: &str| {
+        println!(
+            "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10} {:>7} {:>7}",
+            first,
+            "outside",
+            "no-session",
+            "session",
+            "added",
+            "prog miss",
+            "prog hit",
+            "empty",
+            "own"
+        )
+    };
+    header("CIDRs allow+deny");
     for n in [10usize, 1_000, 100_000] {
         let policy = Policy::parse(&synthetic_yaml(n, n), "synthetic")?;
         let enforcer = enforcer(&[&policy], root, session)?;
         // outside: no program runs. no-session: below the attach point but in
         // no session (the program runs and misses the session hash). session:
         // the full check (session slot, policy id, one LPM lookup).
-        row(&format!("{n}+{n}"), &enforcer, target, root, session, home)?;
+        row(
+            &format!("{n}+{n}"),
+            &enforcer,
+            target,
+            root,
+            session,
+            home,
+            &floor,
+        )?;
     }
     drop(stats);
     beside_nftables(target, root, session, home)?;
@@ -100,10 +123,7 @@ fn connect_tables(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Res
     // ranges are checked after the lookup).
     println!();
     println!("with ports: one restrictd_policy of N rules, each TCP 443 + 8000-8080");
-    println!(
-        "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10}",
-        "rules", "outside", "no-session", "session", "added", "prog miss", "prog hit"
-    );
+    header("rules");
     for n in [10usize, 1_000, 100_000] {
         let set = PolicySet::parse_with(
             &synthetic_policies_yaml(1, n),
@@ -121,7 +141,7 @@ fn connect_tables(root: &Cgroup, session: &Cgroup, home: &Cgroup) -> anyhow::Res
                 disk_filter: 0,
             },
         )?;
-        row(&n.to_string(), &e, target, root, session, home)?;
+        row(&n.to_string(), &e, target, root, session, home, &floor)?;
     }
 
     drop(stats);
@@ -135,24 +155,37 @@ fn load_times() -> anyhow::Result<()> {
         println!();
         println!("loading 1,000 per-login policies of 100 rules (TCP 443 + 8000-8080) each:");
         let yaml = synthetic_policies_yaml(1_000, 100);
-        let t = Instant::now();
-        let set = PolicySet::parse_with(&yaml, "synthetic", Default::default())?;
-        let parse = t.elapsed();
-        let mut e = Kernel::load(restrictd::config::Config::default().load_options(None)?)?;
-        let t = Instant::now();
-        e.policy.set_all(&set, |_| Ok(()))?;
-        let apply = t.elapsed();
-        let t = Instant::now();
-        e.policy.set_all(&set, |_| Ok(()))?;
-        let swap = t.elapsed();
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        println!("  parse + validate YAML:  {:>8.1} ms", ms(parse));
-        println!("  write into BPF maps:    {:>8.1} ms", ms(apply));
-        println!("  load + apply total:     {:>8.1} ms", ms(parse + apply));
-        println!(
-            "  replace it live (write new, switch, delete old): {:.1} ms",
-            ms(swap)
-        );
+        // The same policies as a policy directory of one file each.
+        let dir = tempfile::tempdir()?;
+        for (i, doc) in yaml.split("---\n").skip(1).enumerate() {
+            fs::write(dir.path().join(format!("{i:04}.yaml")), doc)?;
+        }
+        for (what, from_dir) in [
+            ("one file", false),
+            ("1,000 files in a policy directory", true),
+        ] {
+            println!("  from {what}:");
+            let t = Instant::now();
+            let set = if from_dir {
+                PolicySet::load_dir(dir.path(), Default::default())?
+            } else {
+                PolicySet::parse_with(&yaml, "synthetic", Default::default())?
+            };
+            let parse = t.elapsed();
+            anyhow::ensure!(
+                set.policies.len() == 1_000,
+                "{} policies",
+                set.policies.len()
+            );
+            let mut e = Kernel::load(restrictd::config::Config::default().load_options(None)?)?;
+            let t = Instant::now();
+            e.policy.set_all(&set, |_| Ok(()))?;
+            let apply = t.elapsed();
+            let t = Instant::now();
+            e.policy.set_all(&set, |_| Ok(()))?;
+            let swap = t.elapsed();
+            print_load("    ", parse, apply, swap);
+        }
     }
 
     for (n_allow, n_deny) in [(50_000, 50_000), (100_000, 100_000)] {
@@ -170,16 +203,28 @@ fn load_times() -> anyhow::Result<()> {
         let t = Instant::now();
         enforcer.policy.set(Some(&other))?;
         let swap = t.elapsed();
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        println!("  parse + validate YAML:  {:>8.1} ms", ms(parse));
-        println!("  write into BPF maps:    {:>8.1} ms", ms(apply));
-        println!("  load + apply total:     {:>8.1} ms", ms(parse + apply));
-        println!(
-            "  replace it live (write new, switch, delete old): {:.1} ms",
-            ms(swap)
-        );
+        print_load("  ", parse, apply, swap);
     }
     Ok(())
+}
+
+fn print_load(
+    indent: &str,
+    parse: std::time::Duration,
+    apply: std::time::Duration,
+    swap: std::time::Duration,
+) {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!("{indent}parse + validate YAML:  {:>8.1} ms", ms(parse));
+    println!("{indent}write into BPF maps:    {:>8.1} ms", ms(apply));
+    println!(
+        "{indent}load + apply total:     {:>8.1} ms",
+        ms(parse + apply)
+    );
+    println!(
+        "{indent}replace it live (write new, switch, delete old): {:.1} ms",
+        ms(swap)
+    );
 }
 
 /// Loopback TCP throughput with the packet-level check on every segment
@@ -285,10 +330,14 @@ fn row(
     root: &Cgroup,
     session: &Cgroup,
     home: &Cgroup,
+    floor: &EmptyConnect4,
 ) -> anyhow::Result<()> {
     let (mut outside, mut miss, mut inside) = (Vec::new(), Vec::new(), Vec::new());
     let (mut miss_runs, mut miss_ns) = (0u64, 0u128);
+    let floor0 = floor.stats()?;
     for _ in 0..ROUNDS {
+        floor.cgroup.add_process(std::process::id())?;
+        sample(target, &mut Vec::new());
         home.add_process(std::process::id())?;
         sample(target, &mut outside);
         root.add_process(std::process::id())?;
@@ -303,18 +352,113 @@ fn row(
     home.add_process(std::process::id())?;
     let (runs, total) = connect4_stats(e)?;
     let (hit_runs, hit_ns) = (runs - miss_runs, total - miss_ns);
+    let floor1 = floor.stats()?;
+    let empty = (floor1.1 - floor0.1) as f64 / (floor1.0 - floor0.0).max(1) as f64;
     let (o, m, i) = (median(&mut outside), median(&mut miss), median(&mut inside));
+    let hit = hit_ns as f64 / hit_runs.max(1) as f64;
     println!(
-        "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10.1} {:>10.1}",
+        "{:>16} {:>9} {:>11} {:>9} {:>9} {:>10.1} {:>10.1} {:>7.1} {:>7.1}",
         label,
         o,
         m,
         i,
         i as i64 - o as i64,
         miss_ns as f64 / miss_runs.max(1) as f64,
-        hit_ns as f64 / hit_runs.max(1) as f64,
+        hit,
+        empty,
+        hit - empty,
     );
     Ok(())
+}
+
+/// A cgroup/connect4 program that only allows (`r0 = 1; exit`), attached
+/// to its own cgroup outside the bench's root: what the kernel's run-time
+/// statistics report for a program that does nothing. Loaded with the
+/// bpf(2) syscall directly, as it has no object file.
+struct EmptyConnect4 {
+    cgroup: Cgroup,
+    home: Cgroup,
+    name: &'static str,
+    _prog: std::os::fd::OwnedFd,
+}
+
+impl EmptyConnect4 {
+    fn attach(path: &std::path::Path, home: &Cgroup) -> anyhow::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // uapi/linux/bpf.h
+        const BPF_PROG_LOAD: libc::c_long = 5;
+        const BPF_PROG_ATTACH: libc::c_long = 8;
+        const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+        const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+        const BPF_F_ALLOW_MULTI: u32 = 2;
+        let name = "rd_bench_empty";
+        // mov64 r0, 1; exit
+        let insns: [u64; 2] = [0x0000_0001_0000_00b7, 0x0000_0000_0000_0095];
+        let license = c"GPL";
+        // union bpf_attr for BPF_PROG_LOAD, the fields up to
+        // expected_attach_type; the rest must be zero.
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&BPF_PROG_TYPE_CGROUP_SOCK_ADDR.to_ne_bytes());
+        attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
+        attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+        attr[48..48 + name.len()].copy_from_slice(name.as_bytes());
+        attr[68..72].copy_from_slice(&BPF_CGROUP_INET4_CONNECT.to_ne_bytes());
+        let sys = |cmd: libc::c_long, attr: &[u8; 128]| unsafe {
+            libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), attr.len() as u32)
+        };
+        let fd = sys(BPF_PROG_LOAD, &attr);
+        if fd < 0 {
+            anyhow::bail!(
+                "loading the empty connect4 program: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: a new fd that nothing else owns.
+        let prog = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        let cgroup = Cgroup::create_all(path)?;
+        let dir = fs::File::open(path)?;
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(dir.as_raw_fd() as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
+        attr[8..12].copy_from_slice(&BPF_CGROUP_INET4_CONNECT.to_ne_bytes());
+        attr[12..16].copy_from_slice(&BPF_F_ALLOW_MULTI.to_ne_bytes());
+        if sys(BPF_PROG_ATTACH, &attr) < 0 {
+            let e = std::io::Error::last_os_error();
+            let _ = cgroup.remove();
+            anyhow::bail!("attaching the empty connect4 program: {e}");
+        }
+        Ok(EmptyConnect4 {
+            cgroup,
+            home: home.clone(),
+            name,
+            _prog: prog,
+        })
+    }
+
+    /// (runs, ns) so far.
+    fn stats(&self) -> anyhow::Result<(u64, u128)> {
+        for info in aya::programs::loaded_programs() {
+            let info = info?;
+            if info.name_as_str() == Some(self.name) {
+                return Ok((info.run_count(), info.run_time().as_nanos()));
+            }
+        }
+        anyhow::bail!("the empty connect4 program is not loaded")
+    }
+}
+
+impl Drop for EmptyConnect4 {
+    fn drop(&mut self) {
+        // Removing the cgroup detaches the program; the fd closes after.
+        if let Err(e) = self
+            .home
+            .add_process(std::process::id())
+            .and_then(|_| self.cgroup.remove())
+        {
+            eprintln!("cleanup: {e:#}");
+        }
+    }
 }
 
 /// The programs attached at `root` with `policies` applied in turn (the
