@@ -671,19 +671,28 @@ impl Core {
     /// identity, running ones included, each evaluated again; stores it in
     /// `policy_file` so a restart keeps it. An invalid policy changes
     /// nothing.
-    pub fn apply_policy(&self, text: &str, source: &str) -> Result<String, Error> {
+    pub fn apply_policy(self: &Arc<Self>, text: &str, source: &str) -> Result<String, Error> {
         let mut current = self.policy_text.lock().unwrap();
         let set = policies_with(&self.config, Some(text), source)
             .map_err(|e| Error::InvalidPolicy(e.to_string()))?;
         let flags = self.config.session_flags();
-        let ids = {
+        let (_, retired) = {
             let mut maps = self.policy_maps.lock().unwrap();
-            maps.set_all(&set, |ids| {
+            maps.replace(&set, |ids| {
                 self.lifecycle
                     .rebind(Binding::new(set.clone(), ids.clone(), flags))
             })?
         };
-        let _ = ids;
+        // The new policies are in force; the old rules go after their
+        // grace period, without the caller waiting for it.
+        let core = Arc::clone(self);
+        std::thread::spawn(move || {
+            std::thread::sleep(retired.grace_left());
+            let deleted = core.policy_maps.lock().unwrap().delete_retired(retired);
+            if let Err(e) = deleted {
+                log::warn!("removing the replaced policies' rules: {e:#} (a restart purges them)");
+            }
+        });
         write_atomic(&self.config.policy_file, text.as_bytes())?;
         *current = text.to_string();
         let mut summary = format!("applied {}", set.summary());
@@ -768,7 +777,7 @@ impl Core {
 
     /// Re-reads `policy_file` (SIGHUP). A missing or invalid file keeps the
     /// current policy: a typo must not open the network.
-    pub fn reload_policy(&self) -> Result<()> {
+    pub fn reload_policy(self: &Arc<Self>) -> Result<()> {
         let path = &self.config.policy_file;
         let text = fs::read_to_string(path).with_context(|| {
             format!(

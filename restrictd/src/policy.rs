@@ -683,16 +683,23 @@ fn parse_documents(
     source: &str,
     strictness: Strictness,
 ) -> Result<Vec<Policy>, PolicyError> {
+    // Several parts per CPU, so that a part slowed by other work on its
+    // CPU does not hold up the whole: rayon hands out the rest meanwhile.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    parse_documents_in(text, source, strictness, threads)
+    let parts = if threads < 2 {
+        1
+    } else {
+        (threads * 4).min(text.len() / (64 << 10)).max(threads)
+    };
+    parse_documents_in(text, source, strictness, parts)
 }
 
-/// `parse_documents` in at most `threads` parts.
+/// `parse_documents` in at most `n_parts` parts.
 fn parse_documents_in(
     text: &str,
     source: &str,
     strictness: Strictness,
-    threads: usize,
+    n_parts: usize,
 ) -> Result<Vec<Policy>, PolicyError> {
     let loc = Locator {
         source,
@@ -721,7 +728,7 @@ fn parse_documents_in(
                 .collect::<Result<Vec<_>, _>>()
         })
     };
-    let parts = parts(text, threads);
+    let parts = parts(text, n_parts);
     let done: Vec<_> = if parts.len() == 1 {
         vec![read_and_check(parts[0])]
     } else {

@@ -704,3 +704,42 @@ fn a_policys_disk_filter_narrows_what_its_logins_record() {
         "{err}"
     );
 }
+
+/// An apply returns once the new policies are in force and leaves the old
+/// rules to a deletion after the grace period: after a run of applies, the
+/// kernel's rule tries come back to the entries of the policy in force,
+/// so applies never fill them up.
+#[test]
+fn replaced_policies_leave_no_rules_behind() {
+    use aya::maps::{LpmTrie, Map, MapData};
+    use restrictd_common::{key, RuleEntry};
+    let bus = Bus::new(true);
+    let policy = per_login_policy(
+        "---\nkind: restrictd_policy\nversion: v1\nmetadata:\n  name: many\nspec:\n  match:\n    users: [nobody]\n  allow:\n    - cidr: 10.1.0.0/16\n    - cidr: 10.2.0.0/16\n    - cidr: 2001:db8::/32\n",
+    );
+    let daemon = Daemon::new(&bus, Some(&policy));
+    // Entries in both tries, read from the daemon's pinned maps.
+    let entries = || -> usize {
+        let version = std::fs::read_dir(&daemon.pin_dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let map = |name: &str| Map::LpmTrie(MapData::from_pin(version.join(name)).unwrap());
+        let v4: LpmTrie<_, key::V4KeyData, RuleEntry> = LpmTrie::try_from(map("RULES_V4")).unwrap();
+        let v6: LpmTrie<_, key::V6KeyData, RuleEntry> = LpmTrie::try_from(map("RULES_V6")).unwrap();
+        v4.keys().count() + v6.keys().count()
+    };
+    let in_force = entries();
+    assert!(in_force >= 4, "{in_force} entries for the policy file");
+    let file = daemon.dir.path().join("same.yaml");
+    std::fs::write(&file, &policy).unwrap();
+    for _ in 0..5 {
+        let out = daemon.ctl(&["policy", "apply", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    wait_for("the replaced rules deleted", Duration::from_secs(5), || {
+        entries() == in_force
+    });
+}

@@ -30,6 +30,22 @@ pub struct PolicyIds {
     pub by_name: HashMap<String, u32>,
 }
 
+/// Policies taken out of force by `PolicyMaps::replace`, whose rules are
+/// still in the tries: a program that read an old id just before the
+/// switch may still be looking it up, so they stay until such runs are
+/// long over (`POLICY_GRACE`).
+pub struct Retired {
+    since: std::time::Instant,
+    policies: Vec<(u32, Policy)>,
+}
+
+impl Retired {
+    /// What is left of the grace period.
+    pub fn grace_left(&self) -> std::time::Duration {
+        POLICY_GRACE.saturating_sub(self.since.elapsed())
+    }
+}
+
 pub struct PolicyMaps {
     active: Array<MapData, u32>,
     rules_v4: V4Trie,
@@ -100,6 +116,20 @@ impl PolicyMaps {
         set: &PolicySet,
         retarget: impl FnOnce(&PolicyIds) -> Result<()>,
     ) -> Result<PolicyIds> {
+        let (ids, retired) = self.replace(set, retarget)?;
+        self.delete_retired(retired)?;
+        Ok(ids)
+    }
+
+    /// `set_all` up to the switch: the new policies are in force when it
+    /// returns, and the old ones' rules are left for `delete_retired`
+    /// (the daemon's apply returns without waiting out the grace period;
+    /// rules a stop leaves behind are purged at the next start).
+    pub fn replace(
+        &mut self,
+        set: &PolicySet,
+        retarget: impl FnOnce(&PolicyIds) -> Result<()>,
+    ) -> Result<(PolicyIds, Retired)> {
         let mut ids = PolicyIds::default();
         let mut written: Vec<(u32, Policy)> = Vec::new();
         // Every policy gets an id, an unrestricted one too: it may have a
@@ -127,13 +157,23 @@ impl PolicyMaps {
             .set(0, ids.default, 0)
             .context("switching the active policy")?;
         let old = std::mem::replace(&mut self.current, written);
-        if !old.is_empty() {
-            // A program that read an old id just before the switch is still
-            // looking it up; its rules stay until such runs are long over.
-            std::thread::sleep(POLICY_GRACE);
-            self.write_policies(&old, false)?;
+        Ok((
+            ids,
+            Retired {
+                since: std::time::Instant::now(),
+                policies: old,
+            },
+        ))
+    }
+
+    /// Removes the rules of policies that `replace` took out of force, once
+    /// their grace period is over (sleeping out what is left of it).
+    pub fn delete_retired(&mut self, retired: Retired) -> Result<()> {
+        if retired.policies.is_empty() {
+            return Ok(());
         }
-        Ok(ids)
+        std::thread::sleep(retired.grace_left());
+        self.write_policies(&retired.policies, false)
     }
 
     /// Removes every rule that does not belong to a policy in force (left
