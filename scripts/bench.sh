@@ -23,5 +23,6 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --quiet
 cargo bench --quiet -p restrictd --bench connect
 cargo bench --quiet -p restrictd --bench login
+cargo bench --quiet -p restrictd --bench login -- apply
 cargo bench --quiet -p restrictd --bench recording
 cargo bench --quiet -p restrictd --bench terminal
