@@ -245,6 +245,20 @@ impl Pidfd {
         })
     }
 
+    /// A duplicate of this process's file descriptor `fd` (pidfd_getfd(2);
+    /// needs the right to ptrace it).
+    pub fn get_fd(&self, fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: pidfd_getfd(2) with our pidfd, a descriptor number and no
+        // flags; it returns a new fd.
+        let new = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.fd.as_raw_fd(), fd, 0) };
+        if new < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new fd that nothing else owns.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new as i32) })
+    }
+
     /// Sends SIGKILL to this very process (not to a later one with its pid).
     pub fn kill(&self) -> Result<()> {
         use std::os::fd::AsRawFd;

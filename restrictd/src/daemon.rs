@@ -466,7 +466,9 @@ impl Core {
         // SSH_CONNECTION: the connection sshd holds is the record, where
         // it can be read; else a value whose client is not PAM_RHOST is
         // not recorded.
-        let held = req.ssh.and(crate::session::SshConnection::held_by(pid));
+        let held = req
+            .ssh
+            .and_then(|_| crate::session::SshConnection::held_by(pid));
         if let (Some(h), Some(given)) = (held, req.ssh) {
             if h != given {
                 log::warn!(
