@@ -1,7 +1,6 @@
 //! journald's native protocol, written by the recorder for every event.
 //!
-//! Why not `libsystemd::logging::journal_send`, which the lost-event report
-//! still uses: it sends every entry with `sendto` to the socket's path, so
+//! Why not `libsystemd::logging::journal_send`: it sends every entry with `sendto` to the socket's path, so
 //! the kernel looks the path up for each datagram, and it takes the fields
 //! as owned pairs that it validates and copies again. Here the socket is
 //! connected once and the entry is built in one buffer that is reused, which
@@ -29,20 +28,12 @@ impl Fields<'_> {
     /// `_`, not starting with `_`); a value with a newline is sent in the
     /// protocol's binary form, so it cannot start a field of its own.
     pub fn add(&mut self, key: &str, value: &str) {
-        self.add_with(|b| b.extend_from_slice(key.as_bytes()), value);
-    }
-
-    /// `add`, with the key written by `key` into the entry.
-    pub fn add_with(&mut self, key: impl FnOnce(&mut Vec<u8>), value: &str) {
-        let start = self.0.len();
-        key(self.0);
         debug_assert!(
-            self.0[start..]
-                .iter()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_'),
-            "journald field name {:?}",
-            String::from_utf8_lossy(&self.0[start..])
+            key.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+            "journald field name {key:?}"
         );
+        self.0.extend_from_slice(key.as_bytes());
         if value.contains('\n') {
             self.0.push(b'\n');
             self.0
@@ -132,13 +123,16 @@ fn send_memfd(sock: &UnixDatagram, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// A fake journald for tests: what arrives at a bound socket.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::fd::{FromRawFd, OwnedFd};
+pub(crate) mod fake {
+    use std::os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::net::UnixDatagram,
+    };
 
     /// Parses a native-protocol entry into (key, value) pairs.
-    fn parse(mut d: &[u8]) -> Vec<(String, String)> {
+    pub fn parse(mut d: &[u8]) -> Vec<(String, String)> {
         let mut out = Vec::new();
         while !d.is_empty() {
             let nl = d.iter().position(|&b| b == b'\n').unwrap();
@@ -164,7 +158,7 @@ mod tests {
     }
 
     /// One datagram from `server`: its bytes, or the memfd's it carries.
-    fn receive(server: &UnixDatagram) -> Vec<u8> {
+    pub fn receive(server: &UnixDatagram) -> Vec<u8> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
         use std::io::{IoSliceMut, Read, Seek};
         let mut buf = vec![0u8; 1 << 20];
@@ -201,6 +195,12 @@ mod tests {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{parse, receive};
+    use super::*;
 
     #[test]
     fn entries_arrive_whole_also_large_ones_and_after_journald_restarts() {

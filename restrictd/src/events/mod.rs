@@ -163,22 +163,20 @@ impl Event {
         escape_text(&self.body.summary(&who, &self.sid)).into_owned()
     }
 
-    /// journald fields: every event field, UPPERCASE (`sid` as `SESSION_ID`),
-    /// plus MESSAGE_ID, SYSLOG_IDENTIFIER and the whole event as EVENT_JSON.
+    /// `each_journal_field`'s fields as a list (for the tests).
+    #[cfg(test)]
     pub fn journal_fields(&self) -> Vec<(String, String)> {
-        self.journal_fields_with(&serde_json::to_string(self).expect("events serialize"))
-    }
-
-    /// `journal_fields`, given the event already serialized (`EVENT_JSON`).
-    pub fn journal_fields_with(&self, event_json: &str) -> Vec<(String, String)> {
+        let json = serde_json::to_string(self).expect("events serialize");
         let mut out = Vec::new();
-        self.each_journal_field(event_json, |k, v| out.push((k.to_string(), v.to_string())));
+        self.each_journal_field(&json, |k, v| out.push((k.to_string(), v.to_string())));
         out
     }
 
-    /// The fields of `journal_fields`, each given to `f` as it is made: the
-    /// writer puts them straight into the datagram, without a list of
-    /// owned strings per event.
+    /// journald fields: every event field, UPPERCASE (`sid` as `SESSION_ID`),
+    /// plus MESSAGE_ID, SYSLOG_IDENTIFIER and the whole event as EVENT_JSON
+    /// (`event_json`, the event already serialized), each given to `f` as
+    /// it is made: the writer puts them straight into the datagram, without
+    /// a list of owned strings per event.
     pub fn each_journal_field(&self, event_json: &str, mut f: impl FnMut(&str, &str)) {
         f("MESSAGE_ID", self.message_id());
         f("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER);

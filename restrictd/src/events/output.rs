@@ -73,25 +73,18 @@ impl Output {
         );
         log::warn!("{msg}");
         let res = match &mut self.system {
-            SystemLog::Journal(_) => {
-                let mut fields = vec![
-                    ("MESSAGE_ID".to_string(), LOST_MESSAGE_ID.to_string()),
-                    (
-                        "SYSLOG_IDENTIFIER".to_string(),
-                        SYSLOG_IDENTIFIER.to_string(),
-                    ),
-                    ("SYSLOG_FACILITY".to_string(), "10".to_string()),
-                ];
-                for (name, n) in &kinds {
-                    fields.push((format!("LOST_{}", name.to_uppercase()), n.to_string()));
-                }
-                libsystemd::logging::journal_send(
-                    libsystemd::logging::Priority::Warning,
-                    &msg,
-                    fields.into_iter(),
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))
-            }
+            SystemLog::Journal(j) => j
+                .send(|f| {
+                    f.add("PRIORITY", "4");
+                    f.add("MESSAGE", &msg);
+                    f.add("MESSAGE_ID", LOST_MESSAGE_ID);
+                    f.add("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER);
+                    f.add("SYSLOG_FACILITY", "10");
+                    for (name, n) in &kinds {
+                        f.add(&format!("LOST_{}", name.to_uppercase()), &n.to_string());
+                    }
+                })
+                .map_err(|e| anyhow::anyhow!("{e}")),
             SystemLog::Syslog(l) => l.warning(&msg).map_err(|e| anyhow::anyhow!("{e}")),
             SystemLog::None => Ok(()),
         };
@@ -194,4 +187,47 @@ fn send_syslog(
         l.info(&*json)
     }
     .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::journal::fake::{parse, receive};
+
+    /// The lost-records report reaches journald as one entry: a warning
+    /// with its MESSAGE_ID and a LOST_<KIND> count per recorded kind.
+    #[test]
+    fn lost_records_are_reported_to_journald_per_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut out = Output {
+            json: None,
+            system: SystemLog::Journal(Journal::new(&path)),
+        };
+        let mut lost = Lost::default();
+        for (i, v) in lost.0.iter_mut().enumerate() {
+            *v = 10 + i as u64;
+        }
+        out.report_lost(lost.clone());
+        let fields: std::collections::HashMap<String, String> =
+            parse(&receive(&server)).into_iter().collect();
+        assert_eq!(fields["MESSAGE_ID"], LOST_MESSAGE_ID);
+        assert_eq!(fields["PRIORITY"], "4");
+        assert_eq!(fields["SYSLOG_IDENTIFIER"], SYSLOG_IDENTIFIER);
+        let kinds: Vec<_> = KINDS.iter().filter_map(|k| k.record).collect();
+        assert!(!kinds.is_empty());
+        for (kind, name) in kinds {
+            let n = lost.kind(kind).to_string();
+            assert_eq!(
+                fields[&format!("LOST_{}", name.to_uppercase())],
+                n,
+                "{name}"
+            );
+            assert!(fields["MESSAGE"].contains(&format!("{n} {name}")), "{name}");
+        }
+    }
 }
