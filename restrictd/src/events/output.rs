@@ -212,7 +212,7 @@ mod tests {
         for (i, v) in lost.0.iter_mut().enumerate() {
             *v = 10 + i as u64;
         }
-        out.report_lost(lost.clone());
+        out.report_lost(lost);
         let fields: std::collections::HashMap<String, String> =
             parse(&receive(&server)).into_iter().collect();
         assert_eq!(fields["MESSAGE_ID"], LOST_MESSAGE_ID);
