@@ -354,8 +354,7 @@ impl Writer {
                 // the rest are written after.
                 self.write_until(u64::MAX);
                 let now = now_boot_ns();
-                let keys = self.allowed.keys();
-                for ev in self.allowed.due(now, Some(&keys), |_| false) {
+                for ev in self.allowed.all(now) {
                     self.push(now, Item::Record(Record::Network(ev)));
                 }
                 self.write_until(u64::MAX);
@@ -562,7 +561,7 @@ impl Writer {
                     Item::End(cg, keys) => {
                         // The last counts of the session's keys, read now
                         // that it is out of the kernel's session table.
-                        let folds = self.allowed.due(p.boot_ns, Some(&keys), |_| false);
+                        let folds = self.allowed.of_keys(p.boot_ns, &keys);
                         let denials = self.denial_reports(Some(&keys), p.boot_ns);
                         for r in folds.into_iter().map(Record::Network).chain(denials) {
                             let h = *r.header();
@@ -692,7 +691,7 @@ impl Writer {
     fn check_allowed(&mut self) {
         let now = now_boot_ns();
         let ending = self.registry.lock().unwrap().ending_keys();
-        for ev in self.allowed.due(now, None, |k| ending.contains(&k)) {
+        for ev in self.allowed.due(now, |k| ending.contains(&k)) {
             self.push(now, Item::Record(Record::Network(ev)));
         }
     }

@@ -83,30 +83,31 @@ impl AllowedRepeats {
         (fold, None)
     }
 
-    /// The record keys with windows open.
-    pub fn keys(&self) -> Vec<u64> {
-        let mut k: Vec<u64> = self.windows.keys().map(|k| k.key).collect();
-        k.sort_unstable();
-        k.dedup();
-        k
+    /// The folds of windows over by `now`, stamped `now`; those windows
+    /// are forgotten. `skip`: record keys whose folds wait for their
+    /// session's end.
+    pub fn due(&mut self, now: u64, skip: impl Fn(u64) -> bool) -> Vec<NetworkEvent> {
+        self.take(now, |k, w| {
+            !skip(k.key) && now.saturating_sub(w.start_ns) >= WINDOW_NS
+        })
     }
 
-    /// The folds of windows over by `now` (all of `keys`' when given, the
-    /// sessions ending), stamped `now`; those windows are forgotten.
-    /// `skip`: record keys whose folds wait for their session's end.
-    pub fn due(
-        &mut self,
-        now: u64,
-        keys: Option<&[u64]>,
-        skip: impl Fn(u64) -> bool,
-    ) -> Vec<NetworkEvent> {
+    /// The folds of `keys`' windows (sessions ending), over or not.
+    pub fn of_keys(&mut self, now: u64, keys: &[u64]) -> Vec<NetworkEvent> {
+        self.take(now, |k, _| keys.contains(&k.key))
+    }
+
+    /// Every fold (the daemon stops).
+    pub fn all(&mut self, now: u64) -> Vec<NetworkEvent> {
+        self.take(now, |_, _| true)
+    }
+
+    /// The folds of the windows `which` picks, stamped `now`, in time order;
+    /// those windows are forgotten.
+    fn take(&mut self, now: u64, which: impl Fn(&Kind, &Window) -> bool) -> Vec<NetworkEvent> {
         let mut out = Vec::new();
         self.windows.retain(|k, w| {
-            let take = match keys {
-                Some(keys) => keys.contains(&k.key),
-                None => !skip(k.key) && now.saturating_sub(w.start_ns) >= WINDOW_NS,
-            };
-            if !take {
+            if !which(k, w) {
                 return true;
             }
             if let Some(h) = w.held.take() {
@@ -164,7 +165,7 @@ mod tests {
                 count((fold, ev));
             }
         }
-        for e in r.due(u64::MAX, Some(&[7]), |_| false) {
+        for e in r.of_keys(u64::MAX, &[7]) {
             count((None, Some(e)));
         }
         assert_eq!(total, 2_501);
@@ -187,9 +188,9 @@ mod tests {
         }
         assert!(r.admit(connect(1, 1, 22, 50)).1.is_none());
         // A window still open is not due; its session's end takes it.
-        assert!(r.due(100, None, |_| false).is_empty());
-        assert!(r.due(WINDOW_NS, None, |k| k == 1).is_empty());
-        let end = r.due(WINDOW_NS, Some(&[1]), |_| false);
+        assert!(r.due(100, |_| false).is_empty());
+        assert!(r.due(WINDOW_NS, |k| k == 1).is_empty());
+        let end = r.of_keys(WINDOW_NS, &[1]);
         assert_eq!(end.len(), 1);
         assert_eq!(end[0].repeats, 0);
     }
