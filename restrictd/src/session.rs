@@ -146,6 +146,9 @@ impl SshConnection {
     /// filter, Yama's ptrace_scope 3), the table is read instead.
     pub fn held_by(pid: u32) -> Option<SshConnection> {
         use procfs::process::FDTarget;
+        // First, so that the descriptors listed next are this process's:
+        // if the pid is reused meanwhile, the duplicates fail (ESRCH).
+        let pidfd = crate::cgroup::Pidfd::open(pid).ok()?;
         let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
         let sockets: Vec<(i32, u64)> = p
             .fd()
@@ -159,12 +162,13 @@ impl SshConnection {
             })
             .collect();
         let mut held = Vec::new();
-        let pidfd = crate::cgroup::Pidfd::open(pid).ok()?;
         for &(fd, _) in &sockets {
             match pidfd.get_fd(fd) {
                 Ok(dup) => held.extend(established_tcp(&dup)),
                 // Closed since the listing: not a connection it holds.
                 Err(e) if e.raw_os_error() == Some(libc::EBADF) => {}
+                // The process is gone: nothing it holds can be told.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return None,
                 Err(_) => return Self::held_in_table(&p, &sockets),
             }
             if held.len() > 1 {
