@@ -22,16 +22,46 @@ pub fn find_cgroup2_mount() -> Result<PathBuf> {
 }
 
 fn parse_mountinfo(info: &str) -> Option<PathBuf> {
-    info.lines().find_map(|line| {
+    cgroup2_roots(info).next().map(|(path, _)| path)
+}
+
+/// The cgroup2 hierarchy roots in `info`, each with its superblock options.
+fn cgroup2_roots(info: &str) -> impl Iterator<Item = (PathBuf, &str)> {
+    info.lines().filter_map(|line| {
         // "<id> <parent> <maj:min> <root> <mount point> <opts> [optional...] - <fstype> <source> <super opts>"
         let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
+        let mut right = right.split_whitespace();
+        let fstype = right.next()?;
+        let super_opts = right.nth(1).unwrap_or("");
         let mut fields = left.split_whitespace();
         let root = fields.nth(3)?;
         let mount_point = fields.next()?;
         // A bind mount of a sub-cgroup (root != "/") is not the hierarchy's root.
-        (fstype == "cgroup2" && root == "/").then(|| PathBuf::from(unescape_octal(mount_point)))
+        (fstype == "cgroup2" && root == "/")
+            .then(|| (PathBuf::from(unescape_octal(mount_point)), super_opts))
     })
+}
+
+/// Whether moving a process into a cgroup of the hierarchy mounted at
+/// `mount` waits for an RCU grace period: since 6.0 the kernel's
+/// threadgroup lock is per-CPU by default, and its writer (every
+/// cgroup.procs write) waits out a grace period unless another move just
+/// did, several ms on an idle host, on every login. The mount option
+/// `favordynmods` trades that wait for slightly dearer forks and exits.
+/// True when the kernel offers the option and the mount does not use it.
+pub fn moves_wait_for_grace_period(mount: &Path) -> bool {
+    let offered = fs::read_to_string("/sys/kernel/cgroup/features")
+        .is_ok_and(|f| f.lines().any(|l| l.trim() == "favordynmods"));
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    offered && favordynmods(&info, mount) == Some(false)
+}
+
+/// Whether the cgroup2 mount at `mount` has `favordynmods`; None if `info`
+/// has no such mount.
+fn favordynmods(info: &str, mount: &Path) -> Option<bool> {
+    cgroup2_roots(info)
+        .find(|(path, _)| path == mount)
+        .map(|(_, opts)| opts.split(',').any(|o| o == "favordynmods"))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -343,5 +373,19 @@ mod tests {
             Some(PathBuf::from("/my cgroup"))
         );
         assert_eq!(parse_mountinfo("1 2 0:1 / / rw - ext4 /dev/sda rw\n"), None);
+    }
+
+    #[test]
+    fn reads_favordynmods_from_the_mounts_superblock_options() {
+        let info = "\
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+35 24 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,favordynmods,memory_recursiveprot
+";
+        assert_eq!(
+            favordynmods(info, Path::new("/sys/fs/cgroup/unified")),
+            Some(false)
+        );
+        assert_eq!(favordynmods(info, Path::new("/sys/fs/cgroup")), Some(true));
+        assert_eq!(favordynmods(info, Path::new("/mnt")), None);
     }
 }

@@ -246,6 +246,11 @@ impl Core {
                 "kernel.unprivileged_bpf_disabled is 0: unprivileged users can use bpf(2); set it to 1 or 2"
             );
         }
+        if cgroup::moves_wait_for_grace_period(&mount) {
+            log::info!(
+                "a login outside a logind scope waits while the kernel moves sshd into its session's cgroup (an RCU grace period, several ms on an idle host); the cgroup2 mount option favordynmods, or the boot option cgroup_favordynmods=true, removes that wait at a small cost to forks and exits (README, Login latency)"
+            );
+        }
         let store = StateStore::new(config.state_dir.join("sessions"));
 
         // A policy that does not load stops the daemon: sessions already running
