@@ -132,6 +132,17 @@ fn unix_of(rfc3339: &str) -> Option<i64> {
 }
 
 /// What limits a login field may have; PAM items come from the network (rhost).
+/// Hands the heap's free pages back to the kernel. glibc keeps what a
+/// burst freed mapped for reuse: the BPF object and the kernel's BTF read
+/// at start left 17 MB of the daemon's 50 MB RSS (1,000 sessions) free but
+/// resident; a large policy's parse leaves more. Called after those bursts
+/// only, not periodically: it takes 0.2 to 2 ms and holds each arena's
+/// lock meanwhile.
+fn release_free_memory() {
+    // SAFETY: malloc_trim only returns whole free pages of free chunks.
+    unsafe { libc::malloc_trim(0) };
+}
+
 fn check_field(name: &str, v: &str, required: bool) -> Result<(), Error> {
     if required && v.is_empty() {
         return Err(Error::InvalidArgs(format!("{name} is empty")));
@@ -381,6 +392,7 @@ impl Core {
                 }
             })
             .context("starting the cgroup watch thread")?;
+        release_free_memory();
         Ok(core)
     }
 
@@ -699,6 +711,7 @@ impl Core {
             if let Err(e) = deleted {
                 log::warn!("removing the replaced policies' rules: {e:#} (a restart purges them)");
             }
+            release_free_memory();
         });
         write_atomic(&self.config.policy_file, text.as_bytes())?;
         *current = text.to_string();
