@@ -9,7 +9,7 @@
 //! log write (the recorder writes; submitting to it is a channel send).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
@@ -106,7 +106,9 @@ pub struct Lifecycle {
     binding: RwLock<Binding>,
     /// Leaders of sessions in restrictd's own cgroups, by sid, followed
     /// until logout in case a later PAM module moves them (`follow`).
-    leaders: Mutex<HashMap<Uuid, Pidfd>>,
+    leaders: Mutex<HashMap<Uuid, Arc<Pidfd>>>,
+    /// One `follow` at a time (the sweep and the cgroup watch both run it).
+    following: Mutex<()>,
     /// Session cgroups' `cgroup.events`, so that ends are noticed at once.
     watch: Option<Arc<CgroupWatch>>,
     watches: Mutex<HashMap<Uuid, nix::sys::inotify::WatchDescriptor>>,
@@ -133,6 +135,7 @@ impl Lifecycle {
             mount,
             binding: RwLock::new(binding),
             leaders: Mutex::new(HashMap::new()),
+            following: Mutex::new(()),
             watch: None,
             watches: Mutex::new(HashMap::new()),
         }
@@ -375,7 +378,7 @@ impl Lifecycle {
         drop(reg);
         drop(b);
         if let Some(p) = leader {
-            self.leaders.lock().unwrap().insert(sid, p);
+            self.leaders.lock().unwrap().insert(sid, Arc::new(p));
         }
         self.watch_session(&s);
         self.save(&s);
@@ -408,32 +411,44 @@ impl Lifecycle {
     /// stays registered until the session ends. Leaders that exited are
     /// no longer followed.
     pub fn follow(&self) {
+        let _one = self.following.lock().unwrap();
+        // The leaders' cgroups are read from /proc without the registry
+        // lock, which every login takes: with it held, 1,000 sessions made
+        // each sweep hold up logins for 100 ms.
+        let leaders: Vec<(Uuid, Arc<Pidfd>)> = self
+            .leaders
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(sid, p)| (*sid, Arc::clone(p)))
+            .collect();
+        // sid -> (session key, its cgroup's path)
+        let sessions: HashMap<Uuid, (u64, PathBuf)> = {
+            let reg = self.registry.lock().unwrap();
+            reg.all()
+                .filter(|s| !s.ending)
+                .map(|s| (s.sid, (s.cgroup.id, s.cgroup.path.clone())))
+                .collect()
+        };
         // (sid, session key, leader pid, the leader's cgroup now)
         let mut moved: Vec<(Uuid, u64, u32, String)> = Vec::new();
-        {
-            let mut leaders = self.leaders.lock().unwrap();
-            let mut gone = Vec::new();
-            let reg = self.registry.lock().unwrap();
-            for (sid, p) in leaders.iter() {
-                let Some(s) = reg.by_sid(&sid.to_string()).filter(|s| !s.ending) else {
-                    gone.push(*sid);
-                    continue;
-                };
-                match p.cgroup() {
-                    None => gone.push(*sid),
-                    Some(rel) => {
-                        if self.mount.join(rel.trim_start_matches('/')) != s.cgroup.path {
-                            moved.push((*sid, s.cgroup.id, p.pid, rel));
-                        }
+        let mut gone = Vec::new();
+        for (sid, p) in &leaders {
+            let Some((key, path)) = sessions.get(sid) else {
+                gone.push(*sid);
+                continue;
+            };
+            match p.cgroup() {
+                None => gone.push(*sid),
+                Some(rel) => {
+                    if self.mount.join(rel.trim_start_matches('/')) != *path {
+                        moved.push((*sid, *key, p.pid, rel));
                     }
                 }
             }
-            drop(reg);
-            for sid in gone {
-                if let Some(p) = leaders.remove(&sid) {
-                    self.kernel.lock().unwrap().unfollow_leader(p.pid);
-                }
-            }
+        }
+        for sid in gone {
+            self.unfollow(&sid);
         }
         for (sid, from, pid, rel) in moved {
             self.follow_one(sid, from, pid, &rel);
@@ -536,24 +551,27 @@ impl Lifecycle {
     /// session there).
     pub fn end_finished(&self) {
         self.follow();
-        let leaders: Vec<Uuid> = {
+        let leaders: HashSet<Uuid> = {
             let l = self.leaders.lock().unwrap();
             l.iter()
                 .filter(|(_, p)| p.alive())
                 .map(|(sid, _)| *sid)
                 .collect()
         };
-        let done: Vec<u64> = self
+        // Read without the registry lock (as in `follow`); `end` skips a
+        // session that ended meanwhile.
+        let candidates: Vec<Cgroup> = self
             .registry
             .lock()
             .unwrap()
             .all()
             .filter(|s| !s.ending && !leaders.contains(&s.sid))
-            .filter(|s| !s.cgroup.path.exists() || !s.cgroup.populated().unwrap_or(true))
-            .map(|s| s.cgroup.id)
+            .map(|s| s.cgroup.clone())
             .collect();
-        for id in done {
-            self.end(id);
+        for cg in candidates {
+            if !cg.path.exists() || !cg.populated().unwrap_or(true) {
+                self.end(cg.id);
+            }
         }
     }
 

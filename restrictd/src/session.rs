@@ -285,6 +285,14 @@ fn raw_sockopt<T>(sock: &std::os::fd::OwnedFd, level: i32, name: i32) -> Option<
     (rc == 0).then_some(v)
 }
 
+/// `sid` as a UUID if it is one in restrictd's own form (no other
+/// spelling names a session).
+fn parse_sid(sid: &str) -> Option<Uuid> {
+    Uuid::parse_str(sid)
+        .ok()
+        .filter(|u| u.hyphenated().to_string() == sid)
+}
+
 /// Sessions by cgroup id, the key the kernel reports.
 pub struct Registry {
     sessions: HashMap<u64, Session>,
@@ -487,8 +495,12 @@ impl Registry {
         self.managers.contains_key(&manager_id)
     }
 
+    /// The session whose sid is `sid` (as restrictd writes it: lowercase,
+    /// hyphenated). Compared as UUIDs: formatting every session's sid to
+    /// compare made each lookup allocate once per session.
     pub fn by_sid(&self, sid: &str) -> Option<&Session> {
-        self.sessions.values().find(|s| s.sid.to_string() == sid)
+        let sid = parse_sid(sid)?;
+        self.sessions.values().find(|s| s.sid == sid)
     }
 
     pub fn get_mut(&mut self, cgroup_id: u64) -> Option<&mut Session> {
@@ -496,9 +508,8 @@ impl Registry {
     }
 
     pub fn by_sid_mut(&mut self, sid: &str) -> Option<&mut Session> {
-        self.sessions
-            .values_mut()
-            .find(|s| s.sid.to_string() == sid)
+        let sid = parse_sid(sid)?;
+        self.sessions.values_mut().find(|s| s.sid == sid)
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Session> {
@@ -763,6 +774,25 @@ mod tests {
         reg.end(10, 0).unwrap();
         assert!(!reg.manager_in_use(99));
         assert_eq!(manager_record(&mut reg, 99), "");
+    }
+
+    #[test]
+    fn a_session_is_found_by_its_sid_as_restrictd_writes_it_only() {
+        let mut reg = Registry::new();
+        let (a, b) = (session(10, None), session(11, None));
+        let sid = b.sid.to_string();
+        reg.insert(a);
+        reg.insert(b);
+        assert_eq!(reg.by_sid(&sid).map(|s| s.cgroup.id), Some(11));
+        assert_eq!(reg.by_sid_mut(&sid).map(|s| s.cgroup.id), Some(11));
+        for other in [
+            sid.to_uppercase(),
+            sid.replace('-', ""),
+            format!("{{{sid}}}"),
+        ] {
+            assert!(reg.by_sid(&other).is_none(), "{other}");
+        }
+        assert!(reg.by_sid("").is_none());
     }
 
     #[test]
