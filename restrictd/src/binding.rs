@@ -8,7 +8,7 @@
 //! alone (a policy with a source, service or authentication criterion never
 //! does), else the host default; whatever their sessions matched.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use restrictd_common::{
     SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RECORD_COMMANDS, SESSION_RECORD_DISK,
@@ -23,16 +23,18 @@ use crate::{
 /// The policy set in force and its kernel ids.
 #[derive(Clone, Debug, Default)]
 pub struct Binding {
-    pub set: PolicySet,
+    /// Shared with the registry (denial events name policies from it): a
+    /// set of 100,000 CIDRs is not copied while logins wait on the locks.
+    pub set: Arc<PolicySet>,
     pub ids: PolicyIds,
     /// The recording the host configuration turns on (`SESSION_RECORD_*`).
     pub host_flags: u32,
 }
 
 impl Binding {
-    pub fn new(set: PolicySet, ids: PolicyIds, host_flags: u32) -> Binding {
+    pub fn new(set: impl Into<Arc<PolicySet>>, ids: PolicyIds, host_flags: u32) -> Binding {
         Binding {
-            set,
+            set: set.into(),
             ids,
             host_flags,
         }

@@ -692,14 +692,16 @@ impl Core {
     /// nothing.
     pub fn apply_policy(self: &Arc<Self>, text: &str, source: &str) -> Result<String, Error> {
         let mut current = self.policy_text.lock().unwrap();
-        let set = policies_with(&self.config, Some(text), source)
-            .map_err(|e| Error::InvalidPolicy(e.to_string()))?;
+        let set = Arc::new(
+            policies_with(&self.config, Some(text), source)
+                .map_err(|e| Error::InvalidPolicy(e.to_string()))?,
+        );
         let flags = self.config.session_flags();
         let (_, retired) = {
             let mut maps = self.policy_maps.lock().unwrap();
             maps.replace(&set, |ids| {
                 self.lifecycle
-                    .rebind(Binding::new(set.clone(), ids.clone(), flags))
+                    .rebind(Binding::new(Arc::clone(&set), ids.clone(), flags))
             })?
         };
         // The new policies are in force; the old rules go after their

@@ -126,7 +126,7 @@ impl Lifecycle {
         registry
             .lock()
             .unwrap()
-            .set_policies(Arc::new(binding.set.clone()));
+            .set_policies(Arc::clone(&binding.set));
         Lifecycle {
             registry,
             kernel: Mutex::new(kernel),
@@ -198,14 +198,18 @@ impl Lifecycle {
     /// On an error the previous policies are put back as far as possible.
     pub fn rebind(&self, b: Binding) -> Result<()> {
         let mut binding = self.binding.write().unwrap();
-        let old = std::mem::replace(&mut *binding, b);
+        let mut old = std::mem::replace(&mut *binding, b);
         let result = self.apply_binding(&binding);
         if result.is_err() {
-            *binding = old;
+            std::mem::swap(&mut *binding, &mut old);
             if let Err(e) = self.apply_binding(&binding) {
                 log::error!("putting the previous policies back: {e:#}");
             }
         }
+        drop(binding);
+        // The set not kept is freed after the lock that logins wait on:
+        // 100,000 CIDRs take milliseconds to free.
+        drop(old);
         result
     }
 
@@ -214,7 +218,7 @@ impl Lifecycle {
         let mut changed = Vec::new();
         {
             let mut reg = self.registry.lock().unwrap();
-            reg.set_policies(Arc::new(b.set.clone()));
+            reg.set_policies(Arc::clone(&b.set));
             let mut kernel = self.kernel.lock().unwrap();
             for s in reg.all_mut().filter(|s| !s.ending) {
                 let who = s.who.clone().unwrap_or_else(|| Who {
