@@ -215,13 +215,7 @@ fn ssh_rows(with: &Sshd, without: &Sshd, user: &User) {
 /// hosts): 20 moves of an idle process between two cgroups, 100 ms apart.
 fn kernel_move() {
     let mount = restrictd::cgroup::find_cgroup2_mount().unwrap();
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let opts = info
-        .lines()
-        .find(|l| l.contains(&format!(" {} ", mount.display())) && l.contains(" - cgroup2 "))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap_or("?")
-        .to_string();
+    let opts = restrictd::cgroup::cgroup2_options(&mount).unwrap_or_else(|| "?".into());
     struct Dirs(Vec<std::path::PathBuf>, Child);
     impl Drop for Dirs {
         fn drop(&mut self) {

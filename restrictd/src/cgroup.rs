@@ -52,16 +52,20 @@ fn cgroup2_roots(info: &str) -> impl Iterator<Item = (PathBuf, &str)> {
 pub fn moves_wait_for_grace_period(mount: &Path) -> bool {
     let offered = fs::read_to_string("/sys/kernel/cgroup/features")
         .is_ok_and(|f| f.lines().any(|l| l.trim() == "favordynmods"));
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    offered && favordynmods(&info, mount) == Some(false)
+    offered && cgroup2_options(mount).is_some_and(|o| !o.split(',').any(|o| o == "favordynmods"))
 }
 
-/// Whether the cgroup2 mount at `mount` has `favordynmods`; None if `info`
-/// has no such mount.
-fn favordynmods(info: &str, mount: &Path) -> Option<bool> {
+/// The superblock options of the cgroup2 hierarchy mounted at `mount`
+/// (`nsdelegate`, `favordynmods`, ...); None if none is mounted there.
+pub fn cgroup2_options(mount: &Path) -> Option<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    options_in(&info, mount).map(str::to_string)
+}
+
+fn options_in<'a>(info: &'a str, mount: &Path) -> Option<&'a str> {
     cgroup2_roots(info)
         .find(|(path, _)| path == mount)
-        .map(|(_, opts)| opts.split(',').any(|o| o == "favordynmods"))
+        .map(|(_, opts)| opts)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -376,16 +380,19 @@ mod tests {
     }
 
     #[test]
-    fn reads_favordynmods_from_the_mounts_superblock_options() {
+    fn reads_a_mounts_superblock_options() {
         let info = "\
 31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
 35 24 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,favordynmods,memory_recursiveprot
 ";
         assert_eq!(
-            favordynmods(info, Path::new("/sys/fs/cgroup/unified")),
-            Some(false)
+            options_in(info, Path::new("/sys/fs/cgroup/unified")),
+            Some("rw,nsdelegate")
         );
-        assert_eq!(favordynmods(info, Path::new("/sys/fs/cgroup")), Some(true));
-        assert_eq!(favordynmods(info, Path::new("/mnt")), None);
+        assert_eq!(
+            options_in(info, Path::new("/sys/fs/cgroup")),
+            Some("rw,nsdelegate,favordynmods,memory_recursiveprot")
+        );
+        assert_eq!(options_in(info, Path::new("/mnt")), None);
     }
 }

@@ -131,7 +131,6 @@ fn unix_of(rfc3339: &str) -> Option<i64> {
         .map(|d| d.timestamp())
 }
 
-/// What limits a login field may have; PAM items come from the network (rhost).
 /// Hands the heap's free pages back to the kernel. glibc keeps what a
 /// burst freed mapped for reuse: the BPF object and the kernel's BTF read
 /// at start left 17 MB of the daemon's 50 MB RSS (1,000 sessions) free but
@@ -143,6 +142,7 @@ fn release_free_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
+/// What limits a login field may have; PAM items come from the network (rhost).
 fn check_field(name: &str, v: &str, required: bool) -> Result<(), Error> {
     if required && v.is_empty() {
         return Err(Error::InvalidArgs(format!("{name} is empty")));

@@ -1,10 +1,11 @@
 //! journald's native protocol, written by the recorder for every event.
 //!
-//! Why not `libsystemd::logging::journal_send`: it sends every entry with `sendto` to the socket's path, so
-//! the kernel looks the path up for each datagram, and it takes the fields
-//! as owned pairs that it validates and copies again. Here the socket is
-//! connected once and the entry is built in one buffer that is reused, which
-//! halves the writer's CPU per event under journald (BENCHMARKS.md).
+//! Why not `libsystemd::logging::journal_send`: it sends every entry with
+//! `sendto` to the socket's path, so the kernel looks the path up for each
+//! datagram, and it takes the fields as owned pairs that it validates and
+//! copies again. Here the socket is connected once and the entry is built
+//! in one buffer that is reused, which halves the writer's CPU per event
+//! under journald (BENCHMARKS.md).
 //! The protocol: <https://systemd.io/JOURNAL_NATIVE_PROTOCOL/>.
 
 use std::{
@@ -131,6 +132,15 @@ pub(crate) mod fake {
         unix::net::UnixDatagram,
     };
 
+    /// A fake journald's socket at `path`: a datagram that never comes
+    /// fails the test instead of hanging it.
+    pub fn bind(path: &std::path::Path) -> UnixDatagram {
+        let s = UnixDatagram::bind(path).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        s
+    }
+
     /// Parses a native-protocol entry into (key, value) pairs.
     pub fn parse(mut d: &[u8]) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -199,20 +209,13 @@ pub(crate) mod fake {
 
 #[cfg(test)]
 mod tests {
-    use super::fake::{parse, receive};
+    use super::fake::{bind, parse, receive};
     use super::*;
 
     #[test]
     fn entries_arrive_whole_also_large_ones_and_after_journald_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("socket");
-        let bind = |p: &Path| {
-            let s = UnixDatagram::bind(p).unwrap();
-            // A datagram that never comes fails the test, not hangs it.
-            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                .unwrap();
-            s
-        };
         let server = bind(&path);
         let mut j = Journal::new(&path);
 

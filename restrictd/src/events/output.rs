@@ -192,7 +192,7 @@ fn send_syslog(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::journal::fake::{parse, receive};
+    use crate::events::journal::fake::{bind, parse, receive};
 
     /// The lost-records report reaches journald as one entry: a warning
     /// with its MESSAGE_ID and a LOST_<KIND> count per recorded kind.
@@ -200,10 +200,7 @@ mod tests {
     fn lost_records_are_reported_to_journald_per_kind() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("socket");
-        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-        server
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        let server = bind(&path);
         let mut out = Output {
             json: None,
             system: SystemLog::Journal(Journal::new(&path)),
