@@ -22,7 +22,7 @@ use crate::{
         count_limited, count_lost, current_session, fill_header, load_config, read_kernel,
         read_ptr, read_user_u64, read_user_u8, session_with, take_stash, within_share,
     },
-    path::{dir_prefix, excluded_by_kind, fd_file, fd_path, in_users_mount_ns},
+    path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns},
 };
 
 /// Size set by the loader (`disk_buffer_size`).
@@ -249,8 +249,9 @@ fn exit(ctx: &TracePointContext) -> u32 {
     } else {
         args.flags
     };
+    // The record header is filled in `submit`, once the open is known to
+    // be recorded: most opens are left out by the filters or the rate.
     let h = &mut scratch.header;
-    fill_header(&mut h.header, EVENT_DISK, cgroup_id);
     h.flags = flags;
     // The new fd, or the negative errno (Teleport's meaning).
     h.return_code = ret as i32;
@@ -261,11 +262,12 @@ fn exit(ctx: &TracePointContext) -> u32 {
     // f_path, walked like a directory (symlinks and ".." resolved, so a
     // link to /etc/shadow is reported as /etc/shadow). Devices and
     // pseudo-filesystems are left out first, by what the file is.
-    if ret >= 0 {
-        if fd_file(ret as i32).is_some_and(excluded_by_kind) {
+    let file = if ret >= 0 { fd_file(ret as i32) } else { None };
+    if let Some(file) = file {
+        if excluded_by_kind(file) {
             return 0;
         }
-        if let Some(p) = unsafe { fd_path(scratch.path.as_mut_ptr(), Some(ret as i32)) } {
+        if let Some(p) = unsafe { file_path(scratch.path.as_mut_ptr(), file) } {
             let len = if p == 0 {
                 scratch.path[0] = b'/';
                 scratch.path[1] = 0;
@@ -358,7 +360,6 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
     };
     let scratch = unsafe { &mut *scratch };
     let h = &mut scratch.header;
-    fill_header(&mut h.header, EVENT_DISK, cgroup_id);
     h.flags = flags;
     h.return_code = 0;
     h.path_len = 0;
@@ -391,7 +392,8 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
 /// policy's `filter` (0: none), which can only narrow what the host's
 /// includes and never hides an always recorded path. Then the session's
 /// rate limit (not for always recorded paths, so that a flood of other
-/// opens cannot hide them), then sends header + path.
+/// opens cannot hide them), then fills the record header and sends header
+/// + path.
 #[inline(always)]
 fn submit(scratch: &mut DiskScratch, cgroup_id: u64, filter: u32, path_len: usize) {
     let path_len = path_len & (2 * PATH_CAP - 1);
@@ -442,6 +444,7 @@ fn submit(scratch: &mut DiskScratch, cgroup_id: u64, filter: u32, path_len: usiz
     ) {
         return;
     }
+    fill_header(&mut scratch.header.header, EVENT_DISK, cgroup_id);
     if DISK_EVENTS.output::<[u8]>(bytes, 0).is_err() {
         count_lost(EVENT_DISK, cgroup_id);
     }

@@ -167,7 +167,17 @@ pub unsafe fn exe_path(buf: *mut u8) -> Option<usize> {
     if exe == 0 {
         return None;
     }
-    unsafe { walk_path(buf, exe + load_config().kernel.file_f_path as u64) }
+    unsafe { file_path(buf, exe) }
+}
+
+/// As `fd_path`, for the `struct file` at `file` (one already looked up:
+/// the fd table is not walked again).
+///
+/// # Safety
+/// As `fd_path`.
+#[inline(always)]
+pub unsafe fn file_path(buf: *mut u8, file: u64) -> Option<usize> {
+    unsafe { walk_path(buf, file + load_config().kernel.file_f_path as u64) }
 }
 
 /// As `fd_path`, for the `struct path` at `path`.
