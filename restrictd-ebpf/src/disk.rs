@@ -20,7 +20,7 @@ use restrictd_common::{
 use crate::{
     common::{
         count_limited, count_lost, current_session, fill_header, load_config, read_kernel,
-        read_ptr, read_user_u64, read_user_u8, session_with, take_stash, within_share,
+        read_ptr, read_user_u64, read_user_u8, take_stash, within_share,
     },
     path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns},
 };
@@ -61,8 +61,11 @@ struct OpenArgs {
     /// Where `disk_kname` left the kernel's copy of the path: the CPU + 1
     /// (0: nowhere) and the copy's `seq` there.
     kname_cpu: u32,
-    _pad: u32,
+    /// The session's disk filter and record key, found at entry: the exit
+    /// need not look the session up again.
+    disk_filter: u32,
     kname_seq: u64,
+    cgroup_id: u64,
 }
 
 /// The kernel's own copy of the path of the open in progress on this CPU
@@ -162,7 +165,10 @@ const CREAT_FLAGS: u32 = 0o1101;
 /// sys_enter_open*: remember the arguments for the exit, where the result is known.
 #[inline(always)]
 fn stash(filename: u64, flags: u32, dirfd: i32, how: u64) -> u32 {
-    if session_with(SESSION_RECORD_DISK).is_none() {
+    let Some((cgroup_id, session)) = current_session() else {
+        return 0;
+    };
+    if session.flags & SESSION_RECORD_DISK == 0 {
         return 0;
     }
     let args = OpenArgs {
@@ -171,8 +177,9 @@ fn stash(filename: u64, flags: u32, dirfd: i32, how: u64) -> u32 {
         dirfd,
         how,
         kname_cpu: 0,
-        _pad: 0,
+        disk_filter: session.disk_filter,
         kname_seq: 0,
+        cgroup_id,
     };
     let _ = OPENS.insert(bpf_get_current_pid_tgid(), args, 0);
     0
@@ -231,13 +238,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
     let Some(args) = take_stash(&OPENS) else {
         return 0;
     };
-    let Some((cgroup_id, session)) = current_session() else {
-        return 0;
-    };
-    if session.flags & SESSION_RECORD_DISK == 0 {
-        return 0;
-    }
-    let filter = session.disk_filter;
+    let (cgroup_id, filter) = (args.cgroup_id, args.disk_filter);
     let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
     let Some(scratch) = DISK_SCRATCH.get_ptr_mut(0) else {
         return 0;

@@ -9,14 +9,15 @@ use aya_ebpf::{
 };
 use restrictd_common::{DIR_DEPTH_MAX, FS_EXCLUDE_MAX, PATH_CAP};
 
-use crate::common::{current_exe, load_config, read_kernel, read_ptr};
+use crate::common::{current_exe, load_config, read_kernel, read_pair, read_ptr};
 
 /// Longest name of one path component, with its NUL.
 pub const NAME_MAX: u32 = 256;
 /// Steps of the walk up to the root: one per directory or mount crossing.
 const WALK_STEPS: usize = 2 * DIR_DEPTH_MAX;
 
-/// Directory entries from a path's leaf up to its root (0: a mount crossing).
+/// The names (`d_name.name`) of the directory entries from a path's leaf
+/// up to its root (0: a mount crossing).
 #[repr(C)]
 struct Walk {
     comps: [u64; WALK_STEPS],
@@ -70,11 +71,12 @@ pub fn fd_file(fd: i32) -> Option<u64> {
     if fdt == 0 || fd < 0 {
         return None;
     }
-    let max = unsafe { read_kernel((fdt + o.fdtable_max_fds as u64) as *const u32) }.unwrap_or(0);
-    if fd as u32 >= max {
+    // `unsigned int max_fds` then `struct file **fd`: the u32 is the low
+    // half of the first word read (x86-64 and arm64 are little-endian).
+    let (max, fds) = read_pair(fdt, o.fdtable_max_fds, o.fdtable_fd);
+    if fd as u32 >= max as u32 {
         return None;
     }
-    let fds = read_ptr(fdt, o.fdtable_fd);
     let file = read_ptr(fds + 8 * fd as u64, 0);
     (file != 0).then_some(file)
 }
@@ -185,39 +187,45 @@ pub unsafe fn file_path(buf: *mut u8, file: u64) -> Option<usize> {
 unsafe fn walk_path(buf: *mut u8, path: u64) -> Option<usize> {
     let walk = unsafe { &mut *WALK.get_ptr_mut(0)? };
     let o = load_config().kernel;
-    let mut vfsmnt = read_ptr(path, o.path_mnt);
-    let mut dentry = read_ptr(path, o.path_dentry);
+    let (mut vfsmnt, mut dentry) = read_pair(path, o.path_mnt, o.path_dentry);
     if vfsmnt == 0 || dentry == 0 {
         return None;
     }
     let mut mount = vfsmnt - o.mount_mnt as u64;
-    // Up to the root, leaf first; a mount crossing leaves a 0 slot. One
-    // loop counter only, so the verifier's states merge at the loop head.
+    // Read once per mount, not per step.
+    let mut root = read_ptr(vfsmnt, o.vfsmount_root);
+    let name_off = o.dentry_name + o.qstr_name;
+    // Up to the root, leaf first, keeping each entry's name pointer (read
+    // with its parent); a mount crossing leaves a 0 slot. One loop counter
+    // only, so the verifier's states merge at the loop head.
     let mut i = 0usize;
     let mut done = false;
     while i < WALK_STEPS {
-        let root = read_ptr(vfsmnt, o.vfsmount_root);
         let mut comp = 0u64;
         if dentry == root {
-            let parent = read_ptr(mount, o.mount_parent);
+            let (parent, mountpoint) = read_pair(mount, o.mount_parent, o.mount_mountpoint);
             if parent == mount || parent == 0 {
                 done = true;
                 break;
             }
-            dentry = read_ptr(mount, o.mount_mountpoint);
+            dentry = mountpoint;
             mount = parent;
             vfsmnt = parent + o.mount_mnt as u64;
+            root = read_ptr(vfsmnt, o.vfsmount_root);
         } else {
-            let parent = read_ptr(dentry, o.dentry_parent);
+            let (parent, name) = read_pair(dentry, o.dentry_parent, name_off);
+            if name == 0 {
+                return None;
+            }
             if parent == dentry || parent == 0 {
                 // A dentry of no directory (a memfd's "memfd:NAME", a
                 // pipe's): its own name is the whole path.
-                walk.comps[i & (WALK_STEPS - 1)] = dentry;
+                walk.comps[i & (WALK_STEPS - 1)] = name;
                 i += 1;
                 done = true;
                 break;
             }
-            comp = dentry;
+            comp = name;
             dentry = parent;
         }
         walk.comps[i & (WALK_STEPS - 1)] = comp;
@@ -237,12 +245,11 @@ unsafe fn walk_path(buf: *mut u8, path: u64) -> Option<usize> {
         if j >= n {
             break;
         }
-        let d = walk.comps[(n - 1 - j) & (WALK_STEPS - 1)];
+        let name = walk.comps[(n - 1 - j) & (WALK_STEPS - 1)];
         j += 1;
-        if d == 0 {
+        if name == 0 {
             continue;
         }
-        let name = read_ptr(d, o.dentry_name + o.qstr_name);
         if pos >= PATH_CAP - NAME_MAX as usize {
             return None;
         }
