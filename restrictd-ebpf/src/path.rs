@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use restrictd_common::{DIR_DEPTH_MAX, FS_EXCLUDE_MAX, PATH_CAP};
 
-use crate::common::{current_exe, load_config, read_kernel, read_pair, read_ptr};
+use crate::common::{btf_field, current_exe, load_config, read_kernel, read_pair, read_ptr};
 
 /// Longest name of one path component, with its NUL.
 pub const NAME_MAX: u32 = 256;
@@ -61,13 +61,11 @@ fn struct_path(fd: Option<i32>) -> Option<u64> {
 #[inline(always)]
 pub fn fd_file(fd: i32) -> Option<u64> {
     let o = load_config().kernel;
-    let task = unsafe { bpf_get_current_task_btf() } as u64;
-    let files = read_ptr(task, o.task_files);
-    let fdt = if files != 0 {
-        read_ptr(files, o.files_fdt)
-    } else {
-        0
-    };
+    // Direct loads through the task's BTF pointer (`btf_field`), then
+    // helper reads past `fdt->fd`, an array the verifier does not type.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let files = unsafe { btf_field::<*const u8>(task, o.task_files) };
+    let fdt = unsafe { btf_field::<u64>(files, o.files_fdt) };
     if fdt == 0 || fd < 0 {
         return None;
     }
@@ -128,24 +126,16 @@ const S_IFCHR: u16 = 0o020000;
 #[inline(always)]
 pub fn in_users_mount_ns() -> bool {
     let o = load_config().kernel;
-    let task = unsafe { bpf_get_current_task_btf() } as u64;
-    let nsproxy = read_ptr(task, o.task_nsproxy);
-    let mnt_ns = if nsproxy != 0 {
-        read_ptr(nsproxy, o.nsproxy_mnt_ns)
-    } else {
-        0
-    };
-    let user_ns = if mnt_ns != 0 {
-        read_ptr(mnt_ns, o.mnt_ns_user_ns)
-    } else {
-        0
-    };
-    if user_ns == 0 {
+    // Direct loads (`btf_field`): a NULL on the way reads as 0.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let nsproxy = unsafe { btf_field::<*const u8>(task, o.task_nsproxy) };
+    let mnt_ns = unsafe { btf_field::<*const u8>(nsproxy, o.nsproxy_mnt_ns) };
+    let user_ns = unsafe { btf_field::<*const u8>(mnt_ns, o.mnt_ns_user_ns) };
+    if user_ns.is_null() {
         // Unreadable: the stricter answer.
         return true;
     }
-    let level = unsafe { read_kernel((user_ns + o.user_ns_level as u64) as *const i32) };
-    level != Some(0)
+    unsafe { btf_field::<i32>(user_ns, o.user_ns_level) != 0 }
 }
 
 /// Writes the absolute path of the cwd (`fd` None) or of the file open as
