@@ -288,6 +288,16 @@ pub fn current_exe() -> u64 {
     unsafe { btf_field::<u64>(mm, o.mm_exe_file) }
 }
 
+/// The tracepoint record's field at the compile-time offset `OFF`, loaded
+/// directly from the context: the kernel checks the program's context
+/// reads against the record's size when it is attached. `read_at` is a
+/// helper call (tens of ns here), and the open programs read their
+/// arguments on every open of every process, before the session lookup.
+#[inline(always)]
+pub fn tp_field<T: Copy, const OFF: usize>(ctx: &TracePointContext) -> T {
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(OFF) as *const T) }
+}
+
 /// Reads a tracepoint record field at an offset known only at run time
 /// (from tracefs). The mask bounds it for the verifier; tracepoint records
 /// are far smaller.

@@ -20,7 +20,7 @@ use restrictd_common::{
 use crate::{
     common::{
         count_limited, count_lost, current_session, fill_header, load_config, read_kernel,
-        read_ptr, read_user_u64, read_user_u8, take_stash, within_share,
+        read_ptr, read_user_u64, read_user_u8, take_stash, tp_field, within_share,
     },
     path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns},
 };
@@ -187,19 +187,19 @@ fn stash(filename: u64, flags: u32, dirfd: i32, how: u64) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn disk_in_openat(ctx: TracePointContext) -> u32 {
-    let dirfd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0) as i32;
-    let filename = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
-    let flags = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0) as u32;
+    let dirfd = tp_field::<i64, 16>(&ctx) as i32;
+    let filename = tp_field::<u64, 24>(&ctx);
+    let flags = tp_field::<u64, 32>(&ctx) as u32;
     stash(filename, flags, dirfd, 0)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn disk_in_openat2(ctx: TracePointContext) -> u32 {
-    let dirfd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0) as i32;
-    let filename = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
+    let dirfd = tp_field::<i64, 16>(&ctx) as i32;
+    let filename = tp_field::<u64, 24>(&ctx);
     // The flags are in user memory (struct open_how); read at exit, after
     // the kernel has copied them.
-    let how = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0);
+    let how = tp_field::<u64, 32>(&ctx);
     stash(filename, 0, dirfd, how)
 }
 
@@ -207,14 +207,14 @@ pub fn disk_in_openat2(ctx: TracePointContext) -> u32 {
 /// arm64); the loader skips a program whose tracepoint is missing.
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn disk_in_open(ctx: TracePointContext) -> u32 {
-    let filename = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
-    let flags = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0) as u32;
+    let filename = tp_field::<u64, 16>(&ctx);
+    let flags = tp_field::<u64, 24>(&ctx) as u32;
     stash(filename, flags, AT_FDCWD, 0)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn disk_in_creat(ctx: TracePointContext) -> u32 {
-    let filename = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    let filename = tp_field::<u64, 16>(&ctx);
     stash(filename, CREAT_FLAGS, AT_FDCWD, 0)
 }
 
@@ -239,7 +239,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
         return 0;
     };
     let (cgroup_id, filter) = (args.cgroup_id, args.disk_filter);
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    let ret = tp_field::<i64, 16>(ctx);
     let Some(scratch) = DISK_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };

@@ -23,7 +23,7 @@ use restrictd_common::{
 use crate::{
     common::{
         count_lost, ctx_field, fill_header, load_config, opaque, read_kernel, read_user_u64,
-        session_with, take_stash, within_share,
+        session_with, take_stash, tp_field, within_share,
     },
     path::{dir_prefix, exe_path},
 };
@@ -306,7 +306,7 @@ fn failed(ctx: &TracePointContext) -> u32 {
     let Some(args) = take_stash(&EXECS) else {
         return 0;
     };
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    let ret = tp_field::<i64, 16>(ctx);
     if ret >= 0 {
         return 0; // success is reported by cmd_exec
     }

@@ -29,7 +29,7 @@ use restrictd_common::{
 use crate::{
     common::{
         count_lost, count_tty_bytes, current_exe_id, current_session, fill_header, load_config,
-        opaque, read_kernel, read_ptr,
+        opaque, read_kernel, read_ptr, tp_field,
     },
     path::fd_file,
 };
@@ -156,7 +156,7 @@ fn exit(ctx: &TracePointContext, flag: u32, direction: u32) -> u32 {
     if !maybe_relay() {
         return 0;
     }
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    let ret = tp_field::<i64, 16>(ctx);
     if ret <= 0 {
         return 0;
     }
