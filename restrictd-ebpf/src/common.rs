@@ -478,9 +478,10 @@ pub fn read_ptr(base: u64, off: u32) -> u64 {
     unsafe { read_kernel((base + off as u64) as *const u64) }.unwrap_or(0)
 }
 
-/// The pointer-sized fields at `base + a` and `base + b` (b after a; 0s if
+/// The pointer-sized fields at `base + a` and `base + b` (0s if
 /// unreadable), with one helper call where b is 8 to 24 bytes after a, as
-/// in `struct path`, `struct mount` and `struct dentry`: on this path each
+/// in `struct path`, `struct mount`, `struct dentry` and `struct fdtable`
+/// (else two calls, as on a kernel with randomized struct layouts): each
 /// call costs tens of ns, more than the bytes. The 32 bytes read from `a`
 /// stay inside those structs.
 #[inline(always)]
