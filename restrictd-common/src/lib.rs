@@ -227,9 +227,6 @@ pub struct LoadConfig {
     pub attach_dst_root_offset: u32,
     pub attach_dst_id_offset: u32,
     pub attach_pid_offset: u32,
-    /// `sock/inet_sock_set_state`: offset of `oldstate`; the fields after
-    /// it follow at fixed distances (`SockState`), which the loader checks.
-    pub sock_state_offset: u32,
     /// Kernel struct layout, from the kernel's BTF.
     pub kernel: KernelOffsets,
     /// Terminal bytes per session per second (`terminal.rate_limit`); 0:
@@ -315,6 +312,17 @@ pub struct KernelOffsets {
     pub io_open_dfd: u32,
     pub io_open_filename: u32,
     pub io_open_how: u32,
+    /// Who the current task is, loaded along BTF pointers instead of two
+    /// helper calls on every program's session lookup:
+    /// `task_struct.cgroups` → `css_set.dfl_cgrp` → `cgroup.kn` →
+    /// `kernfs_node.id` (the cgroup v2 id), and `task_struct.cred` →
+    /// `cred.uid`.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    pub task_cred: u32,
+    pub cred_uid: u32,
 }
 
 /// Event kinds: `RecordHeader.kind`, and the index of their `LOST` counter.
@@ -573,6 +581,12 @@ pub struct SockState {
     pub saddr_v6: [u8; 16],
     pub daddr_v6: [u8; 16],
 }
+
+/// Where `SockState` starts in the tracepoint's record (the layout since
+/// 4.16): a constant, so that the program loads `oldstate` and `newstate`
+/// from the context without a helper call on every TCP state change of
+/// the host. The loader refuses a kernel that has them elsewhere.
+pub const SOCK_STATE_AT: u32 = 16;
 
 /// `SockState`'s fields and their distance from `oldstate`.
 pub const SOCK_STATE_FIELDS: [(&str, u32); 10] = [

@@ -5,8 +5,8 @@ use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE},
     helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
         generated::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user},
     },
     macros::map,
@@ -61,7 +61,6 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
     attach_dst_root_offset: 0,
     attach_dst_id_offset: 0,
     attach_pid_offset: 0,
-    sock_state_offset: 0,
     kernel: KernelOffsets {
         task_fs: 0,
         task_files: 0,
@@ -106,6 +105,12 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
         io_open_dfd: 0,
         io_open_filename: 0,
         io_open_how: 0,
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+        task_cred: 0,
+        cred_uid: 0,
     },
     tty_rate: 0,
     disk_exclude_devices: 0,
@@ -129,12 +134,25 @@ pub fn load_config() -> LoadConfig {
 /// cost three hash misses and a read of their login uid.
 #[inline(always)]
 pub fn current_session() -> Option<(u64, SessionEntry)> {
+    // One helper call, then direct loads (`btf_field`): the cgroup id and
+    // the uid are what `bpf_get_current_cgroup_id` and
+    // `bpf_get_current_uid_gid` return, without their calls. Every
+    // process on the host runs this on each connect, send and open.
+    let o = load_config().kernel;
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let cgroup_id = unsafe {
+        let css = btf_field::<*const u8>(task, o.task_cgroups);
+        let cgroup = btf_field::<*const u8>(css, o.css_set_dfl_cgrp);
+        let kn = btf_field::<*const u8>(cgroup, o.cgroup_kn);
+        btf_field::<u64>(kn, o.kernfs_node_id)
+    };
     let mut uid = 0;
     let found = session_of(
-        unsafe { bpf_get_current_cgroup_id() },
+        cgroup_id,
         |level| unsafe { bpf_get_current_ancestor_cgroup_id(level) },
         || {
-            uid = bpf_get_current_uid_gid() as u32;
+            uid =
+                unsafe { btf_field::<u32>(btf_field::<*const u8>(task, o.task_cred), o.cred_uid) };
             uid
         },
     );
@@ -142,12 +160,10 @@ pub fn current_session() -> Option<(u64, SessionEntry)> {
         return found;
     }
     // session_of has read `uid` on its way to None.
-    let off = load_config().kernel.task_loginuid;
-    if off == 0 {
+    if o.task_loginuid == 0 {
         return None;
     }
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let loginuid = unsafe { btf_field::<u32>(task, off) };
+    let loginuid = unsafe { btf_field::<u32>(task, o.task_loginuid) };
     // u32::MAX: never set (daemons started at boot).
     if loginuid == uid || loginuid == u32::MAX {
         return None;

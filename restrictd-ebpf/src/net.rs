@@ -12,12 +12,10 @@ use restrictd_common::{
     key, proto_class, Denial, DenialKey, NetworkEvent, RuleEntry, SockState, ACTION_DENIED,
     ACTION_OBSERVED, EVENT_NETWORK, MAX_DENIALS, MAX_RULES, OPERATION_CONNECT, OPERATION_SEND,
     POLICY_FOLLOW_ACTIVE, POLICY_NONE, PROTO_TCP, PROTO_UDP, SESSION_RECORD_NETWORK,
-    SESSION_RESTRICT,
+    SESSION_RESTRICT, SOCK_STATE_AT,
 };
 
-use crate::common::{
-    count_lost, current_session, fill_header, load_config, within_share, AF_INET6,
-};
+use crate::common::{count_lost, current_session, fill_header, tp_field, within_share, AF_INET6};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -145,11 +143,16 @@ const AF_INET: u16 = 2;
 /// connection and is not reported; a denied one was reported by the hook.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn net_connected(ctx: TracePointContext) -> u32 {
-    let off = load_config().sock_state_offset as usize;
-    let Ok(s) = (unsafe { ctx.read_at::<SockState>(off) }) else {
+    // `oldstate` and `newstate` in one load from the context: every TCP
+    // state change of every socket on the host comes here.
+    let states = tp_field::<u64, { SOCK_STATE_AT as usize }>(&ctx);
+    if states != (TCP_CLOSE as u32 as u64 | (TCP_SYN_SENT as u32 as u64) << 32) {
+        return 0;
+    }
+    let Ok(s) = (unsafe { ctx.read_at::<SockState>(SOCK_STATE_AT as usize) }) else {
         return 0;
     };
-    if s.oldstate != TCP_CLOSE || s.newstate != TCP_SYN_SENT || s.protocol != IPPROTO_TCP as u16 {
+    if s.protocol != IPPROTO_TCP as u16 {
         return 0;
     }
     let Some((cgroup_id, session)) = current_session() else {

@@ -224,6 +224,12 @@ impl Btf {
             io_open_dfd: uring[2],
             io_open_filename: uring[3],
             io_open_how: uring[4],
+            task_cgroups: m("task_struct", "cgroups")?,
+            css_set_dfl_cgrp: m("css_set", "dfl_cgrp")?,
+            cgroup_kn: m("cgroup", "kn")?,
+            kernfs_node_id: m("kernfs_node", "id")?,
+            task_cred: m("task_struct", "cred")?,
+            cred_uid: m("cred", "uid")?,
         })
     }
 

@@ -126,11 +126,11 @@ const URING_PROGRAM: &str = "disk_uring";
 /// of both.
 const URING_SUBMIT: [&str; 2] = ["io_uring_submit_req", "io_uring_submit_sqe"];
 
-/// Where `sock/inet_sock_set_state`'s `oldstate` is, once every field the
-/// program reads is found where `SockState` has it.
-fn sock_state_offset() -> Result<u32> {
+/// Checks that `sock/inet_sock_set_state` has every field the program reads
+/// where `SockState` at `SOCK_STATE_AT` has it.
+fn check_sock_state() -> Result<()> {
     let (category, tracepoint) = ("sock", "inet_sock_set_state");
-    let base = field_offset(category, tracepoint, "oldstate")?;
+    let base = restrictd_common::SOCK_STATE_AT;
     for (field, distance) in restrictd_common::SOCK_STATE_FIELDS {
         let at = field_offset(category, tracepoint, field)?;
         if at != base + distance {
@@ -140,7 +140,7 @@ fn sock_state_offset() -> Result<u32> {
             );
         }
     }
-    Ok(base)
+    Ok(())
 }
 
 /// Whether the group a tracepoint program belongs to is wanted with the
@@ -169,12 +169,12 @@ impl Kernel {
         for (ring, pages) in &opts.ring_pages {
             loader.map_max_entries(ring, pages * page);
         }
+        check_sock_state()?;
         let config = LoadConfig {
             exec_filename_offset: field_offset("sched", "sched_process_exec", "filename")?,
             attach_dst_root_offset: field_offset("cgroup", "cgroup_attach_task", "dst_root")?,
             attach_dst_id_offset: field_offset("cgroup", "cgroup_attach_task", "dst_id")?,
             attach_pid_offset: field_offset("cgroup", "cgroup_attach_task", "pid")?,
-            sock_state_offset: sock_state_offset()?,
             argv_limit: opts.argv_limit.min(ARGV_LIMIT_MAX as u32),
             disk_rate: opts.disk_rate_limit,
             tty_rate: opts.terminal_rate_limit,
