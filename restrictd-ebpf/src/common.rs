@@ -410,17 +410,23 @@ fn count_dropped(key: u64, slot: impl Fn(&mut Dropped) -> &mut u64) {
 
 #[inline(always)]
 fn count_dropped_by(key: u64, n: u64, slot: impl Fn(&mut Dropped) -> &mut u64) {
-    if DROPPED.get_ptr_mut(key).is_none() {
-        // From a static: a zeroed value built on the stack is a memset call.
-        #[allow(clippy::needless_borrows_for_generic_args)]
-        let _ = DROPPED.insert(key, &ZERO_DROPPED, 0);
-    }
     // Per-CPU value: no other writer on this CPU while we run. A full map
     // (more keys than sessions and identities together cannot be) leaves
-    // the host-wide count as the only trace.
-    if let Some(d) = DROPPED.get_ptr_mut(key) {
-        *slot(unsafe { &mut *d }) += n;
-    }
+    // the host-wide count as the only trace. One lookup once the key
+    // exists (every drop of a flood after its first).
+    let d = match DROPPED.get_ptr_mut(key) {
+        Some(d) => d,
+        None => {
+            // From a static: a zeroed value built on the stack is a memset call.
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            let _ = DROPPED.insert(key, &ZERO_DROPPED, 0);
+            let Some(d) = DROPPED.get_ptr_mut(key) else {
+                return;
+            };
+            d
+        }
+    };
+    *slot(unsafe { &mut *d }) += n;
 }
 
 static ZERO_DROPPED: Dropped = Dropped {
