@@ -233,13 +233,23 @@ pub struct LoadConfig {
     /// no limit.
     pub tty_rate: u32,
     /// 1: opens of character devices are not recorded.
-    /// (With the u32 fields above, an even count, the array below starts
-    /// 8-aligned with no padding: `load_config_has_no_padding` checks it.)
     pub disk_exclude_devices: u32,
+    /// Makes the u32 fields above an even count, so that the array below
+    /// starts 8-aligned with no padding: the state version hashes this
+    /// struct's bytes, and a padding hole is whatever was on the stack.
+    /// The assertion after the struct fails to compile when a u32 is added
+    /// or removed above; then drop or restore this field.
+    pub _pad: u32,
     /// Superblock magic numbers of the filesystems whose opens are not
     /// recorded (0: unused slot).
     pub disk_exclude_fs: [u64; FS_EXCLUDE_MAX],
 }
+
+const _: () = assert!(
+    core::mem::size_of::<LoadConfig>()
+        == 9 * 4 + core::mem::size_of::<KernelOffsets>() + 8 * FS_EXCLUDE_MAX,
+    "LoadConfig has padding: see its `_pad`"
+);
 
 /// Most filesystems `disk_exclude_filesystems` can name.
 pub const FS_EXCLUDE_MAX: usize = 32;
@@ -674,7 +684,7 @@ mod tests {
     /// would be bytes no field defines.
     #[test]
     fn load_config_has_no_padding() {
-        let fields = 8 * 4 + core::mem::size_of::<KernelOffsets>() + 4 + 8 * FS_EXCLUDE_MAX;
+        let fields = 9 * 4 + core::mem::size_of::<KernelOffsets>() + 8 * FS_EXCLUDE_MAX;
         assert_eq!(core::mem::size_of::<LoadConfig>(), fields);
         assert_eq!(core::mem::size_of::<KernelOffsets>() % 4, 0);
     }

@@ -114,6 +114,7 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
     },
     tty_rate: 0,
     disk_exclude_devices: 0,
+    _pad: 0,
     disk_exclude_fs: [0; FS_EXCLUDE_MAX],
 };
 

@@ -180,6 +180,7 @@ impl Kernel {
             tty_rate: opts.terminal_rate_limit,
             kernel: crate::btf::Btf::from_sys_fs()?.kernel_offsets()?,
             disk_exclude_devices: opts.disk_exclude_devices as u32,
+            _pad: 0,
             disk_exclude_fs: {
                 let mut a = [0u64; restrictd_common::FS_EXCLUDE_MAX];
                 for (slot, m) in a.iter_mut().zip(&opts.disk_exclude_fs) {
