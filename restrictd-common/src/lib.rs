@@ -245,9 +245,15 @@ pub struct LoadConfig {
     pub disk_exclude_fs: [u64; FS_EXCLUDE_MAX],
 }
 
+// `LoadConfig` is copied byte for byte into the object and hashed into the
+// state version: padding would be bytes no field defines. Every field
+// before the array is a u32 (KernelOffsets too), so the one place a hole
+// can open is right before the array; the array's end is the struct's.
 const _: () = assert!(
-    core::mem::size_of::<LoadConfig>()
-        == 9 * 4 + core::mem::size_of::<KernelOffsets>() + 8 * FS_EXCLUDE_MAX,
+    core::mem::offset_of!(LoadConfig, disk_exclude_fs)
+        == core::mem::offset_of!(LoadConfig, _pad) + 4
+        && core::mem::size_of::<LoadConfig>()
+            == core::mem::offset_of!(LoadConfig, disk_exclude_fs) + 8 * FS_EXCLUDE_MAX,
     "LoadConfig has padding: see its `_pad`"
 );
 
@@ -674,18 +680,4 @@ mod pod {
     unsafe impl aya::Pod for super::NetworkEvent {}
     unsafe impl aya::Pod for super::DenialKey {}
     unsafe impl aya::Pod for super::Denial {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `LoadConfig` is copied byte for byte into the object: padding
-    /// would be bytes no field defines.
-    #[test]
-    fn load_config_has_no_padding() {
-        let fields = 9 * 4 + core::mem::size_of::<KernelOffsets>() + 8 * FS_EXCLUDE_MAX;
-        assert_eq!(core::mem::size_of::<LoadConfig>(), fields);
-        assert_eq!(core::mem::size_of::<KernelOffsets>() % 4, 0);
-    }
 }

@@ -330,7 +330,7 @@ fn state_version(opts: &LoadOptions, config: &LoadConfig) -> String {
     OBJECT.hash(&mut h);
     opts.ring_pages.hash(&mut h);
     // SAFETY: LoadConfig is plain #[repr(C)] data with no padding
-    // (`load_config_has_no_padding`).
+    // (a compile-time assertion after the struct checks it).
     let bytes = unsafe {
         std::slice::from_raw_parts(
             config as *const LoadConfig as *const u8,
