@@ -64,6 +64,7 @@ pub fn packet_in(ctx: SkBuffContext) -> i32 {
 static NO_SESSION: SkStorage<u64> = SkStorage::new();
 
 /// What the packet says, as far as the check needs it.
+#[derive(Default)]
 struct Packet {
     version: u8,
     protocol: u8,
@@ -162,20 +163,66 @@ fn no_session_slot(sk: *mut aya_ebpf::bindings::bpf_sock, flags: u64) -> *mut u6
 }
 
 /// The IP header (and the transport ports where there are any). In
-/// `cgroup_skb` programs the packet starts at the network header. Each
-/// header is read in one helper call: on every packet of the host, calls
-/// cost more than bytes.
+/// `cgroup_skb` programs the packet starts at the network header.
 #[inline(always)]
 fn parse(ctx: &SkBuffContext) -> Option<Packet> {
-    let mut p = Packet {
-        version: 0,
-        protocol: 0,
-        src: [0; 16],
-        dst: [0; 16],
-        src_port: 0,
-        dst_port: 0,
-        source_routed: false,
-    };
+    parse_linear(ctx).or_else(|| parse_any(ctx))
+}
+
+/// Bytes the common packet needs before its payload: an IPv4 header
+/// without options and the ports, or an IPv6 header and the ports.
+const LINEAR_V4: usize = 24;
+const LINEAR_V6: usize = 44;
+
+/// The common packet read in place, without a helper call: a TCP, UDP or
+/// UDP-Lite packet whose IP header has no options or extension headers and
+/// is not a fragment, with its headers up to the ports in the linear part
+/// of the buffer (each segment, ACK and RST of a stream is one of these).
+/// Anything else is `None`, for `parse_any`.
+#[inline(always)]
+fn parse_linear(ctx: &SkBuffContext) -> Option<Packet> {
+    let skb = ctx.skb.skb;
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    if data + LINEAR_V4 > end {
+        return None;
+    }
+    let mut p = Packet::default();
+    let first = unsafe { *(data as *const u8) };
+    if first == 0x45 {
+        // Version 4, no options.
+        let h = unsafe { &*(data as *const [u8; LINEAR_V4]) };
+        // A fragment (offset or more-fragments set) goes the long way.
+        if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+            return None;
+        }
+        p.version = 4;
+        p.protocol = h[9];
+        p.src[..4].copy_from_slice(&h[12..16]);
+        p.dst[..4].copy_from_slice(&h[16..20]);
+        p.src_port = u16::from_be_bytes([h[20], h[21]]);
+        p.dst_port = u16::from_be_bytes([h[22], h[23]]);
+    } else if first >> 4 == 6 {
+        if data + LINEAR_V6 > end {
+            return None;
+        }
+        let h = unsafe { &*(data as *const [u8; LINEAR_V6]) };
+        p.version = 6;
+        p.protocol = h[6];
+        p.src.copy_from_slice(&h[8..24]);
+        p.dst.copy_from_slice(&h[24..40]);
+        p.src_port = u16::from_be_bytes([h[40], h[41]]);
+        p.dst_port = u16::from_be_bytes([h[42], h[43]]);
+    } else {
+        return None;
+    }
+    matches!(p.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE).then_some(p)
+}
+
+/// Any IP packet, each header read in one helper call: `bpf_skb_load_bytes`
+/// also reads what is not in the linear part.
+#[inline(always)]
+fn parse_any(ctx: &SkBuffContext) -> Option<Packet> {
+    let mut p = Packet::default();
     // Both headers are at least 20 bytes long; an IPv6 one is read whole
     // below.
     let h: [u8; 20] = ctx.load(0).ok()?;

@@ -160,7 +160,7 @@ fn no_way_out_of_a_restricted_ssh_session() {
     let mut listener = sshd
         .ssh_cmd(
             &user,
-            &format!("python3 {} inbound {in_port} 4", escape_py()),
+            &format!("python3 {} inbound {in_port} 6", escape_py()),
         )
         .stdout(Stdio::piped())
         .spawn()
@@ -169,12 +169,15 @@ fn no_way_out_of_a_restricted_ssh_session() {
     let mut line = String::new();
     inbound.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "listening");
+    // Both families: each has its own header parse in the packet check.
     let client = format!(
         "import socket\n\
-         try: socket.create_connection(('{l}', {in_port}), timeout=2).sendall(b'rdx-inbound')\n\
-         except OSError as e: print(e)\n\
-         socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'rdx-inbound', ('{l}', {in_port}))",
-        l = host.local4
+         for l, f in (('{l4}', socket.AF_INET), ('{l6}', socket.AF_INET6)):\n\
+         \x20   try: socket.create_connection((l, {in_port}), timeout=1.5).sendall(b'rdx-inbound')\n\
+         \x20   except OSError as e: print(e)\n\
+         \x20   socket.socket(f, socket.SOCK_DGRAM).sendto(b'rdx-inbound', (l, {in_port}))",
+        l4 = host.local4,
+        l6 = host.local6
     );
     host.exec(&["python3", "-c", &client]);
     // Control: the same client reaches a listener here that no session owns.
@@ -283,16 +286,20 @@ network events: {network:#?}",
         "{w_event}"
     );
     for proto in [6, 17] {
-        events
-            .iter()
-            .filter(denied)
-            .find(|e| {
-                e["operation"] == 3
-                    && e["protocol"] == proto
-                    && e["src_addr"] == host.addr4.as_str()
-                    && e["dst_port"] == in_port as u64
-            })
-            .unwrap_or_else(|| panic!("inbound protocol {proto} denial: {events:?}"));
+        for from in [&host.addr4, &host.addr6] {
+            events
+                .iter()
+                .filter(denied)
+                .find(|e| {
+                    e["operation"] == 3
+                        && e["protocol"] == proto
+                        && e["src_addr"] == from.as_str()
+                        && e["dst_port"] == in_port as u64
+                })
+                .unwrap_or_else(|| {
+                    panic!("inbound protocol {proto} from {from}: no denial: {events:?}")
+                });
+        }
     }
 }
 

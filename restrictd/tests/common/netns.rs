@@ -15,8 +15,9 @@ use super::{repo, sshd::unique, sshd::wait_for};
 
 pub struct DeniedHost {
     pub netns: String,
-    /// The host's own end of the link (this namespace), IPv4.
+    /// The host's own end of the link (this namespace).
     pub local4: String,
+    pub local6: String,
     /// The denied host's addresses.
     pub addr4: String,
     pub addr6: String,
@@ -104,6 +105,7 @@ impl DeniedHost {
         let host = DeniedHost {
             netns,
             local4,
+            local6,
             addr4,
             addr6,
             host_if,
