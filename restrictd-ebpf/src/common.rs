@@ -5,9 +5,11 @@ use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE},
     helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-        generated::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user},
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        generated::{
+            bpf_get_current_comm, bpf_get_current_task_btf, bpf_probe_read_kernel,
+            bpf_probe_read_user,
+        },
     },
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -255,22 +257,31 @@ pub fn session_with(flags: u32) -> Option<u64> {
     (s.flags & flags == flags).then_some(cgroup_id)
 }
 
-/// The header every record starts with, for the current process.
+/// The header every record starts with, for the current process. Loads
+/// along the task (one helper call) in place of the pid and uid helpers:
+/// every record of every session pays this.
 #[inline(always)]
 pub fn fill_header(h: &mut RecordHeader, kind: u32, cgroup_id: u64) {
+    let o = load_config().kernel;
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     h.kind = kind;
-    h.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    h.uid = bpf_get_current_uid_gid() as u32;
+    unsafe {
+        // What `bpf_get_current_pid_tgid() >> 32` and `bpf_get_current_uid_gid`
+        // return: the ids as the initial namespaces see them.
+        h.pid = btf_field::<u32>(task, o.task_tgid);
+        h.uid = btf_field::<u32>(btf_field::<*const u8>(task, o.task_cred), o.cred_uid);
+        // The helper itself, straight into the record: aya's wrapper zeroes
+        // a stack copy byte by byte first. (Loading the name along the task
+        // instead made disk_uring too complex for the verifier.)
+        bpf_get_current_comm(h.comm.as_mut_ptr() as *mut _, h.comm.len() as u32);
+    }
     h.cgroup_id = cgroup_id;
     h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
-    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    let o = load_config().kernel;
     h.audit_sid = 0;
     if o.task_sessionid != 0 {
-        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
         h.audit_sid = unsafe { btf_field::<u32>(task, o.task_sessionid) };
     }
-    let (ino, dev, flags) = current_exe_id();
+    let (ino, dev, flags) = exe_id(task);
     h.exe_ino = ino;
     h.exe_dev = dev;
     h.exe_flags = flags;
@@ -280,9 +291,15 @@ pub fn fill_header(h: &mut RecordHeader, kind: u32, cgroup_id: u64) {
 /// `EXE_*` flags; zeros for a kernel thread.
 #[inline(always)]
 pub fn current_exe_id() -> (u64, u32, u32) {
+    exe_id(unsafe { bpf_get_current_task_btf() } as *const u8)
+}
+
+/// `current_exe_id` of `task`, a BTF pointer.
+#[inline(always)]
+fn exe_id(task: *const u8) -> (u64, u32, u32) {
     let o = load_config().kernel;
     // Direct loads (`btf_field`) along BTF pointers.
-    let exe = current_exe() as *const u8;
+    let exe = exe_of(task) as *const u8;
     let inode = unsafe { btf_field::<*const u8>(exe, o.file_f_inode) };
     if inode.is_null() {
         return (0, 0, 0);
@@ -299,8 +316,12 @@ pub fn current_exe_id() -> (u64, u32, u32) {
 /// pointer), or 0 (a kernel thread has no mm).
 #[inline(always)]
 pub fn current_exe() -> u64 {
+    exe_of(unsafe { bpf_get_current_task_btf() } as *const u8)
+}
+
+#[inline(always)]
+fn exe_of(task: *const u8) -> u64 {
     let o = load_config().kernel;
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let mm = unsafe { btf_field::<*const u8>(task, o.task_mm) };
     unsafe { btf_field::<u64>(mm, o.mm_exe_file) }
 }

@@ -448,6 +448,60 @@ s.sendto(b\"x\", (\"127.0.0.1\", {pu2}))'",
 }
 
 #[test]
+fn an_allowed_connect_is_reported_with_its_source_in_each_family() {
+    let sb = Sandbox::new();
+    // An IPv6 address of this host other than ::1, so that the source and
+    // the destination differ in every family.
+    let host = common::netns::DeniedHost::new();
+    let (_l4, p4) = tcp_listener("127.0.0.1");
+    let (_l6, p6) = tcp_listener(&host.local6);
+    let (_lm, pm) = tcp_listener("127.0.0.1");
+    let cases = [
+        ("AF_INET", "127.0.0.3", "127.0.0.1".to_string(), p4),
+        ("AF_INET6", "::1", host.local6.clone(), p6),
+        // An IPv6 socket to a v4-mapped address goes through IPv4's code.
+        (
+            "AF_INET6",
+            "::ffff:127.0.0.3",
+            "::ffff:127.0.0.1".to_string(),
+            pm,
+        ),
+    ];
+    let script = cases
+        .iter()
+        .map(|(fam, src, dst, port)| {
+            format!(
+                "s = socket.socket(socket.{fam}, socket.SOCK_STREAM)\n\
+                 s.bind(('{src}', 0))\n\
+                 print(s.getsockname()[1], flush=True)\n\
+                 s.connect(('{dst}', {port}))\n\
+                 s.close()\n"
+            )
+        })
+        .collect::<String>();
+    let out = sb.run(
+        None,
+        &["python3", "-c", &format!("import socket\n{script}")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let sports: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let ev = sb.network_events();
+    for ((_, src, dst, port), sport) in cases.iter().zip(sports) {
+        let e = ev
+            .iter()
+            .find(|e| e["action"] == 0 && e["operation"] == 0 && e["dst_port"] == *port as u64)
+            .unwrap_or_else(|| panic!("no connect event to {dst} port {port}: {ev:?}"));
+        assert_eq!(e["src_addr"], *src, "{e}");
+        assert_eq!(e["dst_addr"], dst.as_str(), "{e}");
+        assert_eq!(e["src_port"], sport, "{e}");
+        assert_eq!(e["protocol"], 6, "{e}");
+    }
+}
+
+#[test]
 fn observed_network_events_can_be_switched_off_denials_cannot() {
     let sb = Sandbox::with_config("enhanced_recording:\n  network_events: false\n");
     let (_a, pa) = tcp_listener("127.0.0.1");
