@@ -234,27 +234,25 @@ pub struct LoadConfig {
     pub tty_rate: u32,
     /// 1: opens of character devices are not recorded.
     pub disk_exclude_devices: u32,
-    /// Makes the u32 fields above an even count, so that the array below
-    /// starts 8-aligned with no padding: the state version hashes this
-    /// struct's bytes, and a padding hole is whatever was on the stack.
-    /// The assertion after the struct fails to compile when a u32 is added
-    /// or removed above; then drop or restore this field.
-    pub _pad: u32,
     /// Superblock magic numbers of the filesystems whose opens are not
     /// recorded (0: unused slot).
     pub disk_exclude_fs: [u64; FS_EXCLUDE_MAX],
 }
 
 // `LoadConfig` is copied byte for byte into the object and hashed into the
-// state version: padding would be bytes no field defines. Every field
+// state version: padding would be bytes no field defines (in a debug build,
+// stack garbage, so that each start made a new version). Every field
 // before the array is a u32 (KernelOffsets too), so the one place a hole
 // can open is right before the array; the array's end is the struct's.
+// When a u32 added or removed above opens that hole, this fails to
+// compile: add (or drop) a `_pad: u32` after `disk_exclude_devices` and
+// name the last u32 here.
 const _: () = assert!(
     core::mem::offset_of!(LoadConfig, disk_exclude_fs)
-        == core::mem::offset_of!(LoadConfig, _pad) + 4
+        == core::mem::offset_of!(LoadConfig, disk_exclude_devices) + 4
         && core::mem::size_of::<LoadConfig>()
             == core::mem::offset_of!(LoadConfig, disk_exclude_fs) + 8 * FS_EXCLUDE_MAX,
-    "LoadConfig has padding: see its `_pad`"
+    "LoadConfig has padding before disk_exclude_fs: see the comment above"
 );
 
 /// Most filesystems `disk_exclude_filesystems` can name.
@@ -339,6 +337,9 @@ pub struct KernelOffsets {
     pub kernfs_node_id: u32,
     pub task_cred: u32,
     pub cred_uid: u32,
+    /// `task_struct.thread_info` + `thread_info.status` (x86: whether the
+    /// current syscall is an ia32 one); 0 where the kernel has none.
+    pub task_ti_status: u32,
 }
 
 /// Event kinds: `RecordHeader.kind`, and the index of their `LOST` counter.

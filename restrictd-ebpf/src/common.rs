@@ -113,10 +113,10 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
         kernfs_node_id: 0,
         task_cred: 0,
         cred_uid: 0,
+        task_ti_status: 0,
     },
     tty_rate: 0,
     disk_exclude_devices: 0,
-    _pad: 0,
     disk_exclude_fs: [0; FS_EXCLUDE_MAX],
 };
 
@@ -125,6 +125,13 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
 #[inline(always)]
 pub fn load_config() -> LoadConfig {
     unsafe { core::ptr::read_volatile(&LOAD_CONFIG) }
+}
+
+/// `KernelOffsets::task_ti_status` alone: read on every syscall of the host
+/// (`disk_compat`), where a copy of the whole configuration would not do.
+#[inline(always)]
+pub fn ti_status_offset() -> u32 {
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(LOAD_CONFIG.kernel.task_ti_status)) }
 }
 
 /// The session the current process is in, and the key its records carry:

@@ -5,7 +5,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+        generated::{bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
     macros::{kprobe, map, raw_tracepoint, tracepoint},
     maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -19,8 +19,9 @@ use restrictd_common::{
 
 use crate::{
     common::{
-        count_limited, count_lost, current_session, fill_header, load_config, read_kernel,
-        read_ptr, read_user_u64, read_user_u8, take_stash, tp_field, within_share,
+        btf_field, count_limited, count_lost, current_session, fill_header, load_config,
+        read_kernel, read_ptr, read_user_u64, read_user_u8, take_stash, ti_status_offset, tp_field,
+        within_share,
     },
     path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns},
 };
@@ -238,8 +239,88 @@ fn exit(ctx: &TracePointContext) -> u32 {
     let Some(args) = take_stash(&OPENS) else {
         return 0;
     };
+    record_open(&args, tp_field::<i64, 16>(ctx))
+}
+
+/// ia32 syscall numbers of the open family (the kernel's syscall_32.tbl).
+const IA32_OPEN: u64 = 5;
+const IA32_CREAT: u64 = 8;
+const IA32_OPENAT: u64 = 295;
+const IA32_OPENAT2: u64 = 437;
+/// `thread_info.status`: the current syscall came through the ia32 entry.
+const TS_COMPAT: u32 = 0x0002;
+/// x86-64 `struct pt_regs`: where an ia32 syscall's first three arguments
+/// (ebx, ecx, edx) and its number are.
+const REGS_BX: u64 = 40;
+const REGS_CX: u64 = 88;
+const REGS_DX: u64 = 96;
+const REGS_ORIG_AX: u64 = 120;
+
+/// Opens made through the 32-bit syscall entry (`int $0x80`, which any
+/// 64-bit process can execute too): the per-syscall tracepoints above never
+/// fire for them (the kernel's syscall events skip compat syscalls), so
+/// they would open files unrecorded. Every syscall of the host ends here;
+/// all but ia32 ones leave at the first test. No entry program: the
+/// arguments are still in the saved registers at exit.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn disk_compat(ctx: RawTracePointContext) -> u32 {
+    let status_at = ti_status_offset();
+    if status_at == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    if unsafe { btf_field::<u32>(task, status_at) } & TS_COMPAT == 0 {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    let reg = |off: u64| unsafe { read_kernel((regs + off) as *const u64) }.unwrap_or(0);
+    let nr = unsafe { read_kernel((regs + REGS_ORIG_AX) as *const u64) }.unwrap_or(u64::MAX);
+    if !matches!(nr, IA32_OPEN | IA32_CREAT | IA32_OPENAT | IA32_OPENAT2) {
+        return 0;
+    }
+    let Some((cgroup_id, session)) = current_session() else {
+        return 0;
+    };
+    if session.flags & SESSION_RECORD_DISK == 0 {
+        return 0;
+    }
+    // 32-bit pointers and ints, zero- or sign-extended as the kernel's
+    // compat entry points take them.
+    let (bx, cx, dx) = (reg(REGS_BX), reg(REGS_CX), reg(REGS_DX));
+    let ptr = |v: u64| v & 0xffff_ffff;
+    let (filename, flags, dirfd, how) = match nr {
+        IA32_OPEN => (ptr(bx), cx as u32, AT_FDCWD, 0),
+        IA32_CREAT => (ptr(bx), CREAT_FLAGS, AT_FDCWD, 0),
+        IA32_OPENAT => (ptr(cx), dx as u32, bx as i32, 0),
+        _ => (ptr(cx), 0, bx as i32, ptr(dx)),
+    };
+    // Through a map: the verifier then goes on with unknown values, not
+    // once per syscall's constants (four times the rest of the program,
+    // past its limit).
+    let Some(slot) = COMPAT_ARGS.get_ptr_mut(0) else {
+        return 0;
+    };
+    let args = unsafe { &mut *slot };
+    args.filename = filename;
+    args.flags = flags;
+    args.dirfd = dirfd;
+    args.how = how;
+    args.kname_cpu = 0;
+    args.disk_filter = session.disk_filter;
+    args.kname_seq = 0;
+    args.cgroup_id = cgroup_id;
+    record_open(unsafe { &*slot }, ret)
+}
+
+/// `disk_compat`'s arguments for `record_open` (see there).
+#[map]
+static COMPAT_ARGS: PerCpuArray<OpenArgs> = PerCpuArray::with_max_entries(1, 0);
+
+/// Builds, judges and sends the record of an open that returned `ret`.
+#[inline(always)]
+fn record_open(args: &OpenArgs, ret: i64) -> u32 {
     let (cgroup_id, filter) = (args.cgroup_id, args.disk_filter);
-    let ret = tp_field::<i64, 16>(ctx);
     let Some(scratch) = DISK_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -284,7 +365,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
     // Failed (or unresolvable): directory part first (none for an absolute
     // path), then the path the kernel tried: its own copy where
     // `disk_kname` kept one, else the caller's memory, flagged.
-    let first = match own_copy(&args) {
+    let first = match own_copy(args) {
         Some(k) => k.name[0],
         None => read_user_u8(args.filename).unwrap_or(0),
     };
@@ -296,7 +377,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
     };
     let at = dir & (PATH_CAP - 1);
     let dst = unsafe { scratch.path.as_mut_ptr().add(at) };
-    let n = match kernel_name(&args, dst) {
+    let n = match kernel_name(args, dst) {
         Some(n) => n as i64,
         None => {
             scratch.header.path_flags = DISK_PATH_FROM_CALLER;

@@ -230,6 +230,10 @@ impl Btf {
             kernfs_node_id: m("kernfs_node", "id")?,
             task_cred: m("task_struct", "cred")?,
             cred_uid: m("cred", "uid")?,
+            // x86 only (ia32 syscalls); elsewhere 0, and `disk_compat` idles.
+            task_ti_status: m("task_struct", "thread_info")
+                .and_then(|t| Ok(t + m("thread_info", "status")?))
+                .unwrap_or(0),
         })
     }
 

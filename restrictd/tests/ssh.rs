@@ -1106,6 +1106,61 @@ fn one_sessions_flood_cannot_starve_another() {
 /// file bound over an excluded locale path, both in a mount namespace of
 /// their own (`unshare -Urm`). All three reads are recorded; what is left
 /// out is what a file is (a device, /proc), not where it appears.
+/// Opens through the 32-bit syscall entry (`int $0x80`, which a 64-bit
+/// process can execute from a page it writes, no compiler needed): the
+/// kernel's per-syscall tracepoints skip such calls, so they opened files
+/// unrecorded. Both a success and a failure must be in the record, once.
+#[test]
+fn opens_through_the_32_bit_syscall_entry_are_recorded() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let sshd = Sshd::new(&bus, &user, "");
+    let script = format!(
+        "set -e\n\
+         echo s3cret > ~/secret\n\
+         echo home=$HOME\n\
+         echo secret=$(python3 {p} $HOME/secret)\n\
+         echo missing=$(python3 {p} $HOME/missing)",
+        p = repo().join("tests/int80.py").display()
+    );
+    let out = sshd.ssh(&user, &script);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |k: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in {stdout}"))
+            .trim()
+            .to_string()
+    };
+    let home = field("home");
+    // The attack itself worked: the file opened, the missing one did not.
+    assert!(field("secret").parse::<i64>().unwrap() >= 0, "{stdout}");
+    assert_eq!(field("missing"), "-2", "{stdout}");
+    let events = daemon.wait_any_end();
+    let opens = |path: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| {
+                e["event"] == "session.disk" && e["program"] == "python3" && e["path"] == path
+            })
+            .collect()
+    };
+    let secret = opens(&format!("{home}/secret"));
+    assert_eq!(secret.len(), 1, "the ia32 open of the secret: {secret:?}");
+    assert!(
+        secret[0]["return_code"].as_i64() >= Some(0),
+        "{}",
+        secret[0]
+    );
+    assert_eq!(secret[0]["user"], user.name.as_str());
+    let missing = opens(&format!("{home}/missing"));
+    assert_eq!(missing.len(), 1, "the failed ia32 open: {missing:?}");
+    assert_eq!(missing[0]["return_code"], -2, "{}", missing[0]);
+}
+
 #[test]
 fn files_cannot_hide_under_device_or_excluded_paths() {
     let user = User::new();

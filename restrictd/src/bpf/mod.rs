@@ -120,6 +120,8 @@ fn field_offset(category: &str, tracepoint: &str, field: &str) -> Result<u32> {
 /// The program that records io_uring's opens (optional: see
 /// `attach_uring`).
 const URING_PROGRAM: &str = "disk_uring";
+/// Opens through the ia32 syscall entry (`attach_compat`).
+const COMPAT_PROGRAM: &str = "disk_compat";
 
 /// The io_uring tracepoints a request's submission fires, newest name first
 /// (`io_uring_submit_sqe` before 6.2); the request is the first argument
@@ -145,6 +147,19 @@ fn check_sock_state() -> Result<()> {
 
 /// Whether the group a tracepoint program belongs to is wanted with the
 /// recording flags `recording`.
+/// Whether the kernel runs x32 syscalls (the syscall number's bit 30),
+/// which the open tracepoints do not see either: an x32 `getpid` answers.
+fn x32_enabled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
+        // SAFETY: getpid takes no arguments and cannot fail.
+        unsafe { libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid) > 0 }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 fn group_wanted(program: &str, recording: u32) -> Result<bool> {
     PROGRAM_GROUPS
         .iter()
@@ -180,7 +195,6 @@ impl Kernel {
             tty_rate: opts.terminal_rate_limit,
             kernel: crate::btf::Btf::from_sys_fs()?.kernel_offsets()?,
             disk_exclude_devices: opts.disk_exclude_devices as u32,
-            _pad: 0,
             disk_exclude_fs: {
                 let mut a = [0u64; restrictd_common::FS_EXCLUDE_MAX];
                 for (slot, m) in a.iter_mut().zip(&opts.disk_exclude_fs) {
@@ -278,6 +292,7 @@ impl Kernel {
                 pin,
                 kernel_names: false,
                 uring_layout: config.kernel.io_open_filename != 0,
+                compat_layout: config.kernel.task_ti_status != 0,
                 uring_opens: false,
             },
             sessions,
@@ -299,6 +314,9 @@ pub struct Programs {
     kernel_names: bool,
     /// The kernel's BTF gave `disk_uring` the layout it reads.
     uring_layout: bool,
+    /// The kernel has `thread_info.status` (`disk_compat` can tell ia32
+    /// syscalls).
+    compat_layout: bool,
     /// `disk_uring` is attached (`uring_opens`).
     uring_opens: bool,
 }
@@ -487,8 +505,47 @@ impl Programs {
             })?;
         }
         self.attach_uring(&events);
+        self.attach_compat(&events);
         self.attach_kprobes();
         Ok(())
+    }
+
+    /// Attaches `disk_compat` (opens through the ia32 syscall entry, which
+    /// the per-syscall tracepoints never see) to the raw tracepoint of
+    /// every syscall's exit. Optional as `disk_uring`: where it cannot run
+    /// the daemon says that such opens are not recorded.
+    fn attach_compat(&mut self, events: &std::path::Path) {
+        if !group_wanted(COMPAT_PROGRAM, self.recording).unwrap_or(false) {
+            return;
+        }
+        if !self.compat_layout {
+            // Not x86 (no ia32 entry), or a layout restrictd does not know.
+            if std::env::consts::ARCH == "x86_64" {
+                log::warn!("this kernel's BTF has no thread_info.status: opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel");
+            }
+            return;
+        }
+        if !events.join("raw_syscalls").join("sys_exit").is_dir() {
+            log::warn!("this kernel has no raw_syscalls/sys_exit tracepoint: opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel");
+            return;
+        }
+        let pin = self.pin.as_ref().map(|d| d.join("link-rtp-sys_exit"));
+        let attached = self.attach_one(COMPAT_PROGRAM, pin, |prog: &mut RawTracePoint, keep| {
+            let id = prog.attach("sys_exit").with_context(|| {
+                format!("attaching {COMPAT_PROGRAM} to raw tracepoint sys_exit")
+            })?;
+            Ok(if keep {
+                Some(FdLink::from(prog.take_link(id)?))
+            } else {
+                None
+            })
+        });
+        if let Err(e) = attached {
+            log::warn!("{e:#}: opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel");
+        }
+        if x32_enabled() {
+            log::warn!("this kernel runs x32 syscalls (syscall.x32=y): opens made through them are not recorded");
+        }
     }
 
     /// Attaches `disk_uring` (io_uring's opens) to the raw tracepoint of
