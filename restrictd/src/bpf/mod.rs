@@ -147,19 +147,6 @@ fn check_sock_state() -> Result<()> {
 
 /// Whether the group a tracepoint program belongs to is wanted with the
 /// recording flags `recording`.
-/// Whether the kernel runs x32 syscalls (the syscall number's bit 30),
-/// which the open tracepoints do not see either: an x32 `getpid` answers.
-fn x32_enabled() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
-        // SAFETY: getpid takes no arguments and cannot fail.
-        unsafe { libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid) > 0 }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 fn group_wanted(program: &str, recording: u32) -> Result<bool> {
     PROGRAM_GROUPS
         .iter()
@@ -542,9 +529,6 @@ impl Programs {
         });
         if let Err(e) = attached {
             log::warn!("{e:#}: opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel");
-        }
-        if x32_enabled() {
-            log::warn!("this kernel runs x32 syscalls (syscall.x32=y): opens made through them are not recorded");
         }
     }
 
