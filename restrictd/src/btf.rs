@@ -230,10 +230,15 @@ impl Btf {
             kernfs_node_id: m("kernfs_node", "id")?,
             task_cred: m("task_struct", "cred")?,
             cred_uid: m("cred", "uid")?,
-            // x86 only (ia32 syscalls); elsewhere 0, and `disk_compat` idles.
-            task_ti_status: m("task_struct", "thread_info")
-                .and_then(|t| Ok(t + m("thread_info", "status")?))
-                .unwrap_or(0),
+            // x86-64 only: `disk_compat` reads x86-64 registers and ia32
+            // syscall numbers. Elsewhere 0, and it is not attached.
+            task_ti_status: if cfg!(target_arch = "x86_64") {
+                m("task_struct", "thread_info")
+                    .and_then(|t| Ok(t + m("thread_info", "status")?))
+                    .unwrap_or(0)
+            } else {
+                0
+            },
         })
     }
 

@@ -506,7 +506,7 @@ impl Programs {
             return;
         }
         if !self.compat_layout {
-            // Not x86 (no ia32 entry), or a layout restrictd does not know.
+            // Not x86-64 (`btf` leaves it 0), or a layout restrictd does not know.
             if std::env::consts::ARCH == "x86_64" {
                 log::warn!("this kernel's BTF has no thread_info.status: opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel");
             }
