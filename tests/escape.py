@@ -12,7 +12,10 @@ escape.py inbound PORT SECS   listen on TCP and UDP PORT on all addresses for
 escape.py uring-open SPEC... open files through io_uring (IORING_OP_OPENAT), which
                               makes no open(2) call: SPEC "/path", "DIR:NAME" (NAME
                               relative to an fd of DIR) or "sqpoll:/path" (by a
-                              SQPOLL ring's kernel thread); print "SPEC=fd" or errno
+                              SQPOLL ring's kernel thread); print "SPEC=fd" or errno.
+                              In the same process, to keep within one second of a
+                              flood: "plain:PATH" opens with open(2), and
+                              "flood:N:PATH" opens and closes PATH N times
 escape.py sniff IFACE OUT     (root, in the denied host's netns) write one JSON
                               line per IP packet arriving on IFACE
 
@@ -151,7 +154,17 @@ def uring_sendmsg(ring, fd, data, addr):
 
 
 def uring_open(spec):
-    """Opens what `spec` names through io_uring; returns the fd as text."""
+    """Opens what `spec` names through io_uring (or as the usage says);
+    returns the fd as text."""
+    if spec.startswith("plain:"):
+        fd = os.open(spec[len("plain:"):], os.O_RDONLY)
+        os.close(fd)
+        return str(fd)
+    if spec.startswith("flood:"):
+        _, n, path = spec.split(":", 2)
+        for _ in range(int(n)):
+            os.close(os.open(path, os.O_RDONLY))
+        return n
     sqpoll = spec.startswith("sqpoll:")
     path = spec[len("sqpoll:"):] if sqpoll else spec
     dfd = AT_FDCWD

@@ -358,7 +358,7 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
                 // The last component was written with its NUL.
                 p + 1
             };
-            submit(scratch, cgroup_id, filter, len);
+            submit(scratch, cgroup_id, filter, len, false);
             return 0;
         }
     }
@@ -392,8 +392,64 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
         count_lost(EVENT_DISK, cgroup_id);
         return 0;
     }
-    submit(scratch, cgroup_id, filter, at + n as usize);
+    let len = at + n as usize;
+    // The trie judges paths by prefix; one the kernel did not resolve may
+    // reach elsewhere through `..` (`/usr/lib/locale/../../../etc/shadow`
+    // is /etc/shadow, not a locale file), so such a path is not judged.
+    let unresolved = dot_component(&scratch.path, len);
+    submit(scratch, cgroup_id, filter, len, unresolved);
     0
+}
+
+/// Bytes of `x` equal to `c`: 0x80 in each such byte, 0 in the others
+/// (exact, unlike the usual has-zero test).
+#[inline(always)]
+fn bytes_eq(x: u64, c: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let t = x ^ (0x0101_0101_0101_0101 * c as u64);
+    !(((t & LOW7) + LOW7) | t | LOW7)
+}
+
+/// Whether the first `len` bytes of `path` have an empty, `.` or `..`
+/// component ("//", "/./", "/../", or "/." or "/.." at the end), or are
+/// longer than the trie judges (a `..` past that could lead anywhere).
+/// Eight bytes a step, as few as the verifier allows: it explores the loop
+/// once for each way into it.
+#[inline(always)]
+fn dot_component(path: &[u8; 2 * PATH_CAP], len: usize) -> bool {
+    const WORDS: usize = PATH_PREFIX_MAX / 8 + 1;
+    if len > WORDS * 8 {
+        return true;
+    }
+    let words = path.as_ptr() as *const u64;
+    let mut i = 0;
+    while i < WORDS {
+        if i * 8 >= len {
+            break;
+        }
+        // Aligned loads (the buffer is 8-aligned and twice PATH_CAP long);
+        // the bytes 1, 2 and 3 further on are shifted in from the next word.
+        let a = unsafe { core::ptr::read_volatile(words.add(i)) };
+        let next = unsafe { core::ptr::read_volatile(words.add(i + 1)) };
+        let (b, c, d) = (
+            (a >> 8) | (next << 56),
+            (a >> 16) | (next << 48),
+            (a >> 24) | (next << 40),
+        );
+        let end_or_slash = |x: u64| bytes_eq(x, b'/') | bytes_eq(x, 0);
+        let dots = bytes_eq(b, b'.') & (end_or_slash(c) | (bytes_eq(c, b'.') & end_or_slash(d)));
+        let mut hit = bytes_eq(a, b'/') & (bytes_eq(b, b'/') | dots);
+        // Bytes past the path's end are an earlier path's.
+        let left = len - i * 8;
+        if left < 8 {
+            hit &= (1u64 << (8 * left)) - 1;
+        }
+        if hit != 0 {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// io_uring's open operations (uapi `IORING_OP_OPENAT`, `_OPENAT2`).
@@ -465,7 +521,16 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
         count_lost(EVENT_DISK, cgroup_id);
         return 0;
     }
-    submit(scratch, cgroup_id, session.disk_filter, at + n as usize);
+    // Always recorded, without the path filter or the rate limit: the path
+    // is as given, and a symlink or `..` in it can lead anywhere (the
+    // filter judges a path by prefix). Opens through io_uring are rare.
+    submit(
+        scratch,
+        cgroup_id,
+        session.disk_filter,
+        at + n as usize,
+        true,
+    );
     0
 }
 
@@ -474,16 +539,17 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
 /// policy's `filter` (0: none), which can only narrow what the host's
 /// includes and never hides an always recorded path. Then the session's
 /// rate limit (not for always recorded paths, so that a flood of other
-/// opens cannot hide them), then fills the record header and sends header
-/// + path.
+/// opens cannot hide them), then fills the record header and sends the
+/// header and path. `always`: record it as an always recorded path,
+/// unjudged (a path the kernel did not resolve, which can lead anywhere).
 #[inline(always)]
-fn submit(scratch: &mut DiskScratch, cgroup_id: u64, filter: u32, path_len: usize) {
+fn submit(scratch: &mut DiskScratch, cgroup_id: u64, filter: u32, path_len: usize, always: bool) {
     let path_len = path_len & (2 * PATH_CAP - 1);
     if path_len == 0 {
         return;
     }
-    let mut always = false;
-    if scratch.path[0] == b'/' {
+    let mut always = always;
+    if !always && scratch.path[0] == b'/' {
         let n = path_len.min(PATH_PREFIX_MAX);
         scratch.key.prefix_len = 32 + 8 * n as u32;
         scratch.key.data[..4].copy_from_slice(&[0; 4]);

@@ -785,6 +785,85 @@ fn opens_through_io_uring_are_recorded() {
     assert_eq!(sq["sid"], uring("/etc/hostname")["sid"], "{sq}");
 }
 
+/// The path filter judges a path by its prefix, and the default leaves out
+/// `/usr/lib/locale`. A path the kernel did not resolve for the record (a
+/// failed open's, an io_uring open's) can climb out of there with `..`:
+/// `/usr/lib/locale/../../../etc/shadow` is /etc/shadow. A user tries it,
+/// after a flood has used up the session's rate limit, in the same process
+/// so that the limit is still in force: every such attempt is recorded,
+/// while opens of real locale files (made with open(2)) stay left out.
+#[test]
+fn dot_dot_out_of_an_excluded_prefix_hides_no_open() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let sshd = Sshd::new(&bus, &user, "");
+    let escape = repo().join("tests/escape.py");
+    let out = sshd.ssh(
+        &user,
+        &format!(
+            "cd /usr/lib/locale && python3 {} uring-open flood:3000:/etc/hostname \
+             ../../../etc/hostname plain:../../../etc/shadow \
+             plain:/usr/lib/locale/../../../etc/gshadow plain:./../../..//etc/no-such \
+             plain:no-such plain:C.utf8/LC_CTYPE C.utf8/LC_NAME",
+            escape.display()
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let results = String::from_utf8_lossy(&out.stdout).to_string();
+    for (spec, result) in [
+        ("plain:../../../etc/shadow", "EACCES"),
+        ("plain:/usr/lib/locale/../../../etc/gshadow", "EACCES"),
+        ("plain:./../../..//etc/no-such", "ENOENT"),
+        ("plain:no-such", "ENOENT"),
+    ] {
+        assert!(
+            results.contains(&format!("{spec}={result}\n")),
+            "{spec}: {results}"
+        );
+    }
+    let events = daemon.wait_any_end();
+    let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
+    assert!(
+        end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
+        "the flood must have exhausted the rate limit: {end}"
+    );
+    let disk = |path: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "session.disk" && e["path"] == path)
+            .cloned()
+    };
+    let climbed = |path: &str| {
+        disk(path).unwrap_or_else(|| panic!("the open of {path} is not recorded: {events:#?}"))
+    };
+    let e = climbed("/usr/lib/locale/../../../etc/hostname");
+    assert_eq!(e["io_uring"], true, "{e}");
+    for path in [
+        "/usr/lib/locale/../../../etc/shadow",
+        "/usr/lib/locale/../../../etc/gshadow",
+    ] {
+        let e = climbed(path);
+        assert_eq!(e["return_code"], -13, "EACCES: {e}");
+        assert_eq!(e["user"], user.name.as_str(), "{e}");
+    }
+    // (The record's path drops `.` and empty components.)
+    assert_eq!(
+        climbed("/usr/lib/locale/../../../etc/no-such")["return_code"],
+        -2
+    );
+    // io_uring opens are not judged by their path at all.
+    assert_eq!(climbed("/usr/lib/locale/C.utf8/LC_NAME")["io_uring"], true);
+    // What the filter is for still holds.
+    for path in ["/usr/lib/locale/no-such", "/usr/lib/locale/C.utf8/LC_CTYPE"] {
+        assert!(
+            disk(path).is_none(),
+            "{path} is excluded: {:#?}",
+            disk(path)
+        );
+    }
+}
+
 /// A kernel whose verifier refuses the io_uring program (as Debian's 6.1
 /// once did) costs only that record: the daemon starts, says so, restricts
 /// and records as before.
