@@ -373,6 +373,21 @@ pub type PathKeyData = [u8; 4 + PATH_PREFIX_MAX];
 /// Entries `PATH_RULES` holds: the host's filter and policies' own, the
 /// old and new ones together while a policy set is replaced.
 pub const PATH_RULES_MAX: u32 = 16_384;
+/// Files `ALWAYS_FILES` holds: what is under the always recorded paths
+/// (`disk_always`, `~/.ssh` in each home covered) when the daemon starts
+/// and at each login.
+pub const ALWAYS_FILES_MAX: u32 = 65_536;
+
+/// A file as the kernel knows it, whatever path reaches it: `ALWAYS_FILES`'s key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub ino: u64,
+    /// The superblock's `s_dev` (the kernel's major << 20 | minor).
+    pub dev: u32,
+    pub _pad: u32,
+}
+
 /// `PATH_RULES` values: what the longest matching prefix says.
 pub const PATH_INCLUDE: u8 = 1;
 pub const PATH_EXCLUDE: u8 = 2;
@@ -672,6 +687,7 @@ mod pod {
     unsafe impl aya::Pod for super::LoadConfig {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::DiskRate {}
+    unsafe impl aya::Pod for super::FileId {}
     unsafe impl aya::Pod for super::Dropped {}
     unsafe impl aya::Pod for super::RecordHeader {}
     unsafe impl aya::Pod for super::CommandEvent {}

@@ -3,6 +3,7 @@
 //! result is known, then judged by the path filter and the session's rate.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
         generated::{bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
@@ -12,9 +13,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext, TracePointContext},
 };
 use restrictd_common::{
-    DiskEvent, DiskRate, PathKeyData, DISK_IO_URING, DISK_PATH_FROM_CALLER, EVENT_DISK,
-    MAX_SESSIONS, PATH_ALWAYS, PATH_CAP, PATH_INCLUDE, PATH_PREFIX_MAX, PATH_RULES_MAX,
-    SESSION_RECORD_DISK,
+    DiskEvent, DiskRate, FileId, PathKeyData, ALWAYS_FILES_MAX, DISK_IO_URING,
+    DISK_PATH_FROM_CALLER, EVENT_DISK, MAX_SESSIONS, PATH_ALWAYS, PATH_CAP, PATH_INCLUDE,
+    PATH_PREFIX_MAX, PATH_RULES_MAX, SESSION_RECORD_DISK,
 };
 
 use crate::{
@@ -23,7 +24,7 @@ use crate::{
         read_kernel, read_ptr, read_user_u64, read_user_u8, take_stash, ti_status_offset, tp_field,
         within_share,
     },
-    path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns},
+    path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns, FileInode},
 };
 
 /// Size set by the loader (`disk_buffer_size`).
@@ -35,6 +36,13 @@ static DISK_SCRATCH: PerCpuArray<DiskScratch> = PerCpuArray::with_max_entries(1,
 /// own); the longest match decides.
 #[map]
 static PATH_RULES: LpmTrie<PathKeyData, u8> = LpmTrie::with_max_entries(PATH_RULES_MAX, 0);
+/// The files under the always recorded paths, by what they are (the
+/// daemon fills it): a hard link elsewhere, or a renamed `~/.ssh`, reaches
+/// the same file by a path the trie does not mark.
+/// Not preallocated: most hosts fill a small part of it.
+#[map]
+static ALWAYS_FILES: HashMap<FileId, u8> =
+    HashMap::with_max_entries(ALWAYS_FILES_MAX, BPF_F_NO_PREALLOC);
 /// Per-session rate window, keyed by cgroup id.
 #[map]
 static DISK_RATE: HashMap<u64, DiskRate> = HashMap::with_max_entries(MAX_SESSIONS, 0);
@@ -346,9 +354,9 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
     // pseudo-filesystems are left out first, by what the file is.
     let file = if ret >= 0 { fd_file(ret as i32) } else { None };
     if let Some(file) = file {
-        if excluded_by_kind(file) {
+        let Some(inode) = excluded_by_kind(file) else {
             return 0;
-        }
+        };
         if let Some(p) = unsafe { file_path(scratch.path.as_mut_ptr(), file) } {
             let len = if p == 0 {
                 scratch.path[0] = b'/';
@@ -358,7 +366,7 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
                 // The last component was written with its NUL.
                 p + 1
             };
-            submit(scratch, cgroup_id, filter, len, false);
+            submit(scratch, cgroup_id, filter, len, false, inode);
             return 0;
         }
     }
@@ -397,7 +405,14 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
     // reach elsewhere through `..` (`/usr/lib/locale/../../../etc/shadow`
     // is /etc/shadow, not a locale file), so such a path is not judged.
     let unresolved = dot_component(&scratch.path, len);
-    submit(scratch, cgroup_id, filter, len, unresolved);
+    submit(
+        scratch,
+        cgroup_id,
+        filter,
+        len,
+        unresolved,
+        FileInode::default(),
+    );
     0
 }
 
@@ -530,6 +545,7 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
         session.disk_filter,
         at + n as usize,
         true,
+        FileInode::default(),
     );
     0
 }
@@ -542,8 +558,18 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
 /// opens cannot hide them), then fills the record header and sends the
 /// header and path. `always`: record it as an always recorded path,
 /// unjudged (a path the kernel did not resolve, which can lead anywhere).
+/// `file`: the opened file's inode (0: none); one in `ALWAYS_FILES` is
+/// always recorded whatever its path (looked up only when it would be
+/// left out).
 #[inline(always)]
-fn submit(scratch: &mut DiskScratch, cgroup_id: u64, filter: u32, path_len: usize, always: bool) {
+fn submit(
+    scratch: &mut DiskScratch,
+    cgroup_id: u64,
+    filter: u32,
+    path_len: usize,
+    always: bool,
+    file: FileInode,
+) {
     let path_len = path_len & (2 * PATH_CAP - 1);
     if path_len == 0 {
         return;
@@ -565,11 +591,16 @@ fn submit(scratch: &mut DiskScratch, cgroup_id: u64, filter: u32, path_len: usiz
             // In a mount namespace the user made, any file can be bound to
             // any path: no path is left out there.
             _ if in_users_mount_ns() => {}
+            _ if always_file(file) => always = true,
             _ => return,
         }
     }
     if !always && !within_rate(cgroup_id) {
-        return;
+        if !always_file(file) {
+            count_limited(EVENT_DISK, cgroup_id);
+            return;
+        }
+        always = true;
     }
     scratch.header.path_len = path_len as u32;
     let size = core::mem::size_of::<DiskEvent>() + path_len;
@@ -620,7 +651,8 @@ const _: () = {
     assert!(PATH_PREFIX_MAX % 8 == 4);
 };
 
-/// At most `disk_rate` events per session per one-second window.
+/// At most `disk_rate` events per session per one-second window (the
+/// caller counts what it then leaves out).
 /// BPF in Rust has no atomic read-modify-write (the target has no CAS), so
 /// CPUs opening at the same instant may both pass with one count: the limit
 /// can be exceeded slightly under contention. Drops are counted per CPU,
@@ -649,6 +681,20 @@ fn within_rate(cgroup_id: u64) -> bool {
         st.count += 1;
         return true;
     }
-    count_limited(EVENT_DISK, cgroup_id);
     false
+}
+
+/// Whether `file` (inode 0: none) is one of `ALWAYS_FILES`.
+#[inline(always)]
+fn always_file(file: FileInode) -> bool {
+    if file.inode == 0 || file.sb == 0 {
+        return false;
+    }
+    let o = load_config().kernel;
+    let id = FileId {
+        ino: read_ptr(file.inode, o.inode_i_ino),
+        dev: unsafe { read_kernel((file.sb + o.sb_s_dev as u64) as *const u32) }.unwrap_or(0),
+        _pad: 0,
+    };
+    unsafe { ALWAYS_FILES.get(id) }.is_some()
 }

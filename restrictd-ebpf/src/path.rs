@@ -79,27 +79,28 @@ pub fn fd_file(fd: i32) -> Option<u64> {
     (file != 0).then_some(file)
 }
 
-/// Whether opens of `file` are left out by what it is: a character device
-/// (`disk_exclude_devices`) or a file of an excluded filesystem type
+/// Whether opens of `file` are left out by what it is (None): a character
+/// device (`disk_exclude_devices`) or a file of an excluded filesystem type
 /// (`disk_exclude_fs`: proc, sysfs, ...). A property of the file, which no
 /// path, bind mount or namespace changes.
 #[inline(always)]
-pub fn excluded_by_kind(file: u64) -> bool {
+pub fn excluded_by_kind(file: u64) -> Option<FileInode> {
     let c = load_config();
     let o = c.kernel;
     let inode = read_ptr(file, o.file_f_inode);
     if inode == 0 {
-        return false;
+        return Some(FileInode::default());
     }
     if c.disk_exclude_devices != 0 {
         let mode = unsafe { read_kernel((inode + o.inode_i_mode as u64) as *const u16) };
         if mode.is_some_and(|m| m & S_IFMT == S_IFCHR) {
-            return true;
+            return None;
         }
     }
     let sb = read_ptr(inode, o.inode_i_sb);
+    let kept = Some(FileInode { inode, sb });
     if sb == 0 {
-        return false;
+        return kept;
     }
     let magic = read_ptr(sb, o.sb_s_magic);
     let mut i = 0;
@@ -109,11 +110,19 @@ pub fn excluded_by_kind(file: u64) -> bool {
             break;
         }
         if m == magic {
-            return true;
+            return None;
         }
         i += 1;
     }
-    false
+    kept
+}
+
+/// A file's inode and superblock, as `excluded_by_kind` read them (0:
+/// unknown), for what else is asked of the file.
+#[derive(Clone, Copy, Default)]
+pub struct FileInode {
+    pub inode: u64,
+    pub sb: u64,
 }
 
 const S_IFMT: u16 = 0o170000;

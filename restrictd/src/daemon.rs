@@ -400,15 +400,18 @@ impl Core {
     /// logging in) from this login on: a user added after the daemon
     /// started, or known only through NSS (LDAP, SSSD), is not in what
     /// /etc/passwd listed then. A failure is logged; the login goes on.
+    /// The files there are marked again at every login (`mark_files`), so
+    /// that keys added since are covered under any name too.
     fn cover_home(&self, home: &str) {
         let home = home.to_string();
-        let mut rules = self.path_rules.lock().unwrap();
-        if rules.1.contains(&home) {
-            return;
-        }
         let Some(filter) = self.config.enhanced_recording.always_in_home(&home) else {
             return;
         };
+        let mut rules = self.path_rules.lock().unwrap();
+        if rules.1.contains(&home) {
+            rules.0.mark_files(&filter);
+            return;
+        }
         match rules.0.add(&filter) {
             Ok(()) => {
                 rules.1.insert(home);

@@ -84,6 +84,21 @@ impl PathFilter {
         self.entries.iter().map(|(p, k)| (p.as_slice(), *k))
     }
 
+    /// The always recorded paths themselves.
+    pub fn always_paths(&self) -> Vec<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        self.entries
+            .iter()
+            .filter(|(_, k)| *k == PATH_ALWAYS)
+            .filter_map(|(p, _)| match p.as_slice() {
+                b"/" => Some(&p[..]),
+                [rest @ .., 0] => Some(rest),
+                _ => None,
+            })
+            .map(|p| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+            .collect()
+    }
+
     /// What the kernel's longest-prefix lookup decides for these entries,
     /// on the NUL-terminated path's first `PATH_PREFIX_MAX` bytes: a model
     /// to test the entries against.
@@ -105,9 +120,103 @@ impl PathFilter {
     }
 }
 
+/// Most files taken from under one always recorded path (`always_files`):
+/// a user can fill their own `~/.ssh`, and the kernel's table
+/// (`ALWAYS_FILES_MAX`) is shared by every home.
+pub const ALWAYS_FILES_PER_PATH: usize = 128;
+
+/// The files and directories under `paths` now (the paths themselves
+/// included; symlinks not followed), at most `ALWAYS_FILES_PER_PATH` per
+/// path, breadth first, as the kernel identifies them: the kernel then
+/// records opens of them whatever path reaches them (a hard link, a
+/// renamed directory). Unreadable paths are skipped.
+pub fn always_files(paths: &[std::path::PathBuf]) -> Vec<restrictd_common::FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: &std::fs::Metadata| restrictd_common::FileId {
+        ino: m.ino(),
+        dev: ((libc::major(m.dev()) << 20) | libc::minor(m.dev())) as u32,
+        _pad: 0,
+    };
+    let mut out = Vec::new();
+    for root in paths {
+        let Ok(meta) = std::fs::symlink_metadata(root) else {
+            continue;
+        };
+        let mut taken = 1;
+        out.push(id(&meta));
+        let mut dirs = std::collections::VecDeque::new();
+        if meta.is_dir() {
+            dirs.push_back(root.clone());
+        }
+        'walk: while let Some(dir) = dirs.pop_front() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if taken >= ALWAYS_FILES_PER_PATH {
+                    log::warn!(
+                        "{}: more than {ALWAYS_FILES_PER_PATH} files; those past them are recorded by path only (disk_always)",
+                        root.display()
+                    );
+                    break 'walk;
+                }
+                // DirEntry's metadata is lstat's: a symlink is not followed.
+                let Ok(m) = e.metadata() else { continue };
+                taken += 1;
+                out.push(id(&m));
+                if m.is_dir() {
+                    dirs.push_back(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The files under an always recorded path are taken by identity, the
+    /// path itself and subdirectories included, a symlink as itself (what
+    /// it points to is not under the path), and at most
+    /// `ALWAYS_FILES_PER_PATH` of them.
+    #[test]
+    fn always_files_takes_what_is_under_the_paths_by_identity() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ssh = dir.path().join(".ssh");
+        std::fs::create_dir_all(ssh.join("sub")).unwrap();
+        std::fs::write(ssh.join("id"), "k").unwrap();
+        std::fs::write(ssh.join("sub/deep"), "k").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", ssh.join("link")).unwrap();
+        let filter = PathFilter::new(&[], &[], &[ssh.display().to_string()]).unwrap();
+        assert_eq!(filter.always_paths(), vec![ssh.clone()]);
+        let ids = always_files(&filter.always_paths());
+        let has = |p: &std::path::Path| {
+            let m = std::fs::symlink_metadata(p).unwrap();
+            ids.iter().any(|i| i.ino == m.ino())
+        };
+        for p in [
+            &ssh,
+            &ssh.join("id"),
+            &ssh.join("sub"),
+            &ssh.join("sub/deep"),
+            &ssh.join("link"),
+        ] {
+            assert!(has(p), "{} not taken", p.display());
+        }
+        assert!(!has(std::path::Path::new("/etc/hostname")));
+        assert_eq!(ids.len(), 5);
+        assert!(always_files(&[dir.path().join("none")]).is_empty());
+
+        let many = dir.path().join("many");
+        std::fs::create_dir(&many).unwrap();
+        for i in 0..ALWAYS_FILES_PER_PATH + 10 {
+            std::fs::write(many.join(i.to_string()), "").unwrap();
+        }
+        assert_eq!(always_files(&[many]).len(), ALWAYS_FILES_PER_PATH);
+    }
 
     fn f(inc: &[&str], exc: &[&str]) -> PathFilter {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();

@@ -785,6 +785,57 @@ fn opens_through_io_uring_are_recorded() {
     assert_eq!(sq["sid"], uring("/etc/hostname")["sid"], "{sq}");
 }
 
+/// `~/.ssh` is always recorded, but a path is only one name of a file: the
+/// user hard-links their key elsewhere and renames `~/.ssh`, floods the
+/// recorder past its rate limit, then reads the key by both other names,
+/// in the process that flooded so that the limit is still in force. Both
+/// reads are recorded: the files under always recorded paths are known by
+/// what they are. The key is new since the daemon started: the login finds
+/// it.
+#[test]
+fn a_hard_link_or_a_renamed_ssh_directory_does_not_hide_a_key() {
+    let user = User::new();
+    let bus = Bus::new(true);
+    let daemon = Daemon::new(&bus, Some(&policy_yaml(&["127.0.0.0/8"], &[])));
+    let sshd = Sshd::new(&bus, &user, "");
+    let home = format!("/home/{}", user.name);
+    let key = format!("{home}/.ssh/id_new");
+    std::fs::write(&key, "a key added after the daemon started\n").unwrap();
+    let chown = std::process::Command::new("chown")
+        .args([&format!("{}:", user.name), &key])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let escape = repo().join("tests/escape.py");
+    let out = sshd.ssh(
+        &user,
+        &format!(
+            "ln ~/.ssh/id_new ~/linked && mv ~/.ssh ~/renamed && \
+             python3 {} uring-open flood:3000:/etc/hostname plain:{home}/linked \
+             plain:{home}/renamed/authorized_keys; mv ~/renamed ~/.ssh",
+            escape.display()
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let events = daemon.wait_any_end();
+    let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
+    assert!(
+        end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
+        "the flood must have exhausted the rate limit: {end}"
+    );
+    for path in [
+        format!("{home}/linked"),
+        format!("{home}/renamed/authorized_keys"),
+    ] {
+        let e = events
+            .iter()
+            .find(|e| e["event"] == "session.disk" && e["path"] == path.as_str())
+            .unwrap_or_else(|| panic!("reading the key as {path} is not recorded"));
+        assert!(e["return_code"].as_i64().unwrap() >= 0, "{e}");
+        assert_eq!(e["user"], user.name.as_str(), "{e}");
+    }
+}
+
 /// The path filter judges a path by its prefix, and the default leaves out
 /// `/usr/lib/locale`. A path the kernel did not resolve for the record (a
 /// failed open's, an io_uring open's) can climb out of there with `..`:

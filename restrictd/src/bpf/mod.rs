@@ -28,7 +28,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use restrictd_common::{
-    Denial, DenialKey, DiskRate, Dropped, LoadConfig, PathKeyData, Runtime, SessionEntry,
+    Denial, DenialKey, DiskRate, Dropped, FileId, LoadConfig, PathKeyData, Runtime, SessionEntry,
     ARGV_LIMIT_MAX, GROUP_ALWAYS, LOST_SLOTS, PATH_PREFIX_MAX, PROGRAM_GROUPS,
 };
 
@@ -250,7 +250,11 @@ impl Kernel {
         let policy_paths = reopen(&ebpf, "PATH_RULES")?;
         let mut path_rules: LpmTrie<MapData, PathKeyData, u8> = take(&mut ebpf, "PATH_RULES")?;
         set_path_rules(&mut path_rules, &opts.disk_filter)?;
-        let path_rules = PathRules(path_rules);
+        let mut path_rules = PathRules {
+            trie: path_rules,
+            files: take(&mut ebpf, "ALWAYS_FILES")?,
+        };
+        path_rules.mark_files(&opts.disk_filter);
         let slots = ebpf
             .take_map("SESSION_SLOTS")
             .ok_or_else(|| anyhow!("BPF object has no map SESSION_SLOTS"))?;
@@ -859,14 +863,35 @@ impl LostCounters {
     }
 }
 
-/// The disk filter's trie, after load.
-pub struct PathRules(LpmTrie<MapData, PathKeyData, u8>);
+/// The disk filter's trie, and the files under its always recorded paths.
+pub struct PathRules {
+    trie: LpmTrie<MapData, PathKeyData, u8>,
+    files: HashMap<MapData, FileId, u8>,
+}
 
 impl PathRules {
     /// Adds (or overwrites with) the entries of `filter`: always recorded
     /// paths of a home first seen at a login, which no exclude may hide.
     pub fn add(&mut self, filter: &PathFilter) -> Result<()> {
-        write_path_rules(&mut self.0, HOST_FILTER, filter, true)
+        write_path_rules(&mut self.trie, HOST_FILTER, filter, true)?;
+        self.mark_files(filter);
+        Ok(())
+    }
+
+    /// Makes the files under `filter`'s always recorded paths, as they are
+    /// now, always recorded by what they are (`ALWAYS_FILES`). Entries are
+    /// never removed: a file that is gone costs a slot, and one more record
+    /// if its inode number is reused. A full table is logged.
+    pub fn mark_files(&mut self, filter: &PathFilter) {
+        for id in crate::pathfilter::always_files(&filter.always_paths()) {
+            if let Err(e) = self.files.insert(id, 1, 0) {
+                log::error!(
+                    "ALWAYS_FILES: {e} ({} entries at most): files under disk_always paths not yet marked are recorded by path only",
+                    restrictd_common::ALWAYS_FILES_MAX
+                );
+                return;
+            }
+        }
     }
 }
 
