@@ -56,6 +56,10 @@ struct DiskScratch {
     /// Doubled so that a masked offset plus one write stays inside (verifier).
     path: [u8; 2 * PATH_CAP],
     key: Key<PathKeyData>,
+    /// The opened file, for a record named as given (`record_open`):
+    /// through memory, so that the verifier does not explore the fallback
+    /// once with and once without it.
+    opened: FileInode,
 }
 
 /// What sys_enter_open* leaves for sys_exit_open*, which builds the record.
@@ -353,10 +357,14 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
     // link to /etc/shadow is reported as /etc/shadow). Devices and
     // pseudo-filesystems are left out first, by what the file is.
     let file = if ret >= 0 { fd_file(ret as i32) } else { None };
+    // An opened file whose path cannot be walked (deeper than the walk
+    // goes) is named as given below, but is still known by what it is.
+    scratch.opened = FileInode::default();
     if let Some(file) = file {
         let Some(inode) = excluded_by_kind(file) else {
             return 0;
         };
+        scratch.opened = inode;
         if let Some(p) = unsafe { file_path(scratch.path.as_mut_ptr(), file) } {
             let len = if p == 0 {
                 scratch.path[0] = b'/';
@@ -405,14 +413,8 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
     // reach elsewhere through `..` (`/usr/lib/locale/../../../etc/shadow`
     // is /etc/shadow, not a locale file), so such a path is not judged.
     let unresolved = dot_component(&scratch.path, len);
-    submit(
-        scratch,
-        cgroup_id,
-        filter,
-        len,
-        unresolved,
-        FileInode::default(),
-    );
+    let opened = unsafe { core::ptr::read_volatile(&scratch.opened) };
+    submit(scratch, cgroup_id, filter, len, unresolved, opened);
     0
 }
 

@@ -786,7 +786,8 @@ fn opens_through_io_uring_are_recorded() {
 }
 
 /// `~/.ssh` is always recorded, but a path is only one name of a file: the
-/// user hard-links their key elsewhere and renames `~/.ssh`, floods the
+/// user hard-links their key elsewhere (also into a directory deeper than
+/// the kernel walks a path) and renames `~/.ssh`, floods the
 /// recorder past its rate limit, then reads the key by both other names,
 /// in the process that flooded so that the limit is still in force. Both
 /// reads are recorded: the files under always recorded paths are known by
@@ -810,9 +811,10 @@ fn a_hard_link_or_a_renamed_ssh_directory_does_not_hide_a_key() {
     let out = sshd.ssh(
         &user,
         &format!(
-            "ln ~/.ssh/id_new ~/linked && mv ~/.ssh ~/renamed && \
-             python3 {} uring-open flood:3000:/etc/hostname plain:{home}/linked \
-             plain:{home}/renamed/authorized_keys; mv ~/renamed ~/.ssh",
+            "d=~/deep; for i in $(seq 70); do d=$d/d; done; mkdir -p $d && \
+             ln ~/.ssh/id_new $d/k && ln ~/.ssh/id_new ~/linked && mv ~/.ssh ~/renamed && \
+             cd $d && python3 {} uring-open flood:3000:/etc/hostname plain:{home}/linked \
+             plain:{home}/renamed/authorized_keys plain:k; mv ~/renamed ~/.ssh",
             escape.display()
         ),
     );
@@ -823,9 +825,12 @@ fn a_hard_link_or_a_renamed_ssh_directory_does_not_hide_a_key() {
         end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
         "the flood must have exhausted the rate limit: {end}"
     );
+    // `k` in a directory deeper than the kernel walks a path: named as
+    // given, relative, and still known by what it is.
     for path in [
         format!("{home}/linked"),
         format!("{home}/renamed/authorized_keys"),
+        "k".to_string(),
     ] {
         let e = events
             .iter()
