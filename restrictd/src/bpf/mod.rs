@@ -520,18 +520,7 @@ impl Programs {
             log::warn!("this kernel has no raw_syscalls/sys_exit tracepoint: opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel");
             return;
         }
-        let pin = self.pin.as_ref().map(|d| d.join("link-rtp-sys_exit"));
-        let attached = self.attach_one(COMPAT_PROGRAM, pin, |prog: &mut RawTracePoint, keep| {
-            let id = prog.attach("sys_exit").with_context(|| {
-                format!("attaching {COMPAT_PROGRAM} to raw tracepoint sys_exit")
-            })?;
-            Ok(if keep {
-                Some(FdLink::from(prog.take_link(id)?))
-            } else {
-                None
-            })
-        });
-        if let Err(e) = attached {
+        if let Err(e) = self.attach_raw(COMPAT_PROGRAM, "sys_exit") {
             log::warn!("{e:#}: opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel");
         }
     }
@@ -556,30 +545,36 @@ impl Programs {
             log::warn!("this kernel's BTF has no io_kiocb/io_open layout restrictd reads: opens made through io_uring are not recorded on this kernel");
             return;
         }
-        let pin = self
-            .pin
-            .as_ref()
-            .map(|d| d.join(format!("link-rtp-{tracepoint}")));
-        let attached = self.attach_one(URING_PROGRAM, pin, |prog: &mut RawTracePoint, keep| {
-            // Tests: a kernel that refuses the program.
-            if std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| v == "refuse-disk_uring") {
-                bail!("{URING_PROGRAM}: refused (RESTRICTD_FAULT=refuse-disk_uring)");
-            }
-            let id = prog.attach(tracepoint).with_context(|| {
-                format!("attaching {URING_PROGRAM} to raw tracepoint {tracepoint}")
-            })?;
-            Ok(if keep {
-                Some(FdLink::from(prog.take_link(id)?))
-            } else {
-                None
-            })
-        });
-        match attached {
+        match self.attach_raw(URING_PROGRAM, tracepoint) {
             Ok(()) => self.uring_opens = true,
             Err(e) => {
                 log::warn!("{e:#}: opens made through io_uring are not recorded on this kernel")
             }
         }
+    }
+
+    /// Attaches raw tracepoint program `name` to `tracepoint`, its link
+    /// pinned as `link-rtp-<tracepoint>`. `RESTRICTD_FAULT=refuse-<name>`
+    /// makes it fail, as a kernel that refuses the program would (tests).
+    fn attach_raw(&mut self, name: &str, tracepoint: &str) -> Result<()> {
+        let pin = self
+            .pin
+            .as_ref()
+            .map(|d| d.join(format!("link-rtp-{tracepoint}")));
+        let fault = format!("refuse-{name}");
+        self.attach_one(name, pin, |prog: &mut RawTracePoint, keep| {
+            if std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| *v == *fault) {
+                bail!("{name}: refused (RESTRICTD_FAULT={fault})");
+            }
+            let id = prog
+                .attach(tracepoint)
+                .with_context(|| format!("attaching {name} to raw tracepoint {tracepoint}"))?;
+            Ok(if keep {
+                Some(FdLink::from(prog.take_link(id)?))
+            } else {
+                None
+            })
+        })
     }
 
     /// Attaches the kprobe programs, which only make records more exact
