@@ -374,8 +374,8 @@ pub type PathKeyData = [u8; 4 + PATH_PREFIX_MAX];
 /// old and new ones together while a policy set is replaced.
 pub const PATH_RULES_MAX: u32 = 16_384;
 /// Files `ALWAYS_FILES` holds: what is under the always recorded paths
-/// (`disk_always`, `~/.ssh` in each home covered) when the daemon starts
-/// and at each login.
+/// (the host's when the daemon starts, `~/.ssh` of a home at each login of
+/// its user).
 pub const ALWAYS_FILES_MAX: u32 = 65_536;
 
 /// A file as the kernel knows it, whatever path reaches it: `ALWAYS_FILES`'s key.

@@ -365,6 +365,21 @@ fn homes(passwd: &Path, login_defs: &Path) -> Vec<String> {
 }
 
 impl EnhancedRecording {
+    /// The always recorded paths whose files the daemon marks when it
+    /// starts: all but the `~/` ones. Homes are read at their user's login
+    /// (`always_in_home`), when they are mounted anyway: reading every
+    /// home at start could wait on each automounted or unreachable one.
+    pub fn always_at_start(&self) -> Vec<PathBuf> {
+        if !self.disk_events || !self.enabled {
+            return Vec::new();
+        }
+        self.disk_always
+            .iter()
+            .filter(|p| !p.starts_with("~/"))
+            .map(PathBuf::from)
+            .collect()
+    }
+
     /// The always recorded paths `~/X` stands for in `home` (a user's home
     /// not in /etc/passwd when the daemon started: added at their login).
     pub fn always_in_home(&self, home: &str) -> Option<crate::pathfilter::PathFilter> {
@@ -461,6 +476,7 @@ impl Config {
             terminal_rate_limit: self.terminal.rate_limit,
             argv_limit: er.argv_limit,
             disk_filter: er.disk_filter().map_err(anyhow::Error::msg)?,
+            always_at_start: er.always_at_start(),
             disk_rate_limit: er.disk_rate_limit,
             disk_exclude_fs: er.excluded_filesystems().map_err(anyhow::Error::msg)?,
             disk_exclude_devices: er.disk_exclude_devices,
@@ -726,6 +742,29 @@ mod tests {
                 .len(),
             DEFAULT_DISK_EXCLUDE_FILESYSTEMS.len()
         );
+    }
+
+    /// The daemon reads no home when it starts (an automounted or
+    /// unreachable one would stall it): a home's files are marked at its
+    /// user's login. With recording off it reads nothing.
+    #[test]
+    fn files_marked_at_start_are_the_hosts_not_the_homes() {
+        let mut er = Config::default().enhanced_recording;
+        let at_start = er.always_at_start();
+        assert_eq!(
+            at_start,
+            [
+                "/etc/shadow",
+                "/etc/gshadow",
+                "/etc/sudoers",
+                "/etc/sudoers.d",
+                "/root"
+            ]
+            .map(PathBuf::from)
+        );
+        assert!(er.disk_always.iter().any(|p| p == "~/.ssh"));
+        er.disk_events = false;
+        assert!(er.always_at_start().is_empty());
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct LoadOptions {
     pub ring_pages: Vec<(&'static str, u32)>,
     /// Which opens are recorded.
     pub disk_filter: PathFilter,
+    /// Always recorded paths whose files are marked at load (`ALWAYS_FILES`).
+    pub always_at_start: Vec<PathBuf>,
     /// Disk events per session per second; 0: unlimited.
     pub disk_rate_limit: u32,
     /// Superblock magic numbers of filesystems whose opens are not recorded.
@@ -254,7 +256,7 @@ impl Kernel {
             trie: path_rules,
             files: take(&mut ebpf, "ALWAYS_FILES")?,
         };
-        path_rules.mark_files(&opts.disk_filter);
+        path_rules.mark_paths(&opts.always_at_start);
         let slots = ebpf
             .take_map("SESSION_SLOTS")
             .ok_or_else(|| anyhow!("BPF object has no map SESSION_SLOTS"))?;
@@ -878,7 +880,12 @@ impl PathRules {
     /// never removed: a file that is gone costs a slot, and one more record
     /// if its inode number is reused. A full table is logged.
     pub fn mark_files(&mut self, filter: &PathFilter) {
-        for id in crate::pathfilter::always_files(&filter.always_paths()) {
+        self.mark_paths(&filter.always_paths());
+    }
+
+    /// `mark_files` for these always recorded paths.
+    pub fn mark_paths(&mut self, paths: &[PathBuf]) {
+        for id in crate::pathfilter::always_files(paths) {
             if let Err(e) = self.files.insert(id, 1, 0) {
                 log::error!(
                     "ALWAYS_FILES: {e} ({} entries at most): files under disk_always paths not yet marked are recorded by path only",
