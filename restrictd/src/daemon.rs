@@ -400,16 +400,18 @@ impl Core {
     /// logging in) from this login on: a user added after the daemon
     /// started, or known only through NSS (LDAP, SSSD), is not in what
     /// /etc/passwd listed then. A failure is logged; the login goes on.
-    /// The files there are marked again at every login (`mark_files`), so
+    /// The files there are marked again at every login (`mark`), so
     /// that keys added since are covered under any name too.
     fn cover_home(&self, home: &str) {
         let home = home.to_string();
         let Some(filter) = self.config.enhanced_recording.always_in_home(&home) else {
             return;
         };
+        // Read before the lock: logins do not wait on each other's homes.
+        let files = crate::pathfilter::always_files(&filter.always_paths());
         let mut rules = self.path_rules.lock().unwrap();
+        rules.0.mark(&files);
         if rules.1.contains(&home) {
-            rules.0.mark_files(&filter);
             return;
         }
         match rules.0.add(&filter) {

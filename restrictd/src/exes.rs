@@ -88,6 +88,11 @@ fn user_dev(kdev: u32) -> u64 {
     libc::makedev(kdev >> 20, kdev & 0xf_ffff)
 }
 
+/// `stat`'s `st_dev` as the kernel keeps it (`super_block.s_dev`: major << 20 | minor).
+pub fn kernel_dev(dev: u64) -> u32 {
+    (libc::major(dev) << 20) | libc::minor(dev)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,8 +100,7 @@ mod tests {
     #[test]
     fn a_running_program_is_named_only_if_it_is_the_same_file() {
         let me = std::fs::metadata("/proc/self/exe").unwrap();
-        let (major, minor) = (libc::major(me.dev()), libc::minor(me.dev()));
-        let kdev = (major << 20) | minor;
+        let kdev = kernel_dev(me.dev());
         let pid = std::process::id();
         let mut n = ExeNames::default();
         let real = std::fs::read_link("/proc/self/exe").unwrap();

@@ -134,7 +134,7 @@ pub fn always_files(paths: &[std::path::PathBuf]) -> Vec<restrictd_common::FileI
     use std::os::unix::fs::MetadataExt;
     let id = |m: &std::fs::Metadata| restrictd_common::FileId {
         ino: m.ino(),
-        dev: ((libc::major(m.dev()) << 20) | libc::minor(m.dev())) as u32,
+        dev: crate::exes::kernel_dev(m.dev()),
         _pad: 0,
     };
     let mut out = Vec::new();

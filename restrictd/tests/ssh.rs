@@ -688,6 +688,26 @@ fn a_user_added_later_has_their_ssh_directory_always_recorded() {
     flood_then_read_secrets(&bus, &daemon, &user);
 }
 
+/// The events of a session that ended after a flood of opens, which must
+/// have used up its disk rate limit (else the test proves nothing).
+fn events_after_flood(daemon: &Daemon) -> Vec<serde_json::Value> {
+    let events = daemon.wait_any_end();
+    let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
+    assert!(
+        end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
+        "the flood must have exhausted the rate limit: {end}"
+    );
+    events
+}
+
+/// The first `session.disk` event naming `path`.
+fn disk_event(events: &[serde_json::Value], path: &str) -> Option<serde_json::Value> {
+    events
+        .iter()
+        .find(|e| e["event"] == "session.disk" && e["path"] == path)
+        .cloned()
+}
+
 fn flood_then_read_secrets(bus: &Bus, daemon: &Daemon, user: &User) {
     let sshd = Sshd::new(bus, user, "");
     let out = sshd.ssh(
@@ -697,18 +717,8 @@ fn flood_then_read_secrets(bus: &Bus, daemon: &Daemon, user: &User) {
     );
     assert!(out.status.success(), "{}", text(&out));
     let keys = format!("/home/{}/.ssh/authorized_keys", user.name);
-    let events = daemon.wait_any_end();
-    let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
-    assert!(
-        end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
-        "the flood must have exhausted the rate limit: {end}"
-    );
-    let disk = |path: &str| {
-        events
-            .iter()
-            .find(|e| e["event"] == "session.disk" && e["path"] == path)
-            .cloned()
-    };
+    let events = events_after_flood(daemon);
+    let disk = |path: &str| disk_event(&events, path);
     let k = disk(&keys).unwrap_or_else(|| panic!("reading {keys} not recorded"));
     assert_eq!(k["return_code"], 3, "cat's new file descriptor: {k}");
     let s = disk("/etc/shadow").expect("the /etc/shadow attempt not recorded");
@@ -750,12 +760,7 @@ fn opens_through_io_uring_are_recorded() {
         );
     }
     assert!(results.contains("/etc/no-such-file=ENOENT"), "{results}");
-    let events = daemon.wait_any_end();
-    let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
-    assert!(
-        end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
-        "the flood must have exhausted the rate limit: {end}"
-    );
+    let events = events_after_flood(&daemon);
     let uring = |path: &str| {
         events
             .iter()
@@ -819,12 +824,7 @@ fn a_hard_link_or_a_renamed_ssh_directory_does_not_hide_a_key() {
         ),
     );
     assert!(out.status.success(), "{}", text(&out));
-    let events = daemon.wait_any_end();
-    let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
-    assert!(
-        end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
-        "the flood must have exhausted the rate limit: {end}"
-    );
+    let events = events_after_flood(&daemon);
     // `k` in a directory deeper than the kernel walks a path: named as
     // given, relative, and still known by what it is.
     for path in [
@@ -832,9 +832,7 @@ fn a_hard_link_or_a_renamed_ssh_directory_does_not_hide_a_key() {
         format!("{home}/renamed/authorized_keys"),
         "k".to_string(),
     ] {
-        let e = events
-            .iter()
-            .find(|e| e["event"] == "session.disk" && e["path"] == path.as_str())
+        let e = disk_event(&events, &path)
             .unwrap_or_else(|| panic!("reading the key as {path} is not recorded"));
         assert!(e["return_code"].as_i64().unwrap() >= 0, "{e}");
         assert_eq!(e["user"], user.name.as_str(), "{e}");
@@ -878,18 +876,8 @@ fn dot_dot_out_of_an_excluded_prefix_hides_no_open() {
             "{spec}: {results}"
         );
     }
-    let events = daemon.wait_any_end();
-    let end = events.iter().find(|e| e["event"] == "session.end").unwrap();
-    assert!(
-        end["disk_events_dropped"].as_u64().unwrap_or(0) >= 1000,
-        "the flood must have exhausted the rate limit: {end}"
-    );
-    let disk = |path: &str| {
-        events
-            .iter()
-            .find(|e| e["event"] == "session.disk" && e["path"] == path)
-            .cloned()
-    };
+    let events = events_after_flood(&daemon);
+    let disk = |path: &str| disk_event(&events, path);
     let climbed = |path: &str| {
         disk(path).unwrap_or_else(|| panic!("the open of {path} is not recorded: {events:#?}"))
     };

@@ -256,7 +256,7 @@ impl Kernel {
             trie: path_rules,
             files: take(&mut ebpf, "ALWAYS_FILES")?,
         };
-        path_rules.mark_paths(&opts.always_at_start);
+        path_rules.mark(&crate::pathfilter::always_files(&opts.always_at_start));
         let slots = ebpf
             .take_map("SESSION_SLOTS")
             .ok_or_else(|| anyhow!("BPF object has no map SESSION_SLOTS"))?;
@@ -770,7 +770,7 @@ impl SessionMap {
         use std::os::unix::fs::MetadataExt;
         let exe = format!("/proc/{pid}/exe");
         let md = std::fs::metadata(&exe).with_context(|| format!("reading {exe}"))?;
-        let kdev = ((libc::major(md.dev()) << 20) | libc::minor(md.dev())) as u32;
+        let kdev = crate::exes::kernel_dev(md.dev());
         if self.tty_relays.get(&md.ino(), 0).ok() == Some(kdev) {
             return Ok(false);
         }
@@ -870,22 +870,16 @@ impl PathRules {
     /// Adds (or overwrites with) the entries of `filter`: always recorded
     /// paths of a home first seen at a login, which no exclude may hide.
     pub fn add(&mut self, filter: &PathFilter) -> Result<()> {
-        write_path_rules(&mut self.trie, HOST_FILTER, filter, true)?;
-        self.mark_files(filter);
-        Ok(())
+        write_path_rules(&mut self.trie, HOST_FILTER, filter, true)
     }
 
-    /// Makes the files under `filter`'s always recorded paths, as they are
-    /// now, always recorded by what they are (`ALWAYS_FILES`). Entries are
-    /// never removed: a file that is gone costs a slot, and one more record
-    /// if its inode number is reused. A full table is logged.
-    pub fn mark_files(&mut self, filter: &PathFilter) {
-        self.mark_paths(&filter.always_paths());
-    }
-
-    /// `mark_files` for these always recorded paths.
-    pub fn mark_paths(&mut self, paths: &[PathBuf]) {
-        for id in crate::pathfilter::always_files(paths) {
+    /// Makes `files` (`pathfilter::always_files`: what is under always
+    /// recorded paths now) always recorded by what they are
+    /// (`ALWAYS_FILES`). Entries are never removed: a file that is gone
+    /// costs a slot, and one more record if its inode number is reused. A
+    /// full table is logged.
+    pub fn mark(&mut self, files: &[FileId]) {
+        for id in files {
             if let Err(e) = self.files.insert(id, 1, 0) {
                 log::error!(
                     "ALWAYS_FILES: {e} ({} entries at most): files under disk_always paths not yet marked are recorded by path only",
