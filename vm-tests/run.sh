@@ -133,6 +133,27 @@ kname_race_checks() {
     check "the kernel's copy names at least 90% of them (no PATH_FROM_CALLER)" '[ "$(jq -s "[.[] | select(.caller == \"\")] | length" <<<"$ev")" -ge $((total * 9 / 10)) ]'
 }
 
+# What a copy of the path kept per CPU must not misname
+# (vm-tests/kname-switch.c): an open that fails before the kernel copies
+# its path, on the CPU where the same thread's earlier open left a copy and
+# ended elsewhere; and a failed open through int $0x80, named as 64-bit
+# ones are.
+cc -O2 -static -pthread -o "$RUN/kname-switch" vm-tests/kname-switch.c
+kname_switch_checks() {
+    local out sid dir ev
+    out=$(login_as alice 'echo SID=$RESTRICTD_SESSION_ID; d=$(mktemp -d); echo DIR=$d; vm-kname-switch $d' 2>&1 || true)
+    echo "$out" | sed 's/^/    /'
+    sid=$(sed -n 's/^SID=//p' <<<"$out")
+    dir=$(sed -n 's/^DIR=//p' <<<"$out")
+    check "the attack ran: EINTR, then EINVAL, then ENOENT through int 0x80" 'has "$out" "SWITCH EINTR=4 EINVAL=22 IA32=-2"'
+    wait_events $MID_END "$sid" >/dev/null || true
+    ev=$(events $MID_DISK "$sid" | jq -c --arg d "$dir/" 'select(.PATH|startswith($d)) | {p: (.PATH|ltrimstr($d)), rc: .RETURN_CODE, caller: (.PATH_FROM_CALLER // "")}')
+    echo "    disk events: $(jq -s -c . <<<"$ev")"
+    check "the open that failed before the kernel copied a path is named by its own" 'jq -e -s "any(.[]; .p==\"einval\" and .rc==\"-22\")" <<<"$ev" >/dev/null'
+    check "no record names it by the copy an earlier open left on that CPU" 'jq -e -s "all(.[]; .rc!=\"-22\" or .p==\"einval\")" <<<"$ev" >/dev/null'
+    check "the failed ia32 open is named by the kernel's copy" 'jq -e -s "any(.[]; .p==\"missing32\" and .rc==\"-2\" and .caller==\"\")" <<<"$ev" >/dev/null'
+}
+
 # Opens through io_uring, which make no open(2) call (vm-tests/uring-open.c,
 # static: the guest's python has no ctypes): recorded at submission by the
 # kernel's copy of the path, from the user's task and from a SQPOLL ring's
@@ -157,6 +178,7 @@ echo "  guest kernel: $kernel1"
 
 as_root "cat > /usr/local/bin/vmnet && chmod 755 /usr/local/bin/vmnet" <<<"$VMNET"
 copy_to_guest "$RUN/kname-race" /usr/local/bin/vm-kname-race && as_root chmod 755 /usr/local/bin/vm-kname-race
+copy_to_guest "$RUN/kname-switch" /usr/local/bin/vm-kname-switch && as_root chmod 755 /usr/local/bin/vm-kname-switch
 copy_to_guest "$RUN/uring-open" /usr/local/bin/vm-uring-open && as_root chmod 755 /usr/local/bin/vm-uring-open
 # A jq test over journal events (one JSON object per line): true if any matches.
 match() {
@@ -242,6 +264,7 @@ check "README query: everything denied" 'as_root journalctl --no-pager SYSLOG_ID
 
 step "5b. a failed open is named by the path the kernel tried, whatever another thread does to the caller's copy"
 kname_race_checks
+kname_switch_checks
 
 step "5c. opens through io_uring are recorded"
 uring_open_checks
@@ -537,6 +560,7 @@ vm_stop
 VM_KERNEL=bpo vm_boot
 as_root "cat > /usr/local/bin/vmnet && chmod 755 /usr/local/bin/vmnet" <<<"$VMNET"
 copy_to_guest "$RUN/kname-race" /usr/local/bin/vm-kname-race && as_root chmod 755 /usr/local/bin/vm-kname-race
+copy_to_guest "$RUN/kname-switch" /usr/local/bin/vm-kname-switch && as_root chmod 755 /usr/local/bin/vm-kname-switch
 copy_to_guest "$RUN/uring-open" /usr/local/bin/vm-uring-open && as_root chmod 755 /usr/local/bin/vm-uring-open
 kernel2=$(as_root uname -r)
 echo "  guest kernel: $kernel2"
@@ -571,6 +595,7 @@ check "the allowed connect, with its source" 'match "$(events $MID_NET $sid ACTI
 check "the command, with argv" 'match "$(events $MID_CMD $sid PATH=/usr/bin/cat)" "(.ARGV|fromjson)==[\"/etc/hostname\"]"'
 check "the open" 'match "$(events $MID_DISK $sid PATH=/etc/hostname)" ".PROGRAM==\"cat\""'
 kname_race_checks
+kname_switch_checks
 uring_open_checks
 
 echo

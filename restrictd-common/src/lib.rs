@@ -234,6 +234,7 @@ pub struct LoadConfig {
     pub tty_rate: u32,
     /// 1: opens of character devices are not recorded.
     pub disk_exclude_devices: u32,
+    pub _pad: u32,
     /// Superblock magic numbers of the filesystems whose opens are not
     /// recorded (0: unused slot).
     pub disk_exclude_fs: [u64; FS_EXCLUDE_MAX],
@@ -249,7 +250,7 @@ pub struct LoadConfig {
 // name the last u32 here.
 const _: () = assert!(
     core::mem::offset_of!(LoadConfig, disk_exclude_fs)
-        == core::mem::offset_of!(LoadConfig, disk_exclude_devices) + 4
+        == core::mem::offset_of!(LoadConfig, _pad) + 4
         && core::mem::size_of::<LoadConfig>()
             == core::mem::offset_of!(LoadConfig, disk_exclude_fs) + 8 * FS_EXCLUDE_MAX,
     "LoadConfig has padding before disk_exclude_fs: see the comment above"
@@ -340,6 +341,10 @@ pub struct KernelOffsets {
     /// `task_struct.thread_info` + `thread_info.status` (x86: whether the
     /// current syscall is an ia32 one); 0 where the kernel has none.
     pub task_ti_status: u32,
+    /// `task_struct.se.nr_migrations`: the task's moves between CPUs, which
+    /// tell an open's exit whether the kernel's copy of its path on this CPU
+    /// can be an earlier open's (`disk_kname`).
+    pub task_nr_migrations: u32,
 }
 
 /// Event kinds: `RecordHeader.kind`, and the index of their `LOST` counter.

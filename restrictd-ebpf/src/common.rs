@@ -114,9 +114,11 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
         task_cred: 0,
         cred_uid: 0,
         task_ti_status: 0,
+        task_nr_migrations: 0,
     },
     tty_rate: 0,
     disk_exclude_devices: 0,
+    _pad: 0,
     disk_exclude_fs: [0; FS_EXCLUDE_MAX],
 };
 

@@ -1,15 +1,18 @@
-//! File-open records (`session.disk`) from the open syscall tracepoints:
-//! the arguments are kept at entry, the record is built at exit where the
-//! result is known, then judged by the path filter and the session's rate.
+//! File-open records (`session.disk`), built at the end of each open
+//! syscall where the result is known, from its arguments in the saved
+//! registers, then judged by the path filter and the session's rate.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
-        generated::{bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+            bpf_task_pt_regs,
+        },
     },
     macros::{kprobe, map, raw_tracepoint, tracepoint},
-    maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray, RingBuf},
     programs::{ProbeContext, RawTracePointContext, TracePointContext},
 };
 use restrictd_common::{
@@ -21,7 +24,7 @@ use restrictd_common::{
 use crate::{
     common::{
         btf_field, count_limited, count_lost, current_session, fill_header, load_config,
-        read_kernel, read_ptr, read_user_u64, read_user_u8, take_stash, ti_status_offset, tp_field,
+        read_kernel, read_ptr, read_user_u64, read_user_u8, ti_status_offset, tp_field,
         within_share,
     },
     path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns, FileInode},
@@ -46,9 +49,6 @@ static ALWAYS_FILES: HashMap<FileId, u8> =
 /// Per-session rate window, keyed by cgroup id.
 #[map]
 static DISK_RATE: HashMap<u64, DiskRate> = HashMap::with_max_entries(MAX_SESSIONS, 0);
-/// open(2)-family calls in flight in sessions (pid_tgid -> arguments).
-#[map]
-static OPENS: LruHashMap<u64, OpenArgs> = LruHashMap::with_max_entries(16_384, 0);
 
 #[repr(C)]
 struct DiskScratch {
@@ -62,7 +62,7 @@ struct DiskScratch {
     opened: FileInode,
 }
 
-/// What sys_enter_open* leaves for sys_exit_open*, which builds the record.
+/// An open's arguments, as its exit read them from the saved registers.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct OpenArgs {
@@ -71,24 +71,25 @@ struct OpenArgs {
     dirfd: i32,
     /// openat2's `struct open_how` (user memory, read at exit), or 0.
     how: u64,
-    /// Where `disk_kname` left the kernel's copy of the path: the CPU + 1
-    /// (0: nowhere) and the copy's `seq` there.
-    kname_cpu: u32,
-    /// The session's disk filter and record key, found at entry: the exit
-    /// need not look the session up again.
+    /// The session's disk filter.
     disk_filter: u32,
+    _pad: u32,
+    /// The `seq` of this open's copy of its path in `KNAME` (0: none).
     kname_seq: u64,
     cgroup_id: u64,
 }
 
 /// The kernel's own copy of the path of the open in progress on this CPU
-/// (`disk_kname`). Per CPU rather than per thread: one copy per open of
-/// every recorded session would cost a 4 KiB map insert. An open that moved
-/// to another CPU, or whose CPU served another open meanwhile, finds its
-/// copy gone and falls back to the caller's memory, flagged as such.
+/// (`disk_kname`). Per CPU rather than per thread: a per-thread copy would
+/// cost a 4 KiB map insert per open. It is this open's if its thread made
+/// it and has not moved to another CPU since (`owner`, `migrations`): a
+/// thread that has may have left it there in an earlier open whose exit
+/// ran elsewhere. An open that finds none falls back to the caller's
+/// memory, flagged as such.
 #[repr(C)]
 struct KernelName {
     owner: u64,
+    migrations: u64,
     seq: u64,
     name: [u8; PATH_CAP],
 }
@@ -96,21 +97,79 @@ struct KernelName {
 #[map]
 static KNAME: PerCpuArray<KernelName> = PerCpuArray::with_max_entries(1, 0);
 
-/// do_filp_open(dfd, struct filename *pathname, op), entered once by every
+/// x86-64 syscall numbers of the open family (syscall_64.tbl) and ia32
+/// ones (syscall_32.tbl).
+const NR_OPEN: u64 = 2;
+const NR_CREAT: u64 = 85;
+const NR_OPENAT: u64 = 257;
+const NR_OPENAT2: u64 = 437;
+const IA32_OPEN: u64 = 5;
+const IA32_CREAT: u64 = 8;
+const IA32_OPENAT: u64 = 295;
+/// `thread_info.status`: the current syscall came through the ia32 entry.
+const TS_COMPAT: u32 = 0x0002;
+/// x86-64 `struct pt_regs`: where a syscall's arguments and number are
+/// (x86-64: di, si, dx; ia32: bx, cx, dx).
+const REGS_BX: u32 = 40;
+const REGS_CX: u32 = 88;
+const REGS_DX: u32 = 96;
+const REGS_SI: u32 = 104;
+const REGS_DI: u32 = 112;
+const REGS_ORIG_AX: u32 = 120;
+
+/// The current task's saved user registers (its syscall's).
+#[inline(always)]
+fn user_regs(task: *mut aya_ebpf::bindings::task_struct) -> *const u8 {
+    unsafe { bpf_task_pt_regs(task) as *const u8 }
+}
+
+/// Whether syscall `nr` may be an open, x86-64 or ia32 (5, 8 and 295 are
+/// x86-64's fstat, lseek and preadv, which open nothing).
+#[inline(always)]
+fn maybe_open(nr: u64) -> bool {
+    matches!(
+        nr,
+        NR_OPEN | NR_CREAT | NR_OPENAT | NR_OPENAT2 | IA32_OPEN | IA32_CREAT | IA32_OPENAT
+    )
+}
+
+/// The task's moves between CPUs so far: unchanged between two points, the
+/// thread was on one CPU at both.
+#[inline(always)]
+fn migrations(task: *const u8) -> u64 {
+    unsafe { btf_field::<u64>(task, load_config().kernel.task_nr_migrations) }
+}
+
+/// do_filp_open(dfd, struct filename *pathname, op), entered by every
 /// open(2)-family call after the kernel copied the path from the caller:
-/// for an open of a recorded session (one `stash` kept), keep that copy,
-/// which no other thread can change, to name the open if it fails.
-/// Attached where the kernel has kprobes; without them failed opens are
-/// named from the caller's memory and flagged (`DISK_PATH_FROM_CALLER`).
+/// for an open of a recorded session, keep that copy, which no other
+/// thread can change, to name the open if it fails. Attached where the
+/// kernel has kprobes; without them failed opens are named from the
+/// caller's memory and flagged (`DISK_PATH_FROM_CALLER`).
 #[kprobe(function = "do_filp_open")]
 pub fn disk_kname(ctx: ProbeContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    let Some(args) = OPENS.get_ptr_mut(id) else {
+    let task = unsafe { bpf_get_current_task_btf() };
+    let nr = unsafe { btf_field::<u64>(user_regs(task), REGS_ORIG_AX) };
+    // Not an open syscall's (an exec's): its exit would not take the copy.
+    if !maybe_open(nr) {
+        return 0;
+    }
+    let Some((_, session)) = current_session() else {
         return 0;
     };
-    let args = unsafe { &mut *args };
+    if session.flags & SESSION_RECORD_DISK == 0 {
+        return 0;
+    }
+    let Some(k) = KNAME.get_ptr_mut(0) else {
+        return 0;
+    };
+    let k = unsafe { &mut *k };
+    let id = bpf_get_current_pid_tgid();
+    let now = migrations(task as *const u8);
     // The syscall's own call comes first; a nested one is not its path.
-    if args.kname_cpu != 0 {
+    // (An earlier syscall's copy is never taken for this one: its exit,
+    // on this CPU since the thread has not moved, took it.)
+    if k.owner == id && k.migrations == now {
         return 0;
     }
     let Some(filename) = ctx.arg::<u64>(1) else {
@@ -120,11 +179,8 @@ pub fn disk_kname(ctx: ProbeContext) -> u32 {
     let Some(name) = (unsafe { read_kernel(filename as *const u64) }) else {
         return 0;
     };
-    let Some(k) = KNAME.get_ptr_mut(0) else {
-        return 0;
-    };
-    let k = unsafe { &mut *k };
     // Invalidate before writing: an exit reading this copy re-checks `seq`.
+    k.owner = 0;
     k.seq = k.seq.wrapping_add(1);
     let n = unsafe {
         bpf_probe_read_kernel_str(
@@ -137,22 +193,37 @@ pub fn disk_kname(ctx: ProbeContext) -> u32 {
         return 0;
     }
     k.owner = id;
+    k.migrations = now;
     k.seq = k.seq.wrapping_add(1);
-    args.kname_seq = k.seq;
-    args.kname_cpu = unsafe { bpf_get_smp_processor_id() } + 1;
     0
 }
 
-/// The kernel's copy of this thread's open's path, if it is on this CPU
-/// and still this open's.
+/// Takes this thread's open's copy of its path from `KNAME`, if there is
+/// one (`KernelName`): its `seq`, or 0.
+#[inline(always)]
+fn take_kernel_copy(task: *const u8) -> u64 {
+    let Some(k) = KNAME.get_ptr_mut(0) else {
+        return 0;
+    };
+    let k = unsafe { &mut *k };
+    if k.owner != bpf_get_current_pid_tgid() {
+        return 0;
+    }
+    k.owner = 0;
+    if k.migrations != migrations(task) {
+        return 0;
+    }
+    k.seq
+}
+
+/// The copy `take_kernel_copy` took, if it is still there (`seq`).
 #[inline(always)]
 fn own_copy(args: &OpenArgs) -> Option<&'static KernelName> {
-    if args.kname_cpu == 0 || args.kname_cpu != unsafe { bpf_get_smp_processor_id() } + 1 {
+    if args.kname_seq == 0 {
         return None;
     }
     let k = unsafe { &*KNAME.get_ptr(0)? };
-    let fresh = unsafe { core::ptr::read_volatile(&k.seq) } == args.kname_seq;
-    (fresh && k.owner == bpf_get_current_pid_tgid()).then_some(k)
+    (unsafe { core::ptr::read_volatile(&k.seq) } == args.kname_seq).then_some(k)
 }
 
 /// Copies this thread's open's path, as the kernel read it, to `dst` (at
@@ -175,142 +246,83 @@ const AT_FDCWD: i32 = -100;
 /// creat(2) is open(O_CREAT | O_WRONLY | O_TRUNC).
 const CREAT_FLAGS: u32 = 0o1101;
 
-/// sys_enter_open*: remember the arguments for the exit, where the result is known.
-#[inline(always)]
-fn stash(filename: u64, flags: u32, dirfd: i32, how: u64) -> u32 {
-    let Some((cgroup_id, session)) = current_session() else {
-        return 0;
-    };
-    if session.flags & SESSION_RECORD_DISK == 0 {
-        return 0;
-    }
-    let args = OpenArgs {
-        filename,
-        flags,
-        dirfd,
-        how,
-        kname_cpu: 0,
-        disk_filter: session.disk_filter,
-        kname_seq: 0,
-        cgroup_id,
-    };
-    let _ = OPENS.insert(bpf_get_current_pid_tgid(), args, 0);
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
-pub fn disk_in_openat(ctx: TracePointContext) -> u32 {
-    let dirfd = tp_field::<i64, 16>(&ctx) as i32;
-    let filename = tp_field::<u64, 24>(&ctx);
-    let flags = tp_field::<u64, 32>(&ctx) as u32;
-    stash(filename, flags, dirfd, 0)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
-pub fn disk_in_openat2(ctx: TracePointContext) -> u32 {
-    let dirfd = tp_field::<i64, 16>(&ctx) as i32;
-    let filename = tp_field::<u64, 24>(&ctx);
-    // The flags are in user memory (struct open_how); read at exit, after
-    // the kernel has copied them.
-    let how = tp_field::<u64, 32>(&ctx);
-    stash(filename, 0, dirfd, how)
-}
-
-/// open(2) and creat(2) exist only on some architectures (x86_64, not
-/// arm64); the loader skips a program whose tracepoint is missing.
-#[tracepoint(category = "syscalls", name = "sys_enter_open")]
-pub fn disk_in_open(ctx: TracePointContext) -> u32 {
-    let filename = tp_field::<u64, 16>(&ctx);
-    let flags = tp_field::<u64, 24>(&ctx) as u32;
-    stash(filename, flags, AT_FDCWD, 0)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
-pub fn disk_in_creat(ctx: TracePointContext) -> u32 {
-    let filename = tp_field::<u64, 16>(&ctx);
-    stash(filename, CREAT_FLAGS, AT_FDCWD, 0)
-}
-
-/// Every open(2)-family exit: one program (verified once), attached to each
-/// tracepoint its section names.
+/// Every open(2)-family exit of a 64-bit process: one program (verified
+/// once), attached to each tracepoint its section names. The arguments are
+/// read from the saved registers, where they still are at the exit, so
+/// that no program runs at the syscall's entry.
 #[tracepoint(
     category = "syscalls",
     name = "sys_exit_openat,sys_exit_openat2,sys_exit_open,sys_exit_creat"
 )]
 pub fn disk_out_open(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
-}
-
-/// One open, successful or not, seen at syscall exit where the result is
-/// known. A successful open is named by the file it opened; a failed one by
-/// the path as given, read here because the kernel has just copied the same
-/// string itself, so its page is present (at syscall entry it may not be),
-/// and made absolute from the directory it was resolved against.
-#[inline(always)]
-fn exit(ctx: &TracePointContext) -> u32 {
-    let Some(args) = take_stash(&OPENS) else {
-        return 0;
+    let task = unsafe { bpf_get_current_task_btf() };
+    let regs = user_regs(task);
+    let reg = |off: u32| unsafe { btf_field::<u64>(regs, off) };
+    let (filename, flags, dirfd, how) = match reg(REGS_ORIG_AX) {
+        NR_OPEN => (reg(REGS_DI), reg(REGS_SI) as u32, AT_FDCWD, 0),
+        NR_CREAT => (reg(REGS_DI), CREAT_FLAGS, AT_FDCWD, 0),
+        NR_OPENAT => (reg(REGS_SI), reg(REGS_DX) as u32, reg(REGS_DI) as i32, 0),
+        // The flags are in user memory (struct open_how); read at exit,
+        // after the kernel has copied them.
+        NR_OPENAT2 => (reg(REGS_SI), 0, reg(REGS_DI) as i32, reg(REGS_DX)),
+        _ => return 0,
     };
-    record_open(&args, tp_field::<i64, 16>(ctx))
+    let ret = tp_field::<i64, 16>(&ctx);
+    open_exit(task as *const u8, filename, flags, dirfd, how, ret)
 }
-
-/// ia32 syscall numbers of the open family (the kernel's syscall_32.tbl).
-const IA32_OPEN: u64 = 5;
-const IA32_CREAT: u64 = 8;
-const IA32_OPENAT: u64 = 295;
-const IA32_OPENAT2: u64 = 437;
-/// `thread_info.status`: the current syscall came through the ia32 entry.
-const TS_COMPAT: u32 = 0x0002;
-/// x86-64 `struct pt_regs`: where an ia32 syscall's first three arguments
-/// (ebx, ecx, edx) and its number are.
-const REGS_BX: u64 = 40;
-const REGS_CX: u64 = 88;
-const REGS_DX: u64 = 96;
-const REGS_ORIG_AX: u64 = 120;
 
 /// Opens made through the 32-bit syscall entry (`int $0x80`, which any
 /// 64-bit process can execute too): the per-syscall tracepoints above never
 /// fire for them (the kernel's syscall events skip compat syscalls), so
 /// they would open files unrecorded. Every syscall of the host ends here;
-/// all but ia32 ones leave at the first test. No entry program: the
-/// arguments are still in the saved registers at exit.
+/// all but ia32 ones leave at the first test, made with no helper call
+/// but the task's.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn disk_compat(ctx: RawTracePointContext) -> u32 {
     let status_at = ti_status_offset();
     if status_at == 0 {
         return 0;
     }
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    if unsafe { btf_field::<u32>(task, status_at) } & TS_COMPAT == 0 {
+    let task = unsafe { bpf_get_current_task_btf() };
+    if unsafe { btf_field::<u32>(task as *const u8, status_at) } & TS_COMPAT == 0 {
         return 0;
     }
-    let regs: u64 = ctx.arg(0);
-    let ret: i64 = ctx.arg(1);
-    let reg = |off: u64| unsafe { read_kernel((regs + off) as *const u64) }.unwrap_or(0);
-    let nr = unsafe { read_kernel((regs + REGS_ORIG_AX) as *const u64) }.unwrap_or(u64::MAX);
-    if !matches!(nr, IA32_OPEN | IA32_CREAT | IA32_OPENAT | IA32_OPENAT2) {
-        return 0;
-    }
+    let regs = user_regs(task);
+    let reg = |off: u32| unsafe { btf_field::<u64>(regs, off) };
+    // 32-bit pointers and ints, zero- or sign-extended as the kernel's
+    // compat entry points take them.
+    let ptr = |v: u64| v & 0xffff_ffff;
+    let (filename, flags, dirfd, how) = match reg(REGS_ORIG_AX) {
+        IA32_OPEN => (ptr(reg(REGS_BX)), reg(REGS_CX) as u32, AT_FDCWD, 0),
+        IA32_CREAT => (ptr(reg(REGS_BX)), CREAT_FLAGS, AT_FDCWD, 0),
+        IA32_OPENAT => (
+            ptr(reg(REGS_CX)),
+            reg(REGS_DX) as u32,
+            reg(REGS_BX) as i32,
+            0,
+        ),
+        NR_OPENAT2 => (ptr(reg(REGS_CX)), 0, reg(REGS_BX) as i32, ptr(reg(REGS_DX))),
+        _ => return 0,
+    };
+    open_exit(task as *const u8, filename, flags, dirfd, how, ctx.arg(1))
+}
+
+/// An open of `task` (the current one) that returned `ret`, with its
+/// arguments: recorded if its session records opens.
+#[inline(always)]
+fn open_exit(task: *const u8, filename: u64, flags: u32, dirfd: i32, how: u64, ret: i64) -> u32 {
     let Some((cgroup_id, session)) = current_session() else {
         return 0;
     };
+    // Taken whether or not it is used, so that no later open can.
+    let kname_seq = take_kernel_copy(task);
     if session.flags & SESSION_RECORD_DISK == 0 {
         return 0;
     }
-    // 32-bit pointers and ints, zero- or sign-extended as the kernel's
-    // compat entry points take them.
-    let (bx, cx, dx) = (reg(REGS_BX), reg(REGS_CX), reg(REGS_DX));
-    let ptr = |v: u64| v & 0xffff_ffff;
-    let (filename, flags, dirfd, how) = match nr {
-        IA32_OPEN => (ptr(bx), cx as u32, AT_FDCWD, 0),
-        IA32_CREAT => (ptr(bx), CREAT_FLAGS, AT_FDCWD, 0),
-        IA32_OPENAT => (ptr(cx), dx as u32, bx as i32, 0),
-        _ => (ptr(cx), 0, bx as i32, ptr(dx)),
-    };
     // Through a map: the verifier then goes on with unknown values, not
-    // once per syscall's constants (four times the rest of the program,
+    // once per syscall's constants (several times the rest of the program,
     // past its limit).
-    let Some(slot) = COMPAT_ARGS.get_ptr_mut(0) else {
+    let Some(slot) = OPEN_ARGS.get_ptr_mut(0) else {
         return 0;
     };
     let args = unsafe { &mut *slot };
@@ -318,16 +330,15 @@ pub fn disk_compat(ctx: RawTracePointContext) -> u32 {
     args.flags = flags;
     args.dirfd = dirfd;
     args.how = how;
-    args.kname_cpu = 0;
     args.disk_filter = session.disk_filter;
-    args.kname_seq = 0;
+    args.kname_seq = kname_seq;
     args.cgroup_id = cgroup_id;
     record_open(unsafe { &*slot }, ret)
 }
 
-/// `disk_compat`'s arguments for `record_open` (see there).
+/// `open_exit`'s arguments for `record_open` (see there).
 #[map]
-static COMPAT_ARGS: PerCpuArray<OpenArgs> = PerCpuArray::with_max_entries(1, 0);
+static OPEN_ARGS: PerCpuArray<OpenArgs> = PerCpuArray::with_max_entries(1, 0);
 
 /// Builds, judges and sends the record of an open that returned `ret`.
 #[inline(always)]

@@ -239,6 +239,7 @@ impl Btf {
             } else {
                 0
             },
+            task_nr_migrations: m("task_struct", "se")? + m("sched_entity", "nr_migrations")?,
         })
     }
 

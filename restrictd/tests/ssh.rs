@@ -1224,11 +1224,6 @@ fn one_sessions_flood_cannot_starve_another() {
     assert!(shed > 0, "the flood was cut to its share");
 }
 
-/// A user tries to read a file where the recorder does not look: a copy in
-/// /dev/shm (under /dev, a tmpfs), their home bound under /dev/shm and a
-/// file bound over an excluded locale path, both in a mount namespace of
-/// their own (`unshare -Urm`). All three reads are recorded; what is left
-/// out is what a file is (a device, /proc), not where it appears.
 /// Opens through the 32-bit syscall entry (`int $0x80`, which a 64-bit
 /// process can execute from a page it writes, no compiler needed): the
 /// kernel's per-syscall tracepoints skip such calls, so they opened files
@@ -1284,6 +1279,11 @@ fn opens_through_the_32_bit_syscall_entry_are_recorded() {
     assert_eq!(missing[0]["return_code"], -2, "{}", missing[0]);
 }
 
+/// A user tries to read a file where the recorder does not look: a copy in
+/// /dev/shm (under /dev, a tmpfs), their home bound under /dev/shm and a
+/// file bound over an excluded locale path, both in a mount namespace of
+/// their own (`unshare -Urm`). All three reads are recorded; what is left
+/// out is what a file is (a device, /proc), not where it appears.
 #[test]
 fn files_cannot_hide_under_device_or_excluded_paths() {
     let user = User::new();

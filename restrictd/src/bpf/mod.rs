@@ -184,6 +184,7 @@ impl Kernel {
             tty_rate: opts.terminal_rate_limit,
             kernel: crate::btf::Btf::from_sys_fs()?.kernel_offsets()?,
             disk_exclude_devices: opts.disk_exclude_devices as u32,
+            _pad: 0,
             disk_exclude_fs: {
                 let mut a = [0u64; restrictd_common::FS_EXCLUDE_MAX];
                 for (slot, m) in a.iter_mut().zip(&opts.disk_exclude_fs) {
@@ -455,10 +456,18 @@ impl Programs {
     /// Attaches the loaded tracepoint programs: recording (they see every
     /// exec or open on the host and return at once for processes outside
     /// sessions) and following session leaders. A tracepoint this kernel
-    /// lacks (open(2) on arm64) is skipped. With `pin_dir`, the links are
-    /// pinned so they go on while the daemon restarts.
+    /// lacks is skipped. With `pin_dir`, the links are pinned so they go
+    /// on while the daemon restarts.
     pub fn attach_tracepoints(&mut self) -> Result<()> {
         let events = crate::tracefs::root()?.join("events");
+        // `disk_out_open` reads an open's arguments from the saved x86-64
+        // registers.
+        if std::env::consts::ARCH != "x86_64" && group_wanted("disk_", self.recording)? {
+            bail!(
+                "recording opens reads x86-64 syscall registers, and this build is for {}: set enhanced_recording.disk_events to false",
+                std::env::consts::ARCH
+            );
+        }
         let mut wanted = Vec::new();
         for (name, prog) in self.ebpf.programs() {
             if !matches!(prog, Program::TracePoint(_)) || !group_wanted(name, self.recording)? {
