@@ -531,6 +531,53 @@ pub fn read_ptr(base: u64, off: u32) -> u64 {
     unsafe { read_kernel((base + off as u64) as *const u64) }.unwrap_or(0)
 }
 
+/// `read_fields`'s window.
+#[map]
+static FIELDS: PerCpuArray<[u64; 12]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The fields at `base + offs[i]` (the loader's offsets, constants to the
+/// verifier), each as the 8 bytes there (the caller keeps the low bytes of
+/// a smaller field; 0s if unreadable): with one helper call when they lie
+/// 8-aligned to each other within 96 bytes, as in `struct inode` (mode,
+/// sb, ino) and `struct super_block` (dev, magic), else one call each. The
+/// window read stays inside those structs.
+#[inline(always)]
+pub fn read_fields<const N: usize>(base: u64, offs: [u32; N]) -> [u64; N] {
+    const WORDS: usize = 12;
+    let mut lo = offs[0];
+    let mut hi = offs[0];
+    for &off in &offs {
+        lo = lo.min(off);
+        hi = hi.max(off);
+    }
+    let mut out = [0u64; N];
+    let aligned = offs.iter().all(|&off| (off - lo).is_multiple_of(8));
+    // The window in a map: on the stack it took the programs past 512 bytes.
+    if let (true, Some(w)) = (
+        aligned && hi - lo < (8 * WORDS) as u32,
+        FIELDS.get_ptr_mut(0),
+    ) {
+        let w = unsafe { &mut *w };
+        let r = unsafe {
+            bpf_probe_read_kernel(
+                w.as_mut_ptr() as *mut _,
+                (8 * WORDS) as u32,
+                (base + lo as u64) as *const _,
+            )
+        };
+        if r == 0 {
+            for (v, &off) in out.iter_mut().zip(&offs) {
+                *v = w[((off - lo) / 8) as usize % WORDS];
+            }
+        }
+        return out;
+    }
+    for (v, &off) in out.iter_mut().zip(&offs) {
+        *v = read_ptr(base, off);
+    }
+    out
+}
+
 /// The pointer-sized fields at `base + a` and `base + b` (0s if
 /// unreadable), with one helper call where b is 8 to 24 bytes after a, as
 /// in `struct path`, `struct mount`, `struct dentry` and `struct fdtable`

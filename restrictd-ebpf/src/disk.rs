@@ -27,7 +27,7 @@ use crate::{
         read_kernel, read_ptr, read_user_u64, read_user_u8, ti_status_offset, tp_field,
         within_share,
     },
-    path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns, FileInode},
+    path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns},
 };
 
 /// Size set by the loader (`disk_buffer_size`).
@@ -59,7 +59,7 @@ struct DiskScratch {
     /// The opened file, for a record named as given (`record_open`):
     /// through memory, so that the verifier does not explore the fallback
     /// once with and once without it.
-    opened: FileInode,
+    opened: FileId,
 }
 
 /// An open's arguments, as its exit read them from the saved registers.
@@ -370,12 +370,12 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
     let file = if ret >= 0 { fd_file(ret as i32) } else { None };
     // An opened file whose path cannot be walked (deeper than the walk
     // goes) is named as given below, but is still known by what it is.
-    scratch.opened = FileInode::default();
+    scratch.opened = FileId::default();
     if let Some(file) = file {
-        let Some(inode) = excluded_by_kind(file) else {
+        let Some(id) = excluded_by_kind(file) else {
             return 0;
         };
-        scratch.opened = inode;
+        scratch.opened = id;
         if let Some(p) = unsafe { file_path(scratch.path.as_mut_ptr(), file) } {
             let len = if p == 0 {
                 scratch.path[0] = b'/';
@@ -385,7 +385,7 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
                 // The last component was written with its NUL.
                 p + 1
             };
-            submit(scratch, cgroup_id, filter, len, false, inode);
+            submit(scratch, cgroup_id, filter, len, false, id);
             return 0;
         }
     }
@@ -558,7 +558,7 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
         session.disk_filter,
         at + n as usize,
         true,
-        FileInode::default(),
+        FileId::default(),
     );
     0
 }
@@ -571,7 +571,7 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
 /// opens cannot hide them), then fills the record header and sends the
 /// header and path. `always`: record it as an always recorded path,
 /// unjudged (a path the kernel did not resolve, which can lead anywhere).
-/// `file`: the opened file's inode (0: none); one in `ALWAYS_FILES` is
+/// `file`: the opened file (all 0: none); one in `ALWAYS_FILES` is
 /// always recorded whatever its path (looked up only when it would be
 /// left out).
 #[inline(always)]
@@ -581,7 +581,7 @@ fn submit(
     filter: u32,
     path_len: usize,
     always: bool,
-    file: FileInode,
+    file: FileId,
 ) {
     let path_len = path_len & (2 * PATH_CAP - 1);
     if path_len == 0 {
@@ -697,17 +697,11 @@ fn within_rate(cgroup_id: u64) -> bool {
     false
 }
 
-/// Whether `file` (inode 0: none) is one of `ALWAYS_FILES`.
+/// Whether `file` (all 0: unknown) is one of `ALWAYS_FILES`.
 #[inline(always)]
-fn always_file(file: FileInode) -> bool {
-    if file.inode == 0 || file.sb == 0 {
+fn always_file(file: FileId) -> bool {
+    if file.ino == 0 || file.dev == 0 {
         return false;
     }
-    let o = load_config().kernel;
-    let id = FileId {
-        ino: read_ptr(file.inode, o.inode_i_ino),
-        dev: unsafe { read_kernel((file.sb + o.sb_s_dev as u64) as *const u32) }.unwrap_or(0),
-        _pad: 0,
-    };
-    unsafe { ALWAYS_FILES.get(id) }.is_some()
+    unsafe { ALWAYS_FILES.get(file) }.is_some()
 }
