@@ -2,8 +2,10 @@
 //! syscall where the result is known, from its arguments in the saved
 //! registers, then judged by the path filter and the session's rate.
 
+use core::mem::offset_of;
+
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{pt_regs, BPF_F_NO_PREALLOC},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
         generated::{
@@ -108,14 +110,14 @@ const IA32_CREAT: u64 = 8;
 const IA32_OPENAT: u64 = 295;
 /// `thread_info.status`: the current syscall came through the ia32 entry.
 const TS_COMPAT: u32 = 0x0002;
-/// x86-64 `struct pt_regs`: where a syscall's arguments and number are
-/// (x86-64: di, si, dx; ia32: bx, cx, dx).
-const REGS_BX: u32 = 40;
-const REGS_CX: u32 = 88;
-const REGS_DX: u32 = 96;
-const REGS_SI: u32 = 104;
-const REGS_DI: u32 = 112;
-const REGS_ORIG_AX: u32 = 120;
+/// Where a syscall's arguments and number are in x86-64's `struct pt_regs`
+/// (x86-64: di, si, dx; ia32: bx, cx, dx), as `tty` reads them too.
+const REGS_BX: u32 = offset_of!(pt_regs, rbx) as u32;
+const REGS_CX: u32 = offset_of!(pt_regs, rcx) as u32;
+const REGS_DX: u32 = offset_of!(pt_regs, rdx) as u32;
+const REGS_SI: u32 = offset_of!(pt_regs, rsi) as u32;
+const REGS_DI: u32 = offset_of!(pt_regs, rdi) as u32;
+const REGS_ORIG_AX: u32 = offset_of!(pt_regs, orig_rax) as u32;
 
 /// The current task's saved user registers (its syscall's).
 #[inline(always)]
