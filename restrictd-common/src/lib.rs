@@ -52,13 +52,16 @@ pub const GROUP_ALWAYS: u32 = u32::MAX;
 /// always (`GROUP_ALWAYS`: `follow_` keeps a session's restriction on its
 /// leader when another PAM module moves it). (cgroup programs are always
 /// attached: they enforce.)
-pub const PROGRAM_GROUPS: [(&str, u32); 6] = [
+pub const PROGRAM_GROUPS: [(&str, u32); 7] = [
     ("cmd_", SESSION_RECORD_COMMANDS),
     ("disk_", SESSION_RECORD_DISK),
     ("net_", SESSION_RECORD_NETWORK),
     // Before "tty_": groups are found by prefix, first match.
     ("ttyin_", SESSION_RECORD_TTY_INPUT),
     ("tty_", SESSION_RECORD_TTY),
+    // The raw `sys_exit` program: wanted by opens or the terminal; what it
+    // does is `LoadConfig.exit_work`.
+    ("exit_", SESSION_RECORD_DISK | SESSION_RECORD_TTY),
     ("follow_", GROUP_ALWAYS),
 ];
 
@@ -234,6 +237,8 @@ pub struct LoadConfig {
     pub tty_rate: u32,
     /// 1: opens of character devices are not recorded.
     pub disk_exclude_devices: u32,
+    /// What `exit_syscall` does (`EXIT_*`); 0: it is not attached.
+    pub exit_work: u32,
     pub _pad: u32,
     /// Superblock magic numbers of the filesystems whose opens are not
     /// recorded (0: unused slot).
@@ -255,6 +260,16 @@ const _: () = assert!(
             == core::mem::offset_of!(LoadConfig, disk_exclude_fs) + 8 * FS_EXCLUDE_MAX,
     "LoadConfig has padding before disk_exclude_fs: see the comment above"
 );
+
+/// `LoadConfig.exit_work`: record opens made through the ia32 syscall
+/// entry, which the per-syscall tracepoints never see.
+pub const EXIT_COMPAT_OPENS: u32 = 1;
+/// `LoadConfig.exit_work`: record a relay's reads of a session's terminal
+/// here, not on `sys_exit_read` (terminal output).
+pub const EXIT_TTY_OUTPUT: u32 = 2;
+/// `LoadConfig.exit_work`: the same for a relay's writes (what the user
+/// types).
+pub const EXIT_TTY_INPUT: u32 = 4;
 
 /// Most filesystems `disk_exclude_filesystems` can name.
 pub const FS_EXCLUDE_MAX: usize = 32;
@@ -345,6 +360,9 @@ pub struct KernelOffsets {
     /// tell an open's exit whether the kernel's copy of its path on this CPU
     /// can be an earlier open's (`disk_kname`).
     pub task_nr_migrations: u32,
+    /// `task_struct.comm`: whether a task may be sshd, read in place on
+    /// every syscall's exit (`exit_syscall`).
+    pub task_comm: u32,
 }
 
 /// Event kinds: `RecordHeader.kind`, and the index of their `LOST` counter.

@@ -1,14 +1,16 @@
 //! What every program shares: the session lookup, the load-time
 //! configuration, record headers, reads and loss counters.
 
+use core::mem::offset_of;
+
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
+    bindings::{pt_regs, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
         generated::{
             bpf_get_current_comm, bpf_get_current_task_btf, bpf_probe_read_kernel,
-            bpf_probe_read_user,
+            bpf_probe_read_user, bpf_task_pt_regs,
         },
     },
     macros::map,
@@ -115,9 +117,11 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
         cred_uid: 0,
         task_ti_status: 0,
         task_nr_migrations: 0,
+        task_comm: 0,
     },
     tty_rate: 0,
     disk_exclude_devices: 0,
+    exit_work: 0,
     _pad: 0,
     disk_exclude_fs: [0; FS_EXCLUDE_MAX],
 };
@@ -129,11 +133,50 @@ pub fn load_config() -> LoadConfig {
     unsafe { core::ptr::read_volatile(&LOAD_CONFIG) }
 }
 
-/// `KernelOffsets::task_ti_status` alone: read on every syscall of the host
-/// (`disk_compat`), where a copy of the whole configuration would not do.
+/// Fields of `LOAD_CONFIG` read alone, for the code on every syscall of
+/// the host (`exit_syscall`), where a copy of the whole configuration
+/// would not do.
+#[inline(always)]
+pub fn exit_work() -> u32 {
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(LOAD_CONFIG.exit_work)) }
+}
+
 #[inline(always)]
 pub fn ti_status_offset() -> u32 {
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(LOAD_CONFIG.kernel.task_ti_status)) }
+}
+
+#[inline(always)]
+fn comm_offset() -> u32 {
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(LOAD_CONFIG.kernel.task_comm)) }
+}
+
+/// `thread_info.status`: the current syscall came through the ia32 entry.
+pub const TS_COMPAT: u32 = 0x0002;
+/// Where a syscall's number and arguments are in x86-64's `struct pt_regs`
+/// (x86-64: di, si, dx; ia32: bx, cx, dx).
+pub const REGS_BX: u32 = offset_of!(pt_regs, rbx) as u32;
+pub const REGS_CX: u32 = offset_of!(pt_regs, rcx) as u32;
+pub const REGS_DX: u32 = offset_of!(pt_regs, rdx) as u32;
+pub const REGS_SI: u32 = offset_of!(pt_regs, rsi) as u32;
+pub const REGS_DI: u32 = offset_of!(pt_regs, rdi) as u32;
+pub const REGS_ORIG_AX: u32 = offset_of!(pt_regs, orig_rax) as u32;
+
+/// The current task's saved user registers (its syscall's number and
+/// arguments, which the kernel saved at entry and does not change; a
+/// tracer can change them only at the entry stop, before the call runs).
+#[inline(always)]
+pub fn user_regs(task: *mut aya_ebpf::bindings::task_struct) -> *const u8 {
+    unsafe { bpf_task_pt_regs(task) as *const u8 }
+}
+
+/// Whether `task` may be sshd: its name starts with "sshd" (OpenSSH's
+/// programs are sshd and sshd-session; a process cannot rename another).
+/// One load, first in every read and write exit of the host.
+#[inline(always)]
+pub fn maybe_relay(task: *const u8) -> bool {
+    let at = comm_offset();
+    at != 0 && unsafe { btf_field::<u32>(task, at) } == u32::from_le_bytes(*b"sshd")
 }
 
 /// The session the current process is in, and the key its records carry:

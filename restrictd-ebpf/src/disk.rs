@@ -2,16 +2,11 @@
 //! syscall where the result is known, from its arguments in the saved
 //! registers, then judged by the path filter and the session's rate.
 
-use core::mem::offset_of;
-
 use aya_ebpf::{
-    bindings::{pt_regs, BPF_F_NO_PREALLOC},
+    bindings::BPF_F_NO_PREALLOC,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-        generated::{
-            bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
-            bpf_task_pt_regs,
-        },
+        generated::{bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
     macros::{kprobe, map, raw_tracepoint, tracepoint},
     maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray, RingBuf},
@@ -26,8 +21,8 @@ use restrictd_common::{
 use crate::{
     common::{
         btf_field, count_limited, count_lost, current_session, fill_header, load_config,
-        read_kernel, read_ptr, read_user_u64, read_user_u8, ti_status_offset, tp_field,
-        within_share,
+        read_kernel, read_ptr, read_user_u64, read_user_u8, tp_field, user_regs, within_share,
+        REGS_BX, REGS_CX, REGS_DI, REGS_DX, REGS_ORIG_AX, REGS_SI,
     },
     path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns},
 };
@@ -108,23 +103,6 @@ const NR_OPENAT2: u64 = 437;
 const IA32_OPEN: u64 = 5;
 const IA32_CREAT: u64 = 8;
 const IA32_OPENAT: u64 = 295;
-/// `thread_info.status`: the current syscall came through the ia32 entry.
-const TS_COMPAT: u32 = 0x0002;
-/// Where a syscall's arguments and number are in x86-64's `struct pt_regs`
-/// (x86-64: di, si, dx; ia32: bx, cx, dx), as `tty` reads them too.
-const REGS_BX: u32 = offset_of!(pt_regs, rbx) as u32;
-const REGS_CX: u32 = offset_of!(pt_regs, rcx) as u32;
-const REGS_DX: u32 = offset_of!(pt_regs, rdx) as u32;
-const REGS_SI: u32 = offset_of!(pt_regs, rsi) as u32;
-const REGS_DI: u32 = offset_of!(pt_regs, rdi) as u32;
-const REGS_ORIG_AX: u32 = offset_of!(pt_regs, orig_rax) as u32;
-
-/// The current task's saved user registers (its syscall's).
-#[inline(always)]
-fn user_regs(task: *mut aya_ebpf::bindings::task_struct) -> *const u8 {
-    unsafe { bpf_task_pt_regs(task) as *const u8 }
-}
-
 /// Whether syscall `nr` may be an open, x86-64 or ia32 (5, 8 and 295 are
 /// x86-64's fstat, lseek and preadv, which open nothing).
 #[inline(always)]
@@ -276,19 +254,10 @@ pub fn disk_out_open(ctx: TracePointContext) -> u32 {
 /// Opens made through the 32-bit syscall entry (`int $0x80`, which any
 /// 64-bit process can execute too): the per-syscall tracepoints above never
 /// fire for them (the kernel's syscall events skip compat syscalls), so
-/// they would open files unrecorded. Every syscall of the host ends here;
-/// all but ia32 ones leave at the first test, made with no helper call
-/// but the task's.
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn disk_compat(ctx: RawTracePointContext) -> u32 {
-    let status_at = ti_status_offset();
-    if status_at == 0 {
-        return 0;
-    }
-    let task = unsafe { bpf_get_current_task_btf() };
-    if unsafe { btf_field::<u32>(task as *const u8, status_at) } & TS_COMPAT == 0 {
-        return 0;
-    }
+/// they would open files unrecorded. Called from `exit_syscall` for every
+/// ia32 syscall's exit of `task` (the current one), which returned `ret`.
+#[inline(always)]
+pub fn compat_exit(task: *mut aya_ebpf::bindings::task_struct, ret: i64) -> u32 {
     let regs = user_regs(task);
     let reg = |off: u32| unsafe { btf_field::<u64>(regs, off) };
     // 32-bit pointers and ints, zero- or sign-extended as the kernel's
@@ -306,7 +275,7 @@ pub fn disk_compat(ctx: RawTracePointContext) -> u32 {
         NR_OPENAT2 => (ptr(reg(REGS_CX)), 0, reg(REGS_BX) as i32, ptr(reg(REGS_DX))),
         _ => return 0,
     };
-    open_exit(task as *const u8, filename, flags, dirfd, how, ctx.arg(1))
+    open_exit(task as *const u8, filename, flags, dirfd, how, ret)
 }
 
 /// An open of `task` (the current one) that returned `ret`, with its

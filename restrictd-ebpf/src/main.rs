@@ -5,6 +5,8 @@
 //!   judging every packet of a restricted socket by the addresses in it;
 //! - `exec`: command records from the exec and fork tracepoints;
 //! - `disk`: file-open records from the open syscall tracepoints;
+//! - `exit`: the one program on every syscall's exit (ia32 opens, and the
+//!   terminal's reads and writes where opens are recorded);
 //! - `follow`: a session leader moved by another PAM module keeps its
 //!   restriction in its new cgroup;
 //! - `tty`: terminal recording, the bytes sshd relays through a session's
@@ -28,6 +30,7 @@
 mod common;
 mod disk;
 mod exec;
+mod exit;
 mod follow;
 mod net;
 mod path;

@@ -12,24 +12,22 @@
 //! makes itself undumpable, and only a thread group renames itself.
 
 use aya_ebpf::{
-    bindings::pt_regs,
-    helpers::{
-        bpf_get_current_comm,
-        generated::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs},
-    },
+    bindings::task_struct,
+    helpers::generated::{bpf_get_current_task_btf, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use restrictd_common::{
-    TtyEvent, TtyRate, EVENT_TTY, MAX_SESSIONS, SESSION_RECORD_TTY, SESSION_RECORD_TTY_INPUT,
-    TTY_CHUNK, TTY_CHUNKS_MAX, TTY_INPUT, TTY_OUTPUT,
+    TtyEvent, TtyRate, EVENT_TTY, EXIT_TTY_INPUT, EXIT_TTY_OUTPUT, MAX_SESSIONS,
+    SESSION_RECORD_TTY, SESSION_RECORD_TTY_INPUT, TTY_CHUNK, TTY_CHUNKS_MAX, TTY_INPUT, TTY_OUTPUT,
 };
 
 use crate::{
     common::{
-        count_lost, count_tty_bytes, current_exe_id, current_session, fill_header, load_config,
-        opaque, read_kernel, read_ptr, tp_field,
+        btf_field, count_lost, count_tty_bytes, current_exe_id, current_session, fill_header,
+        load_config, maybe_relay, opaque, read_kernel, read_ptr, tp_field, user_regs, REGS_DI,
+        REGS_ORIG_AX, REGS_SI,
     },
     path::fd_file,
 };
@@ -64,17 +62,6 @@ struct TtyCall {
 
 /// The pty multiplexer's device number (5:2, kernel `dev_t`): a pty master.
 const PTMX_RDEV: u32 = (5 << 20) | 2;
-
-/// Whether the current process may be sshd. Cheap, and first: every read
-/// and write on the host passes here. OpenSSH's programs are named sshd
-/// or sshd-session; a process cannot rename another.
-#[inline(always)]
-fn maybe_relay() -> bool {
-    match bpf_get_current_comm() {
-        Ok(c) => c[0] == b's' && c[1] == b's' && c[2] == b'h' && c[3] == b'd',
-        Err(_) => false,
-    }
-}
 
 /// The call to remember if the current process is a relay of a session
 /// with `flag`, and `fd` a pty master.
@@ -125,27 +112,16 @@ fn relay_call(fd: i32, buf: u64, flag: u32) -> Option<TtyCall> {
     })
 }
 
-/// The fd and buffer of the syscall the current task is leaving (x86-64:
-/// its first two arguments, which the kernel saved at entry and does not
-/// change). Read at exit, one program per call: on every read and write
-/// on the host, a second program at entry would cost as much again.
-#[inline(always)]
-fn call_args() -> (i32, u64) {
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
-    let fd = unsafe { read_kernel(core::ptr::addr_of!((*regs).rdi)) }.unwrap_or(u64::MAX);
-    let buf = unsafe { read_kernel(core::ptr::addr_of!((*regs).rsi)) }.unwrap_or(0);
-    (fd as i32, buf)
-}
-
-/// The bytes a read returned: they are in the relay's buffer now, which
-/// only the relay (single-threaded, undumpable) writes.
+/// A relay's read: the bytes it returned are in the relay's buffer now,
+/// which only the relay (single-threaded, undumpable) writes. On the
+/// tracepoint where `exit_syscall` does not take it.
 #[tracepoint(category = "syscalls", name = "sys_exit_read")]
 pub fn tty_out_read(ctx: TracePointContext) -> u32 {
     exit(&ctx, SESSION_RECORD_TTY, TTY_OUTPUT)
 }
 
-/// What a write to the pty took (the count it returns), read from the
-/// relay's buffer: what the user typed.
+/// A relay's write to the pty: what it took (the count it returns), read
+/// from the relay's buffer, is what the user typed.
 #[tracepoint(category = "syscalls", name = "sys_exit_write")]
 pub fn ttyin_out_write(ctx: TracePointContext) -> u32 {
     exit(&ctx, SESSION_RECORD_TTY_INPUT, TTY_INPUT)
@@ -153,18 +129,49 @@ pub fn ttyin_out_write(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn exit(ctx: &TracePointContext, flag: u32, direction: u32) -> u32 {
-    if !maybe_relay() {
+    let task = unsafe { bpf_get_current_task_btf() };
+    if !maybe_relay(task as *const u8) {
         return 0;
     }
     let ret = tp_field::<i64, 16>(ctx);
-    if ret <= 0 {
-        return 0;
-    }
-    let (fd, buf) = call_args();
-    if let Some(c) = relay_call(fd, buf, flag) {
-        record(&c, ret as u64, direction);
+    if ret > 0 {
+        relay_call_at_exit(task, flag, ret as u64, direction);
     }
     0
+}
+
+/// A possible relay's syscall exit, from `exit_syscall` (`work`: which of
+/// read and write it records, `EXIT_TTY_*`).
+#[inline(always)]
+pub fn relay_exit(task: *mut task_struct, ret: i64, work: u32) {
+    if ret <= 0 {
+        return;
+    }
+    let nr = unsafe { btf_field::<u64>(user_regs(task), REGS_ORIG_AX) };
+    let (flag, direction) = match nr {
+        NR_READ if work & EXIT_TTY_OUTPUT != 0 => (SESSION_RECORD_TTY, TTY_OUTPUT),
+        NR_WRITE if work & EXIT_TTY_INPUT != 0 => (SESSION_RECORD_TTY_INPUT, TTY_INPUT),
+        _ => return,
+    };
+    relay_call_at_exit(task, flag, ret as u64, direction);
+}
+
+/// x86-64 syscall numbers (syscall_64.tbl).
+const NR_READ: u64 = 0;
+const NR_WRITE: u64 = 1;
+
+/// Records the `n` bytes a read or write of the current task moved, if it
+/// is a relay of a session with `flag` and its fd a pty master. The fd
+/// and buffer are the syscall's first two arguments, in the saved
+/// registers.
+#[inline(always)]
+fn relay_call_at_exit(task: *mut task_struct, flag: u32, n: u64, direction: u32) {
+    let regs = user_regs(task);
+    let fd = unsafe { btf_field::<u64>(regs, REGS_DI) } as i32;
+    let buf = unsafe { btf_field::<u64>(regs, REGS_SI) };
+    if let Some(c) = relay_call(fd, buf, flag) {
+        record(&c, n, direction);
+    }
 }
 
 static ZERO_RATE: TtyRate = TtyRate {

@@ -389,7 +389,8 @@ fn outside_cost(dir: &std::path::Path) {
     let cpath = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
     let mut ring = io_uring::IoUring::new(8).unwrap();
     let measure = |ring: &mut io_uring::IoUring| {
-        let mut best = (f64::MAX, f64::MAX, f64::MAX);
+        let mut zero = std::fs::File::open("/dev/zero").unwrap();
+        let mut best = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..5 {
             let n = 200_000;
             let t = Instant::now();
@@ -416,6 +417,13 @@ fn outside_cost(dir: &std::path::Path) {
                 unsafe { libc::close(fd) };
             }
             best.1 = best.1.min(t.elapsed().as_nanos() as f64 / n as f64);
+            let n = 1_000_000;
+            let mut byte = [0u8; 1];
+            let t = Instant::now();
+            for _ in 0..n {
+                std::io::Read::read(&mut zero, &mut byte).unwrap();
+            }
+            best.3 = best.3.min(t.elapsed().as_nanos() as f64 / n as f64);
         }
         best
     };
@@ -454,10 +462,16 @@ fn outside_cost(dir: &std::path::Path) {
         with.1 - without.1
     );
     println!(
-        "  io_uring NOP:  {:>7.0} without restrictd, {:>7.0} while it records ({:+.0})\n",
+        "  io_uring NOP:  {:>7.0} without restrictd, {:>7.0} while it records ({:+.0})",
         without.2,
         with.2,
         with.2 - without.2
+    );
+    println!(
+        "  1-byte read(): {:>7.0} without restrictd, {:>7.0} while it records ({:+.0})\n",
+        without.3,
+        with.3,
+        with.3 - without.3
     );
 }
 

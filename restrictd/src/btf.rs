@@ -240,6 +240,7 @@ impl Btf {
                 0
             },
             task_nr_migrations: m("task_struct", "se")? + m("sched_entity", "nr_migrations")?,
+            task_comm: m("task_struct", "comm")?,
         })
     }
 

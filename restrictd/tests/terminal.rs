@@ -210,6 +210,66 @@ fn a_password_at_a_silent_prompt_is_nowhere_unless_input_is_recorded() {
     );
 }
 
+/// The terminal is read in one of two places: where opens are recorded
+/// (the default), by the program on every syscall's exit that ia32 opens
+/// need anyway; elsewhere, and where that program is refused, by the read
+/// and write tracepoints. Each records what the session showed and what
+/// the user typed.
+#[test]
+fn the_terminal_is_recorded_without_the_exit_program_too() {
+    let bus = Bus::new(true);
+    let user = User::new();
+    let secret = "s3cr3t-Pa55-4410";
+    let refused = "refused (RESTRICTD_FAULT=refuse-exit_syscall)";
+    for case in ["no disk events", "exit program refused"] {
+        let mut d = if case == "no disk events" {
+            Daemon::with_config(
+                &bus,
+                None,
+                "terminal_recording: input_output\nenhanced_recording:\n  disk_events: false\n",
+            )
+        } else {
+            let mut d = Daemon::with_config(&bus, None, "terminal_recording: input_output\n");
+            // Its link pinned by the first start, the next one would reuse
+            // it: unpin it, so that the start after attaches again.
+            d.stop();
+            for version in std::fs::read_dir(&d.pin_dir).unwrap() {
+                let link = version.unwrap().path().join("link-rtp-sys_exit");
+                std::fs::remove_file(&link).unwrap();
+            }
+            d.env
+                .push(("RESTRICTD_FAULT".into(), "refuse-exit_syscall".into()));
+            d.start();
+            assert!(d.log().contains(refused), "{}", d.log());
+            d
+        };
+        let sshd = Sshd::new(&bus, &user, "fail=closed");
+        let (sid, seen) = type_a_password(&sshd, &user, &d, secret);
+        let rec = recording(&d, &sid);
+        let shown = rec.output(rec.main_tty(None).unwrap());
+        let shown = String::from_utf8_lossy(&shown);
+        assert!(
+            shown.contains("Password: ") && shown.contains(&format!("got {} chars", secret.len())),
+            "{case}: output {shown:?}, the client saw {seen:?}"
+        );
+        let typed: Vec<u8> = rec
+            .chunks()
+            .filter(|c| c.input)
+            .flat_map(|c| c.data)
+            .collect();
+        assert!(
+            String::from_utf8_lossy(&typed).contains(secret),
+            "{case}: input {:?}",
+            String::from_utf8_lossy(&typed)
+        );
+        if case == "no disk events" {
+            assert!(!d.log().contains(refused));
+        }
+        drop(sshd);
+        d.stop();
+    }
+}
+
 #[test]
 fn the_rate_limit_leaves_out_bytes_that_are_counted_and_marked_exactly() {
     let bus = Bus::new(true);

@@ -122,8 +122,40 @@ fn field_offset(category: &str, tracepoint: &str, field: &str) -> Result<u32> {
 /// The program that records io_uring's opens (optional: see
 /// `attach_uring`).
 const URING_PROGRAM: &str = "disk_uring";
-/// Opens through the ia32 syscall entry (`attach_compat`).
-const COMPAT_PROGRAM: &str = "disk_compat";
+/// The program on every syscall's exit (`attach_exit`).
+const EXIT_PROGRAM: &str = "exit_syscall";
+
+/// What `exit_syscall` does, given what is recorded and whether the
+/// kernel's BTF has `thread_info.status` (x86-64). It runs where opens are
+/// recorded, for ia32 opens; the terminal's reads and writes then ride on
+/// it, instead of their own tracepoints, which would make every read(2)
+/// and write(2) of the host pay the kernel's per-syscall event as well.
+/// Where opens are not recorded it is not attached: a program on every
+/// syscall would cost all syscalls more than the terminal's tracepoints
+/// cost reads and writes.
+fn exit_work(recording: u32, ti_status: u32) -> u32 {
+    use restrictd_common::{
+        EXIT_COMPAT_OPENS, EXIT_TTY_INPUT, EXIT_TTY_OUTPUT, SESSION_RECORD_DISK,
+        SESSION_RECORD_TTY, SESSION_RECORD_TTY_INPUT,
+    };
+    if recording & SESSION_RECORD_DISK == 0 || ti_status == 0 {
+        return 0;
+    }
+    let mut work = EXIT_COMPAT_OPENS;
+    if recording & SESSION_RECORD_TTY != 0 {
+        work |= EXIT_TTY_OUTPUT;
+    }
+    if recording & SESSION_RECORD_TTY_INPUT != 0 {
+        work |= EXIT_TTY_INPUT;
+    }
+    work
+}
+
+/// The terminal's tracepoint programs (`tty_`, `ttyin_`), which
+/// `exit_syscall` replaces where it records the terminal.
+fn terminal_program(name: &str) -> bool {
+    name.starts_with("tty_") || name.starts_with("ttyin_")
+}
 
 /// The io_uring tracepoints a request's submission fires, newest name first
 /// (`io_uring_submit_sqe` before 6.2); the request is the first argument
@@ -174,6 +206,7 @@ impl Kernel {
             loader.map_max_entries(ring, pages * page);
         }
         check_sock_state()?;
+        let kernel = crate::btf::Btf::from_sys_fs()?.kernel_offsets()?;
         let config = LoadConfig {
             exec_filename_offset: field_offset("sched", "sched_process_exec", "filename")?,
             attach_dst_root_offset: field_offset("cgroup", "cgroup_attach_task", "dst_root")?,
@@ -182,8 +215,9 @@ impl Kernel {
             argv_limit: opts.argv_limit.min(ARGV_LIMIT_MAX as u32),
             disk_rate: opts.disk_rate_limit,
             tty_rate: opts.terminal_rate_limit,
-            kernel: crate::btf::Btf::from_sys_fs()?.kernel_offsets()?,
+            kernel,
             disk_exclude_devices: opts.disk_exclude_devices as u32,
+            exit_work: exit_work(opts.recording, kernel.task_ti_status),
             _pad: 0,
             disk_exclude_fs: {
                 let mut a = [0u64; restrictd_common::FS_EXCLUDE_MAX];
@@ -286,7 +320,7 @@ impl Kernel {
                 pin,
                 kernel_names: false,
                 uring_layout: config.kernel.io_open_filename != 0,
-                compat_layout: config.kernel.task_ti_status != 0,
+                exit_work: config.exit_work,
                 uring_opens: false,
             },
             sessions,
@@ -308,9 +342,9 @@ pub struct Programs {
     kernel_names: bool,
     /// The kernel's BTF gave `disk_uring` the layout it reads.
     uring_layout: bool,
-    /// The kernel has `thread_info.status` (`disk_compat` can tell ia32
-    /// syscalls).
-    compat_layout: bool,
+    /// What `exit_syscall` does (`LoadConfig::exit_work`); 0: it is not
+    /// attached.
+    exit_work: u32,
     /// `disk_uring` is attached (`uring_opens`).
     uring_opens: bool,
 }
@@ -468,9 +502,15 @@ impl Programs {
                 std::env::consts::ARCH
             );
         }
+        // First: where it records the terminal, the terminal's own
+        // tracepoints are left out.
+        let exit_terminal = self.attach_exit(&events);
         let mut wanted = Vec::new();
         for (name, prog) in self.ebpf.programs() {
-            if !matches!(prog, Program::TracePoint(_)) || !group_wanted(name, self.recording)? {
+            if !matches!(prog, Program::TracePoint(_))
+                || !group_wanted(name, self.recording)?
+                || (exit_terminal && terminal_program(name))
+            {
                 continue;
             }
             let tracepoints = self.info.tracepoints(name);
@@ -507,33 +547,37 @@ impl Programs {
             })?;
         }
         self.attach_uring(&events);
-        self.attach_compat(&events);
         self.attach_kprobes();
         Ok(())
     }
 
-    /// Attaches `disk_compat` (opens through the ia32 syscall entry, which
-    /// the per-syscall tracepoints never see) to the raw tracepoint of
-    /// every syscall's exit. Optional as `disk_uring`: where it cannot run
-    /// the daemon says that such opens are not recorded.
-    fn attach_compat(&mut self, events: &std::path::Path) {
-        if !group_wanted(COMPAT_PROGRAM, self.recording).unwrap_or(false) {
-            return;
-        }
-        if !self.compat_layout {
-            // Not x86-64 (`btf` leaves it 0), or a layout restrictd does not know.
-            if std::env::consts::ARCH == "x86_64" {
-                log::warn!("this kernel's BTF has no thread_info.status: opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel");
+    /// Attaches `exit_syscall` (opens through the ia32 syscall entry, which
+    /// the per-syscall tracepoints never see, and the terminal's reads and
+    /// writes: `exit_work`) to the raw tracepoint of every syscall's exit.
+    /// Optional as `disk_uring`: where it cannot run, the daemon says that
+    /// such opens are not recorded, and the terminal keeps its own
+    /// tracepoints. Returns whether it records the terminal.
+    fn attach_exit(&mut self, events: &std::path::Path) -> bool {
+        use restrictd_common::{EXIT_TTY_INPUT, EXIT_TTY_OUTPUT, SESSION_RECORD_DISK};
+        const NOT_RECORDED: &str =
+            "opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel";
+        if self.exit_work == 0 {
+            // Not x86-64 (`btf` leaves the offset 0), or a layout restrictd
+            // does not know.
+            if self.recording & SESSION_RECORD_DISK != 0 && std::env::consts::ARCH == "x86_64" {
+                log::warn!("this kernel's BTF has no thread_info.status: {NOT_RECORDED}");
             }
-            return;
+            return false;
         }
         if !events.join("raw_syscalls").join("sys_exit").is_dir() {
-            log::warn!("this kernel has no raw_syscalls/sys_exit tracepoint: opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel");
-            return;
+            log::warn!("this kernel has no raw_syscalls/sys_exit tracepoint: {NOT_RECORDED}");
+            return false;
         }
-        if let Err(e) = self.attach_raw(COMPAT_PROGRAM, "sys_exit") {
-            log::warn!("{e:#}: opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel");
+        if let Err(e) = self.attach_raw(EXIT_PROGRAM, "sys_exit") {
+            log::warn!("{e:#}: {NOT_RECORDED}");
+            return false;
         }
+        self.exit_work & (EXIT_TTY_OUTPUT | EXIT_TTY_INPUT) != 0
     }
 
     /// Attaches `disk_uring` (io_uring's opens) to the raw tracepoint of
