@@ -261,9 +261,10 @@ const _: () = assert!(
     "LoadConfig has padding before disk_exclude_fs: see the comment above"
 );
 
-/// `LoadConfig.exit_work`: record opens made through the ia32 syscall
-/// entry, which the per-syscall tracepoints never see.
-pub const EXIT_COMPAT_OPENS: u32 = 1;
+/// `LoadConfig.exit_work`: record opens here (64-bit, and through the
+/// ia32 syscall entry, which the per-syscall tracepoints never see), not
+/// on the `sys_exit_open*` tracepoints.
+pub const EXIT_OPENS: u32 = 1;
 /// `LoadConfig.exit_work`: record a relay's reads of a session's terminal
 /// here, not on `sys_exit_read` (terminal output).
 pub const EXIT_TTY_OUTPUT: u32 = 2;

@@ -106,7 +106,7 @@ const IA32_OPENAT: u64 = 295;
 /// Whether syscall `nr` may be an open, x86-64 or ia32 (5, 8 and 295 are
 /// x86-64's fstat, lseek and preadv, which open nothing).
 #[inline(always)]
-fn maybe_open(nr: u64) -> bool {
+pub fn maybe_open(nr: u64) -> bool {
     matches!(
         nr,
         NR_OPEN | NR_CREAT | NR_OPENAT | NR_OPENAT2 | IA32_OPEN | IA32_CREAT | IA32_OPENAT
@@ -226,10 +226,9 @@ const AT_FDCWD: i32 = -100;
 /// creat(2) is open(O_CREAT | O_WRONLY | O_TRUNC).
 const CREAT_FLAGS: u32 = 0o1101;
 
-/// Every open(2)-family exit of a 64-bit process: one program (verified
-/// once), attached to each tracepoint its section names. The arguments are
-/// read from the saved registers, where they still are at the exit, so
-/// that no program runs at the syscall's entry.
+/// Every open(2)-family exit of a 64-bit process, where `exit_syscall`
+/// does not take them (it is refused, or its layout unknown): one program
+/// (verified once), attached to each tracepoint its section names.
 #[tracepoint(
     category = "syscalls",
     name = "sys_exit_openat,sys_exit_openat2,sys_exit_open,sys_exit_creat"
@@ -237,43 +236,52 @@ const CREAT_FLAGS: u32 = 0o1101;
 pub fn disk_out_open(ctx: TracePointContext) -> u32 {
     let task = unsafe { bpf_get_current_task_btf() };
     let regs = user_regs(task);
-    let reg = |off: u32| unsafe { btf_field::<u64>(regs, off) };
-    let (filename, flags, dirfd, how) = match reg(REGS_ORIG_AX) {
-        NR_OPEN => (reg(REGS_DI), reg(REGS_SI) as u32, AT_FDCWD, 0),
-        NR_CREAT => (reg(REGS_DI), CREAT_FLAGS, AT_FDCWD, 0),
-        NR_OPENAT => (reg(REGS_SI), reg(REGS_DX) as u32, reg(REGS_DI) as i32, 0),
-        // The flags are in user memory (struct open_how); read at exit,
-        // after the kernel has copied them.
-        NR_OPENAT2 => (reg(REGS_SI), 0, reg(REGS_DI) as i32, reg(REGS_DX)),
-        _ => return 0,
-    };
-    let ret = tp_field::<i64, 16>(&ctx);
-    open_exit(task as *const u8, filename, flags, dirfd, how, ret)
+    let nr = unsafe { btf_field::<u64>(regs, REGS_ORIG_AX) };
+    syscall_exit_open(task, regs, nr, false, tp_field::<i64, 16>(&ctx))
 }
 
-/// Opens made through the 32-bit syscall entry (`int $0x80`, which any
-/// 64-bit process can execute too): the per-syscall tracepoints above never
-/// fire for them (the kernel's syscall events skip compat syscalls), so
-/// they would open files unrecorded. Called from `exit_syscall` for every
-/// ia32 syscall's exit of `task` (the current one), which returned `ret`.
+/// The exit of syscall `nr` of `task` (the current one), which returned
+/// `ret`: recorded if it is an open and its session records opens.
+/// `regs`: the task's saved registers, where an open's arguments still are
+/// at its exit (no program runs at the entry). `compat`: the syscall came
+/// through the 32-bit entry (`int $0x80`, which any 64-bit process can
+/// execute too), whose numbers and registers differ, and which the kernel's
+/// per-syscall tracepoints skip.
 #[inline(always)]
-pub fn compat_exit(task: *mut aya_ebpf::bindings::task_struct, ret: i64) -> u32 {
-    let regs = user_regs(task);
+pub fn syscall_exit_open(
+    task: *mut aya_ebpf::bindings::task_struct,
+    regs: *const u8,
+    nr: u64,
+    compat: bool,
+    ret: i64,
+) -> u32 {
     let reg = |off: u32| unsafe { btf_field::<u64>(regs, off) };
     // 32-bit pointers and ints, zero- or sign-extended as the kernel's
     // compat entry points take them.
     let ptr = |v: u64| v & 0xffff_ffff;
-    let (filename, flags, dirfd, how) = match reg(REGS_ORIG_AX) {
-        IA32_OPEN => (ptr(reg(REGS_BX)), reg(REGS_CX) as u32, AT_FDCWD, 0),
-        IA32_CREAT => (ptr(reg(REGS_BX)), CREAT_FLAGS, AT_FDCWD, 0),
-        IA32_OPENAT => (
-            ptr(reg(REGS_CX)),
-            reg(REGS_DX) as u32,
-            reg(REGS_BX) as i32,
-            0,
-        ),
-        NR_OPENAT2 => (ptr(reg(REGS_CX)), 0, reg(REGS_BX) as i32, ptr(reg(REGS_DX))),
-        _ => return 0,
+    let (filename, flags, dirfd, how) = if compat {
+        match nr {
+            IA32_OPEN => (ptr(reg(REGS_BX)), reg(REGS_CX) as u32, AT_FDCWD, 0),
+            IA32_CREAT => (ptr(reg(REGS_BX)), CREAT_FLAGS, AT_FDCWD, 0),
+            IA32_OPENAT => (
+                ptr(reg(REGS_CX)),
+                reg(REGS_DX) as u32,
+                reg(REGS_BX) as i32,
+                0,
+            ),
+            NR_OPENAT2 => (ptr(reg(REGS_CX)), 0, reg(REGS_BX) as i32, ptr(reg(REGS_DX))),
+            _ => return 0,
+        }
+    } else {
+        match nr {
+            NR_OPEN => (reg(REGS_DI), reg(REGS_SI) as u32, AT_FDCWD, 0),
+            NR_CREAT => (reg(REGS_DI), CREAT_FLAGS, AT_FDCWD, 0),
+            NR_OPENAT => (reg(REGS_SI), reg(REGS_DX) as u32, reg(REGS_DI) as i32, 0),
+            // The flags are in user memory (struct open_how); read at
+            // exit, after the kernel has copied them.
+            NR_OPENAT2 => (reg(REGS_SI), 0, reg(REGS_DI) as i32, reg(REGS_DX)),
+            _ => return 0,
+        }
     };
     open_exit(task as *const u8, filename, flags, dirfd, how, ret)
 }

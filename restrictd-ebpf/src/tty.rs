@@ -12,7 +12,6 @@
 //! makes itself undumpable, and only a thread group renames itself.
 
 use aya_ebpf::{
-    bindings::task_struct,
     helpers::generated::{bpf_get_current_task_btf, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -27,7 +26,7 @@ use crate::{
     common::{
         btf_field, count_lost, count_tty_bytes, current_exe_id, current_session, fill_header,
         load_config, maybe_relay, opaque, read_kernel, read_ptr, tp_field, user_regs, REGS_DI,
-        REGS_ORIG_AX, REGS_SI,
+        REGS_SI,
     },
     path::fd_file,
 };
@@ -135,38 +134,36 @@ fn exit(ctx: &TracePointContext, flag: u32, direction: u32) -> u32 {
     }
     let ret = tp_field::<i64, 16>(ctx);
     if ret > 0 {
-        relay_call_at_exit(task, flag, ret as u64, direction);
+        relay_call_at_exit(user_regs(task), flag, ret as u64, direction);
     }
     0
 }
 
-/// A possible relay's syscall exit, from `exit_syscall` (`work`: which of
-/// read and write it records, `EXIT_TTY_*`).
+/// A possible relay's read or write (`nr`), from `exit_syscall`
+/// (`work`: which of the two it records, `EXIT_TTY_*`).
 #[inline(always)]
-pub fn relay_exit(task: *mut task_struct, ret: i64, work: u32) {
+pub fn relay_exit(regs: *const u8, nr: u64, ret: i64, work: u32) {
     if ret <= 0 {
         return;
     }
-    let nr = unsafe { btf_field::<u64>(user_regs(task), REGS_ORIG_AX) };
     let (flag, direction) = match nr {
         NR_READ if work & EXIT_TTY_OUTPUT != 0 => (SESSION_RECORD_TTY, TTY_OUTPUT),
         NR_WRITE if work & EXIT_TTY_INPUT != 0 => (SESSION_RECORD_TTY_INPUT, TTY_INPUT),
         _ => return,
     };
-    relay_call_at_exit(task, flag, ret as u64, direction);
+    relay_call_at_exit(regs, flag, ret as u64, direction);
 }
 
 /// x86-64 syscall numbers (syscall_64.tbl).
-const NR_READ: u64 = 0;
-const NR_WRITE: u64 = 1;
+pub const NR_READ: u64 = 0;
+pub const NR_WRITE: u64 = 1;
 
 /// Records the `n` bytes a read or write of the current task moved, if it
 /// is a relay of a session with `flag` and its fd a pty master. The fd
 /// and buffer are the syscall's first two arguments, in the saved
 /// registers.
 #[inline(always)]
-fn relay_call_at_exit(task: *mut task_struct, flag: u32, n: u64, direction: u32) {
-    let regs = user_regs(task);
+fn relay_call_at_exit(regs: *const u8, flag: u32, n: u64, direction: u32) {
     let fd = unsafe { btf_field::<u64>(regs, REGS_DI) } as i32;
     let buf = unsafe { btf_field::<u64>(regs, REGS_SI) };
     if let Some(c) = relay_call(fd, buf, flag) {

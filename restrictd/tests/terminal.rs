@@ -210,13 +210,13 @@ fn a_password_at_a_silent_prompt_is_nowhere_unless_input_is_recorded() {
     );
 }
 
-/// The terminal is read in one of two places: where opens are recorded
-/// (the default), by the program on every syscall's exit that ia32 opens
-/// need anyway; elsewhere, and where that program is refused, by the read
-/// and write tracepoints. Each records what the session showed and what
-/// the user typed.
+/// The terminal and opens are read in one of two places: where opens are
+/// recorded (the default), by the one program on every syscall's exit;
+/// elsewhere, and where that program is refused, by the read, write and
+/// open tracepoints. Each records what the session showed, what the user
+/// typed, and the files opened.
 #[test]
-fn the_terminal_is_recorded_without_the_exit_program_too() {
+fn what_the_exit_program_records_is_recorded_without_it_too() {
     let bus = Bus::new(true);
     let user = User::new();
     let secret = "s3cr3t-Pa55-4410";
@@ -234,7 +234,7 @@ fn the_terminal_is_recorded_without_the_exit_program_too() {
             // it: unpin it, so that the start after attaches again.
             d.stop();
             for version in std::fs::read_dir(&d.pin_dir).unwrap() {
-                let link = version.unwrap().path().join("link-rtp-sys_exit");
+                let link = version.unwrap().path().join("link-btf-sys_exit");
                 std::fs::remove_file(&link).unwrap();
             }
             d.env
@@ -264,6 +264,20 @@ fn the_terminal_is_recorded_without_the_exit_program_too() {
         );
         if case == "no disk events" {
             assert!(!d.log().contains(refused));
+        } else {
+            // The session's sshd and shell open files (/etc/group, the
+            // shell's startup files): each open that succeeded returned an fd.
+            let events = d.events();
+            let opened = |e: &&serde_json::Value| {
+                e["event"] == "session.disk"
+                    && e["sid"] == sid.as_str()
+                    && e["return_code"].as_i64().is_some_and(|fd| fd >= 0)
+            };
+            assert!(
+                events.iter().filter(opened).count() >= 3,
+                "{case}: opens {:#?}",
+                events.iter().filter(opened).collect::<Vec<_>>()
+            );
         }
         drop(sshd);
         d.stop();

@@ -23,7 +23,8 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
-        CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, KProbe, Program, RawTracePoint, TracePoint,
+        BtfTracePoint, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, KProbe, Program,
+        RawTracePoint, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -127,21 +128,21 @@ const EXIT_PROGRAM: &str = "exit_syscall";
 
 /// What `exit_syscall` does, given what is recorded and whether the
 /// kernel's BTF has `thread_info.status` (x86-64). It runs where opens are
-/// recorded, for ia32 opens; the terminal's reads and writes then ride on
-/// it, instead of their own tracepoints, which would make every read(2)
-/// and write(2) of the host pay the kernel's per-syscall event as well.
-/// Where opens are not recorded it is not attached: a program on every
-/// syscall would cost all syscalls more than the terminal's tracepoints
-/// cost reads and writes.
+/// recorded, and takes them from their tracepoints; the terminal's reads
+/// and writes then ride on it too. Each per-syscall tracepoint it replaces
+/// costs its calls the kernel's formatting of an event besides its
+/// program. Where opens are not recorded it is not attached: a program on
+/// every syscall would cost all syscalls more than the terminal's
+/// tracepoints cost reads and writes.
 fn exit_work(recording: u32, ti_status: u32) -> u32 {
     use restrictd_common::{
-        EXIT_COMPAT_OPENS, EXIT_TTY_INPUT, EXIT_TTY_OUTPUT, SESSION_RECORD_DISK,
-        SESSION_RECORD_TTY, SESSION_RECORD_TTY_INPUT,
+        EXIT_OPENS, EXIT_TTY_INPUT, EXIT_TTY_OUTPUT, SESSION_RECORD_DISK, SESSION_RECORD_TTY,
+        SESSION_RECORD_TTY_INPUT,
     };
     if recording & SESSION_RECORD_DISK == 0 || ti_status == 0 {
         return 0;
     }
-    let mut work = EXIT_COMPAT_OPENS;
+    let mut work = EXIT_OPENS;
     if recording & SESSION_RECORD_TTY != 0 {
         work |= EXIT_TTY_OUTPUT;
     }
@@ -151,10 +152,10 @@ fn exit_work(recording: u32, ti_status: u32) -> u32 {
     work
 }
 
-/// The terminal's tracepoint programs (`tty_`, `ttyin_`), which
-/// `exit_syscall` replaces where it records the terminal.
-fn terminal_program(name: &str) -> bool {
-    name.starts_with("tty_") || name.starts_with("ttyin_")
+/// The tracepoint programs `exit_syscall` replaces where it is attached:
+/// the opens' and the terminal's.
+fn replaced_by_exit(name: &str) -> bool {
+    name == "disk_out_open" || name.starts_with("tty_") || name.starts_with("ttyin_")
 }
 
 /// The io_uring tracepoints a request's submission fires, newest name first
@@ -261,6 +262,7 @@ impl Kernel {
                     | Program::CgroupSkb(_)
                     | Program::TracePoint(_)
                     | Program::RawTracePoint(_)
+                    | Program::BtfTracePoint(_)
                     | Program::KProbe(_)
             ) {
                 bail!("BPF program {name}: a program type restrictd does not attach");
@@ -502,14 +504,14 @@ impl Programs {
                 std::env::consts::ARCH
             );
         }
-        // First: where it records the terminal, the terminal's own
-        // tracepoints are left out.
-        let exit_terminal = self.attach_exit(&events);
+        // First: where it is attached, the tracepoints it replaces are
+        // left out.
+        let exit_attached = self.attach_exit(&events);
         let mut wanted = Vec::new();
         for (name, prog) in self.ebpf.programs() {
             if !matches!(prog, Program::TracePoint(_))
                 || !group_wanted(name, self.recording)?
-                || (exit_terminal && terminal_program(name))
+                || (exit_attached && replaced_by_exit(name))
             {
                 continue;
             }
@@ -551,14 +553,14 @@ impl Programs {
         Ok(())
     }
 
-    /// Attaches `exit_syscall` (opens through the ia32 syscall entry, which
-    /// the per-syscall tracepoints never see, and the terminal's reads and
-    /// writes: `exit_work`) to the raw tracepoint of every syscall's exit.
-    /// Optional as `disk_uring`: where it cannot run, the daemon says that
-    /// such opens are not recorded, and the terminal keeps its own
-    /// tracepoints. Returns whether it records the terminal.
+    /// Attaches `exit_syscall` (opens, 64-bit and through the ia32 syscall
+    /// entry, which the per-syscall tracepoints never see, and the
+    /// terminal's reads and writes: `exit_work`) to the BTF-typed tracepoint
+    /// of every syscall's exit. Optional: where it cannot run, the daemon
+    /// says that ia32 opens are not recorded, and the tracepoints it would
+    /// replace are attached instead. Returns whether it is attached.
     fn attach_exit(&mut self, events: &std::path::Path) -> bool {
-        use restrictd_common::{EXIT_TTY_INPUT, EXIT_TTY_OUTPUT, SESSION_RECORD_DISK};
+        use restrictd_common::SESSION_RECORD_DISK;
         const NOT_RECORDED: &str =
             "opens made through the 32-bit syscall entry (int 0x80) are not recorded on this kernel";
         if self.exit_work == 0 {
@@ -573,11 +575,26 @@ impl Programs {
             log::warn!("this kernel has no raw_syscalls/sys_exit tracepoint: {NOT_RECORDED}");
             return false;
         }
-        if let Err(e) = self.attach_raw(EXIT_PROGRAM, "sys_exit") {
+        let pin = self.pin.as_ref().map(|d| d.join("link-btf-sys_exit"));
+        let fault = format!("refuse-{EXIT_PROGRAM}");
+        let attached = self.attach_one(EXIT_PROGRAM, pin, |prog: &mut BtfTracePoint, keep| {
+            if std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| *v == *fault) {
+                bail!("{EXIT_PROGRAM}: refused (RESTRICTD_FAULT={fault})");
+            }
+            let id = prog
+                .attach()
+                .with_context(|| format!("attaching {EXIT_PROGRAM} to sys_exit"))?;
+            Ok(if keep {
+                Some(FdLink::from(prog.take_link(id)?))
+            } else {
+                None
+            })
+        });
+        if let Err(e) = attached {
             log::warn!("{e:#}: {NOT_RECORDED}");
             return false;
         }
-        self.exit_work & (EXIT_TTY_OUTPUT | EXIT_TTY_INPUT) != 0
+        true
     }
 
     /// Attaches `disk_uring` (io_uring's opens) to the raw tracepoint of
@@ -734,6 +751,16 @@ impl Programs {
             Program::TracePoint(p) => p.load().with_context(refused)?,
             Program::KProbe(p) => p.load().with_context(refused)?,
             Program::RawTracePoint(p) => p.load().with_context(refused)?,
+            Program::BtfTracePoint(p) => {
+                let tracepoint = self
+                    .info
+                    .btf_tracepoint(name)
+                    .ok_or_else(|| anyhow!("BPF program {name} names no tracepoint"))?;
+                // The kernel's whole BTF, parsed by aya: it names the
+                // tracepoint's type to the kernel. Only this program needs it.
+                let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
+                p.load(tracepoint, &btf).with_context(refused)?
+            }
             _ => bail!("BPF program {name}: a program type restrictd does not attach"),
         }
         log::debug!("BPF program {name} verified in {:?}", started.elapsed());

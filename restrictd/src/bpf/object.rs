@@ -73,6 +73,15 @@ impl ObjectInfo {
             .and_then(|s| s.strip_prefix("kprobe/"))
             .filter(|f| !f.is_empty())
     }
+
+    /// The tracepoint a BTF tracepoint program is attached to: its section
+    /// is `tp_btf/<tracepoint>`.
+    pub fn btf_tracepoint(&self, program: &str) -> Option<&str> {
+        self.sections
+            .get(program)
+            .and_then(|s| s.strip_prefix("tp_btf/"))
+            .filter(|f| !f.is_empty())
+    }
 }
 
 #[cfg(test)]
