@@ -271,6 +271,9 @@ pub const EXIT_TTY_OUTPUT: u32 = 2;
 /// `LoadConfig.exit_work`: the same for a relay's writes (what the user
 /// types).
 pub const EXIT_TTY_INPUT: u32 = 4;
+/// `LoadConfig.exit_work`: record failed execs here, not on the
+/// `sys_exit_execve*` tracepoints.
+pub const EXIT_EXECS: u32 = 8;
 
 /// Most filesystems `disk_exclude_filesystems` can name.
 pub const FS_EXCLUDE_MAX: usize = 32;

@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::{pt_regs, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE},
     helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        bpf_get_current_ancestor_cgroup_id, bpf_ktime_get_boot_ns,
         generated::{
             bpf_get_current_comm, bpf_get_current_task_btf, bpf_probe_read_kernel,
             bpf_probe_read_user, bpf_task_pt_regs,
@@ -395,16 +395,6 @@ pub fn tp_field<T: Copy, const OFF: usize>(ctx: &TracePointContext) -> T {
 pub fn ctx_field<T: Copy>(ctx: &TracePointContext, offset: u32) -> Option<T> {
     let p = unsafe { (ctx.as_ptr() as *const u8).add((offset & 0x3ff) as usize) };
     unsafe { read_kernel(p as *const T) }
-}
-
-/// What a syscall's entry stashed for the current thread in `map`, taken
-/// out at its exit.
-#[inline(always)]
-pub fn take_stash<T: Copy>(map: &LruHashMap<u64, T>) -> Option<T> {
-    let key = bpf_get_current_pid_tgid();
-    let v = unsafe { map.get(key) }.copied()?;
-    let _ = map.remove(key);
-    Some(v)
 }
 
 /// Counts a record of `kind` for record key `key` that could not be

@@ -4,14 +4,14 @@
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task,
         generated::{
             bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_probe_read_user,
             bpf_probe_read_user_str, bpf_task_pt_regs,
         },
     },
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{PerCpuArray, RingBuf},
     programs::TracePointContext,
     EbpfContext,
 };
@@ -22,8 +22,9 @@ use restrictd_common::{
 
 use crate::{
     common::{
-        count_lost, ctx_field, fill_header, load_config, opaque, read_kernel, read_user_u64,
-        session_with, take_stash, tp_field, within_share,
+        btf_field, count_lost, ctx_field, fill_header, load_config, opaque, read_kernel,
+        read_user_u64, session_with, tp_field, user_regs, within_share, REGS_DI, REGS_DX,
+        REGS_ORIG_AX, REGS_SI,
     },
     path::{dir_prefix, exe_path},
 };
@@ -33,10 +34,6 @@ use crate::{
 static COMMAND_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static SCRATCH: PerCpuArray<CommandScratch> = PerCpuArray::with_max_entries(1, 0);
-/// execve(at) calls in flight in sessions (pid_tgid -> user pointers).
-#[map]
-static EXECS: LruHashMap<u64, ExecArgs> = LruHashMap::with_max_entries(16_384, 0);
-
 /// Per-CPU staging area for a command record: header, then path at
 /// `data[..PATH_CAP]` and argv right after the path (offsets are masked so
 /// the verifier can bound them, hence the doubled sizes).
@@ -47,15 +44,6 @@ struct CommandScratch {
     /// (< PATH_CAP; a walk needs PATH_CAP + NAME_MAX of room), then argv.
     /// A per-CPU value may not exceed 32 KiB.
     data: [u8; 3 * PATH_CAP + 2 * ARGV_CAP],
-}
-
-/// What sys_enter_execve(at) leaves for sys_exit_*: the user pointers, to
-/// describe the exec if it fails.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ExecArgs {
-    filename: u64,
-    argv: u64,
 }
 
 #[inline(always)]
@@ -267,49 +255,39 @@ pub fn cmd_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// sys_enter_execve(at): remember the pointers, in case the exec fails.
-#[inline(always)]
-fn stash(ctx: &TracePointContext, filename_off: usize, argv_off: usize) -> u32 {
-    if recording().is_none() {
-        return 0;
-    }
-    let (Ok(filename), Ok(argv)) = (unsafe { ctx.read_at::<u64>(filename_off) }, unsafe {
-        ctx.read_at::<u64>(argv_off)
-    }) else {
-        return 0;
-    };
-    let _ = EXECS.insert(bpf_get_current_pid_tgid(), ExecArgs { filename, argv }, 0);
-    0
-}
-
-// Syscall tracepoints: args start at offset 16 (common fields, syscall nr).
-#[tracepoint(category = "syscalls", name = "sys_enter_execve")]
-pub fn cmd_in_execve(ctx: TracePointContext) -> u32 {
-    stash(&ctx, 16, 24)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
-pub fn cmd_in_execveat(ctx: TracePointContext) -> u32 {
-    stash(&ctx, 24, 32)
-}
-
-/// Both exec exits: one program, attached to each tracepoint it names.
+/// Both exec exits, where `exit_syscall` does not take them: one program,
+/// attached to each tracepoint it names.
 #[tracepoint(category = "syscalls", name = "sys_exit_execve,sys_exit_execveat")]
 pub fn cmd_out_exec(ctx: TracePointContext) -> u32 {
-    failed(&ctx)
-}
-
-/// A failed exec: the caller's image is still the current one, and the
-/// kernel has just read the arguments from it.
-#[inline(always)]
-fn failed(ctx: &TracePointContext) -> u32 {
-    let Some(args) = take_stash(&EXECS) else {
-        return 0;
-    };
-    let ret = tp_field::<i64, 16>(ctx);
+    let ret = tp_field::<i64, 16>(&ctx);
     if ret >= 0 {
         return 0; // success is reported by cmd_exec
     }
+    let regs = user_regs(unsafe { bpf_get_current_task_btf() });
+    let nr = unsafe { btf_field::<u64>(regs, REGS_ORIG_AX) };
+    failed_exec(regs, nr, ret)
+}
+
+/// x86-64 syscall numbers (syscall_64.tbl).
+pub const NR_EXECVE: u64 = 59;
+pub const NR_EXECVEAT: u64 = 322;
+
+/// The exit of exec syscall `nr` of the current task, which returned
+/// `ret`: recorded if it failed and its session records commands. The
+/// caller's image is still the current one, and its arguments are where
+/// the kernel took them from: the saved registers `regs` (so no program
+/// runs at the entry) and the memory they point to.
+#[inline(always)]
+pub fn failed_exec(regs: *const u8, nr: u64, ret: i64) -> u32 {
+    if ret >= 0 {
+        return 0; // success is reported by cmd_exec
+    }
+    let reg = |off: u32| unsafe { btf_field::<u64>(regs, off) };
+    let (filename, argv) = match nr {
+        NR_EXECVE => (reg(REGS_DI), reg(REGS_SI)),
+        NR_EXECVEAT => (reg(REGS_SI), reg(REGS_DX)),
+        _ => return 0,
+    };
     let Some(cgroup_id) = recording() else {
         return 0;
     };
@@ -318,9 +296,9 @@ fn failed(ctx: &TracePointContext) -> u32 {
     };
     let scratch = unsafe { &mut *scratch };
     start(scratch, cgroup_id, ret as i32);
-    let first = crate::common::read_user_u8(args.filename).unwrap_or(0);
+    let first = crate::common::read_user_u8(filename).unwrap_or(0);
     let path_len = write_path(scratch, first, |dst| unsafe {
-        bpf_probe_read_user_str(dst as *mut _, PATH_CAP as u32, args.filename as *const _)
+        bpf_probe_read_user_str(dst as *mut _, PATH_CAP as u32, filename as *const _)
     });
     let argv_off = path_len & (2 * PATH_CAP - 1);
     // One record: the arguments of a failed exec are read one by one.
@@ -329,7 +307,7 @@ fn failed(ctx: &TracePointContext) -> u32 {
     let mut total = 0u64;
     let mut i = 0u32;
     while i < FAILED_ARGS_MAX {
-        let Some(p) = read_user_u64(args.argv + 8 * i as u64) else {
+        let Some(p) = read_user_u64(argv + 8 * i as u64) else {
             break;
         };
         if p == 0 {

@@ -3,12 +3,14 @@
 //! `LoadConfig.exit_work` says:
 //! - opens (`disk::syscall_exit_open`), 64-bit and through the ia32 entry,
 //!   which the per-syscall tracepoints never see;
-//! - a relay's reads and writes of a session's terminal (`tty`).
+//! - a relay's reads and writes of a session's terminal (`tty`);
+//! - failed execs (`exec::failed_exec`).
 //!
 //! One program here costs every syscall of the host what one raw
-//! tracepoint program costs, and the per-syscall tracepoints of opens,
-//! reads and writes it replaces cost those calls the kernel's formatting
-//! of an event besides their program. Being BTF-typed, it reads the
+//! tracepoint program costs. The per-syscall tracepoints it replaces cost
+//! their calls the kernel's formatting of an event besides their program,
+//! and while any is enabled, every syscall of the host passes the
+//! kernel's check of whether it has one, at its entry and its exit. Being BTF-typed, it reads the
 //! syscall's number and arguments from the registers it is given, without
 //! a helper call: every syscall but these leaves after two loads.
 //! Without opens recorded, the terminal keeps its own tracepoints: this
@@ -18,11 +20,12 @@ use aya_ebpf::{
     helpers::generated::bpf_get_current_task_btf, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use restrictd_common::{EXIT_OPENS, EXIT_TTY_INPUT, EXIT_TTY_OUTPUT};
+use restrictd_common::{EXIT_EXECS, EXIT_OPENS, EXIT_TTY_INPUT, EXIT_TTY_OUTPUT};
 
 use crate::{
     common::{btf_field, exit_work, maybe_relay, ti_status_offset, REGS_ORIG_AX, TS_COMPAT},
     disk::{maybe_open, syscall_exit_open},
+    exec::{failed_exec, NR_EXECVE, NR_EXECVEAT},
     tty::{relay_exit, NR_READ, NR_WRITE},
 };
 
@@ -38,16 +41,28 @@ pub fn exit_syscall(ctx: BtfTracePointContext) -> u32 {
     let regs: *const u8 = ctx.arg(0);
     let nr = unsafe { btf_field::<u64>(regs, REGS_ORIG_AX) };
     let terminal = nr == NR_READ || nr == NR_WRITE;
-    if !terminal && !maybe_open(nr) {
+    let exec = nr == NR_EXECVE || nr == NR_EXECVEAT;
+    if !terminal && !exec && !maybe_open(nr) {
+        return 0;
+    }
+    let ret: i64 = ctx.arg(1);
+    // A successful exec is recorded by `cmd_exec`, as the new program.
+    if exec && ret >= 0 {
         return 0;
     }
     let task = unsafe { bpf_get_current_task_btf() };
-    let ret: i64 = ctx.arg(1);
-    // ia32 numbers differ: 0 and 1 are not read and write there.
+    // ia32 numbers differ: 0, 1, 59 and 322 are not read, write and the
+    // execs there.
     let compat = unsafe { btf_field::<u32>(task as *const u8, status_at) } & TS_COMPAT != 0;
     if terminal && !compat {
         if work & (EXIT_TTY_OUTPUT | EXIT_TTY_INPUT) != 0 && maybe_relay(task as *const u8) {
             relay_exit(regs, nr, ret, work);
+        }
+        return 0;
+    }
+    if exec && !compat {
+        if work & EXIT_EXECS != 0 {
+            return failed_exec(regs, nr, ret);
         }
         return 0;
     }

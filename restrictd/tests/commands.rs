@@ -289,3 +289,43 @@ fn commands_reach_the_journal_with_their_fields() {
         .unwrap()
         .contains("ran /bin/echo to-the-journal"));
 }
+
+/// A failed exec is recorded from its exit, with its path and argv as the
+/// caller passed them, through execve and execveat alike: by the program
+/// at every syscall's exit where opens are recorded (the default), and by
+/// the exec exit tracepoints without it.
+#[test]
+fn failed_execs_are_recorded_with_their_argv_with_or_without_the_exit_program() {
+    let script = r#"
+import ctypes, os, sys
+m = sys.argv[1]
+ve = "/nonexistent/%s-ve" % m
+try:
+    os.execv(ve, [ve, "a1", "a2"])
+except OSError:
+    pass
+libc = ctypes.CDLL(None, use_errno=True)
+veat = ("/nonexistent/%s-veat" % m).encode()
+argv = (ctypes.c_char_p * 4)(veat, b"b1", b"b2", None)
+envp = (ctypes.c_char_p * 1)(None)
+# execveat(AT_FDCWD, path, argv, envp, 0)
+r = libc.syscall(322, -100, veat, argv, envp, 0)
+assert r == -1 and ctypes.get_errno() == 2, (r, ctypes.get_errno())
+"#;
+    for extra in ["", "enhanced_recording:\n  disk_events: false\n"] {
+        let sb = Sandbox::with_config(extra);
+        let marker = format!("m{}", uuid::Uuid::new_v4().simple());
+        let out = sb.run(None, &["python3", "-c", script, &marker]);
+        assert!(out.status.success(), "{extra:?}: {out:?}");
+        let ev = sb.events();
+        let cmds = commands(&ev);
+        for (suffix, args) in [("ve", ["a1", "a2"]), ("veat", ["b1", "b2"])] {
+            let path = format!("/nonexistent/{marker}-{suffix}");
+            let found: Vec<_> = cmds.iter().filter(|e| e["path"] == path.as_str()).collect();
+            assert_eq!(found.len(), 1, "{extra:?}: {path} in {cmds:#?}");
+            assert_eq!(found[0]["return_code"], -2, "{extra:?}: ENOENT");
+            // (argv[0] is the record's program, not in `argv`.)
+            assert_eq!(argv(found[0]), args, "{extra:?}");
+        }
+    }
+}

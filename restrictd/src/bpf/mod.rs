@@ -128,16 +128,17 @@ const EXIT_PROGRAM: &str = "exit_syscall";
 
 /// What `exit_syscall` does, given what is recorded and whether the
 /// kernel's BTF has `thread_info.status` (x86-64). It runs where opens are
-/// recorded, and takes them from their tracepoints; the terminal's reads
-/// and writes then ride on it too. Each per-syscall tracepoint it replaces
-/// costs its calls the kernel's formatting of an event besides its
-/// program. Where opens are not recorded it is not attached: a program on
+/// recorded, and takes them from their tracepoints; failed execs and the
+/// terminal's reads and writes then ride on it too. Each per-syscall
+/// tracepoint it replaces costs its calls the kernel's formatting of an
+/// event besides its program, and while any is enabled every syscall of
+/// the host passes the kernel's check for one. Where opens are not recorded it is not attached: a program on
 /// every syscall would cost all syscalls more than the terminal's
 /// tracepoints cost reads and writes.
 fn exit_work(recording: u32, ti_status: u32) -> u32 {
     use restrictd_common::{
-        EXIT_OPENS, EXIT_TTY_INPUT, EXIT_TTY_OUTPUT, SESSION_RECORD_DISK, SESSION_RECORD_TTY,
-        SESSION_RECORD_TTY_INPUT,
+        EXIT_EXECS, EXIT_OPENS, EXIT_TTY_INPUT, EXIT_TTY_OUTPUT, SESSION_RECORD_COMMANDS,
+        SESSION_RECORD_DISK, SESSION_RECORD_TTY, SESSION_RECORD_TTY_INPUT,
     };
     if recording & SESSION_RECORD_DISK == 0 || ti_status == 0 {
         return 0;
@@ -149,13 +150,18 @@ fn exit_work(recording: u32, ti_status: u32) -> u32 {
     if recording & SESSION_RECORD_TTY_INPUT != 0 {
         work |= EXIT_TTY_INPUT;
     }
+    if recording & SESSION_RECORD_COMMANDS != 0 {
+        work |= EXIT_EXECS;
+    }
     work
 }
 
 /// The tracepoint programs `exit_syscall` replaces where it is attached:
-/// the opens' and the terminal's.
+/// the opens', the failed execs' and the terminal's.
 fn replaced_by_exit(name: &str) -> bool {
-    name == "disk_out_open" || name.starts_with("tty_") || name.starts_with("ttyin_")
+    matches!(name, "disk_out_open" | "cmd_out_exec")
+        || name.starts_with("tty_")
+        || name.starts_with("ttyin_")
 }
 
 /// The io_uring tracepoints a request's submission fires, newest name first
