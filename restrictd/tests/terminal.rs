@@ -16,28 +16,42 @@ use std::{
 
 use common::{read_until, sshd::*};
 
-/// Waits for the session.end of `user`'s latest session; its sid.
-fn ended_sid(d: &Daemon, user: &User) -> String {
-    let mut sid = String::new();
-    let started = d
-        .events()
+/// Sessions of `user` that `d` has reported starting so far.
+fn starts(d: &Daemon, user: &User) -> usize {
+    d.events()
         .iter()
-        .rfind(|e| e["event"] == "session.start" && e["user"] == user.name.as_str())
-        .map(|e| e["sid"].clone())
-        .expect("a session started");
-    wait_for("session.end", Duration::from_secs(15), || {
-        let events = d.events();
-        match events
-            .iter()
-            .find(|e| e["event"] == "session.end" && e["sid"] == started)
-        {
-            Some(e) => {
-                sid = e["sid"].as_str().unwrap().to_string();
-                true
+        .filter(|e| e["event"] == "session.start" && e["user"] == user.name.as_str())
+        .count()
+}
+
+/// Waits for the start and the end of `user`'s session number `nth` (from
+/// 0) at `d`, and returns its sid. By number, not the latest seen: the
+/// writer may not have written a new session's start yet when the client
+/// is done.
+fn ended_sid(d: &Daemon, user: &User, nth: usize) -> String {
+    let mut sid = String::new();
+    wait_for(
+        "session.start and session.end",
+        Duration::from_secs(15),
+        || {
+            let events = d.events();
+            let Some(started) = events
+                .iter()
+                .filter(|e| e["event"] == "session.start" && e["user"] == user.name.as_str())
+                .nth(nth)
+                .and_then(|e| e["sid"].as_str())
+            else {
+                return false;
+            };
+            let ended = events
+                .iter()
+                .any(|e| e["event"] == "session.end" && e["sid"] == started);
+            if ended {
+                sid = started.to_string();
             }
-            None => false,
-        }
-    });
+            ended
+        },
+    );
     sid
 }
 
@@ -91,8 +105,9 @@ fn the_replay_is_what_the_client_received_for_commands_and_a_full_screen_program
         "top -b -n 1 | head -5; top -n 1",
         "script -qc 'printf \"in%s-%s\\n\" ner pty; ls /' /dev/null; echo outer",
     ] {
+        let before = starts(&d, &user);
         let got = tty_session(&sshd, &user, remote);
-        let sid = ended_sid(&d, &user);
+        let sid = ended_sid(&d, &user, before);
         let replay = restrictctl(&d.terminal_dir(), &["play", &sid, "--speed", "1000"]).stdout;
         assert!(got.len() > 30, "{}", String::from_utf8_lossy(&got));
         let rec = recording(&d, &sid);
@@ -130,6 +145,7 @@ fn the_replay_is_what_the_client_received_for_commands_and_a_full_screen_program
 /// Logs in with a pty, answers a prompt that does not echo with `secret`;
 /// returns the session's sid and what the client saw.
 fn type_a_password(sshd: &Sshd, user: &User, d: &Daemon, secret: &str) -> (String, String) {
+    let before = starts(d, user);
     let mut child = sshd
         .ssh_cmd_with(
             user,
@@ -158,7 +174,7 @@ fn type_a_password(sshd: &Sshd, user: &User, d: &Daemon, secret: &str) -> (Strin
         seen.contains(&format!("got {} chars", secret.len())),
         "{seen}"
     );
-    (ended_sid(d, user), seen)
+    (ended_sid(d, user, before), seen)
 }
 
 #[test]
@@ -300,7 +316,8 @@ fn the_rate_limit_leaves_out_bytes_that_are_counted_and_marked_exactly() {
         "head -c 400000 /dev/zero | tr '\\0' x; echo; echo end",
     );
     assert!(got.len() >= 400_000);
-    let sid = ended_sid(&d, &user);
+    // This daemon's first session.
+    let sid = ended_sid(&d, &user, 0);
     let rec = recording(&d, &sid);
     let tty = rec.main_tty(None).unwrap();
     let kept = rec.output(tty).len() as u64;
@@ -344,7 +361,8 @@ fn show_tells_the_session_in_order() {
         "cat /etc/hostname; bash -c 'echo hi > /dev/tcp/127.0.0.99/9' 2>/dev/null; echo finished-here",
     );
     assert!(String::from_utf8_lossy(&got).contains("finished-here"));
-    let sid = ended_sid(&d, &user);
+    // This daemon's first session.
+    let sid = ended_sid(&d, &user, 0);
     let out = restrictctl(&d.terminal_dir(), &["show", &sid, "--json"]).stdout;
     let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(doc["header"]["user"], user.name.as_str());
