@@ -59,9 +59,9 @@ pub const PROGRAM_GROUPS: [(&str, u32); 7] = [
     // Before "tty_": groups are found by prefix, first match.
     ("ttyin_", SESSION_RECORD_TTY_INPUT),
     ("tty_", SESSION_RECORD_TTY),
-    // The raw `sys_exit` program: wanted by opens or the terminal; what it
-    // does is `LoadConfig.exit_work`.
-    ("exit_", SESSION_RECORD_DISK | SESSION_RECORD_TTY),
+    // The program on every syscall's exit: attached where opens are
+    // recorded; what else it does is `LoadConfig.exit_work`.
+    ("exit_", SESSION_RECORD_DISK),
     ("follow_", GROUP_ALWAYS),
 ];
 

@@ -45,6 +45,13 @@ pub fn exit_syscall(ctx: BtfTracePointContext) -> u32 {
     if !terminal && !exec && !maybe_open(nr) {
         return 0;
     }
+    // Not recorded here (terminal or commands off): 0, 1, 59 and 322 are
+    // no ia32 opens either, so nothing is left to look at.
+    if (terminal && work & (EXIT_TTY_OUTPUT | EXIT_TTY_INPUT) == 0)
+        || (exec && work & EXIT_EXECS == 0)
+    {
+        return 0;
+    }
     let ret: i64 = ctx.arg(1);
     // A successful exec is recorded by `cmd_exec`, as the new program.
     if exec && ret >= 0 {
@@ -55,16 +62,13 @@ pub fn exit_syscall(ctx: BtfTracePointContext) -> u32 {
     // execs there.
     let compat = unsafe { btf_field::<u32>(task as *const u8, status_at) } & TS_COMPAT != 0;
     if terminal && !compat {
-        if work & (EXIT_TTY_OUTPUT | EXIT_TTY_INPUT) != 0 && maybe_relay(task as *const u8) {
+        if maybe_relay(task as *const u8) {
             relay_exit(regs, nr, ret, work);
         }
         return 0;
     }
     if exec && !compat {
-        if work & EXIT_EXECS != 0 {
-            return failed_exec(regs, nr, ret);
-        }
-        return 0;
+        return failed_exec(regs, nr, ret);
     }
     if work & EXIT_OPENS != 0 {
         return syscall_exit_open(task, regs, nr, compat, ret);

@@ -132,9 +132,10 @@ const EXIT_PROGRAM: &str = "exit_syscall";
 /// terminal's reads and writes then ride on it too. Each per-syscall
 /// tracepoint it replaces costs its calls the kernel's formatting of an
 /// event besides its program, and while any is enabled every syscall of
-/// the host passes the kernel's check for one. Where opens are not recorded it is not attached: a program on
-/// every syscall would cost all syscalls more than the terminal's
-/// tracepoints cost reads and writes.
+/// the host passes the kernel's check for one. Where opens are not
+/// recorded it is not attached: a program on every syscall would cost all
+/// syscalls more than the terminal's and the execs' tracepoints cost
+/// their calls.
 fn exit_work(recording: u32, ti_status: u32) -> u32 {
     use restrictd_common::{
         EXIT_EXECS, EXIT_OPENS, EXIT_TTY_INPUT, EXIT_TTY_OUTPUT, SESSION_RECORD_COMMANDS,
