@@ -230,7 +230,7 @@ impl Btf {
             kernfs_node_id: m("kernfs_node", "id")?,
             task_cred: m("task_struct", "cred")?,
             cred_uid: m("cred", "uid")?,
-            // x86-64 only: `disk_compat` reads x86-64 registers and ia32
+            // x86-64 only: `exit_syscall` reads x86-64 registers and ia32
             // syscall numbers. Elsewhere 0, and it is not attached.
             task_ti_status: if cfg!(target_arch = "x86_64") {
                 m("task_struct", "thread_info")
