@@ -86,6 +86,16 @@ fn all_files(dir: &Path) -> Vec<u8> {
     all
 }
 
+/// What the recording holds of the user's typing (input chunks), as text.
+fn typed(rec: &restrictd::terminal::Recording) -> String {
+    let bytes: Vec<u8> = rec
+        .chunks()
+        .filter(|c| c.input)
+        .flat_map(|c| c.data)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 fn recording(d: &Daemon, sid: &str) -> restrictd::terminal::Recording {
     restrictd::terminal::Recording::of_session(&d.terminal_dir(), sid).unwrap()
 }
@@ -214,16 +224,8 @@ fn a_password_at_a_silent_prompt_is_nowhere_unless_input_is_recorded() {
     let sshd = Sshd::new(&bus, &user, "fail=closed");
     let (sid, _) = type_a_password(&sshd, &user, &d, secret);
     let rec = recording(&d, &sid);
-    let typed: Vec<u8> = rec
-        .chunks()
-        .filter(|c| c.input)
-        .flat_map(|c| c.data)
-        .collect();
-    assert!(
-        String::from_utf8_lossy(&typed).contains(secret),
-        "input: {:?}",
-        String::from_utf8_lossy(&typed)
-    );
+    let typed = typed(&rec);
+    assert!(typed.contains(secret), "input: {typed:?}");
 }
 
 /// The terminal and opens are read in one of two places: where opens are
@@ -268,16 +270,8 @@ fn what_the_exit_program_records_is_recorded_without_it_too() {
             shown.contains("Password: ") && shown.contains(&format!("got {} chars", secret.len())),
             "{case}: output {shown:?}, the client saw {seen:?}"
         );
-        let typed: Vec<u8> = rec
-            .chunks()
-            .filter(|c| c.input)
-            .flat_map(|c| c.data)
-            .collect();
-        assert!(
-            String::from_utf8_lossy(&typed).contains(secret),
-            "{case}: input {:?}",
-            String::from_utf8_lossy(&typed)
-        );
+        let typed = typed(&rec);
+        assert!(typed.contains(secret), "{case}: input {typed:?}");
         if case == "no disk events" {
             assert!(!d.log().contains(refused));
         } else {

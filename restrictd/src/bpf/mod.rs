@@ -157,6 +157,16 @@ fn exit_work(recording: u32, ti_status: u32) -> u32 {
     work
 }
 
+/// `RESTRICTD_FAULT=refuse-<name>` (tests): the attach of optional program
+/// `name` fails, as on a kernel that refuses it.
+fn fault_refuses(name: &str) -> Result<()> {
+    let fault = format!("refuse-{name}");
+    if std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| *v == *fault) {
+        bail!("{name}: refused (RESTRICTD_FAULT={fault})");
+    }
+    Ok(())
+}
+
 /// The tracepoint programs `exit_syscall` replaces where it is attached:
 /// the opens', the failed execs' and the terminal's.
 fn replaced_by_exit(name: &str) -> bool {
@@ -583,11 +593,8 @@ impl Programs {
             return false;
         }
         let pin = self.pin.as_ref().map(|d| d.join("link-btf-sys_exit"));
-        let fault = format!("refuse-{EXIT_PROGRAM}");
         let attached = self.attach_one(EXIT_PROGRAM, pin, |prog: &mut BtfTracePoint, keep| {
-            if std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| *v == *fault) {
-                bail!("{EXIT_PROGRAM}: refused (RESTRICTD_FAULT={fault})");
-            }
+            fault_refuses(EXIT_PROGRAM)?;
             let id = prog
                 .attach()
                 .with_context(|| format!("attaching {EXIT_PROGRAM} to sys_exit"))?;
@@ -640,11 +647,8 @@ impl Programs {
             .pin
             .as_ref()
             .map(|d| d.join(format!("link-rtp-{tracepoint}")));
-        let fault = format!("refuse-{name}");
         self.attach_one(name, pin, |prog: &mut RawTracePoint, keep| {
-            if std::env::var_os("RESTRICTD_FAULT").is_some_and(|v| *v == *fault) {
-                bail!("{name}: refused (RESTRICTD_FAULT={fault})");
-            }
+            fault_refuses(name)?;
             let id = prog
                 .attach(tracepoint)
                 .with_context(|| format!("attaching {name} to raw tracepoint {tracepoint}"))?;
