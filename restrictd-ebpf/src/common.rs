@@ -19,9 +19,9 @@ use aya_ebpf::{
     EbpfContext,
 };
 use restrictd_common::{
-    slot_index, Dropped, KernelOffsets, LoadConfig, RecordHeader, Runtime, SessionEntry,
-    SessionSlot, ShareWindow, EXE_UNLINKED, FS_EXCLUDE_MAX, IDENTITY_KEY, LOST_SLOTS,
-    MAX_IDENTITIES, MAX_SESSIONS, SESSION_SLOTS as SLOT_COUNT, SHARE_PER_SECOND,
+    presence_bit, slot_index, Dropped, KernelOffsets, LoadConfig, Presence, RecordHeader, Runtime,
+    SessionEntry, SessionSlot, ShareWindow, EXE_UNLINKED, FS_EXCLUDE_MAX, IDENTITY_KEY, LOST_SLOTS,
+    MAX_IDENTITIES, MAX_SESSIONS, PRESENCE_WORDS, SESSION_SLOTS as SLOT_COUNT, SHARE_PER_SECOND,
 };
 
 pub const AF_INET6: u32 = 10;
@@ -32,6 +32,10 @@ pub static SESSIONS: HashMap<u64, SessionEntry> = HashMap::with_max_entries(MAX_
 /// writes it through a shared mapping.
 #[map]
 static SESSION_SLOTS: Array<SessionSlot> = Array::with_max_entries(SLOT_COUNT, BPF_F_MMAPABLE);
+/// Which keys may be in `SESSIONS` and `IDENTITIES` (see `Presence`);
+/// the daemon writes it through a shared mapping.
+#[map]
+static PRESENCE: Array<Presence> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// Restricted identities, by uid: what applies to a process of that user
 /// (or with that audit login uid) outside every session.
 #[map]
@@ -189,6 +193,20 @@ pub fn maybe_relay(task: *const u8) -> bool {
 /// cost three hash misses and a read of their login uid.
 #[inline(always)]
 pub fn current_session() -> Option<(u64, SessionEntry)> {
+    current_session_in::<true>()
+}
+
+/// `current_session` without `PRESENCE`'s early answer, for a program on
+/// a rare path that is near the verifier's limit (`disk_uring`): the
+/// check's extra paths made the verifier walk its path walk past 1 million
+/// instructions.
+#[inline(always)]
+pub fn current_session_exact() -> Option<(u64, SessionEntry)> {
+    current_session_in::<false>()
+}
+
+#[inline(always)]
+fn current_session_in<const PRESENT: bool>() -> Option<(u64, SessionEntry)> {
     // One helper call, then direct loads (`btf_field`): the cgroup id and
     // the uid are what `bpf_get_current_cgroup_id` and
     // `bpf_get_current_uid_gid` return, without their calls. Every
@@ -202,7 +220,7 @@ pub fn current_session() -> Option<(u64, SessionEntry)> {
         btf_field::<u64>(kn, o.kernfs_node_id)
     };
     let mut uid = 0;
-    let found = session_of(
+    let found = session_of::<PRESENT>(
         cgroup_id,
         |level| unsafe { bpf_get_current_ancestor_cgroup_id(level) },
         || {
@@ -223,27 +241,51 @@ pub fn current_session() -> Option<(u64, SessionEntry)> {
     if loginuid == uid || loginuid == u32::MAX {
         return None;
     }
+    if PRESENT && presence().is_some_and(|p| !has_bit(&p.uids, loginuid as u64)) {
+        return None;
+    }
     identity(loginuid)
 }
 
 /// The one lookup order, for processes (`current_session`) and sockets
 /// (`skb`): cgroup `id` in `SESSION_SLOTS`, then in `SESSIONS`, then its
 /// ancestor at the user-manager level (`ancestor(level)`), then `uid()` in `IDENTITIES`.
-/// The uid is asked for only then: a helper call costs tens of ns, and a
-/// session's own calls find their cgroup first.
+/// A session's own calls find their cgroup in its slot first; everything
+/// else reads the manager's id and the uid, then `PRESENCE`, which answers
+/// for most of the host without the hash lookups.
 #[inline(always)]
-pub fn session_of(
+pub fn session_of<const PRESENT: bool>(
     id: u64,
-    ancestor: impl FnOnce(i32) -> u64,
-    uid: impl FnOnce() -> u32,
+    ancestor: impl Fn(i32) -> u64,
+    mut uid: impl FnMut() -> u32,
 ) -> Option<(u64, SessionEntry)> {
     if let Some(s) = slot_session(id) {
         return Some((id, s));
     }
+    // Most of the host is in no session and no identity: one early exit
+    // for it, in front of the hash lookups; the paths after it are the
+    // exact lookup's. Past it (rare: a session not in its slot, a manager
+    // or an identity), the manager's id and the uid are read again.
+    if PRESENT {
+        if let Some(p) = presence() {
+            let level = manager_level();
+            let manager = if level != 0 {
+                ancestor(level as i32)
+            } else {
+                0
+            };
+            if !has_bit(&p.cgroups, id)
+                && (manager == 0 || !has_bit(&p.cgroups, manager))
+                && !has_bit(&p.uids, uid() as u64)
+            {
+                return None;
+            }
+        }
+    }
     if let Some(s) = unsafe { SESSIONS.get(id) } {
         return Some((id, *s));
     }
-    let level = RUNTIME.get(0).map(|r| r.manager_level).unwrap_or(0);
+    let level = manager_level();
     if level != 0 {
         let manager = ancestor(level as i32);
         if manager != 0 && manager != id {
@@ -253,6 +295,30 @@ pub fn session_of(
         }
     }
     identity(uid())
+}
+
+/// The cgroup level of user managers (`Runtime`); 0: none registered.
+#[inline(always)]
+fn manager_level() -> u32 {
+    RUNTIME.get(0).map(|r| r.manager_level).unwrap_or(0)
+}
+
+/// `PRESENCE[0]` while it covers every key in the maps (no insertion by
+/// the kernel since the daemon's last scan); None: look in the maps.
+#[inline(always)]
+fn presence() -> Option<&'static Presence> {
+    let p = PRESENCE.get(0)?;
+    let kernel = KERNEL_GENERATION.get(0).copied().unwrap_or(0);
+    (unsafe { core::ptr::read_volatile(&p.kernel_generation) } == kernel).then_some(p)
+}
+
+/// Whether `key`'s bit is set in one of `Presence`'s bitmaps.
+#[inline(always)]
+fn has_bit(words: &[u64; PRESENCE_WORDS], key: u64) -> bool {
+    let (word, bit) = presence_bit(key);
+    // The index is masked below the array's length for the verifier.
+    let w = unsafe { core::ptr::read_volatile(&words[word & (PRESENCE_WORDS - 1)]) };
+    w & bit != 0
 }
 
 /// Cgroup `id`'s entry in its slot, if the slot holds it and no write

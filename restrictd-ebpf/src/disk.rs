@@ -20,9 +20,9 @@ use restrictd_common::{
 
 use crate::{
     common::{
-        btf_field, count_limited, count_lost, current_session, fill_header, load_config,
-        read_kernel, read_ptr, read_user_u64, read_user_u8, tp_field, user_regs, within_share,
-        REGS_BX, REGS_CX, REGS_DI, REGS_DX, REGS_ORIG_AX, REGS_SI,
+        btf_field, count_limited, count_lost, current_session, current_session_exact, fill_header,
+        load_config, read_kernel, read_ptr, read_user_u64, read_user_u8, tp_field, user_regs,
+        within_share, REGS_BX, REGS_CX, REGS_DI, REGS_DX, REGS_ORIG_AX, REGS_SI,
     },
     path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns},
 };
@@ -488,7 +488,7 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
     if (1u64 << (opcode & 63)) & OPEN_OPS == 0 {
         return 0;
     }
-    let Some((cgroup_id, session)) = current_session() else {
+    let Some((cgroup_id, session)) = current_session_exact() else {
         return 0;
     };
     if session.flags & SESSION_RECORD_DISK == 0 {

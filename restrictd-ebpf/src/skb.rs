@@ -80,7 +80,7 @@ struct Packet {
 #[inline(always)]
 fn socket_session(ctx: &SkBuffContext) -> Option<(u64, SessionEntry)> {
     let skb = ctx.skb.skb;
-    session_of(
+    session_of::<true>(
         unsafe { bpf_skb_cgroup_id(skb) },
         |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) },
         || unsafe { bpf_get_socket_uid(skb) },

@@ -832,6 +832,7 @@ impl Core {
     pub fn sweep(&self) {
         self.lifecycle.refresh_managers();
         self.lifecycle.end_finished();
+        self.lifecycle.sync_presence();
         self.enforce_controls();
         self.enforce_locks();
     }

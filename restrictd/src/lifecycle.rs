@@ -271,6 +271,14 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Brings the programs' presence bitmaps up to date (see
+    /// `SessionMap::sync_presence`); part of the daemon's sweep.
+    pub fn sync_presence(&self) {
+        if let Err(e) = self.kernel.lock().unwrap().sync_presence_if_stale() {
+            log::error!("updating PRESENCE: {e:#}");
+        }
+    }
+
     /// The uids the kernel restricts by identity now.
     pub fn kernel_identities(&self) -> Result<Vec<u32>> {
         self.kernel.lock().unwrap().identities()

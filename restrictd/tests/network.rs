@@ -655,7 +655,6 @@ fn a_session_is_enforced_whether_or_not_it_holds_its_fast_slot() {
         policy::Policy,
     };
     use restrictd_common::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT, SESSION_SLOTS};
-    use std::os::unix::process::CommandExt;
     require_root();
     let mount = find_cgroup2_mount().unwrap();
     let root =
@@ -684,25 +683,7 @@ fn a_session_is_enforced_whether_or_not_it_holds_its_fast_slot() {
             flags,
             disk_filter: 0,
         };
-        // From the session's cgroup: whether the connect got through, with
-        // proof at the listener.
-        let connect = || -> bool {
-            let procs = session.path.join("cgroup.procs");
-            let mut cmd = std::process::Command::new("python3");
-            cmd.args([&probe(), "tcp", "127.0.0.1", &port.to_string()]);
-            // SAFETY: only a write(2) to a file between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || std::fs::write(&procs, "0"));
-            }
-            let verdict = verdict(&cmd.output().unwrap());
-            let arrived = listener.accept().is_ok();
-            assert_eq!(verdict == "ok", arrived, "probe said {verdict}");
-            assert!(
-                verdict == "ok" || verdict == "EPERM",
-                "probe said {verdict}"
-            );
-            arrived
-        };
+        let connect = || arrives_from(&session, &listener, port);
         // Another cgroup with the same slot, registered first: it holds the
         // slot. Restricted, it must not restrict the session's cgroup.
         let holder = session.id + SESSION_SLOTS as u64;
@@ -735,6 +716,115 @@ fn a_session_is_enforced_whether_or_not_it_holds_its_fast_slot() {
         assert!(connect(), "a removed session stayed restricted");
     });
     cleanup();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
+
+/// Whether a connect from a process in `cgroup` to the (nonblocking)
+/// loopback `listener` got through, with proof at the listener.
+fn arrives_from(
+    cgroup: &restrictd::cgroup::Cgroup,
+    listener: &std::net::TcpListener,
+    port: u16,
+) -> bool {
+    use std::os::unix::process::CommandExt;
+    let procs = cgroup.path.join("cgroup.procs");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([&probe(), "tcp", "127.0.0.1", &port.to_string()]);
+    // SAFETY: only a write(2) to a file between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    let verdict = verdict(&cmd.output().unwrap());
+    let arrived = listener.accept().is_ok();
+    assert_eq!(verdict == "ok", arrived, "probe said {verdict}");
+    assert!(
+        verdict == "ok" || verdict == "EPERM",
+        "probe said {verdict}"
+    );
+    arrived
+}
+
+/// When a session's leader is moved (pam_systemd's scope), the kernel
+/// registers the new cgroup itself (`follow.rs`), a key whose bit in the
+/// programs' presence bitmaps the daemon never set: it is enforced at
+/// once all the same, and still after the daemon's rescan, which clears
+/// the bits of keys removed.
+#[test]
+fn a_cgroup_the_kernel_registers_is_enforced_before_the_daemon_rescans() {
+    use restrictd::{
+        bpf::Kernel,
+        cgroup::{find_cgroup2_mount, Cgroup},
+        policy::Policy,
+    };
+    use restrictd_common::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT};
+    use std::os::unix::process::CommandExt;
+    require_root();
+    let mount = find_cgroup2_mount().unwrap();
+    let root =
+        Cgroup::create_all(&mount.join(format!("restrictd-test-follow-{}", std::process::id())))
+            .unwrap();
+    let (from, to) = (
+        root.create_child("from").unwrap(),
+        root.create_child("to").unwrap(),
+    );
+    let procs = from.path.join("cgroup.procs");
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("60");
+    // SAFETY: only a write(2) to a file between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    let mut leader = cmd.spawn().unwrap();
+    let (listener, port) = tcp_listener("127.0.0.1");
+    listener.set_nonblocking(true).unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let mut k = Kernel::load(
+            restrictd::config::Config::default()
+                .load_options(None)
+                .unwrap(),
+        )
+        .unwrap();
+        // Only 10.0.0.0/8: the loopback listener is denied to restricted sessions.
+        let policy = Policy::parse(&policy_yaml(&["10.0.0.0/8"], &[]), "test").unwrap();
+        k.policy.set(Some(&policy)).unwrap();
+        k.programs.attach(&root.path).unwrap();
+        k.programs.attach_tracepoints().unwrap();
+        let entry = SessionEntry {
+            policy_id: POLICY_FOLLOW_ACTIVE,
+            flags: SESSION_RESTRICT,
+            disk_filter: 0,
+        };
+        k.sessions.add(from.id, entry).unwrap();
+        k.sessions.follow_leader(leader.id(), from.id).unwrap();
+        assert!(arrives_from(&to, &listener, port), "before the move");
+        std::fs::write(to.path.join("cgroup.procs"), leader.id().to_string()).unwrap();
+        assert!(
+            !arrives_from(&to, &listener, port),
+            "the cgroup the kernel registered at the move was not enforced"
+        );
+        k.sessions.sync_presence().unwrap();
+        assert!(
+            !arrives_from(&to, &listener, port),
+            "the cgroup the kernel registered was not enforced after the rescan"
+        );
+        k.sessions.remove(to.id).unwrap();
+        k.sessions.sync_presence_if_stale().unwrap();
+        assert!(
+            arrives_from(&to, &listener, port),
+            "a removed cgroup stayed restricted"
+        );
+        assert!(
+            !arrives_from(&from, &listener, port),
+            "the session lost its restriction"
+        );
+    });
+    let _ = leader.kill();
+    let _ = leader.wait();
+    for c in [&to, &from, &root] {
+        let _ = c.remove();
+    }
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }

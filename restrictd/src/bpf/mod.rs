@@ -314,8 +314,14 @@ impl Kernel {
         let slots = ebpf
             .take_map("SESSION_SLOTS")
             .ok_or_else(|| anyhow!("BPF object has no map SESSION_SLOTS"))?;
+        let presence = ebpf
+            .take_map("PRESENCE")
+            .ok_or_else(|| anyhow!("BPF object has no map PRESENCE"))?;
         let mut sessions = SessionMap {
             slots: slots::SessionSlots::new(slots)?,
+            presence: slots::PresenceBits::new(presence)?,
+            kernel_generation: take(&mut ebpf, "KERNEL_GENERATION")?,
+            presence_stale: false,
             sessions: take(&mut ebpf, "SESSIONS")?,
             leaders: take(&mut ebpf, "LEADERS")?,
             identities: take(&mut ebpf, "IDENTITIES")?,
@@ -324,6 +330,7 @@ impl Kernel {
             tty_relays: take(&mut ebpf, "TTY_RELAYS")?,
         };
         sessions.rebuild_slots();
+        sessions.sync_presence()?;
         let policy = PolicyMaps::new(&mut ebpf, policy_paths, reused)?;
         Ok(Kernel {
             path_rules,
@@ -803,6 +810,12 @@ pub struct SessionMap {
     sessions: HashMap<MapData, u64, SessionEntry>,
     /// The programs' fast path to `sessions`, kept in step with it.
     slots: slots::SessionSlots,
+    /// The programs' fast way past `sessions` and `identities`.
+    presence: slots::PresenceBits,
+    /// Raised by the programs after they insert into `sessions`.
+    kernel_generation: Array<MapData, u64>,
+    /// Keys were removed since `presence` was last rebuilt.
+    presence_stale: bool,
     /// Session leader tgid -> its session's cgroup id (`follow.rs`).
     leaders: HashMap<MapData, u32, u64>,
     identities: HashMap<MapData, u32, SessionEntry>,
@@ -814,6 +827,7 @@ pub struct SessionMap {
 
 impl SessionMap {
     pub fn add(&mut self, cgroup_id: u64, entry: SessionEntry) -> Result<()> {
+        self.presence.mark(slots::Keyed::Cgroup, cgroup_id);
         self.sessions
             .insert(cgroup_id, entry, 0)
             .with_context(|| format!("registering cgroup {cgroup_id} (too many sessions?)"))?;
@@ -838,7 +852,41 @@ impl SessionMap {
             Err(e) => return Err(e).with_context(|| format!("unregistering cgroup {cgroup_id}")),
         }
         let _ = self.disk_rate.remove(&cgroup_id);
+        // Its bit stays set until the next sweep: a bit too many costs the
+        // programs a hash lookup, never a miss.
+        self.presence_stale = true;
         Ok(())
+    }
+
+    /// Rebuilds `PRESENCE` from a scan of `SESSIONS` and `IDENTITIES`:
+    /// clears the bits of keys gone, and takes in the kernel's own
+    /// insertions (until then the programs look in the maps for every
+    /// key). The generation is read before the scan, so an insertion the
+    /// scan may have missed leaves the bitmaps marked as not covering it.
+    pub fn sync_presence(&mut self) -> Result<()> {
+        let generation = self
+            .kernel_generation
+            .get(&0, 0)
+            .context("reading KERNEL_GENERATION")?;
+        let cgroups = self.ids()?;
+        let uids = self.identities()?;
+        self.presence
+            .replace(generation, cgroups, uids.into_iter().map(u64::from));
+        self.presence_stale = false;
+        Ok(())
+    }
+
+    /// `sync_presence`, if keys were removed or the kernel registered a
+    /// cgroup since the last (the daemon's sweep, every second).
+    pub fn sync_presence_if_stale(&mut self) -> Result<()> {
+        let now = self
+            .kernel_generation
+            .get(&0, 0)
+            .context("reading KERNEL_GENERATION")?;
+        if !self.presence_stale && now == self.presence.covers() {
+            return Ok(());
+        }
+        self.sync_presence()
     }
 
     /// From now on, when process `pid` is moved to another cgroup, that
@@ -872,6 +920,7 @@ impl SessionMap {
     }
 
     pub fn add_identity(&mut self, uid: u32, entry: SessionEntry) -> Result<()> {
+        self.presence.mark(slots::Keyed::Uid, uid.into());
         self.identities
             .insert(uid, entry, 0)
             .with_context(|| format!("registering identity uid {uid} (too many?)"))?;
@@ -880,9 +929,11 @@ impl SessionMap {
 
     pub fn remove_identity(&mut self, uid: u32) -> Result<()> {
         match self.identities.remove(&uid) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("unregistering identity uid {uid}")),
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).with_context(|| format!("unregistering identity uid {uid}")),
         }
+        self.presence_stale = true;
+        Ok(())
     }
 
     /// Uids currently restricted by identity in the kernel.

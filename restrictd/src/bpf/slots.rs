@@ -1,6 +1,9 @@
-//! `SESSION_SLOTS`, the direct-mapped copy of `SESSIONS` that the programs
-//! read before the hash (see `restrictd_common::SessionSlot`), written
-//! through a shared mapping of the array with the slot's sequence lock.
+//! The two arrays the daemon writes through a shared mapping while the
+//! programs read them: `SESSION_SLOTS`, the direct-mapped copy of
+//! `SESSIONS` that the programs read before the hash (see
+//! `restrictd_common::SessionSlot`), written with the slot's sequence lock;
+//! and `PRESENCE`, the bitmaps that let them skip both hashes
+//! (`restrictd_common::Presence`).
 
 use std::{
     os::fd::AsFd,
@@ -9,29 +12,27 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData};
-use restrictd_common::{slot_index, SessionEntry, SessionSlot, SESSION_SLOTS};
+use restrictd_common::{
+    presence_bit, slot_index, Presence, SessionEntry, SessionSlot, PRESENCE_WORDS, SESSION_SLOTS,
+};
 
 // The mapping is read as an array of `SessionSlot`s: the kernel lays an
 // array map's values out at a stride of their size rounded up to 8.
 const _: () = assert!(std::mem::size_of::<SessionSlot>().is_multiple_of(8));
 
-pub struct SessionSlots {
+/// A shared, writable mapping of an mmapable array map's values.
+struct Mapping {
     /// Keeps the map (and so the mapping's backing) alive.
     _map: MapData,
-    base: *mut SessionSlot,
+    base: *mut u8,
     len: usize,
 }
 
-// SAFETY: the mapping is owned by this value and written only through
-// `&mut self`; the kernel's readers follow the sequence lock.
-unsafe impl Send for SessionSlots {}
-
-impl SessionSlots {
-    pub fn new(map: Map) -> Result<SessionSlots> {
+impl Mapping {
+    fn new(map: Map, name: &str, len: usize) -> Result<Mapping> {
         let Map::Array(map) = map else {
-            bail!("BPF map SESSION_SLOTS is not an array");
+            bail!("BPF map {name} is not an array");
         };
-        let len = SESSION_SLOTS as usize * std::mem::size_of::<SessionSlot>();
         // SAFETY: a shared mapping of an mmapable array map's values, as
         // long as the map's fd; checked for failure below.
         let base = unsafe {
@@ -45,18 +46,47 @@ impl SessionSlots {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mapping BPF map SESSION_SLOTS");
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("mapping BPF map {name}"));
         }
-        Ok(SessionSlots {
+        Ok(Mapping {
             _map: map,
             base: base.cast(),
             len,
         })
     }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+// SAFETY: each mapping is owned by one value and written only through
+// `&mut self`; the kernel's readers follow the protocol of its map.
+unsafe impl Send for Mapping {}
+
+pub struct SessionSlots {
+    mapping: Mapping,
+}
+
+impl SessionSlots {
+    pub fn new(map: Map) -> Result<SessionSlots> {
+        let len = SESSION_SLOTS as usize * std::mem::size_of::<SessionSlot>();
+        Ok(SessionSlots {
+            mapping: Mapping::new(map, "SESSION_SLOTS", len)?,
+        })
+    }
+
+    fn base(&self) -> *mut SessionSlot {
+        self.mapping.base.cast()
+    }
 
     fn slot(&self, cgroup_id: u64) -> *mut SessionSlot {
         // SAFETY: slot_index is below SESSION_SLOTS, the mapping's length.
-        unsafe { self.base.add(slot_index(cgroup_id) as usize) }
+        unsafe { self.base().add(slot_index(cgroup_id) as usize) }
     }
 
     /// Puts `cgroup_id`'s entry in its slot, unless another cgroup holds
@@ -83,7 +113,7 @@ impl SessionSlots {
     pub fn rebuild(&mut self, sessions: impl IntoIterator<Item = (u64, SessionEntry)>) {
         for i in 0..SESSION_SLOTS as usize {
             // SAFETY: i is below the mapping's length in slots.
-            let s = unsafe { self.base.add(i) };
+            let s = unsafe { self.base().add(i) };
             if self.id(s) != 0 {
                 self.write(s, 0, SessionEntry::default());
             }
@@ -116,9 +146,81 @@ impl SessionSlots {
     }
 }
 
-impl Drop for SessionSlots {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
+/// `PRESENCE[0]`, through its mapping.
+pub struct PresenceBits {
+    mapping: Mapping,
+}
+
+/// Which bitmap of `Presence` a key goes in.
+#[derive(Clone, Copy)]
+pub enum Keyed {
+    Cgroup,
+    Uid,
+}
+
+impl PresenceBits {
+    pub fn new(map: Map) -> Result<PresenceBits> {
+        // The kernel maps whole pages.
+        let len = std::mem::size_of::<Presence>().next_multiple_of(4096);
+        Ok(PresenceBits {
+            mapping: Mapping::new(map, "PRESENCE", len)?,
+        })
+    }
+
+    fn word(&self, keyed: Keyed, word: usize) -> &AtomicU64 {
+        let p: *mut Presence = self.mapping.base.cast();
+        // SAFETY: word < PRESENCE_WORDS (callers), inside the mapping, and
+        // 8-aligned; the kernel reads these words concurrently, so they are
+        // accessed only as atomics.
+        unsafe {
+            let words = match keyed {
+                Keyed::Cgroup => &raw mut (*p).cgroups,
+                Keyed::Uid => &raw mut (*p).uids,
+            };
+            AtomicU64::from_ptr(words.cast::<u64>().add(word))
+        }
+    }
+
+    /// Sets `key`'s bit: before the key goes into its map.
+    pub fn mark(&mut self, keyed: Keyed, key: u64) {
+        let (word, bit) = presence_bit(key);
+        self.word(keyed, word).fetch_or(bit, SeqCst);
+    }
+
+    /// Makes the bitmaps exactly those of `cgroups` and `uids`, found by a
+    /// scan of the maps that began after the kernel's generation was
+    /// `kernel_generation`, and tells the programs they cover it.
+    pub fn replace(
+        &mut self,
+        kernel_generation: u64,
+        cgroups: impl IntoIterator<Item = u64>,
+        uids: impl IntoIterator<Item = u64>,
+    ) {
+        for (keyed, keys) in [
+            (Keyed::Cgroup, cgroups.into_iter().collect::<Vec<_>>()),
+            (Keyed::Uid, uids.into_iter().collect()),
+        ] {
+            let mut want = [0u64; PRESENCE_WORDS];
+            for k in keys {
+                let (word, bit) = presence_bit(k);
+                want[word] |= bit;
+            }
+            for (i, w) in want.iter().enumerate() {
+                self.word(keyed, i).store(*w, SeqCst);
+            }
+        }
+        // Last: until now the programs read the maps when they knew of a
+        // kernel insertion, and the words above already held every key.
+        let p: *mut Presence = self.mapping.base.cast();
+        // SAFETY: inside the mapping, 8-aligned, accessed as an atomic.
+        unsafe { AtomicU64::from_ptr(&raw mut (*p).kernel_generation) }
+            .store(kernel_generation, SeqCst);
+    }
+
+    /// The kernel generation the bitmaps cover.
+    pub fn covers(&self) -> u64 {
+        let p: *mut Presence = self.mapping.base.cast();
+        // SAFETY: as in `replace`.
+        unsafe { AtomicU64::from_ptr(&raw mut (*p).kernel_generation) }.load(SeqCst)
     }
 }

@@ -242,9 +242,24 @@ impl Daemon {
         cmd.arg("--events").arg(&self.events);
         self.child = Some(cmd.spawn().unwrap());
         let bus = self.bus.clone();
-        wait_for("restrictd on the bus", Duration::from_secs(20), || {
-            ctl_as_root(&bus, &["status"]).status.success()
-        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = ctl_as_root(&bus, &["status"]);
+            if out.status.success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                // Why it did not come up is in its log, which goes with the
+                // test's directory.
+                let log =
+                    fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+                panic!(
+                    "timed out waiting for restrictd on the bus: restrictctl status: {}\ndaemon.log:\n{log}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Starts the daemon expecting it to die before it serves (a fault
