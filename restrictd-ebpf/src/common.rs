@@ -190,7 +190,7 @@ pub fn maybe_relay(task: *const u8) -> bool {
 /// a restricted uid, as the process's uid or its audit login uid (key
 /// `IDENTITY_KEY | uid`), so that cron jobs, other logins and anything a
 /// session reaches through them stay restricted. Processes of other users
-/// cost three hash misses and a read of their login uid.
+/// end at `PRESENCE` (see `session_of`), after a read of their login uid.
 #[inline(always)]
 pub fn current_session() -> Option<(u64, SessionEntry)> {
     current_session_in::<true>()
