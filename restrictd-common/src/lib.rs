@@ -268,7 +268,6 @@ pub struct LoadConfig {
     pub disk_exclude_devices: u32,
     /// What `exit_syscall` does (`EXIT_*`); 0: it is not attached.
     pub exit_work: u32,
-    pub _pad: u32,
     /// Superblock magic numbers of the filesystems whose opens are not
     /// recorded (0: unused slot).
     pub disk_exclude_fs: [u64; FS_EXCLUDE_MAX],
@@ -280,11 +279,11 @@ pub struct LoadConfig {
 // before the array is a u32 (KernelOffsets too), so the one place a hole
 // can open is right before the array; the array's end is the struct's.
 // When a u32 added or removed above opens that hole, this fails to
-// compile: add (or drop) a `_pad: u32` after `disk_exclude_devices` and
-// name the last u32 here.
+// compile: add (or drop) a `_pad: u32` after `exit_work` and name the last
+// u32 here.
 const _: () = assert!(
     core::mem::offset_of!(LoadConfig, disk_exclude_fs)
-        == core::mem::offset_of!(LoadConfig, _pad) + 4
+        == core::mem::offset_of!(LoadConfig, exit_work) + 4
         && core::mem::size_of::<LoadConfig>()
             == core::mem::offset_of!(LoadConfig, disk_exclude_fs) + 8 * FS_EXCLUDE_MAX,
     "LoadConfig has padding before disk_exclude_fs: see the comment above"
@@ -326,6 +325,9 @@ pub struct KernelOffsets {
     pub mount_mnt: u32,
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
+    /// `mount.mnt_ns`: the mount namespace a file's mount belongs to, whose
+    /// owner says whether its paths are the host's (`path_in_users_mount_ns`).
+    pub mount_mnt_ns: u32,
     pub vfsmount_root: u32,
     pub dentry_parent: u32,
     pub dentry_name: u32,

@@ -82,6 +82,7 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
         mount_mnt: 0,
         mount_parent: 0,
         mount_mountpoint: 0,
+        mount_mnt_ns: 0,
         vfsmount_root: 0,
         dentry_parent: 0,
         dentry_name: 0,
@@ -126,7 +127,6 @@ static LOAD_CONFIG: LoadConfig = LoadConfig {
     tty_rate: 0,
     disk_exclude_devices: 0,
     exit_work: 0,
-    _pad: 0,
     disk_exclude_fs: [0; FS_EXCLUDE_MAX],
 };
 

@@ -24,7 +24,7 @@ use crate::{
         load_config, read_kernel, read_ptr, read_user_u64, read_user_u8, tp_field, user_regs,
         within_share, REGS_BX, REGS_CX, REGS_DI, REGS_DX, REGS_ORIG_AX, REGS_SI,
     },
-    path::{dir_prefix, excluded_by_kind, fd_file, file_path, in_users_mount_ns},
+    path::{dir_prefix, excluded_by_kind, fd_file, file_path, forget_walk, path_in_users_mount_ns},
 };
 
 /// Size set by the loader (`disk_buffer_size`).
@@ -337,6 +337,7 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
     // be recorded: most opens are left out by the filters or the rate.
     let h = &mut scratch.header;
     h.flags = flags;
+    forget_walk();
     // The new fd, or the negative errno (Teleport's meaning).
     h.return_code = ret as i32;
     h.path_len = 0;
@@ -581,8 +582,9 @@ fn submit(
             Some(PATH_INCLUDE) => {}
             Some(PATH_ALWAYS) => always = true,
             // In a mount namespace the user made, any file can be bound to
-            // any path: no path is left out there.
-            _ if in_users_mount_ns() => {}
+            // any path: no path is left out there, nor for a path composed
+            // in one (reached from outside it).
+            _ if path_in_users_mount_ns() => {}
             _ if always_file(file) => always = true,
             _ => return,
         }

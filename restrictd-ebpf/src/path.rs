@@ -9,7 +9,9 @@ use aya_ebpf::{
 };
 use restrictd_common::{FileId, DIR_DEPTH_MAX, FS_EXCLUDE_MAX, PATH_CAP};
 
-use crate::common::{btf_field, current_exe, load_config, read_fields, read_pair, read_ptr};
+use crate::common::{
+    btf_field, current_exe, load_config, read_fields, read_kernel, read_pair, read_ptr,
+};
 
 /// Longest name of one path component, with its NUL.
 pub const NAME_MAX: u32 = 256;
@@ -22,6 +24,9 @@ const WALK_STEPS: usize = 2 * DIR_DEPTH_MAX;
 struct Walk {
     comps: [u64; WALK_STEPS],
     n: u64,
+    /// The `struct mount` the last walk started in (0: none since
+    /// `forget_walk`), for `path_in_users_mount_ns`.
+    mount: u64,
 }
 
 #[map]
@@ -123,6 +128,16 @@ pub fn excluded_by_kind(file: u64) -> Option<FileId> {
 const S_IFMT: u16 = 0o170000;
 const S_IFCHR: u16 = 0o020000;
 
+/// The current task's mount namespace (null if unreadable).
+#[inline(always)]
+fn task_mnt_ns() -> *const u8 {
+    let o = load_config().kernel;
+    // Direct loads (`btf_field`): a NULL on the way reads as 0.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let nsproxy = unsafe { btf_field::<*const u8>(task, o.task_nsproxy) };
+    unsafe { btf_field::<*const u8>(nsproxy, o.nsproxy_mnt_ns) }
+}
+
 /// Whether the current task is in a mount namespace that an unprivileged
 /// user could have made (one owned by a user namespace below the initial
 /// one): there a path can be anything the user bound to it, so path
@@ -130,16 +145,61 @@ const S_IFCHR: u16 = 0o020000;
 #[inline(always)]
 pub fn in_users_mount_ns() -> bool {
     let o = load_config().kernel;
-    // Direct loads (`btf_field`): a NULL on the way reads as 0.
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let nsproxy = unsafe { btf_field::<*const u8>(task, o.task_nsproxy) };
-    let mnt_ns = unsafe { btf_field::<*const u8>(nsproxy, o.nsproxy_mnt_ns) };
+    let mnt_ns = task_mnt_ns();
     let user_ns = unsafe { btf_field::<*const u8>(mnt_ns, o.mnt_ns_user_ns) };
     if user_ns.is_null() {
         // Unreadable: the stricter answer.
         return true;
     }
     unsafe { btf_field::<i32>(user_ns, o.user_ns_level) != 0 }
+}
+
+/// `in_users_mount_ns`, or the path of the last walk (a file's, or the
+/// directory a failed open's relative name was joined to) was composed in
+/// such a namespace: a process of the host's namespace can reach another's
+/// mounts through `/proc/PID/root` or a passed fd, and a file bound over
+/// an excluded path there walks up to that path. A mount of no namespace
+/// (detached, `umount -l`) is treated the same. Only asked of opens the
+/// path filter would leave out.
+#[inline(always)]
+pub fn path_in_users_mount_ns() -> bool {
+    if in_users_mount_ns() {
+        return true;
+    }
+    let Some(walk) = WALK.get_ptr(0) else {
+        return true;
+    };
+    let mount = unsafe { core::ptr::read_volatile(&(*walk).mount) };
+    if mount == 0 {
+        // No walk (an absolute name the kernel resolved from the task's
+        // root): the task's namespace is the path's.
+        return false;
+    }
+    let o = load_config().kernel;
+    let ns = read_ptr(mount, o.mount_mnt_ns);
+    if ns == task_mnt_ns() as u64 {
+        return false;
+    }
+    // Another namespace: the host's own (a service's private one) or a
+    // user's. `in_users_mount_ns`'s test, by helper reads: `ns` is not a
+    // BTF pointer here.
+    let user_ns = if ns == 0 {
+        0
+    } else {
+        read_ptr(ns, o.mnt_ns_user_ns)
+    };
+    user_ns == 0
+        || unsafe { read_kernel((user_ns + o.user_ns_level as u64) as *const i32) }.unwrap_or(1)
+            != 0
+}
+
+/// Clears what `path_in_users_mount_ns` knows of the last walk, before a
+/// record that may not walk.
+#[inline(always)]
+pub fn forget_walk() {
+    if let Some(walk) = WALK.get_ptr_mut(0) {
+        unsafe { core::ptr::write_volatile(&mut (*walk).mount, 0) };
+    }
 }
 
 /// Writes the absolute path of the cwd (`fd` None) or of the file open as
@@ -186,6 +246,7 @@ unsafe fn walk_path(buf: *mut u8, path: u64) -> Option<usize> {
         return None;
     }
     let mut mount = vfsmnt - o.mount_mnt as u64;
+    walk.mount = mount;
     // Read once per mount, not per step.
     let mut root = read_ptr(vfsmnt, o.vfsmount_root);
     let name_off = o.dentry_name + o.qstr_name;

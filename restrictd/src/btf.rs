@@ -189,6 +189,7 @@ impl Btf {
             mount_mnt: m("mount", "mnt")?,
             mount_parent: m("mount", "mnt_parent")?,
             mount_mountpoint: m("mount", "mnt_mountpoint")?,
+            mount_mnt_ns: m("mount", "mnt_ns")?,
             vfsmount_root: m("vfsmount", "mnt_root")?,
             dentry_parent: m("dentry", "d_parent")?,
             dentry_name: m("dentry", "d_name")?,

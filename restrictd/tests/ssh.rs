@@ -1282,8 +1282,10 @@ fn opens_through_the_32_bit_syscall_entry_are_recorded() {
 /// A user tries to read a file where the recorder does not look: a copy in
 /// /dev/shm (under /dev, a tmpfs), their home bound under /dev/shm and a
 /// file bound over an excluded locale path, both in a mount namespace of
-/// their own (`unshare -Urm`). All three reads are recorded; what is left
-/// out is what a file is (a device, /proc), not where it appears.
+/// their own (`unshare -Urm`), and that bound file read from the host's
+/// mount namespace through the namespace's root (`/proc/PID/root`). All
+/// four reads are recorded; what is left out is what a file is (a device,
+/// /proc), not where it appears.
 #[test]
 fn files_cannot_hide_under_device_or_excluded_paths() {
     let user = User::new();
@@ -1298,6 +1300,10 @@ fn files_cannot_hide_under_device_or_excluded_paths() {
         unshare -Urm sh -c "mount --bind $HOME /dev/shm/$s.d && cat /dev/shm/$s.d/secret > /dev/null"
         unshare -Urm sh -c "mount --bind $HOME/secret /usr/lib/locale/C.utf8/LC_PAPER && cat /usr/lib/locale/C.utf8/LC_PAPER > /dev/null"
         head -c1 /usr/lib/locale/C.utf8/LC_PAPER > /dev/null
+        unshare -Urm sh -c "mount --bind $HOME/secret /usr/lib/locale/C.utf8/LC_NAME && touch ~/bound && while [ ! -e ~/read ]; do sleep 0.05; done" &
+        while [ ! -e ~/bound ]; do sleep 0.05; done
+        tail -c1 /proc/$!/root/usr/lib/locale/C.utf8/LC_NAME > /dev/null
+        touch ~/read; wait
         cat /proc/self/status > /dev/null
         rm /dev/shm/$s.copy; rmdir /dev/shm/$s.d
         echo sid=$s"#;
@@ -1330,12 +1336,19 @@ fn files_cannot_hide_under_device_or_excluded_paths() {
     );
     let paths: Vec<String> = events
         .iter()
-        .filter(|e| e["event"] == "session.disk" && e["program"] == "cat")
+        .filter(|e| {
+            e["event"] == "session.disk" && (e["program"] == "cat" || e["program"] == "tail")
+        })
         .map(|e| format!("{} {}", e["path"], e["return_code"]))
         .collect();
     assert!(
         opened("cat", "/usr/lib/locale/C.utf8/LC_PAPER"),
         "a file bound over an excluded path in the user's mount namespace: {paths:?}"
+    );
+    assert!(
+        opened("tail", "/usr/lib/locale/C.utf8/LC_NAME"),
+        "a file bound over an excluded path in the user's mount namespace, \
+         read from the host's through /proc/PID/root: {paths:?}"
     );
     assert!(
         !opened("head", "/usr/lib/locale/C.utf8/LC_PAPER"),

@@ -236,7 +236,6 @@ impl Kernel {
             kernel,
             disk_exclude_devices: opts.disk_exclude_devices as u32,
             exit_work: exit_work(opts.recording, kernel.task_ti_status),
-            _pad: 0,
             disk_exclude_fs: {
                 let mut a = [0u64; restrictd_common::FS_EXCLUDE_MAX];
                 for (slot, m) in a.iter_mut().zip(&opts.disk_exclude_fs) {
