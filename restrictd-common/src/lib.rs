@@ -483,6 +483,10 @@ pub struct RecordHeader {
 /// `RecordHeader.exe_flags`: the program's file has no name left (deleted,
 /// or a memfd).
 pub const EXE_UNLINKED: u32 = 1;
+/// `RecordHeader.exe_flags`, set in command records only: the program's
+/// path was composed in a mount namespace its user could have made (or on
+/// a detached mount), where any file can be bound to any path.
+pub const EXE_USER_MOUNT_NS: u32 = 2;
 
 /// A `session.command` record. It is followed, in the same record, by
 /// `path_len` bytes of path (NUL-terminated) and `argv_len` bytes of

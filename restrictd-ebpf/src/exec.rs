@@ -16,8 +16,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use restrictd_common::{
-    CommandEvent, ARGV_CAP, ARGV_LIMIT_MAX, EVENT_COMMAND, FAILED_ARGS_MAX, PATH_CAP,
-    SESSION_RECORD_COMMANDS,
+    CommandEvent, ARGV_CAP, ARGV_LIMIT_MAX, EVENT_COMMAND, EXE_USER_MOUNT_NS, FAILED_ARGS_MAX,
+    PATH_CAP, SESSION_RECORD_COMMANDS,
 };
 
 use crate::{
@@ -26,7 +26,7 @@ use crate::{
         read_user_u64, session_with, tp_field, user_regs, within_share, REGS_DI, REGS_DX,
         REGS_ORIG_AX, REGS_SI,
     },
-    path::{dir_prefix, exe_path},
+    path::{dir_prefix, exe_path, forget_walk, walked_in_users_mount_ns},
 };
 
 /// Size set by the loader (`command_buffer_size`).
@@ -161,11 +161,17 @@ pub fn cmd_exec(ctx: TracePointContext) -> u32 {
     // The program now running, by its real path: the name given may be a
     // symlink, /dev/fd/N or a memfd's.
     let exe_off = path_len & (2 * PATH_CAP - 1);
+    forget_walk();
     let exe_len = match unsafe { exe_path(scratch.data.as_mut_ptr().add(exe_off)) } {
         // The last component was written with its NUL.
         Some(p) if p > 0 => p + 1,
         _ => 0,
     };
+    // A path of a user's own mount namespace names what they bound there
+    // (`~/x` bound over `/usr/bin/ls` walks up to /usr/bin/ls).
+    if exe_len != 0 && walked_in_users_mount_ns() {
+        scratch.header.header.exe_flags |= EXE_USER_MOUNT_NS;
+    }
     scratch.header.exe_len = exe_len as u32;
     let path_len = exe_off + (exe_len & (PATH_CAP - 1));
 

@@ -156,29 +156,33 @@ pub fn in_users_mount_ns() -> bool {
 
 /// `in_users_mount_ns`, or the path of the last walk (a file's, or the
 /// directory a failed open's relative name was joined to) was composed in
-/// such a namespace: a process of the host's namespace can reach another's
-/// mounts through `/proc/PID/root` or a passed fd, and a file bound over
-/// an excluded path there walks up to that path. A mount of no namespace
-/// (detached, `umount -l`) is treated the same. Only asked of opens the
+/// such a namespace (`walked_in_users_mount_ns`). Only asked of opens the
 /// path filter would leave out.
 #[inline(always)]
 pub fn path_in_users_mount_ns() -> bool {
-    if in_users_mount_ns() {
-        return true;
-    }
+    in_users_mount_ns() || walked_in_users_mount_ns()
+}
+
+/// Whether the last walk's path was composed in a mount namespace that an
+/// unprivileged user could have made: a process of the host's namespace
+/// can reach another's mounts through `/proc/PID/root` or a passed fd, and
+/// a file bound over an excluded path (or over `/usr/bin/ls`) there walks
+/// up to that path. A mount of no namespace (detached, `umount -l`) counts
+/// as such. False when nothing was walked since `forget_walk` (an absolute
+/// name the kernel resolved from the task's root, in the task's namespace).
+#[inline(always)]
+pub fn walked_in_users_mount_ns() -> bool {
     let Some(walk) = WALK.get_ptr(0) else {
         return true;
     };
     let mount = unsafe { core::ptr::read_volatile(&(*walk).mount) };
     if mount == 0 {
-        // No walk (an absolute name the kernel resolved from the task's
-        // root): the task's namespace is the path's.
         return false;
     }
     let o = load_config().kernel;
     let ns = read_ptr(mount, o.mount_mnt_ns);
     if ns == task_mnt_ns() as u64 {
-        return false;
+        return in_users_mount_ns();
     }
     // Another namespace: the host's own (a service's private one) or a
     // user's. `in_users_mount_ns`'s test, by helper reads: `ns` is not a

@@ -20,20 +20,27 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct ExeNames {
-    /// (kernel dev_t, inode) -> real path.
-    names: HashMap<(u32, u64), String>,
+    /// (kernel dev_t, inode) -> real path, and the `EXE_*` flags that
+    /// qualify the path (not the process: `EXE_USER_MOUNT_NS`).
+    names: HashMap<(u32, u64), (String, u32)>,
     order: VecDeque<(u32, u64)>,
     /// Programs `/proc` could not name, and when.
     unnamed: HashMap<(u32, u64), Instant>,
 }
 
 impl ExeNames {
-    /// The program with this inode on this device is at `path`.
-    pub fn learn(&mut self, dev: u32, ino: u64, path: &str) {
+    /// The program with this inode on this device is at `path`, as
+    /// `flags` qualify it (`EXE_USER_MOUNT_NS`; other bits are dropped).
+    pub fn learn(&mut self, dev: u32, ino: u64, path: &str, flags: u32) {
         if ino == 0 || path.is_empty() {
             return;
         }
-        if self.names.insert((dev, ino), path.to_string()).is_none() {
+        let flags = flags & restrictd_common::EXE_USER_MOUNT_NS;
+        if self
+            .names
+            .insert((dev, ino), (path.to_string(), flags))
+            .is_none()
+        {
             self.order.push_back((dev, ino));
             if self.order.len() > CAPACITY {
                 if let Some(old) = self.order.pop_front() {
@@ -43,8 +50,9 @@ impl ExeNames {
         }
     }
 
-    /// The path of the program `pid` ran (inode `ino` on `dev`), if known.
-    pub fn name(&mut self, pid: u32, dev: u32, ino: u64) -> Option<String> {
+    /// The path of the program `pid` ran (inode `ino` on `dev`), if
+    /// known, with the flags it was learned with.
+    pub fn name(&mut self, pid: u32, dev: u32, ino: u64) -> Option<(String, u32)> {
         if ino == 0 {
             return None;
         }
@@ -67,8 +75,8 @@ impl ExeNames {
         };
         let target = target.to_string_lossy();
         let path = target.strip_suffix(" (deleted)").unwrap_or(&target);
-        self.learn(dev, ino, path);
-        Some(path.to_string())
+        self.learn(dev, ino, path, 0);
+        Some((path.to_string(), 0))
     }
 }
 
@@ -105,17 +113,21 @@ mod tests {
         let mut n = ExeNames::default();
         let real = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(
-            n.name(pid, kdev, me.ino()).as_deref(),
-            Some(real.to_str().unwrap())
+            n.name(pid, kdev, me.ino()),
+            Some((real.to_str().unwrap().to_string(), 0))
         );
         // Another inode: not this process's program.
         let mut fresh = ExeNames::default();
         assert_eq!(fresh.name(pid, kdev, me.ino() + 1), None);
         // Learned names come first, and the oldest go beyond the capacity.
-        n.learn(1, 5, "/usr/bin/x");
-        assert_eq!(n.name(0, 1, 5).as_deref(), Some("/usr/bin/x"));
+        n.learn(1, 5, "/usr/bin/x", 0);
+        assert_eq!(n.name(0, 1, 5), Some(("/usr/bin/x".to_string(), 0)));
+        // The path's qualifier is kept with it; the process's are not.
+        let ns = restrictd_common::EXE_USER_MOUNT_NS;
+        n.learn(1, 6, "/usr/bin/ls", ns | restrictd_common::EXE_UNLINKED);
+        assert_eq!(n.name(0, 1, 6), Some(("/usr/bin/ls".to_string(), ns)));
         for i in 0..CAPACITY as u64 {
-            n.learn(2, 100 + i, "/y");
+            n.learn(2, 100 + i, "/y", 0);
         }
         assert_eq!(n.name(0, 1, 5), None);
     }

@@ -676,11 +676,15 @@ impl Writer {
         let h = r.header();
         let mut body = from_record(r)?;
         if let Record::Command(_, _, exe, _) = r {
-            self.exes
-                .learn(h.exe_dev, h.exe_ino, &String::from_utf8_lossy(exe));
+            self.exes.learn(
+                h.exe_dev,
+                h.exe_ino,
+                &String::from_utf8_lossy(exe),
+                h.exe_flags,
+            );
         } else if let Some(e) = body.exe_mut() {
-            if let Some(name) = self.exes.name(h.pid, h.exe_dev, h.exe_ino) {
-                *e = Exe::new(name, h.exe_flags);
+            if let Some((name, flags)) = self.exes.name(h.pid, h.exe_dev, h.exe_ino) {
+                *e = Exe::new(name, h.exe_flags | flags);
             }
         }
         Some(body)

@@ -1368,9 +1368,11 @@ fn files_cannot_hide_under_device_or_excluded_paths() {
 
 /// A user runs programs under names that are not theirs: a symlink named
 /// `ls` to echo, a binary executed through its file descriptor, a memfd
-/// called `sshd`, and a process that renames itself `sshd` before a denied
-/// connect. Each event names the program that really ran, beside the name
-/// the user gave.
+/// called `sshd`, a process that renames itself `sshd` before a denied
+/// connect, and echo bound over `/usr/bin/ls` in a mount namespace of the
+/// user's own, run there and from outside through `/proc/PID/root`. Each
+/// event names the program that really ran, beside the name the user gave,
+/// and flags a path that only the user's namespace gives the program.
 #[test]
 fn programs_are_named_by_what_runs_not_by_what_the_user_calls_them() {
     let user = User::new();
@@ -1392,6 +1394,10 @@ try:
     socket.create_connection(('127.0.0.2', 9), timeout=2)
 except PermissionError:
     print('denied')"
+        unshare -Urm sh -c "mount --bind /bin/echo /usr/bin/ls && /usr/bin/ls in-own-namespace && touch ~/bound && while [ ! -e ~/ran ]; do sleep 0.05; done" &
+        while [ ! -e ~/bound ]; do sleep 0.05; done
+        /proc/$!/root/usr/bin/ls from-outside
+        touch ~/ran; wait
         echo sid=$RESTRICTD_SESSION_ID"#;
     let out = sshd.ssh(&user, script);
     assert!(out.status.success(), "{}", text(&out));
@@ -1410,6 +1416,14 @@ except PermissionError:
     let c = command("via-symlink");
     assert_eq!(c["path"], format!("/home/{}/ls", user.name), "{c}");
     assert_eq!(c["exe"], echo.to_str().unwrap(), "{c}");
+    assert!(c.get("exe_user_mount_ns").is_none(), "{c}");
+    // echo appears as /usr/bin/ls only in the user's namespace: flagged,
+    // also when run from the host's namespace through /proc/PID/root.
+    for arg in ["in-own-namespace", "from-outside"] {
+        let c = command(arg);
+        assert_eq!(c["exe"], "/usr/bin/ls", "{c}");
+        assert_eq!(c["exe_user_mount_ns"], true, "{c}");
+    }
     let c = command("via-fd");
     assert!(c["path"].as_str().unwrap().starts_with("/dev/fd/"), "{c}");
     assert_eq!(c["exe"], truth.to_str().unwrap(), "{c}");

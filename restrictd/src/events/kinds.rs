@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use restrictd_common::{
     record::Record, CommandEvent, DiskEvent, Dropped, NetworkEvent, RecordHeader, ACTION_DENIED,
     DISK_IO_URING, DISK_PATH_FROM_CALLER, EVENT_COMMAND, EVENT_DISK, EVENT_NETWORK, EXE_UNLINKED,
-    OPERATION_CONNECT, OPERATION_PACKET_IN, OPERATION_PACKET_OUT, OPERATION_SEND,
-    PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
+    EXE_USER_MOUNT_NS, OPERATION_CONNECT, OPERATION_PACKET_IN, OPERATION_PACKET_OUT,
+    OPERATION_SEND, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
 };
 use serde::Serialize;
 
@@ -42,6 +42,11 @@ pub struct Exe {
     /// `exe` is then "/memfd:NAME", NAME chosen by its creator.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub exe_memfd: bool,
+    /// `exe` is a path in a mount namespace its user made (`unshare -Urm`),
+    /// where any file they can read may be bound over any path: it names
+    /// where the program appeared there, not what it is.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exe_user_mount_ns: bool,
 }
 
 impl Exe {
@@ -51,6 +56,7 @@ impl Exe {
             exe_memfd: unlinked && path.starts_with("/memfd:"),
             exe: path,
             exe_unlinked: unlinked,
+            exe_user_mount_ns: flags & EXE_USER_MOUNT_NS != 0,
         }
     }
 
@@ -58,20 +64,28 @@ impl Exe {
     /// and its file name is not the process name (which the process sets).
     fn after(&self, program: &str) -> String {
         let base = self.exe.rsplit('/').next().unwrap_or("");
-        if self.exe.is_empty() || base.starts_with(program) && !self.exe_memfd {
+        if self.exe.is_empty()
+            || base.starts_with(program) && !self.exe_memfd && !self.exe_user_mount_ns
+        {
             return String::new();
         }
         self.label()
     }
 
-    /// " [/usr/bin/x]", " [/usr/bin/x (deleted)]".
+    /// " [/usr/bin/x]", " [/usr/bin/x (deleted)]", " [/usr/bin/x (in the
+    /// user's mount namespace)]".
     fn label(&self) -> String {
         let unlinked = if self.exe_unlinked && !self.exe_memfd {
             " (deleted)"
         } else {
             ""
         };
-        format!(" [{}{unlinked}]", self.exe)
+        let ns = if self.exe_user_mount_ns {
+            " (in the user's mount namespace)"
+        } else {
+            ""
+        };
+        format!(" [{}{unlinked}{ns}]", self.exe)
     }
 }
 

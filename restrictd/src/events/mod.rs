@@ -465,6 +465,19 @@ mod tests {
         b.program = "curl".into();
         b.exe = Exe::new("/usr/bin/curl".into(), 0);
         assert!(ev.summary().ends_with("by curl (pid 42)"));
+        // The same name, but only in the user's own mount namespace.
+        let Body::Network(b) = &mut ev.body else {
+            unreachable!()
+        };
+        b.exe = Exe::new("/usr/bin/curl".into(), restrictd_common::EXE_USER_MOUNT_NS);
+        assert!(
+            ev.summary()
+                .ends_with("by curl [/usr/bin/curl (in the user's mount namespace)] (pid 42)"),
+            "{}",
+            ev.summary()
+        );
+        let f: std::collections::HashMap<_, _> = ev.journal_fields().into_iter().collect();
+        assert_eq!(f["EXE_USER_MOUNT_NS"], "true");
     }
 
     #[test]
