@@ -540,6 +540,10 @@ pub const DISK_PATH_FROM_CALLER: u32 = 1;
 /// recorded at submission, named by the kernel's copy of its path; its
 /// result is not known then (`return_code` 0).
 pub const DISK_IO_URING: u32 = 2;
+/// The path was composed in a mount namespace the user could have made
+/// (the opener's, or the one the file's mount is in), where any file can be
+/// bound over any path: it says where the file appeared, not what it is.
+pub const DISK_PATH_USER_MOUNT_NS: u32 = 4;
 
 /// Events of one record key (a session's cgroup id, a user manager's, or
 /// `IDENTITY_KEY | uid`) that were not written, per event kind (`EVENT_*`

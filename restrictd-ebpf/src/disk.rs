@@ -14,8 +14,8 @@ use aya_ebpf::{
 };
 use restrictd_common::{
     DiskEvent, DiskRate, FileId, PathKeyData, ALWAYS_FILES_MAX, DISK_IO_URING,
-    DISK_PATH_FROM_CALLER, EVENT_DISK, MAX_SESSIONS, PATH_ALWAYS, PATH_CAP, PATH_INCLUDE,
-    PATH_PREFIX_MAX, PATH_RULES_MAX, SESSION_RECORD_DISK,
+    DISK_PATH_FROM_CALLER, DISK_PATH_USER_MOUNT_NS, EVENT_DISK, MAX_SESSIONS, PATH_ALWAYS,
+    PATH_CAP, PATH_INCLUDE, PATH_PREFIX_MAX, PATH_RULES_MAX, SESSION_RECORD_DISK,
 };
 
 use crate::{
@@ -365,7 +365,7 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
                 // The last component was written with its NUL.
                 p + 1
             };
-            submit(scratch, cgroup_id, filter, len, false, id);
+            submit(scratch, cgroup_id, filter, len, false, id, true);
             return 0;
         }
     }
@@ -405,7 +405,7 @@ fn record_open(args: &OpenArgs, ret: i64) -> u32 {
     // is /etc/shadow, not a locale file), so such a path is not judged.
     let unresolved = dot_component(&scratch.path, len);
     let opened = unsafe { core::ptr::read_volatile(&scratch.opened) };
-    submit(scratch, cgroup_id, filter, len, unresolved, opened);
+    submit(scratch, cgroup_id, filter, len, unresolved, opened, true);
     0
 }
 
@@ -539,6 +539,7 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
         at + n as usize,
         true,
         FileId::default(),
+        false,
     );
     0
 }
@@ -553,7 +554,9 @@ pub fn disk_uring(ctx: RawTracePointContext) -> u32 {
 /// unjudged (a path the kernel did not resolve, which can lead anywhere).
 /// `file`: the opened file (all 0: none); one in `ALWAYS_FILES` is
 /// always recorded whatever its path (looked up only when it would be
-/// left out).
+/// left out). `walked`: the path was walked since `forget_walk`, and a
+/// recorded one is flagged if it lies in a user's mount namespace
+/// (io_uring's are not: its program is at the verifier's limit).
 #[inline(always)]
 fn submit(
     scratch: &mut DiskScratch,
@@ -562,6 +565,7 @@ fn submit(
     path_len: usize,
     always: bool,
     file: FileId,
+    walked: bool,
 ) {
     let path_len = path_len & (2 * PATH_CAP - 1);
     if path_len == 0 {
@@ -595,6 +599,9 @@ fn submit(
             return;
         }
         always = true;
+    }
+    if walked && path_in_users_mount_ns() {
+        scratch.header.path_flags |= DISK_PATH_USER_MOUNT_NS;
     }
     scratch.header.path_len = path_len as u32;
     let size = core::mem::size_of::<DiskEvent>() + path_len;

@@ -1317,8 +1317,8 @@ fn files_cannot_hide_under_device_or_excluded_paths() {
         .trim()
         .to_string();
     let events = daemon.wait_any_end();
-    let opened = |program: &str, path: &str| {
-        events.iter().any(|e| {
+    let open_event = |program: &str, path: &str| {
+        events.iter().find(|e| {
             e["event"] == "session.disk"
                 && e["sid"] == sid
                 && e["program"] == program
@@ -1326,6 +1326,24 @@ fn files_cannot_hide_under_device_or_excluded_paths() {
                 && e["return_code"].as_i64() >= Some(0)
         })
     };
+    let opened = |program: &str, path: &str| open_event(program, path).is_some();
+    // A path of the user's own namespace is flagged as such (the reader
+    // of the journal sees where the file appeared, not what it is).
+    let flagged = |program: &str, path: &str| {
+        open_event(program, path).map(|e| e["path_user_mount_ns"] == true)
+    };
+    assert_eq!(
+        flagged("cat", &format!("/dev/shm/{sid}.copy")),
+        Some(false),
+        "the host's path"
+    );
+    for (program, path) in [
+        ("cat", format!("/dev/shm/{sid}.d/secret")),
+        ("cat", "/usr/lib/locale/C.utf8/LC_PAPER".to_string()),
+        ("tail", "/usr/lib/locale/C.utf8/LC_NAME".to_string()),
+    ] {
+        assert_eq!(flagged(program, &path), Some(true), "{program} {path}");
+    }
     assert!(
         opened("cat", &format!("/dev/shm/{sid}.copy")),
         "a copy in /dev/shm"

@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use restrictd_common::{
     record::Record, CommandEvent, DiskEvent, Dropped, NetworkEvent, RecordHeader, ACTION_DENIED,
-    DISK_IO_URING, DISK_PATH_FROM_CALLER, EVENT_COMMAND, EVENT_DISK, EVENT_NETWORK, EXE_UNLINKED,
-    EXE_USER_MOUNT_NS, OPERATION_CONNECT, OPERATION_PACKET_IN, OPERATION_PACKET_OUT,
-    OPERATION_SEND, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
+    DISK_IO_URING, DISK_PATH_FROM_CALLER, DISK_PATH_USER_MOUNT_NS, EVENT_COMMAND, EVENT_DISK,
+    EVENT_NETWORK, EXE_UNLINKED, EXE_USER_MOUNT_NS, OPERATION_CONNECT, OPERATION_PACKET_IN,
+    OPERATION_PACKET_OUT, OPERATION_SEND, PACKET_PEER_DENIED, PACKET_SOURCE_ROUTED,
 };
 use serde::Serialize;
 
@@ -244,6 +244,12 @@ pub struct DiskBody {
     /// tried. Absent (false) when the path is the kernel's.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub path_from_caller: bool,
+    /// `path` is one of a mount namespace the user made (`unshare -Urm`),
+    /// the opener's or the file's (reached through `/proc/PID/root`), where
+    /// any file they can read may be bound over any path: it says where the
+    /// file appeared there, not what it is.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub path_user_mount_ns: bool,
     pub pid: u32,
     #[serde(flatten)]
     pub audit: AuditSession,
@@ -263,6 +269,7 @@ impl DiskBody {
             return_code: (h.path_flags & DISK_IO_URING == 0).then_some(h.return_code),
             io_uring: h.path_flags & DISK_IO_URING != 0,
             path_from_caller: h.path_flags & DISK_PATH_FROM_CALLER != 0,
+            path_user_mount_ns: h.path_flags & DISK_PATH_USER_MOUNT_NS != 0,
             pid: h.header.pid,
             audit: AuditSession::of(&h.header),
             unix_uid: h.header.uid,
@@ -297,15 +304,20 @@ impl Kind for DiskBody {
     };
 
     fn summary(&self, who: &str, _sid: &str) -> String {
+        let ns = if self.path_user_mount_ns {
+            " [a path of the user's own mount namespace]"
+        } else {
+            ""
+        };
         match self.return_code {
             None => format!(
                 "{who} asked io_uring to open {} ({}) [result not recorded]",
                 self.path,
                 self.mode()
             ),
-            Some(rc) if rc >= 0 => format!("{who} opened {} ({})", self.path, self.mode()),
+            Some(rc) if rc >= 0 => format!("{who} opened {} ({}){ns}", self.path, self.mode()),
             Some(rc) => format!(
-                "{who} failed to open {} ({}): {}{}",
+                "{who} failed to open {} ({}): {}{}{ns}",
                 self.path,
                 self.mode(),
                 failure(rc),
