@@ -649,11 +649,7 @@ except PermissionError:
 /// updates and removals reach it wherever it is kept.
 #[test]
 fn a_session_is_enforced_whether_or_not_it_holds_its_fast_slot() {
-    use restrictd::{
-        bpf::Kernel,
-        cgroup::{find_cgroup2_mount, Cgroup},
-        policy::Policy,
-    };
+    use restrictd::cgroup::{find_cgroup2_mount, Cgroup};
     use restrictd_common::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT, SESSION_SLOTS};
     require_root();
     let mount = find_cgroup2_mount().unwrap();
@@ -668,16 +664,7 @@ fn a_session_is_enforced_whether_or_not_it_holds_its_fast_slot() {
     let (listener, port) = tcp_listener("127.0.0.1");
     listener.set_nonblocking(true).unwrap();
     let result = std::panic::catch_unwind(|| {
-        let mut k = Kernel::load(
-            restrictd::config::Config::default()
-                .load_options(None)
-                .unwrap(),
-        )
-        .unwrap();
-        // Only 10.0.0.0/8: the loopback listener is denied to restricted sessions.
-        let policy = Policy::parse(&policy_yaml(&["10.0.0.0/8"], &[]), "test").unwrap();
-        k.policy.set(Some(&policy)).unwrap();
-        k.programs.attach(&root.path).unwrap();
+        let mut k = loopback_denying_kernel(&root);
         let entry = |flags| SessionEntry {
             policy_id: POLICY_FOLLOW_ACTIVE,
             flags,
@@ -721,6 +708,23 @@ fn a_session_is_enforced_whether_or_not_it_holds_its_fast_slot() {
     }
 }
 
+/// The programs, loaded and attached at `root`, under a policy that
+/// allows only 10.0.0.0/8: a restricted session's loopback connects are
+/// denied.
+fn loopback_denying_kernel(root: &restrictd::cgroup::Cgroup) -> restrictd::bpf::Kernel {
+    let mut k = restrictd::bpf::Kernel::load(
+        restrictd::config::Config::default()
+            .load_options(None)
+            .unwrap(),
+    )
+    .unwrap();
+    let policy =
+        restrictd::policy::Policy::parse(&policy_yaml(&["10.0.0.0/8"], &[]), "test").unwrap();
+    k.policy.set(Some(&policy)).unwrap();
+    k.programs.attach(&root.path).unwrap();
+    k
+}
+
 /// Whether a connect from a process in `cgroup` to the (nonblocking)
 /// loopback `listener` got through, with proof at the listener.
 fn arrives_from(
@@ -753,11 +757,7 @@ fn arrives_from(
 /// the bits of keys removed.
 #[test]
 fn a_cgroup_the_kernel_registers_is_enforced_before_the_daemon_rescans() {
-    use restrictd::{
-        bpf::Kernel,
-        cgroup::{find_cgroup2_mount, Cgroup},
-        policy::Policy,
-    };
+    use restrictd::cgroup::{find_cgroup2_mount, Cgroup};
     use restrictd_common::{SessionEntry, POLICY_FOLLOW_ACTIVE, SESSION_RESTRICT};
     use std::os::unix::process::CommandExt;
     require_root();
@@ -780,16 +780,7 @@ fn a_cgroup_the_kernel_registers_is_enforced_before_the_daemon_rescans() {
     let (listener, port) = tcp_listener("127.0.0.1");
     listener.set_nonblocking(true).unwrap();
     let result = std::panic::catch_unwind(|| {
-        let mut k = Kernel::load(
-            restrictd::config::Config::default()
-                .load_options(None)
-                .unwrap(),
-        )
-        .unwrap();
-        // Only 10.0.0.0/8: the loopback listener is denied to restricted sessions.
-        let policy = Policy::parse(&policy_yaml(&["10.0.0.0/8"], &[]), "test").unwrap();
-        k.policy.set(Some(&policy)).unwrap();
-        k.programs.attach(&root.path).unwrap();
+        let mut k = loopback_denying_kernel(&root);
         k.programs.attach_tracepoints().unwrap();
         let entry = SessionEntry {
             policy_id: POLICY_FOLLOW_ACTIVE,

@@ -863,10 +863,7 @@ impl SessionMap {
     /// key). The generation is read before the scan, so an insertion the
     /// scan may have missed leaves the bitmaps marked as not covering it.
     pub fn sync_presence(&mut self) -> Result<()> {
-        let generation = self
-            .kernel_generation
-            .get(&0, 0)
-            .context("reading KERNEL_GENERATION")?;
+        let generation = self.kernel_generation()?;
         let cgroups = self.ids()?;
         let uids = self.identities()?;
         self.presence
@@ -878,14 +875,17 @@ impl SessionMap {
     /// `sync_presence`, if keys were removed or the kernel registered a
     /// cgroup since the last (the daemon's sweep, every second).
     pub fn sync_presence_if_stale(&mut self) -> Result<()> {
-        let now = self
-            .kernel_generation
-            .get(&0, 0)
-            .context("reading KERNEL_GENERATION")?;
-        if !self.presence_stale && now == self.presence.covers() {
+        if !self.presence_stale && self.kernel_generation()? == self.presence.covers() {
             return Ok(());
         }
         self.sync_presence()
+    }
+
+    /// The kernel's own raises so far (`KERNEL_GENERATION[0]`).
+    fn kernel_generation(&self) -> Result<u64> {
+        self.kernel_generation
+            .get(&0, 0)
+            .context("reading KERNEL_GENERATION")
     }
 
     /// From now on, when process `pid` is moved to another cgroup, that
