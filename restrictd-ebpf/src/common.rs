@@ -5,7 +5,7 @@ use core::mem::offset_of;
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_ktime_get_boot_ns,
         generated::{
@@ -476,8 +476,9 @@ pub fn count_lost(kind: u32, key: u64) {
     });
 }
 
-/// Whether a record of `kind` for `key` may go into `ring`. While the ring
-/// is at most half full, always: the writer keeps up. Over half, a key
+/// Whether a record of `kind` for `key` may go into `ring`, and if so the
+/// flags to submit it with (`wake_when`). While the ring is at most half
+/// full, always: the writer keeps up. Over half, a key
 /// gets `SHARE_PER_SECOND` records of a kind per second, so that one
 /// session's flood cannot fill the ring and starve the others, whose
 /// records go into the half it leaves; the excess is counted as kept out
@@ -487,11 +488,12 @@ pub fn count_lost(kind: u32, key: u64) {
 /// atomic compare-and-swap, CPUs writing at the same instant may both pass
 /// on one count: the share can be exceeded slightly.
 #[inline(always)]
-pub fn within_share(ring: &RingBuf, kind: u32, slot: u32, key: u64) -> bool {
+pub fn within_share(ring: &RingBuf, kind: u32, slot: u32, key: u64) -> Option<u64> {
     let used = ring.query(BPF_RB_AVAIL_DATA as u64);
     let size = ring.query(BPF_RB_RING_SIZE as u64);
+    let flags = wake_when(used, size);
     if used.saturating_mul(2) <= size {
-        return true;
+        return Some(flags);
     }
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let slot = slot as usize & (LOST_SLOTS as usize - 1);
@@ -501,7 +503,7 @@ pub fn within_share(ring: &RingBuf, kind: u32, slot: u32, key: u64) -> bool {
         let _ = SHARES.insert(key, &ZERO_SHARE, 0);
     }
     let Some(w) = SHARES.get_ptr_mut(key) else {
-        return true;
+        return Some(flags);
     };
     let w = unsafe { &mut *w };
     if now.wrapping_sub(w.window_start) >= 1_000_000_000 {
@@ -513,10 +515,34 @@ pub fn within_share(ring: &RingBuf, kind: u32, slot: u32, key: u64) -> bool {
     }
     if w.count[slot] < SHARE_PER_SECOND {
         w.count[slot] += 1;
-        return true;
+        return Some(flags);
     }
     count_limited(kind, key);
-    false
+    None
+}
+
+/// The flags to submit a record with, given the bytes `used` in a ring of
+/// `size`: the writer is woken only once the ring is an eighth full, and
+/// otherwise collects records on its own tick (recorder.rs), so that a
+/// steady stream costs neither the submitting process a wakeup per batch
+/// nor the writer a pass per few records. A flood still wakes it long
+/// before the half where shares start.
+#[inline(always)]
+pub fn wake_when(used: u64, size: u64) -> u64 {
+    if used.saturating_mul(8) >= size {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// `wake_when` for a ring whose fill is not known yet.
+#[inline(always)]
+pub fn wakeup_flags(ring: &RingBuf) -> u64 {
+    wake_when(
+        ring.query(BPF_RB_AVAIL_DATA as u64),
+        ring.query(BPF_RB_RING_SIZE as u64),
+    )
 }
 
 /// Counts a record of `kind` for `key` that a rate limit kept out.

@@ -610,16 +610,16 @@ fn submit(
     }
     let bytes =
         unsafe { core::slice::from_raw_parts(scratch as *const DiskScratch as *const u8, size) };
-    if !within_share(
+    let Some(wake) = within_share(
         &DISK_EVENTS,
         EVENT_DISK,
         if always { 0 } else { EVENT_DISK },
         cgroup_id,
-    ) {
+    ) else {
         return;
-    }
+    };
     fill_header(&mut scratch.header.header, EVENT_DISK, cgroup_id);
-    if DISK_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if DISK_EVENTS.output::<[u8]>(bytes, wake).is_err() {
         count_lost(EVENT_DISK, cgroup_id);
     }
 }

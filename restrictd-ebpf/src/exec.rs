@@ -127,10 +127,10 @@ fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize, kind: u32)
     let bytes =
         unsafe { core::slice::from_raw_parts(scratch as *const CommandScratch as *const u8, size) };
     let key = scratch.header.header.cgroup_id;
-    if !within_share(&COMMAND_EVENTS, kind, EVENT_COMMAND, key) {
+    let Some(wake) = within_share(&COMMAND_EVENTS, kind, EVENT_COMMAND, key) else {
         return false;
-    }
-    if COMMAND_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    };
+    if COMMAND_EVENTS.output::<[u8]>(bytes, wake).is_err() {
         count_lost(kind, key);
         return false;
     }

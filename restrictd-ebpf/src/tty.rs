@@ -25,8 +25,8 @@ use restrictd_common::{
 use crate::{
     common::{
         btf_field, count_lost, count_tty_bytes, current_exe_id, current_session, fill_header,
-        load_config, maybe_relay, opaque, read_kernel, read_ptr, tp_field, user_regs, REGS_DI,
-        REGS_SI,
+        load_config, maybe_relay, opaque, read_kernel, read_ptr, tp_field, user_regs, wakeup_flags,
+        REGS_DI, REGS_SI,
     },
     path::fd_file,
 };
@@ -231,6 +231,8 @@ fn record(c: &TtyCall, n: u64, direction: u32) {
     scratch.ev.direction = direction;
     scratch.ev.rows = c.rows;
     scratch.ev.cols = c.cols;
+    // Once per write, not per chunk: the chunks follow at once.
+    let wake = wakeup_flags(&TTY_EVENTS);
     let mut i = 0u32;
     while i < TTY_CHUNKS_MAX {
         let off = i as u64 * TTY_CHUNK as u64;
@@ -261,7 +263,7 @@ fn record(c: &TtyCall, n: u64, direction: u32) {
                 let bytes = unsafe {
                     core::slice::from_raw_parts(scratch as *const TtyScratch as *const u8, size)
                 };
-                TTY_EVENTS.output::<[u8]>(bytes, 0).is_ok()
+                TTY_EVENTS.output::<[u8]>(bytes, wake).is_ok()
             }
         };
         if sent {

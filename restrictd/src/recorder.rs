@@ -44,10 +44,17 @@ const HOLD: Duration = Duration::from_millis(20);
 const PARTS_WAIT: Duration = Duration::from_millis(5);
 /// How often the loss counters are read (per session: `session.lost`).
 const LOST_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// After a batch of fewer than `COALESCE_BELOW` records, the writer waits
-/// `COALESCE` before it looks again (see `run`).
-const COALESCE: Duration = Duration::from_millis(2);
-const COALESCE_BELOW: usize = 64;
+/// How often the writer looks at the rings while records come: the
+/// programs wake it only once a ring is an eighth full (`wake_when` in
+/// restrictd-ebpf), so a steady stream is collected on this tick, in
+/// batches, rather than a pass (and a wakeup in the submitting process)
+/// per few records. An event reaches the outputs HOLD to HOLD + TICK after
+/// its stamp.
+const TICK: Duration = Duration::from_millis(10);
+/// The tick doubles, up to this, while nothing comes: an idle daemon wakes
+/// ten times a second, and the first record after a quiet spell is written
+/// within HOLD + IDLE_TICK.
+const IDLE_TICK: Duration = Duration::from_millis(100);
 /// Loss reports are rate-limited to one per this interval.
 const LOST_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -174,6 +181,9 @@ impl Recorder {
             output,
             lost: lost.clone(),
             pending: Vec::new(),
+            got: Vec::new(),
+            due: Vec::new(),
+            outs: Vec::new(),
             seq: 0,
             written: 0,
             records: 0,
@@ -289,6 +299,12 @@ struct Writer {
     /// When `DROPPED` was last read (the start of the next report's window).
     dropped_checked: u64,
     pending: Vec<Pending>,
+    /// Buffers of `read_rings` and `write_until`, kept between passes: their
+    /// items are large, and growing them anew each pass was a tenth of the
+    /// writer's CPU (reallocation, and malloc consolidating for it).
+    got: Vec<Record>,
+    due: Vec<Pending>,
+    outs: Vec<Out>,
     seq: u64,
     /// Events written, and records read (for the CPU figures at stop).
     written: u64,
@@ -304,8 +320,13 @@ impl Writer {
         for (i, (name, ring)) in self.rings.iter().enumerate() {
             // SAFETY: the ring (and its fd) lives as long as this writer.
             let fd = unsafe { BorrowedFd::borrow_raw(ring.as_raw_fd()) };
+            // Edge-triggered: a ring with records in it wakes the writer
+            // only when the programs ask (`TICK`), not on every wait.
             epoll
-                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+                .add(
+                    fd,
+                    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, i as u64),
+                )
                 .with_context(|| format!("polling ring buffer {name}"))?;
         }
         epoll
@@ -315,15 +336,9 @@ impl Writer {
             )
             .context("polling the recorder's eventfd")?;
         let mut events = [EpollEvent::empty(); 8];
+        let mut tick = TICK;
         loop {
-            let timeout = match self.pending.iter().map(|p| p.boot_ns).min() {
-                Some(first) => {
-                    let due = first + HOLD.as_nanos() as u64;
-                    Duration::from_nanos(due.saturating_sub(now_boot_ns())).min(LOST_CHECK_EVERY)
-                }
-                None => LOST_CHECK_EVERY,
-            };
-            let ms = timeout.as_millis().clamp(1, 1000) as u16;
+            let ms = tick.as_millis().clamp(1, 1000) as u16;
             match epoll.wait(&mut events, EpollTimeout::from(ms)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e).context("epoll_wait"),
@@ -347,6 +362,11 @@ impl Writer {
                 }
             }
             let n = self.read_rings();
+            tick = if n > 0 || !self.pending.is_empty() {
+                TICK
+            } else {
+                (tick * 2).min(IDLE_TICK)
+            };
             if stop {
                 self.check_denials();
                 self.check_dropped();
@@ -372,16 +392,6 @@ impl Writer {
                 return Ok(());
             }
             self.write_until(now_boot_ns().saturating_sub(HOLD.as_nanos() as u64));
-            // A trickle (an exec every millisecond) would wake this thread
-            // once per record, and the kernel once per record to wake it:
-            // most of the writer's CPU. After a small batch, records are
-            // left to gather briefly; they are held HOLD anyway. The pause
-            // is short enough that a flood starting meanwhile fills no
-            // ring past the half where shares start (the default 256 KiB
-            // network ring takes some 16 ms of 50,000 connects/s to reach it).
-            if n > 0 && n < COALESCE_BELOW {
-                std::thread::sleep(COALESCE);
-            }
             if self.last_check.elapsed() >= LOST_CHECK_EVERY {
                 self.check_allowed();
                 self.check_denials();
@@ -402,7 +412,7 @@ impl Writer {
 
     /// Reads every ring buffer dry; returns how many records it read.
     fn read_rings(&mut self) -> usize {
-        let mut got = Vec::new();
+        let mut got = std::mem::take(&mut self.got);
         for (name, ring) in self.rings.iter_mut() {
             while let Some(bytes) = ring.next() {
                 match decode(&bytes) {
@@ -413,7 +423,7 @@ impl Writer {
         }
         let n = got.len();
         self.records += n as u64;
-        for r in got {
+        for r in got.drain(..) {
             if let Record::Tty(h, data) = r {
                 self.push(h.header.boot_ns, Item::Tty(h, data));
                 continue;
@@ -436,6 +446,8 @@ impl Writer {
                 self.push(t, Item::Record(r));
             }
         }
+        keep(&mut got);
+        self.got = got;
         // A command still missing parts well after its stamp lost them (a
         // full buffer or the session's share): written with what came, its
         // argv marked cut. Still within HOLD, so in time order.
@@ -497,14 +509,15 @@ impl Writer {
         if n == 0 {
             return;
         }
-        let due: Vec<Pending> = self.pending.drain(..n).collect();
-        let outs: Vec<Out> = {
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(self.pending.drain(..n));
+        let mut outs = std::mem::take(&mut self.outs);
+        {
             let registry = self.registry.clone();
             let mut reg = registry.lock().unwrap();
-            let mut outs = Vec::with_capacity(due.len());
             // Recordings this batch opens (before their first item).
             let mut opening = HashSet::new();
-            for p in due {
+            for p in due.drain(..) {
                 match p.item {
                     Item::Record(r) => {
                         let h = *r.header();
@@ -595,10 +608,11 @@ impl Writer {
                     }
                 }
             }
-            outs
-        };
+        }
+        keep(&mut due);
+        self.due = due;
         // Written without the registry lock: a login never waits on the log.
-        for out in outs {
+        for out in outs.drain(..) {
             match out {
                 Out::Event(boot_ns, ev) => {
                     self.written += 1;
@@ -640,6 +654,8 @@ impl Writer {
                 }
             }
         }
+        keep(&mut outs);
+        self.outs = outs;
         self.output.flush();
         if let Some(t) = &mut self.terminal {
             t.flush();
@@ -813,6 +829,14 @@ impl Writer {
 }
 
 /// CPU time the calling thread has used.
+/// Lets a pass's buffer go back to a modest size after a flood.
+fn keep<T>(buf: &mut Vec<T>) {
+    const KEEP: usize = 1024;
+    if buf.capacity() > KEEP {
+        buf.shrink_to(KEEP);
+    }
+}
+
 fn thread_cpu() -> Duration {
     use nix::time::{clock_gettime, ClockId};
     clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
