@@ -36,6 +36,14 @@ impl ExeNames {
             return;
         }
         let flags = flags & restrictd_common::EXE_USER_MOUNT_NS;
+        // Nearly every exec runs a program already known: no copy then.
+        if self
+            .names
+            .get(&(dev, ino))
+            .is_some_and(|(p, f)| p == path && *f == flags)
+        {
+            return;
+        }
         if self
             .names
             .insert((dev, ino), (path.to_string(), flags))

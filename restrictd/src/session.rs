@@ -300,8 +300,10 @@ pub struct Registry {
     managers: HashMap<u64, u64>,
     /// Cgroup a session was followed out of -> the session's cgroup now.
     aliases: HashMap<u64, u64>,
-    hostname: String,
-    server_id: String,
+    /// Shared with every event (`Arc`): a clone per event cost an
+    /// allocation each.
+    hostname: std::sync::Arc<str>,
+    server_id: std::sync::Arc<str>,
     /// The policies in force, to name the policy and rule of a denial
     /// (the lifecycle keeps it current).
     policies: std::sync::Arc<crate::policy::PolicySet>,
@@ -323,8 +325,9 @@ impl Registry {
             aliases: HashMap::new(),
             hostname: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            server_id: server_id(),
+                .unwrap_or_default()
+                .into(),
+            server_id: server_id().into(),
             policies: Default::default(),
             groups: HashMap::new(),
         }
@@ -398,7 +401,7 @@ impl Registry {
             user: s.user.clone(),
             login: s.login.clone(),
             remote: s.connection_fields().remote_addr,
-            hostname: self.hostname.clone(),
+            hostname: self.hostname.to_string(),
             mode,
         })
     }
@@ -565,7 +568,7 @@ impl Registry {
             code: info.code,
             time: boot_ns_to_rfc3339(boot_ns),
             ei,
-            uid: Uuid::new_v4().to_string(),
+            uid: Uuid::new_v4(),
             sid,
             user,
             login,
@@ -587,7 +590,7 @@ impl Registry {
             code: info.code,
             time: boot_ns_to_rfc3339(boot_ns),
             ei: 0,
-            uid: Uuid::new_v4().to_string(),
+            uid: Uuid::new_v4(),
             sid: String::new(),
             login: user.clone(),
             user,

@@ -125,7 +125,7 @@ pub struct Event {
     /// Per-session event index, increasing with `time`.
     pub ei: u64,
     /// Teleport's unique event id: a random UUID for each event.
-    pub uid: String,
+    pub uid: uuid::Uuid,
     pub sid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -134,8 +134,8 @@ pub struct Event {
     /// Teleport's server namespace: "default".
     pub namespace: &'static str,
     /// This host's id (its machine id as a UUID; `session::server_id`).
-    pub server_id: String,
-    pub server_hostname: String,
+    pub server_id: std::sync::Arc<str>,
+    pub server_hostname: std::sync::Arc<str>,
     /// A process of a restricted user outside every session (a cron job,
     /// a login without the PAM line): `sid` is empty, `user` says who.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -369,7 +369,7 @@ mod tests {
             code: "T4002I",
             time: "2026-01-01T00:00:00.000000001Z".into(),
             ei: 3,
-            uid: "5b0d7a3e-8f5c-4d2a-9a41-3f6b1c2d4e5f".into(),
+            uid: "5b0d7a3e-8f5c-4d2a-9a41-3f6b1c2d4e5f".parse().unwrap(),
             sid: "s-1".into(),
             user: Some("alice".into()),
             login: Some("alice".into()),

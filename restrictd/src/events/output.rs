@@ -16,6 +16,9 @@ pub const SYSLOG_SOCKET: &str = "/dev/log";
 pub struct Output {
     json: Option<Box<dyn Write + Send>>,
     system: SystemLog,
+    /// The event being written, as a JSON line: reused, so that an event
+    /// costs no allocation for its text.
+    line: Vec<u8>,
 }
 
 enum SystemLog {
@@ -43,6 +46,7 @@ impl Output {
         Ok(Output {
             json,
             system: SystemLog::detect(),
+            line: Vec::with_capacity(4096),
         })
     }
 
@@ -106,22 +110,23 @@ impl Output {
     /// Writes `ev`; false when no system log took it (it went to stderr).
     pub fn emit(&mut self, ev: &Event) -> bool {
         // Serialized once, for every destination.
-        let json = serde_json::to_string(ev).expect("events serialize");
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, ev).expect("events serialize");
+        self.line.push(b'\n');
         if let Some(w) = &mut self.json {
-            let mut line = Vec::with_capacity(json.len() + 1);
-            line.extend_from_slice(json.as_bytes());
-            line.push(b'\n');
-            if let Err(e) = w.write_all(&line) {
+            if let Err(e) = w.write_all(&self.line) {
                 log::error!("writing event to --events file failed: {e}");
             }
         }
+        // serde_json writes UTF-8 only.
+        let json = std::str::from_utf8(&self.line[..self.line.len() - 1]).expect("JSON is UTF-8");
         let res = match &mut self.system {
-            SystemLog::Journal(j) => send_journal(j, ev, &json).or_else(|e| {
+            SystemLog::Journal(j) => send_journal(j, ev, json).or_else(|e| {
                 // journald may have gone away: try syslog before giving up.
                 log::warn!("journald write failed ({e}); trying syslog");
-                SystemLog::detect_syslog().map_or(Err(e), |mut l| send_syslog(&mut l, ev, &json))
+                SystemLog::detect_syslog().map_or(Err(e), |mut l| send_syslog(&mut l, ev, json))
             }),
-            SystemLog::Syslog(l) => send_syslog(l, ev, &json),
+            SystemLog::Syslog(l) => send_syslog(l, ev, json),
             SystemLog::None => Ok(()),
         };
         match res {
@@ -204,6 +209,7 @@ mod tests {
         let mut out = Output {
             json: None,
             system: SystemLog::Journal(Journal::new(&path)),
+            line: Vec::new(),
         };
         let mut lost = Lost::default();
         for (i, v) in lost.0.iter_mut().enumerate() {
