@@ -6,7 +6,9 @@
 //! Run as root: `cargo bench -p restrictd --bench recording` (or scripts/bench.sh);
 //! `-- exec`, `-- open` or `-- connect` runs one storm; `-- journald` writes
 //! the events to a private journald (tests/with-journald.sh), as a host
-//! does, instead of to an `--events` file, and counts them there.
+//! does, instead of to an `--events` file, and counts them there;
+//! `-- rounds N` runs the exec storm's configurations N times, interleaved,
+//! and adds the rounds up (this machine's drift moves one run's ratio by 0.1).
 
 use std::{
     process::Command,
@@ -90,34 +92,36 @@ fn main() {
     }
 
     if want("exec") {
-        println!("exec storm: /bin/true from {workers} threads for {SECONDS} s in one session");
+        let rounds = rounds();
+        println!(
+            "exec storm: /bin/true from {workers} threads for {SECONDS} s in one session, {rounds} round(s)"
+        );
+        let args = ["storm", &workers.to_string()];
+        // Each round runs every configuration once, so that the machine's
+        // drift (a ratio moved by 0.1 between runs here) falls on all alike.
+        let (mut off, mut on, mut cmd_only, mut snoop, mut audit) = (None, None, None, None, None);
+        for _ in 0..rounds {
+            add(&mut off, Some(storm(dir.path(), "enabled: false", &args)));
+            add(&mut on, Some(storm(dir.path(), "enabled: true", &args)));
+            add(
+                &mut cmd_only,
+                Some(storm(
+                    dir.path(),
+                    "enabled: true\n  disk_events: false",
+                    &args,
+                )),
+            );
+            add(&mut snoop, peer("/usr/sbin/execsnoop", dir.path(), &args));
+            add(&mut audit, auditd_peer("-S execve", dir.path(), &args));
+        }
+        let (off, on, cmd_only) = (off.unwrap(), on.unwrap(), cmd_only.unwrap());
         header("execs");
-        let off = storm(
-            dir.path(),
-            "enabled: false",
-            &["storm", &workers.to_string()],
-        );
-        let on = storm(
-            dir.path(),
-            "enabled: true",
-            &["storm", &workers.to_string()],
-        );
-        let cmd_only = storm(
-            dir.path(),
-            "enabled: true\n  disk_events: false",
-            &["storm", &workers.to_string()],
-        );
         let is_exec = |l: &str| {
             l.contains("\"session.command\"")
                 && l.contains("storm-marker")
                 && l.contains("\"/bin/true\"")
         };
         row("on", &on, on.count(is_exec), 0, on.lost_command);
-        let snoop = peer(
-            "/usr/sbin/execsnoop",
-            dir.path(),
-            &["storm", &workers.to_string()],
-        );
         row(
             "no disk",
             &cmd_only,
@@ -134,7 +138,6 @@ fn main() {
                 0,
             );
         }
-        let audit = auditd_peer("-S execve", dir.path(), &["storm", &workers.to_string()]);
         if let Some(a) = &audit {
             // One EXECVE record per exec, with its arguments.
             let n = a.count(|l| l.starts_with("type=EXECVE") && l.contains("storm-marker"));
@@ -517,6 +520,8 @@ fn peer(tool: &str, dir: &std::path::Path, args: &[&str]) -> Option<Run> {
 /// One storm's results.
 struct Run {
     executed: u64,
+    /// How long it stormed (rounds added up).
+    seconds: u64,
     events: String,
     /// Lost because a ring buffer was full, as restrictd reported it.
     lost_command: u64,
@@ -537,7 +542,29 @@ struct Run {
 
 impl Run {
     fn rate(&self) -> f64 {
-        self.executed as f64 / SECONDS as f64
+        self.executed as f64 / self.seconds as f64
+    }
+
+    /// This run and `o` as one.
+    fn merge(mut self, o: Run) -> Run {
+        self.executed += o.executed;
+        self.seconds += o.seconds;
+        self.events.push_str(&o.events);
+        self.lost_command += o.lost_command;
+        self.lost_disk += o.lost_disk;
+        self.lost_network += o.lost_network;
+        self.dropped += o.dropped;
+        self.dropped_network += o.dropped_network;
+        self.writer_cpu = match (self.writer_cpu, o.writer_cpu) {
+            (Some((a, n)), Some((b, m))) => Some((a + b, n + m)),
+            (a, b) => a.or(b),
+        };
+        self.journald_cpu = match (self.journald_cpu, o.journald_cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.written += o.written;
+        self
     }
 
     /// Matching lines; an event that folds repeats in (`"repeats":N`,
@@ -555,6 +582,25 @@ impl Run {
             })
             .sum()
     }
+}
+
+/// Adds a round's run (None: the tool is not installed) to `acc`.
+fn add(acc: &mut Option<Run>, r: Option<Run>) {
+    if let Some(r) = r {
+        *acc = Some(match acc.take() {
+            Some(a) => a.merge(r),
+            None => r,
+        });
+    }
+}
+
+/// `-- rounds N`: the exec storm's configurations run N times, interleaved.
+fn rounds() -> u32 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "rounds")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(1)
 }
 
 fn header(what: &str) {
@@ -716,6 +762,7 @@ fn storm_to(dir: &std::path::Path, recording: &str, args: &[&str], journal: bool
     });
     Run {
         executed,
+        seconds: SECONDS,
         events,
         lost_command: lost("command"),
         lost_disk: lost("disk"),
