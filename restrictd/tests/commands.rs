@@ -329,3 +329,52 @@ assert r == -1 and ctypes.get_errno() == 2, (r, ctypes.get_errno())
         }
     }
 }
+
+/// The writer collects records on a tick instead of waking for each
+/// (recorder.rs, `TICK`): a command reaches the log within a second of
+/// running, the first after a quiet spell (the writer's tick grown to its
+/// idle length) and each of a slow trickle (never enough to wake it).
+#[test]
+fn commands_reach_the_log_within_a_second_when_few_come() {
+    let sb = Sandbox::new();
+    let marker = format!("m{}", uuid::Uuid::new_v4().simple());
+    let script = format!(
+        "sleep 1.5; for i in 1 2 3 4 5 6 7 8; do /bin/echo {marker} $i >/dev/null; sleep 0.07; done; sleep 2"
+    );
+    let mut child = sb
+        .run_cmd(None, &["/bin/sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    // When each marked command was first seen in the --events file.
+    let mut seen: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
+        Default::default();
+    while child.try_wait().unwrap().is_none() {
+        let now = chrono::Utc::now();
+        for e in sb.events() {
+            if e["event"] == "session.command" && argv(&e).first() == Some(&marker) {
+                let i = argv(&e)[1].clone();
+                seen.entry(i).or_insert(now);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(child.wait().unwrap().success());
+    let ev = sb.events();
+    let marked: Vec<_> = commands(&ev)
+        .into_iter()
+        .filter(|e| argv(e).first() == Some(&marker))
+        .collect();
+    assert_eq!(marked.len(), 8, "{marked:?}");
+    for e in marked {
+        let i = &argv(e)[1];
+        let ran = chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).unwrap();
+        let at = seen
+            .get(i)
+            .unwrap_or_else(|| panic!("command {i} seen only after the end"));
+        let late = at.signed_duration_since(ran);
+        assert!(
+            late < chrono::TimeDelta::seconds(1),
+            "command {i} reached the log {late} after it ran"
+        );
+    }
+}
