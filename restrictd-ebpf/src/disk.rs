@@ -615,6 +615,7 @@ fn submit(
         EVENT_DISK,
         if always { 0 } else { EVENT_DISK },
         cgroup_id,
+        size as u64,
     ) else {
         return;
     };

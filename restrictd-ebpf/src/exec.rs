@@ -127,7 +127,7 @@ fn submit(scratch: &CommandScratch, argv_off: usize, argv_len: usize, kind: u32)
     let bytes =
         unsafe { core::slice::from_raw_parts(scratch as *const CommandScratch as *const u8, size) };
     let key = scratch.header.header.cgroup_id;
-    let Some(wake) = within_share(&COMMAND_EVENTS, kind, EVENT_COMMAND, key) else {
+    let Some(wake) = within_share(&COMMAND_EVENTS, kind, EVENT_COMMAND, key, size as u64) else {
         return false;
     };
     if COMMAND_EVENTS.output::<[u8]>(bytes, wake).is_err() {

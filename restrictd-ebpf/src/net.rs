@@ -530,7 +530,13 @@ pub fn report_denial(s: &mut DenialScratch, peer: &[u8; 16], peer_port: u16) {
 #[inline(always)]
 pub fn write_record(ev: &NetworkEvent) {
     let key = ev.header.cgroup_id;
-    if let Some(wake) = within_share(&NETWORK_EVENTS, EVENT_NETWORK, EVENT_NETWORK, key) {
+    if let Some(wake) = within_share(
+        &NETWORK_EVENTS,
+        EVENT_NETWORK,
+        EVENT_NETWORK,
+        key,
+        core::mem::size_of::<NetworkEvent>() as u64,
+    ) {
         if NETWORK_EVENTS.output::<NetworkEvent>(ev, wake).is_err() {
             count_lost(EVENT_NETWORK, key);
         }

@@ -232,7 +232,7 @@ fn record(c: &TtyCall, n: u64, direction: u32) {
     scratch.ev.rows = c.rows;
     scratch.ev.cols = c.cols;
     // Once per write, not per chunk: the chunks follow at once.
-    let wake = wakeup_flags(&TTY_EVENTS);
+    let wake = wakeup_flags(&TTY_EVENTS, take);
     let mut i = 0u32;
     while i < TTY_CHUNKS_MAX {
         let off = i as u64 * TTY_CHUNK as u64;

@@ -7,7 +7,7 @@
 //! `-- exec`, `-- open` or `-- connect` runs one storm; `-- journald` writes
 //! the events to a private journald (tests/with-journald.sh), as a host
 //! does, instead of to an `--events` file, and counts them there;
-//! `-- rounds N` runs the exec storm's configurations N times, interleaved,
+//! `-- rounds N` runs the exec or connect storm's configurations N times, interleaved,
 //! and adds the rounds up (this machine's drift moves one run's ratio by 0.1).
 
 use std::{
@@ -207,14 +207,21 @@ fn main() {
         // Every allowed TCP connect of a recorded session is an event (issue
         // 16: "connect storm with the default config").
         let args = ["connects", &workers.to_string()];
+        let rounds = rounds();
         println!(
-            "connect storm: TCP connects to a closed port on {CONNECT_ADDR} from {workers} threads for {SECONDS} s"
+            "connect storm: TCP connects to a closed port on {CONNECT_ADDR} from {workers} threads for {SECONDS} s, {rounds} round(s)"
         );
+        let (mut off, mut on, mut snoop, mut audit) = (None, None, None, None);
+        for _ in 0..rounds {
+            add(&mut off, Some(storm(dir.path(), "enabled: false", &args)));
+            add(&mut on, Some(storm(dir.path(), "enabled: true", &args)));
+            add(&mut snoop, peer("/usr/sbin/tcpconnect", dir.path(), &args));
+            add(&mut audit, auditd_peer("-S connect", dir.path(), &args));
+        }
+        let (off, on) = (off.unwrap(), on.unwrap());
         header("connects");
-        let off = storm(dir.path(), "enabled: false", &args);
         let needle = format!("\"dst_addr\":\"{CONNECT_ADDR}\"");
         let is_connect = |l: &str| l.contains("\"session.network\"") && l.contains(&needle);
-        let on = storm(dir.path(), "enabled: true", &args);
         row(
             "on",
             &on,
@@ -222,12 +229,10 @@ fn main() {
             on.dropped_network,
             on.lost_network,
         );
-        let snoop = peer("/usr/sbin/tcpconnect", dir.path(), &args);
         if let Some(s) = &snoop {
             let addr = CONNECT_ADDR.to_string();
             row("tcpconnect", s, s.count(|l| l.contains(&addr)), 0, 0);
         }
-        let audit = auditd_peer("-S connect", dir.path(), &args);
         if let Some(a) = &audit {
             // One SOCKADDR record per connect: family AF_INET, port, then the
             // address, in hex.
@@ -594,7 +599,7 @@ fn add(acc: &mut Option<Run>, r: Option<Run>) {
     }
 }
 
-/// `-- rounds N`: the exec storm's configurations run N times, interleaved.
+/// `-- rounds N`: the exec or connect storm's configurations run N times, interleaved.
 fn rounds() -> u32 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
