@@ -45,8 +45,8 @@ const PARTS_WAIT: Duration = Duration::from_millis(5);
 /// How often the loss counters are read (per session: `session.lost`).
 const LOST_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the writer looks at the rings while records come: the
-/// programs wake it only once a ring is an eighth full (`wake_when` in
-/// restrictd-ebpf), so a steady stream is collected on this tick, in
+/// programs wake it only with the record that fills a ring past each
+/// eighth (`wake_when` in restrictd-ebpf), so a steady stream is collected on this tick, in
 /// batches, rather than a pass (and a wakeup in the submitting process)
 /// per few records. An event reaches the outputs HOLD to HOLD + TICK after
 /// its stamp.
